@@ -1,0 +1,50 @@
+// swift-tools-version: 6.1
+//
+// vtrn: a virtual AWS Trainium device and its driver/runtime.
+//
+// Layers (see README "Layout"):
+//   VtrnDevice  the virtual chip: presets, HBM, DMA engines, NeuronCores
+//   Vtrn        the runtime as a Swift API (what Swift users import)
+//   VtrnCABI    only `@c @implementation public func` exports of include/vtrn.h
+//   CVtrn       include/vtrn.h as a Clang module (the contract)
+//   CVtrnSystem tiny C shims where Swift cannot reach (futex, affinity, libnuma)
+import PackageDescription
+
+let package = Package(
+    name: "vtrn",
+    products: [
+        // libvtrn.so, the C ABI. SwiftPM cannot give an executable the same product name,
+        // so the command-line tool is the product `vtrn-cli` (its command name is `vtrn`).
+        .library(name: "vtrn", type: .dynamic, targets: ["VtrnCABI"]),
+        .library(name: "Vtrn", targets: ["Vtrn"]),
+        .executable(name: "vtrn-cli", targets: ["VtrnTool"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .systemLibrary(name: "CVtrn", path: "include"),
+        .target(
+            name: "CVtrnSystem",
+            cSettings: [.define("_GNU_SOURCE")],
+            linkerSettings: [.linkedLibrary("numa")]
+        ),
+        .target(name: "VtrnDevice", dependencies: ["CVtrnSystem"]),
+        .target(name: "Vtrn", dependencies: ["VtrnDevice", "CVtrnSystem"]),
+        .target(
+            name: "VtrnCABI",
+            dependencies: ["Vtrn", "CVtrn", "CVtrnSystem"],
+            linkerSettings: [.unsafeFlags(["-Xlinker", "-soname=libvtrn.so"])]
+        ),
+        .executableTarget(
+            name: "VtrnTool",
+            dependencies: ["Vtrn", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .executableTarget(name: "vtrn-swift-enumerate", dependencies: ["Vtrn"], path: "Examples/swift/Enumerate"),
+
+        .testTarget(name: "VtrnDeviceTests", dependencies: ["VtrnDevice"]),
+        .testTarget(name: "VtrnTests", dependencies: ["Vtrn"]),
+        .testTarget(name: "VtrnCABITests", dependencies: ["VtrnCABI", "CVtrn"]),
+        .testTarget(name: "VtrnIntegrationTests", dependencies: []),
+    ]
+)

@@ -1,0 +1,66 @@
+#include "CVtrnSystem.h"
+
+#include <errno.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- last error: one heap buffer per thread, freed by the key's destructor at thread exit. */
+
+struct last_error { size_t capacity; char text[]; };
+static pthread_key_t last_error_key;
+static pthread_once_t last_error_once = PTHREAD_ONCE_INIT;
+static void make_last_error_key(void) { (void)pthread_key_create(&last_error_key, free); }
+
+void vtrnsys_set_last_error(const char *message) {
+    (void)pthread_once(&last_error_once, make_last_error_key);
+    size_t length = strlen(message);
+    struct last_error *slot = pthread_getspecific(last_error_key);
+    if (slot == NULL || slot->capacity <= length) {
+        size_t capacity = length < 256 ? 256 : length + 1;
+        struct last_error *grown = realloc(slot, sizeof *grown + capacity);
+        if (grown == NULL) return; /* keep the old message rather than none */
+        grown->capacity = capacity;
+        slot = grown;
+        (void)pthread_setspecific(last_error_key, slot);
+    }
+    memcpy(slot->text, message, length + 1);
+}
+
+const char *vtrnsys_last_error(void) {
+    (void)pthread_once(&last_error_once, make_last_error_key);
+    struct last_error *slot = pthread_getspecific(last_error_key);
+    return slot ? slot->text : "";
+}
+
+/* ---- futex */
+
+int vtrnsys_futex_wait(uint32_t *word, uint32_t expected, uint64_t timeout_ns) {
+    struct timespec timeout, *timeout_pointer = NULL;
+    if (timeout_ns != UINT64_MAX) {
+        timeout.tv_sec = (time_t)(timeout_ns / 1000000000u);
+        timeout.tv_nsec = (long)(timeout_ns % 1000000000u);
+        timeout_pointer = &timeout;
+    }
+    long result = syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, expected, timeout_pointer, NULL, 0);
+    if (result == -1 && (errno == EAGAIN || errno == EINTR)) return 0;
+    return (int)result;
+}
+
+int vtrnsys_futex_wake(uint32_t *word, int count) {
+    return (int)syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, count, NULL, NULL, 0);
+}
+
+/* ---- CPU placement */
+
+int vtrnsys_run_on_node(int node) {
+    if (numa_available() < 0) return 0;
+    return numa_run_on_node(node);
+}
+
+int vtrnsys_current_cpu(void) { return sched_getcpu(); }

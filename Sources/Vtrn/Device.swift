@@ -1,0 +1,109 @@
+import VtrnDevice
+
+/// What `Device.info` reports; the fields of `vtrn_device_info_t`.
+public struct DeviceInfo: Sendable, Equatable {
+    public var index: Int
+    public var architecture: Architecture
+    public var name: String
+    public var coreCount: Int
+    public var firstCore: Int
+    public var hbmBytes: UInt64
+    public var hbmUsedBytes: UInt64
+    public var hbmBandwidth: UInt64
+    public var numaNode: Int
+    public var pciVendorId: UInt16
+    public var pciDeviceId: UInt16
+    public var busAddress: String
+    public var uuid: String
+    public var dmaEnginesPerCore: Int
+    public var queuesPerDmaEngine: Int
+    public var sbufBytesPerCore: UInt64
+    public var psumBytesPerCore: UInt64
+    public var semaphoresPerCore: Int
+    public var visibleCoreCount: Int
+}
+
+/// What `Device.coreInfo(_:)` reports; the fields of `vtrn_core_info_t`.
+public struct CoreInfo: Sendable, Equatable {
+    public struct Engines: OptionSet, Sendable, Equatable {
+        public let rawValue: UInt32
+        public init(rawValue: UInt32) { self.rawValue = rawValue }
+        public static let pe = Engines(rawValue: 1 << 0)
+        public static let act = Engines(rawValue: 1 << 1)
+        public static let dve = Engines(rawValue: 1 << 2)
+        public static let pool = Engines(rawValue: 1 << 3)
+        public static let all: Engines = [.pe, .act, .dve, .pool]
+    }
+
+    public var deviceIndex: Int
+    public var index: Int
+    public var globalIndex: Int
+    public var visible: Bool
+    public var engines: Engines
+    public var sbufPartitions: Int
+    public var sbufBytesPerPartition: Int
+    public var psumBytesPerPartition: Int
+    public var psumBanks: Int
+    public var semaphores: Int
+    public var dmaEngines: Int
+    public var queuesPerDmaEngine: Int
+    public var peClockHz: UInt64
+    public var actClockHz: UInt64
+    public var dveClockHz: UInt64
+    public var poolClockHz: UInt64
+}
+
+/// A virtual Trainium device of a runtime.
+public final class Device: Sendable {
+    public let hardware: VirtualDevice
+    /// Global index of this device's core 0, as `VTRN_VISIBLE_CORES` counts.
+    public let firstCore: Int
+    public let cores: [CoreInfo]
+    let state: RuntimeState
+    private let staticInfo: DeviceInfo
+
+    init(hardware: VirtualDevice, firstCore: Int, configuration: RuntimeConfiguration, state: RuntimeState) {
+        let preset = hardware.preset
+        self.hardware = hardware
+        self.firstCore = firstCore
+        self.state = state
+        self.cores = (0..<preset.coresPerDevice).map { core in
+            CoreInfo(deviceIndex: hardware.index, index: core, globalIndex: firstCore + core,
+                     visible: configuration.visibleCores.contains(firstCore + core), engines: .all,
+                     sbufPartitions: preset.sbufPartitions, sbufBytesPerPartition: preset.sbufBytesPerPartition,
+                     psumBytesPerPartition: preset.psumBytesPerPartition, psumBanks: preset.psumBanks,
+                     semaphores: preset.semaphoresPerCore, dmaEngines: preset.dmaEnginesPerCore,
+                     queuesPerDmaEngine: preset.queuesPerDmaEngine, peClockHz: preset.peClockHz,
+                     actClockHz: preset.actClockHz, dveClockHz: preset.dveClockHz, poolClockHz: preset.poolClockHz)
+        }
+        self.staticInfo = DeviceInfo(
+            index: hardware.index, architecture: preset.architecture, name: preset.name,
+            coreCount: preset.coresPerDevice, firstCore: firstCore, hbmBytes: preset.hbmBytes, hbmUsedBytes: 0,
+            hbmBandwidth: preset.hbmBandwidth, numaNode: hardware.numaNode, pciVendorId: preset.pciVendorId,
+            pciDeviceId: preset.pciDeviceId, busAddress: hardware.busAddress,
+            uuid: stableUUID(of: "vtrn|\(configuration.topology)|\(hardware.index)|\(preset.architecture)"),
+            dmaEnginesPerCore: preset.dmaEnginesPerCore, queuesPerDmaEngine: preset.queuesPerDmaEngine,
+            sbufBytesPerCore: preset.sbufBytesPerCore, psumBytesPerCore: preset.psumBytesPerCore,
+            semaphoresPerCore: preset.semaphoresPerCore,
+            visibleCoreCount: (0..<preset.coresPerDevice).count { configuration.visibleCores.contains(firstCore + $0) })
+    }
+
+    public var index: Int { hardware.index }
+
+    /// A snapshot of the device's description and usage.
+    public var info: DeviceInfo {
+        get throws(VtrnError) {
+            try state.checkOpen()
+            return staticInfo
+        }
+    }
+
+    /// One core's description, or `Status.notFound` naming how many cores the device has.
+    public func coreInfo(_ core: Int) throws(VtrnError) -> CoreInfo {
+        try state.checkOpen()
+        guard core >= 0 && core < cores.count else {
+            throw .notFound("device \(index) has \(cores.count) cores (0-\(cores.count - 1)); core \(core) requested")
+        }
+        return cores[core]
+    }
+}

@@ -1,0 +1,47 @@
+import Vtrn
+
+/// The C layer's record of a runtime: the runtime and the handles of its devices, so that
+/// `vtrn_device_get` returns the same handle for the same index.
+final class RuntimeEntry: Sendable {
+    let runtime: Runtime
+    let token: UInt64
+    let deviceHandles: [UInt64]
+
+    init(runtime: Runtime, token: UInt64, deviceHandles: [UInt64]) {
+        self.runtime = runtime
+        self.token = token
+        self.deviceHandles = deviceHandles
+    }
+}
+
+/// Every live handle of the process, one table per kind.
+enum Handles {
+    static let runtimes = HandleTable<RuntimeEntry>(.runtime)
+    static let devices = HandleTable<Device>(.device)
+
+    /// Registers a new runtime and its devices.
+    static func register(_ runtime: Runtime) throws(VtrnError) -> UInt64 {
+        // The entry needs its own token and its devices' tokens: reserve through a placeholder
+        // runtime token first, then the devices with it as owner.
+        let placeholder = RuntimeEntry(runtime: runtime, token: 0, deviceHandles: [])
+        let token = try runtimes.insert(placeholder)
+        var deviceHandles: [UInt64] = []
+        do {
+            for device in runtime.devices { deviceHandles.append(try devices.insert(device, owner: token)) }
+        } catch {
+            devices.removeAll(ownedBy: token, because: "never created")
+            _ = try? runtimes.remove(token, because: "never created")
+            throw error
+        }
+        try runtimes.replace(token, with: RuntimeEntry(runtime: runtime, token: token, deviceHandles: deviceHandles))
+        return token
+    }
+
+    /// Unregisters a runtime and every handle it owns, then closes it.
+    static func destroy(_ token: UInt64) throws(VtrnError) {
+        let entry = try runtimes.remove(token, because: "it was destroyed")
+        let reason = "runtime \(entry.runtime.serial), which owned it, was destroyed"
+        devices.removeAll(ownedBy: token, because: reason)
+        entry.runtime.close()
+    }
+}

@@ -1,0 +1,298 @@
+/*
+ * vtrn.h — the C interface of vtrn, a virtual AWS Trainium device and its driver/runtime.
+ *
+ * This header is the contract. Everything the library exports is declared here and nothing else
+ * is exported (a test compares `nm -D libvtrn.so` with this file in both directions).
+ *
+ * Conventions (they hold for every function unless its comment says otherwise):
+ *  - Every function but vtrn_version, vtrn_status_string and vtrn_last_error returns a
+ *    vtrn_status_t. Results come back through out-parameters, which are left untouched when the
+ *    call fails.
+ *  - On failure, vtrn_last_error() returns a message for this thread's most recent failed call,
+ *    specific enough to act on ("device 1 has 2 cores; core 5 requested").
+ *  - Handles are tokens, never pointers: a destroyed, stale, foreign (a handle of another kind)
+ *    or garbage handle is reported as VTRN_ERROR_INVALID_HANDLE, never a crash. Destroying the
+ *    runtime invalidates every handle it owns. vtrn_*_destroy(NULL) is a no-op that succeeds.
+ *  - Option and info structs begin with `size_t struct_size`. Set it with the struct's _INIT macro
+ *    (`vtrn_device_info_t info = VTRN_DEVICE_INFO_INIT;`). The library accepts any size at least
+ *    as large as the first version of the struct, reads and fills only what that size holds, and
+ *    rejects a smaller one with VTRN_ERROR_INVALID_ARGUMENT.
+ *  - Enums are 32 bits wide (each has a _FORCE32 member). Flags are uint32_t bit sets; unknown
+ *    bits are rejected with VTRN_ERROR_INVALID_ARGUMENT.
+ *  - Timeouts are in nanoseconds: 0 polls (VTRN_NOT_READY when not done), UINT64_MAX waits forever.
+ *  - Thread safety: every function may be called from several threads at once, on the same or
+ *    on different handles, unless its comment says otherwise.
+ *  - Strings passed in are NUL-terminated UTF-8 and are copied: the caller keeps ownership.
+ *
+ * Configuration comes from options passed in code, else from the environment, else defaults:
+ *   VTRN_TOPOLOGY         the virtual devices: "trn1", "trn2:2", "trn1,trn2@node1"  (default "trn1")
+ *   VTRN_VISIBLE_CORES    the cores this runtime may use: "0-3", "0,2,5"            (default: all)
+ *   VTRN_LOG_LEVEL        error, warning, info, debug, trace                        (default warning)
+ *   VTRN_EXEC_TIMEOUT_MS  executions running longer fail with VTRN_ERROR_TIMEOUT  (default 30000)
+ *   VTRN_TRACE            write a trace of the run to this path                     (default off)
+ * A bad value fails vtrn_runtime_create with VTRN_ERROR_INVALID_ARGUMENT and a message naming
+ * the variable, the bad value and the accepted forms.
+ */
+#ifndef VTRN_H
+#define VTRN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ============================================================================================
+ * Version
+ * ============================================================================================ */
+
+#define VTRN_VERSION_MAJOR 0
+#define VTRN_VERSION_MINOR 1
+#define VTRN_VERSION_PATCH 0
+
+/** Packs a version as vtrn_version() returns it: major in bits 16-31, minor 8-15, patch 0-7. */
+#define VTRN_MAKE_VERSION(major, minor, patch) \
+    ((((uint32_t)(major)) << 16) | (((uint32_t)(minor)) << 8) | ((uint32_t)(patch)))
+/** The version of this header. Compare with vtrn_version() to detect a mismatched library. */
+#define VTRN_VERSION VTRN_MAKE_VERSION(VTRN_VERSION_MAJOR, VTRN_VERSION_MINOR, VTRN_VERSION_PATCH)
+#define VTRN_VERSION_GET_MAJOR(version) (((uint32_t)(version)) >> 16)
+#define VTRN_VERSION_GET_MINOR(version) ((((uint32_t)(version)) >> 8) & 0xffu)
+#define VTRN_VERSION_GET_PATCH(version) (((uint32_t)(version)) & 0xffu)
+
+/* ============================================================================================
+ * Status codes
+ * ============================================================================================ */
+
+typedef enum vtrn_status {
+    /** The call did what it was asked. */
+    VTRN_SUCCESS = 0,
+    /** Not an error: the thing polled for (a sequence, a fence) has not completed yet. */
+    VTRN_NOT_READY = 1,
+    /** An argument is wrong: NULL out-pointer, bad index, bad struct_size, bad option value. */
+    VTRN_ERROR_INVALID_ARGUMENT = 2,
+    /** The handle is destroyed, stale (its runtime was destroyed), of another kind, or garbage. */
+    VTRN_ERROR_INVALID_HANDLE = 3,
+    /** The thing named (a kernel parameter, a binding, a file) does not exist. */
+    VTRN_ERROR_NOT_FOUND = 4,
+    /** An offset plus a size runs past the end of a buffer, memory block, SBUF or PSUM. */
+    VTRN_ERROR_OUT_OF_BOUNDS = 5,
+    /** The host could not provide memory (allocation, mlock, NUMA placement). */
+    VTRN_ERROR_OUT_OF_HOST_MEMORY = 6,
+    /** The device's HBM has no free block large enough. */
+    VTRN_ERROR_OUT_OF_DEVICE_MEMORY = 7,
+    /** The resource (a core, a DMA queue) is held by someone else. */
+    VTRN_ERROR_BUSY = 8,
+    /** A wait or an execution did not finish in time. */
+    VTRN_ERROR_TIMEOUT = 9,
+    /** A ring or command queue has no room for what was asked; nothing was enqueued. */
+    VTRN_ERROR_QUEUE_FULL = 10,
+    /** The request is understood but not supported by this device or build. */
+    VTRN_ERROR_UNSUPPORTED = 11,
+    /** A program broke an instruction-set rule; found at vtrn_kernel_load. */
+    VTRN_ERROR_INVALID_PROGRAM = 12,
+    /** A DMA transfer failed at run time (bad descriptor, injected fault). */
+    VTRN_ERROR_DMA_FAULT = 13,
+    /** The virtual hardware reported an error (uncorrectable error, injected fault). */
+    VTRN_ERROR_HARDWARE = 14,
+    /** Every unfinished engine waits on a semaphore that nothing pending can raise. */
+    VTRN_ERROR_DEADLOCK = 15,
+    /** A bug in vtrn itself; the message says where. Please report it. */
+    VTRN_ERROR_INTERNAL = 16,
+    VTRN_STATUS_FORCE32 = 0x7fffffff
+} vtrn_status_t;
+
+/* ============================================================================================
+ * Handles (opaque tokens; see the conventions above)
+ * ============================================================================================ */
+
+/** A runtime: a set of virtual devices described by a topology. */
+typedef struct vtrn_runtime_s *vtrn_runtime_t;
+/** A virtual Trainium device of a runtime. Owned by the runtime; never destroyed by itself. */
+typedef struct vtrn_device_s *vtrn_device_t;
+
+/* ============================================================================================
+ * Enums and flags
+ * ============================================================================================ */
+
+typedef enum vtrn_architecture {
+    VTRN_ARCH_TRN1 = 1, /**< Trainium1, NeuronCore-v2, PCI 1d0f:7164 */
+    VTRN_ARCH_TRN2 = 2, /**< Trainium2, NeuronCore-v3, PCI 1d0f:7364 */
+    VTRN_ARCH_FORCE32 = 0x7fffffff
+} vtrn_architecture_t;
+
+typedef enum vtrn_log_level {
+    VTRN_LOG_LEVEL_DEFAULT = 0, /**< from VTRN_LOG_LEVEL, else warning */
+    VTRN_LOG_LEVEL_ERROR = 1,
+    VTRN_LOG_LEVEL_WARNING = 2,
+    VTRN_LOG_LEVEL_INFO = 3,
+    VTRN_LOG_LEVEL_DEBUG = 4,
+    VTRN_LOG_LEVEL_TRACE = 5,
+    VTRN_LOG_LEVEL_FORCE32 = 0x7fffffff
+} vtrn_log_level_t;
+
+/** The engines of a NeuronCore, as bits of vtrn_core_info_t.engines. */
+typedef enum vtrn_engine_flags {
+    VTRN_ENGINE_PE = 1u << 0,   /**< Tensor engine (matmul, transpose) */
+    VTRN_ENGINE_ACT = 1u << 1,  /**< Scalar engine (activation functions) */
+    VTRN_ENGINE_DVE = 1u << 2,  /**< Vector engine (elementwise, reductions) */
+    VTRN_ENGINE_POOL = 1u << 3, /**< GpSimd engine (iota, affine select, general purpose) */
+    VTRN_ENGINE_FORCE32 = 0x7fffffff
+} vtrn_engine_flags_t;
+
+/* ============================================================================================
+ * Structs
+ * ============================================================================================ */
+
+/** Options of vtrn_runtime_create. Fields left NULL or DEFAULT come from the environment. */
+typedef struct vtrn_runtime_options {
+    size_t struct_size;
+    /** The virtual devices, e.g. "trn1", "trn1:2", "trn1,trn2@node1". NULL: VTRN_TOPOLOGY, else
+     *  "trn1". Grammar: entries separated by commas, each ARCH[:COUNT][@nodeN] with ARCH trn1 or
+     *  trn2, COUNT 1-64 devices (at most 64 in all, as the driver allows) and N a NUMA node that
+     *  is online on this host. Devices without @node are spread over the online nodes in blocks
+     *  (the first devices on the first node), as on a trn1.32xlarge. */
+    const char *topology;
+    /** The cores this runtime may use, numbered across all devices in order (device 0's cores
+     *  first), e.g. "0-3" or "0,2,5-6". NULL: VTRN_VISIBLE_CORES, else every core. */
+    const char *visible_cores;
+    /** VTRN_LOG_LEVEL_DEFAULT: VTRN_LOG_LEVEL, else warning. Messages go to stderr. */
+    vtrn_log_level_t log_level;
+} vtrn_runtime_options_t;
+#define VTRN_RUNTIME_OPTIONS_INIT { sizeof(vtrn_runtime_options_t), NULL, NULL, VTRN_LOG_LEVEL_DEFAULT }
+
+/** What vtrn_runtime_get_info reports. */
+typedef struct vtrn_runtime_info {
+    size_t struct_size;
+    uint32_t device_count;
+    uint32_t core_count;         /**< all cores of all devices */
+    uint32_t visible_core_count; /**< the cores VTRN_VISIBLE_CORES lets this runtime use */
+    vtrn_log_level_t log_level;  /**< the level in force */
+    uint64_t exec_timeout_ns;    /**< from VTRN_EXEC_TIMEOUT_MS; UINT64_MAX when 0 (no timeout) */
+    char topology[256];          /**< the topology in canonical form, e.g. "trn1:2,trn2@node1" */
+} vtrn_runtime_info_t;
+#define VTRN_RUNTIME_INFO_INIT { sizeof(vtrn_runtime_info_t), 0, 0, 0, VTRN_LOG_LEVEL_DEFAULT, 0, {0} }
+
+/** What vtrn_device_get_info reports. Numbers come from the chip presets (see README). */
+typedef struct vtrn_device_info {
+    size_t struct_size;
+    uint32_t index;                   /**< position in the runtime, as /dev/neuron<index> */
+    vtrn_architecture_t architecture;
+    char name[64];                    /**< "Trainium1" or "Trainium2" */
+    uint32_t core_count;              /**< 2 (trn1) or 8 (trn2) */
+    uint32_t first_core;              /**< global index of core 0, as VTRN_VISIBLE_CORES counts */
+    uint64_t hbm_bytes;               /**< 32 GiB (trn1) or 96 GiB (trn2) */
+    uint64_t hbm_used_bytes;          /**< allocated device memory, all categories */
+    uint64_t hbm_bandwidth;           /**< bytes per second: 820 GB/s (trn1), 2.9 TB/s (trn2) */
+    int32_t numa_node;                /**< the host NUMA node the device is attached to */
+    uint16_t pci_vendor_id;           /**< 0x1d0f (Amazon) */
+    uint16_t pci_device_id;           /**< 0x7164 (trn1) or 0x7364 (trn2) */
+    char bus_address[32];             /**< PCI style, "0000:10:1e.0" */
+    char uuid[40];                    /**< stable for the same topology and index */
+    uint32_t dma_engines_per_core;    /**< 16 */
+    uint32_t queues_per_dma_engine;   /**< 16 */
+    uint64_t sbuf_bytes_per_core;     /**< 128 partitions x 192 KiB (trn1) or 224 KiB (trn2) */
+    uint64_t psum_bytes_per_core;     /**< 128 partitions x 16 KiB */
+    uint32_t semaphores_per_core;     /**< 256 */
+    uint32_t visible_core_count;      /**< cores of this device that this runtime may use */
+} vtrn_device_info_t;
+#define VTRN_DEVICE_INFO_INIT \
+    { sizeof(vtrn_device_info_t), 0, VTRN_ARCH_TRN1, {0}, 0, 0, 0, 0, 0, 0, 0, 0, {0}, {0}, 0, 0, 0, 0, 0, 0 }
+
+/** What vtrn_device_get_core_info reports about one NeuronCore. */
+typedef struct vtrn_core_info {
+    size_t struct_size;
+    uint32_t device_index;
+    uint32_t index;                    /**< on its device: 0 .. core_count-1 */
+    uint32_t global_index;             /**< across the runtime's devices, as VTRN_VISIBLE_CORES */
+    uint32_t visible;                  /**< 1 if this runtime may use the core, else 0 */
+    uint32_t engines;                  /**< vtrn_engine_flags_t bits: PE, ACT, DVE, POOL */
+    uint32_t sbuf_partitions;          /**< 128 */
+    uint32_t sbuf_bytes_per_partition; /**< 192 KiB (trn1) or 224 KiB (trn2) */
+    uint32_t psum_bytes_per_partition; /**< 16 KiB */
+    uint32_t psum_banks;               /**< 8 banks of 2 KiB per partition */
+    uint32_t semaphores;               /**< 256 */
+    uint32_t dma_engines;              /**< 16 */
+    uint32_t queues_per_dma_engine;    /**< 16 */
+    uint64_t pe_clock_hz;              /**< Tensor engine: 2.8 GHz (trn1), 2.4 GHz (trn2) */
+    uint64_t act_clock_hz;             /**< Scalar engine: 1.4 GHz (trn1), 1.2 GHz (trn2) */
+    uint64_t dve_clock_hz;             /**< Vector engine: 1.12 GHz (trn1), 0.96 GHz (trn2) */
+    uint64_t pool_clock_hz;            /**< GpSimd engine: 1.4 GHz (trn1), 1.2 GHz (trn2) */
+} vtrn_core_info_t;
+#define VTRN_CORE_INFO_INIT \
+    { sizeof(vtrn_core_info_t), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+
+/* ============================================================================================
+ * Functions: version and errors
+ * ============================================================================================ */
+
+/** The library's version, packed as VTRN_MAKE_VERSION does. Never fails. A program built against
+ *  this header should check VTRN_VERSION_GET_MAJOR(vtrn_version()) == VTRN_VERSION_MAJOR. */
+uint32_t vtrn_version(void);
+
+/** A fixed description of a status ("invalid handle"); "unknown status" for a value that is not
+ *  a vtrn_status_t. The string is static: never free it. Never fails. */
+const char *vtrn_status_string(vtrn_status_t status);
+
+/** The message of this thread's most recent failed call, or "" if no call on this thread has
+ *  failed. Successful calls leave it as it was. The string belongs to the library and stays valid
+ *  until this thread's next failed call or the thread's exit. Never fails. */
+const char *vtrn_last_error(void);
+
+/* ============================================================================================
+ * Functions: runtime
+ * ============================================================================================ */
+
+/** Creates a runtime: parses the configuration (options, else environment, else defaults),
+ *  builds the virtual devices and assigns them NUMA nodes from the host's real topology.
+ *  Creating a runtime claims no core: several runtimes may live in one process.
+ *  [in][optional] options  NULL for all defaults.
+ *  [out] out               the new runtime; destroy it with vtrn_runtime_destroy.
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_ARGUMENT for a NULL out, a struct_size smaller than
+ *  the first version's, or a bad topology, visible-cores, log-level, timeout or trace value (the
+ *  message names the option or variable, the bad value and the accepted forms; an unknown NUMA
+ *  node is named with the nodes that are online); VTRN_ERROR_OUT_OF_HOST_MEMORY. */
+vtrn_status_t vtrn_runtime_create(const vtrn_runtime_options_t *options, vtrn_runtime_t *out);
+
+/** Destroys a runtime and everything it owns (devices, and all later objects made from them);
+ *  their handles become invalid. NULL is a no-op. Must not race with other calls that use the
+ *  same runtime or its objects (they fail with VTRN_ERROR_INVALID_HANDLE if they lose the race,
+ *  but never crash).
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE for a destroyed or garbage handle. */
+vtrn_status_t vtrn_runtime_destroy(vtrn_runtime_t runtime);
+
+/** Reports the runtime's configuration in force. [out] info: struct_size set by the caller.
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT for a NULL info or
+ *  a struct_size that is too small. */
+vtrn_status_t vtrn_runtime_get_info(vtrn_runtime_t runtime, vtrn_runtime_info_t *info);
+
+/* ============================================================================================
+ * Functions: devices
+ * ============================================================================================ */
+
+/** The number of devices of the runtime's topology.
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT for a NULL count. */
+vtrn_status_t vtrn_device_count(vtrn_runtime_t runtime, uint32_t *count);
+
+/** The device at `index` (0 .. count-1). The same index always gives the same handle, valid
+ *  until the runtime is destroyed; there is nothing to release.
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_NOT_FOUND for an index past the
+ *  last device (the message says how many there are); VTRN_ERROR_INVALID_ARGUMENT for a NULL out. */
+vtrn_status_t vtrn_device_get(vtrn_runtime_t runtime, uint32_t index, vtrn_device_t *out);
+
+/** Describes a device. [in,out] info: struct_size set by the caller (VTRN_DEVICE_INFO_INIT).
+ *  hbm_used_bytes is a snapshot. Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE;
+ *  VTRN_ERROR_INVALID_ARGUMENT for a NULL info or a struct_size that is too small. */
+vtrn_status_t vtrn_device_get_info(vtrn_device_t device, vtrn_device_info_t *info);
+
+/** Describes one NeuronCore of a device: its engines, SBUF/PSUM sizes, clocks, and whether this
+ *  runtime may use it (VTRN_VISIBLE_CORES). [in] core: 0 .. core_count-1 on this device.
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_NOT_FOUND for a core the device
+ *  does not have; VTRN_ERROR_INVALID_ARGUMENT for a NULL info or a struct_size that is too small. */
+vtrn_status_t vtrn_device_get_core_info(vtrn_device_t device, uint32_t core, vtrn_core_info_t *info);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* VTRN_H */
