@@ -34,7 +34,11 @@ let package = Package(
         .target(
             name: "VtrnCABI",
             dependencies: ["Vtrn", "CVtrn", "CVtrnSystem"],
-            linkerSettings: [.unsafeFlags(["-Xlinker", "-soname=libvtrn.so"])]
+            exclude: ["exports.map"],
+            linkerSettings: [.unsafeFlags([
+                "-Xlinker", "-soname=libvtrn.so",
+                "-Xlinker", "--version-script=\(Context.packageDirectory)/Sources/VtrnCABI/exports.map",
+            ])]
         ),
         .executableTarget(
             name: "VtrnTool",

@@ -29,8 +29,9 @@
  *   VTRN_VISIBLE_CORES    the cores this runtime may use: "0-3", "0,2,5"            (default: all)
  *   VTRN_LOG_LEVEL        error, warning, info, debug, trace                        (default warning)
  *   VTRN_EXEC_TIMEOUT_MS  executions running longer fail with VTRN_ERROR_TIMEOUT  (default 30000)
- *   VTRN_TRACE            write a trace of the run to this path                     (default off)
- * A bad value fails vtrn_runtime_create with VTRN_ERROR_INVALID_ARGUMENT and a message naming
+ *   VTRN_TRACE            a path for a trace of the run (validated; this version does not write
+ *                         traces yet and says so in a warning)                       (default off)
+ * An empty variable counts as unset. A bad value fails vtrn_runtime_create with VTRN_ERROR_INVALID_ARGUMENT and a message naming
  * the variable, the bad value and the accepted forms.
  */
 #ifndef VTRN_H
@@ -110,6 +111,12 @@ typedef enum vtrn_status {
 typedef struct vtrn_runtime_s *vtrn_runtime_t;
 /** A virtual Trainium device of a runtime. Owned by the runtime; never destroyed by itself. */
 typedef struct vtrn_device_s *vtrn_device_t;
+/** Host memory that DMA can use: allocated by vtrn with a NUMA placement, or registered. */
+typedef struct vtrn_host_buffer_s *vtrn_host_buffer_t;
+/** A block of a device's HBM. */
+typedef struct vtrn_device_memory_s *vtrn_device_memory_t;
+/** One DMA queue of one DMA engine of one NeuronCore: a descriptor ring and its doorbell. */
+typedef struct vtrn_dma_queue_s *vtrn_dma_queue_t;
 
 /* ============================================================================================
  * Enums and flags
@@ -139,6 +146,31 @@ typedef enum vtrn_engine_flags {
     VTRN_ENGINE_POOL = 1u << 3, /**< GpSimd engine (iota, affine select, general purpose) */
     VTRN_ENGINE_FORCE32 = 0x7fffffff
 } vtrn_engine_flags_t;
+
+/** Where vtrn_host_buffer_create puts a buffer's pages. */
+typedef enum vtrn_numa_placement {
+    /** On the NUMA node of options.device (device 0 by default): the default, and what DMA to
+     *  that device wants. */
+    VTRN_NUMA_DEVICE_LOCAL = 0,
+    /** Exactly on options.numa_node (bound: allocation fails rather than spill elsewhere). */
+    VTRN_NUMA_NODE = 1,
+    /** Pages spread round robin over the host's online nodes. */
+    VTRN_NUMA_INTERLEAVE = 2,
+    /** No policy: each page lands where the thread that first touches it runs. */
+    VTRN_NUMA_ANY = 3,
+    VTRN_NUMA_FORCE32 = 0x7fffffff
+} vtrn_numa_placement_t;
+
+/** Bits of vtrn_host_buffer_options_t.flags. */
+typedef enum vtrn_host_buffer_flags {
+    /** Ask for transparent huge pages (madvise). vtrn_host_buffer_info_t.huge_pages says whether
+     *  the system has them; their absence is not an error. */
+    VTRN_HOST_BUFFER_HUGEPAGES = 1u << 0,
+    /** Pin the pages in memory (mlock), as DMA buffers are on real hardware. Fails with
+     *  VTRN_ERROR_OUT_OF_HOST_MEMORY and a message naming RLIMIT_MEMLOCK when over the limit. */
+    VTRN_HOST_BUFFER_LOCKED = 1u << 1,
+    VTRN_HOST_BUFFER_FLAGS_FORCE32 = 0x7fffffff
+} vtrn_host_buffer_flags_t;
 
 /* ============================================================================================
  * Structs
@@ -222,6 +254,122 @@ typedef struct vtrn_core_info {
 #define VTRN_CORE_INFO_INIT \
     { sizeof(vtrn_core_info_t), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 
+/** Options of vtrn_host_buffer_create. */
+typedef struct vtrn_host_buffer_options {
+    size_t struct_size;
+    vtrn_numa_placement_t placement; /**< VTRN_NUMA_DEVICE_LOCAL by default */
+    uint32_t device;                 /**< for VTRN_NUMA_DEVICE_LOCAL: the device's index */
+    int32_t numa_node;               /**< for VTRN_NUMA_NODE: the node; ignored otherwise */
+    uint32_t flags;                  /**< vtrn_host_buffer_flags_t bits */
+} vtrn_host_buffer_options_t;
+#define VTRN_HOST_BUFFER_OPTIONS_INIT { sizeof(vtrn_host_buffer_options_t), VTRN_NUMA_DEVICE_LOCAL, 0, -1, 0 }
+
+/** What vtrn_host_buffer_get_info reports. */
+typedef struct vtrn_host_buffer_info {
+    size_t struct_size;
+    void *data;                      /**< first byte; page aligned unless registered */
+    size_t bytes;                    /**< as asked for (the mapping is rounded up to pages) */
+    vtrn_numa_placement_t placement; /**< as asked for; VTRN_NUMA_ANY for registered memory */
+    int32_t requested_node;          /**< the node the placement named, or -1 (interleave, any) */
+    uint32_t flags;                  /**< as asked for */
+    uint32_t huge_pages;             /**< 1 if huge pages were asked for and the system has them */
+    uint32_t locked;                 /**< 1 if the pages are pinned with mlock */
+    uint32_t registered;             /**< 1 if the memory is the caller's (vtrn_host_buffer_register) */
+    char note[160];                  /**< why a flag had no effect, e.g. "transparent huge pages are
+                                          disabled on this system (...enabled is [never])"; else "" */
+} vtrn_host_buffer_info_t;
+#define VTRN_HOST_BUFFER_INFO_INIT \
+    { sizeof(vtrn_host_buffer_info_t), NULL, 0, VTRN_NUMA_DEVICE_LOCAL, 0, 0, 0, 0, 0, {0} }
+
+/** What vtrn_device_memory_get_info reports about one block of HBM. */
+typedef struct vtrn_device_memory_info {
+    size_t struct_size;
+    uint32_t device_index;
+    uint32_t reserved;
+    uint64_t address;   /**< the block's offset in the device's HBM address space */
+    uint64_t bytes;     /**< as asked for */
+    uint64_t alignment; /**< in force (the default is 64) */
+} vtrn_device_memory_info_t;
+#define VTRN_DEVICE_MEMORY_INFO_INIT { sizeof(vtrn_device_memory_info_t), 0, 0, 0, 0, 0 }
+
+/** A device's HBM usage, as Neuron's out-of-memory report breaks it down. Shared by every
+ *  runtime of the process that has the device (the hardware is the process's, as on a host). */
+typedef struct vtrn_memory_usage {
+    size_t struct_size;
+    uint64_t total_bytes;
+    uint64_t used_bytes;            /**< all categories */
+    uint64_t free_bytes;
+    uint64_t largest_free_block;    /**< the largest allocation that can succeed (alignment 64) */
+    uint64_t tensor_bytes;          /**< vtrn_device_memory_alloc */
+    uint64_t kernel_bytes;          /**< loaded kernels' instruction streams */
+    uint64_t allocation_count;      /**< live blocks, all categories */
+    uint64_t resident_bytes;        /**< host memory that backs touched HBM pages right now */
+} vtrn_memory_usage_t;
+#define VTRN_MEMORY_USAGE_INIT { sizeof(vtrn_memory_usage_t), 0, 0, 0, 0, 0, 0, 0, 0 }
+
+/** Options of vtrn_dma_queue_create: which hardware queue, and its ring size. */
+typedef struct vtrn_dma_queue_options {
+    size_t struct_size;
+    uint32_t core;         /**< NeuronCore of the device: 0 .. core_count-1 */
+    uint32_t engine;       /**< DMA engine of the core: 0 .. 15 */
+    uint32_t queue;        /**< queue of the engine: 0 .. 15 */
+    uint32_t ring_entries; /**< descriptors in the ring: 32 .. 2^24-16 (udma's limits); 4096 default */
+} vtrn_dma_queue_options_t;
+#define VTRN_DMA_QUEUE_OPTIONS_INIT { sizeof(vtrn_dma_queue_options_t), 0, 0, 0, 4096 }
+
+/** What vtrn_dma_queue_get_info reports. */
+typedef struct vtrn_dma_queue_info {
+    size_t struct_size;
+    uint32_t device_index;
+    uint32_t core;
+    uint32_t engine;
+    uint32_t queue;
+    uint32_t ring_entries;
+    uint32_t free_entries;           /**< descriptors that can be enqueued now */
+    uint64_t submitted_sequence;     /**< the last sequence vtrn_dma_queue_submit returned */
+    uint64_t completed_sequence;     /**< every sequence up to this one has completed */
+    uint64_t descriptors_completed;  /**< since the queue was created */
+    uint64_t bytes_completed;        /**< since the queue was created */
+} vtrn_dma_queue_info_t;
+#define VTRN_DMA_QUEUE_INFO_INIT { sizeof(vtrn_dma_queue_info_t), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+
+/** One end of a DMA transfer: a host buffer or a block of device memory, plus a byte offset.
+ *  Build it with vtrn_host_ref or vtrn_device_ref. `memory` holds the handle as it is. */
+typedef struct vtrn_memory_ref {
+    void *memory;
+    uint64_t offset;
+} vtrn_memory_ref_t;
+
+/** A copy of `bytes` bytes from `src` to `dst`. Host to device, device to host, device to
+ *  device and host to host are all allowed. The ranges must not overlap. */
+typedef struct vtrn_dma_transfer {
+    vtrn_memory_ref_t dst;
+    vtrn_memory_ref_t src;
+    uint64_t bytes;
+} vtrn_dma_transfer_t;
+
+/** The largest number of bytes one DMA descriptor moves (udma's MAX_DMA_DESC_SIZE). A transfer of
+ *  N bytes takes ceil(N / VTRN_DMA_MAX_DESCRIPTOR_BYTES) descriptors of the queue's ring. */
+#define VTRN_DMA_MAX_DESCRIPTOR_BYTES 65536u
+#define VTRN_DMA_MIN_RING_ENTRIES 32u
+#define VTRN_DMA_MAX_RING_ENTRIES ((1u << 24) - 16u)
+
+/** A reference to `offset` bytes into a host buffer. */
+static inline vtrn_memory_ref_t vtrn_host_ref(vtrn_host_buffer_t buffer, uint64_t offset) {
+    vtrn_memory_ref_t ref;
+    ref.memory = (void *)buffer;
+    ref.offset = offset;
+    return ref;
+}
+
+/** A reference to `offset` bytes into a block of device memory. */
+static inline vtrn_memory_ref_t vtrn_device_ref(vtrn_device_memory_t memory, uint64_t offset) {
+    vtrn_memory_ref_t ref;
+    ref.memory = (void *)memory;
+    ref.offset = offset;
+    return ref;
+}
+
 /* ============================================================================================
  * Functions: version and errors
  * ============================================================================================ */
@@ -290,6 +438,142 @@ vtrn_status_t vtrn_device_get_info(vtrn_device_t device, vtrn_device_info_t *inf
  *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_NOT_FOUND for a core the device
  *  does not have; VTRN_ERROR_INVALID_ARGUMENT for a NULL info or a struct_size that is too small. */
 vtrn_status_t vtrn_device_get_core_info(vtrn_device_t device, uint32_t core, vtrn_core_info_t *info);
+
+/* ============================================================================================
+ * Functions: host buffers
+ * ============================================================================================ */
+
+/** Allocates `bytes` of host memory placed as options say, for DMA. The pages of
+ *  VTRN_NUMA_DEVICE_LOCAL, VTRN_NUMA_NODE and VTRN_NUMA_INTERLEAVE buffers are touched (zeroed)
+ *  here, so they are where the policy put them before the call returns; VTRN_NUMA_ANY pages are
+ *  not touched and land where they are first written. The buffer belongs to the runtime.
+ *  [in][optional] options  NULL: device-local to device 0, no flags.
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT for 0 bytes, a
+ *  bad placement, a device index or NUMA node that does not exist (the message lists the online
+ *  nodes), unknown flag bits, a NULL out or a bad struct_size; VTRN_ERROR_OUT_OF_HOST_MEMORY when
+ *  the node has no room or mlock fails (the message names RLIMIT_MEMLOCK and its value). */
+vtrn_status_t vtrn_host_buffer_create(vtrn_runtime_t runtime, size_t bytes, const vtrn_host_buffer_options_t *options,
+                                      vtrn_host_buffer_t *out);
+
+/** Wraps `bytes` of memory the caller owns (a numpy array, a malloc'd block) so DMA can use it
+ *  without a copy. The caller keeps ownership and must keep the memory alive until the buffer is
+ *  destroyed and every transfer using it has completed. No placement is applied.
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT for a NULL pointer,
+ *  0 bytes or a NULL out. */
+vtrn_status_t vtrn_host_buffer_register(vtrn_runtime_t runtime, void *pointer, size_t bytes, vtrn_host_buffer_t *out);
+
+/** The buffer's memory: [out] data its first byte, [out][optional] bytes its size. The pointer is
+ *  valid until the buffer is destroyed. Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE;
+ *  VTRN_ERROR_INVALID_ARGUMENT for a NULL data. */
+vtrn_status_t vtrn_host_buffer_map(vtrn_host_buffer_t buffer, void **data, size_t *bytes);
+
+/** Where the buffer's pages are, asked of the kernel (move_pages): [out] node the NUMA node that
+ *  holds every resident page, or -1 when they are spread over several nodes or none is resident.
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT for a NULL node. */
+vtrn_status_t vtrn_host_buffer_numa_node(vtrn_host_buffer_t buffer, int32_t *node);
+
+/** Resident pages of the buffer per NUMA node, asked of the kernel: pages[i] is the count on node
+ *  i. [in,out] count: in, the capacity of `pages`; out, the number of nodes the host can have
+ *  (highest node + 1). Call with pages NULL to learn the count. Pages not yet touched count on no
+ *  node. Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT for a NULL
+ *  count, or a capacity smaller than the count when pages is not NULL (count is set). */
+vtrn_status_t vtrn_host_buffer_node_pages(vtrn_host_buffer_t buffer, uint64_t *pages, uint32_t *count);
+
+/** Describes a buffer: size, placement and flags as asked, and what the system granted.
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT. */
+vtrn_status_t vtrn_host_buffer_get_info(vtrn_host_buffer_t buffer, vtrn_host_buffer_info_t *info);
+
+/** Destroys a buffer; its handle becomes invalid. Memory vtrn allocated is unmapped once no
+ *  submitted transfer uses it any more. NULL is a no-op.
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE. */
+vtrn_status_t vtrn_host_buffer_destroy(vtrn_host_buffer_t buffer);
+
+/* ============================================================================================
+ * Functions: device memory (HBM)
+ * ============================================================================================ */
+
+/** Allocates `bytes` of the device's HBM, aligned to `alignment` (a power of two, at most
+ *  1 GiB; 0 means the default, 64). HBM is backed lazily by host memory on the device's NUMA
+ *  node: a block costs nothing until it is written, and its contents start undefined.
+ *  The allocator is best fit over the address space, coalescing freed neighbours.
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT for 0 bytes, a
+ *  bad alignment or a NULL out; VTRN_ERROR_OUT_OF_DEVICE_MEMORY with a report: bytes requested,
+ *  free in total, largest free block, and use by category. */
+vtrn_status_t vtrn_device_memory_alloc(vtrn_device_t device, uint64_t bytes, uint64_t alignment,
+                                       vtrn_device_memory_t *out);
+
+/** Frees a block; its handle becomes invalid. Space still used by a submitted transfer returns to
+ *  the allocator when that transfer's queue next notices its completion. NULL is a no-op.
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE. */
+vtrn_status_t vtrn_device_memory_free(vtrn_device_memory_t memory);
+
+/** Describes a block. Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT. */
+vtrn_status_t vtrn_device_memory_get_info(vtrn_device_memory_t memory, vtrn_device_memory_info_t *info);
+
+/** The device's HBM usage (a snapshot). Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE;
+ *  VTRN_ERROR_INVALID_ARGUMENT. */
+vtrn_status_t vtrn_device_get_memory_usage(vtrn_device_t device, vtrn_memory_usage_t *usage);
+
+/* ============================================================================================
+ * Functions: DMA queues
+ *
+ * The udma model: a queue owns a ring of fixed-size descriptors (at most 64 KiB of data each;
+ * FIRST and LAST mark the descriptors of one transfer). vtrn_dma_queue_enqueue writes descriptors
+ * into the ring; vtrn_dma_queue_submit rings the doorbell, publishing them to the queue's DMA
+ * engine, and returns a sequence number. Each engine serves its queues round robin, completes a
+ * queue's transfers in order, and runs on its own host thread, so queues on different engines
+ * copy in parallel. Engines idle asleep: an idle runtime uses no CPU.
+ * ============================================================================================ */
+
+/** Opens hardware queue (core, engine, queue) of a device. The first queue or kernel on a core
+ *  claims the core for this runtime until the runtime is destroyed.
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT for a core,
+ *  engine, queue or ring size out of range, a core VTRN_VISIBLE_CORES hides, a NULL out or a bad
+ *  struct_size; VTRN_ERROR_BUSY when the queue is open already, or the core is claimed by another
+ *  runtime (the message says which). */
+vtrn_status_t vtrn_dma_queue_create(vtrn_device_t device, const vtrn_dma_queue_options_t *options, vtrn_dma_queue_t *out);
+
+/** Writes the descriptors of `count` transfers into the ring, after checking all of them: a
+ *  transfer that is out of bounds fails the call with VTRN_ERROR_OUT_OF_BOUNDS naming its index,
+ *  and nothing of the batch is enqueued. Nothing moves until vtrn_dma_queue_submit.
+ *  Not to be called concurrently with submit on the same queue from another thread (it is
+ *  serialised, but the order of the batches is then unspecified).
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE for the queue or a transfer's memory (the message
+ *  names the index); VTRN_ERROR_INVALID_ARGUMENT for NULL transfers with count > 0, 0 bytes, or
+ *  memory of another device than the queue's (host buffers of another runtime are refused too);
+ *  VTRN_ERROR_OUT_OF_BOUNDS; VTRN_ERROR_QUEUE_FULL when the ring has too few free descriptors (the
+ *  message says how many are needed and free; nothing is enqueued). */
+vtrn_status_t vtrn_dma_queue_enqueue(vtrn_dma_queue_t queue, const vtrn_dma_transfer_t *transfers, uint32_t count);
+
+/** Rings the doorbell: everything enqueued so far goes to the engine. [out][optional] sequence:
+ *  completes when all of it has (sequences start at 1 and grow by 1 per submit; a submit with
+ *  nothing new enqueued returns the previous sequence).
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE. */
+vtrn_status_t vtrn_dma_queue_submit(vtrn_dma_queue_t queue, uint64_t *sequence);
+
+/** Waits until `sequence` has completed: timeout_ns 0 polls, UINT64_MAX waits forever.
+ *  Returns VTRN_SUCCESS; VTRN_NOT_READY (polling, not yet); VTRN_ERROR_TIMEOUT;
+ *  VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT for a sequence never submitted. */
+vtrn_status_t vtrn_dma_queue_wait(vtrn_dma_queue_t queue, uint64_t sequence, uint64_t timeout_ns);
+
+/** [out] sequence: the last sequence completed (every earlier one has too); 0 before any.
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT. */
+vtrn_status_t vtrn_dma_queue_completed(vtrn_dma_queue_t queue, uint64_t *sequence);
+
+/** Describes a queue and its counters. Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE;
+ *  VTRN_ERROR_INVALID_ARGUMENT. */
+vtrn_status_t vtrn_dma_queue_get_info(vtrn_dma_queue_t queue, vtrn_dma_queue_info_t *info);
+
+/** Closes a queue: waits for its submitted transfers, drops what was enqueued but not submitted,
+ *  and frees the hardware queue. NULL is a no-op. Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE. */
+vtrn_status_t vtrn_dma_queue_destroy(vtrn_dma_queue_t queue);
+
+/** Copies `bytes` from src to dst and returns when done: a synchronous convenience over the same
+ *  machinery, on the device's host DMA queue (as Neuron's tensor reads and writes use the chip's
+ *  host engines, it claims no core). Either side may be host or device memory of this device.
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT;
+ *  VTRN_ERROR_OUT_OF_BOUNDS. */
+vtrn_status_t vtrn_memcpy(vtrn_device_t device, vtrn_memory_ref_t dst, vtrn_memory_ref_t src, uint64_t bytes);
 
 #ifdef __cplusplus
 } /* extern "C" */

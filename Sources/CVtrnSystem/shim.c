@@ -6,6 +6,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -64,3 +65,54 @@ int vtrnsys_run_on_node(int node) {
 }
 
 int vtrnsys_current_cpu(void) { return sched_getcpu(); }
+
+/* ---- threads */
+
+struct thread_start { void (*body)(void *); void *context; };
+
+static void *thread_trampoline(void *argument) {
+    struct thread_start start = *(struct thread_start *)argument;
+    free(argument);
+    start.body(start.context);
+    return NULL;
+}
+
+int vtrnsys_thread_start(void (*body)(void *), void *context, const char *name, uint64_t *thread) {
+    struct thread_start *start = malloc(sizeof *start);
+    if (start == NULL) return ENOMEM;
+    start->body = body;
+    start->context = context;
+    pthread_t handle;
+    int result = pthread_create(&handle, NULL, thread_trampoline, start);
+    if (result != 0) { free(start); return result; }
+    if (name != NULL) {
+        char short_name[16];
+        strncpy(short_name, name, sizeof short_name - 1);
+        short_name[sizeof short_name - 1] = 0;
+        (void)pthread_setname_np(handle, short_name);
+    }
+    *thread = (uint64_t)handle;
+    return 0;
+}
+
+int vtrnsys_thread_join(uint64_t thread) { return pthread_join((pthread_t)thread, NULL); }
+
+/* ---- clocks */
+
+uint64_t vtrnsys_monotonic_ns(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+}
+
+uint64_t vtrnsys_process_cpu_ns(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now);
+    return (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+}
+
+uint64_t vtrnsys_memlock_limit(void) {
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_MEMLOCK, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return UINT64_MAX;
+    return (uint64_t)limit.rlim_cur;
+}

@@ -64,10 +64,11 @@ public struct RuntimeConfiguration: Sendable, Equatable {
                                        "VTRN_EXEC_TIMEOUT_MS", "VTRN_TRACE"]
 
     /// This process's values of `variableNames`.
+    /// An empty variable counts as unset, as shells make it easy to leave one empty.
     public static func processEnvironment() -> [String: String] {
         var environment: [String: String] = [:]
         for name in variableNames {
-            if let value = getenv(name) { environment[name] = String(cString: value) }
+            if let value = getenv(name), value.pointee != 0 { environment[name] = String(cString: value) }
         }
         return environment
     }
@@ -99,9 +100,10 @@ public struct RuntimeConfiguration: Sendable, Equatable {
         var timeout: UInt64? = defaultExecTimeoutMilliseconds
         if let text = environment["VTRN_EXEC_TIMEOUT_MS"] {
             // Below 2^44 ms (~557 years) so that the value in nanoseconds fits in 64 bits.
-            guard let value = UInt64(text.trimmingSpaces), value < (1 << 44) else {
-                throw .invalidArgument("VTRN_EXEC_TIMEOUT_MS=\"\(text)\" is not a whole number of milliseconds; "
-                                       + "accepted: 0 (no timeout) or a positive number such as 30000")
+            let digits = text.trimmingSpaces
+            guard !digits.isEmpty, digits.allSatisfy(\.isASCIIDigit), let value = UInt64(digits), value < (1 << 44) else {
+                throw .invalidArgument("VTRN_EXEC_TIMEOUT_MS=\"\(text)\" is not a number of milliseconds from 0 to "
+                                       + "\((UInt64(1) << 44) - 1); accepted: 0 (no timeout) or a positive number such as 30000")
             }
             timeout = value == 0 ? nil : value
         }

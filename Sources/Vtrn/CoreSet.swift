@@ -45,8 +45,12 @@ public struct CoreSet: Sendable, Equatable, CustomStringConvertible {
         for rawPart in trimmed.split(separator: ",", omittingEmptySubsequences: false) {
             let part = rawPart.trimmingSpaces
             let bounds = part.split(separator: "-", omittingEmptySubsequences: false)
-            guard (1...2).contains(bounds.count), let first = Int(bounds[0].trimmingSpaces), first >= 0,
-                  let last = bounds.count == 2 ? Int(bounds[1].trimmingSpaces) : first
+            func number(_ text: Substring) -> Int? {
+                let digits = text.trimmingSpaces
+                return digits.isEmpty || !digits.allSatisfy(\.isASCIIDigit) ? nil : Int(digits)
+            }
+            guard (1...2).contains(bounds.count), let first = number(bounds[0]),
+                  let last = bounds.count == 2 ? number(bounds[1]) : first
             else { throw failure("\"\(part)\" is not a core number or a range like 0-3") }
             if last < first { throw failure("the range \"\(part)\" ends before it starts") }
             if last >= coreCount {

@@ -55,16 +55,18 @@ public struct CoreInfo: Sendable, Equatable {
 
 /// A virtual Trainium device of a runtime.
 public final class Device: Sendable {
-    public let hardware: VirtualDevice
+    let shared: SharedDevice
+    public var hardware: VirtualDevice { shared.hardware }
     /// Global index of this device's core 0, as `VTRN_VISIBLE_CORES` counts.
     public let firstCore: Int
     public let cores: [CoreInfo]
     let state: RuntimeState
     private let staticInfo: DeviceInfo
 
-    init(hardware: VirtualDevice, firstCore: Int, configuration: RuntimeConfiguration, state: RuntimeState) {
+    init(shared: SharedDevice, firstCore: Int, configuration: RuntimeConfiguration, state: RuntimeState) {
+        let hardware = shared.hardware
         let preset = hardware.preset
-        self.hardware = hardware
+        self.shared = shared
         self.firstCore = firstCore
         self.state = state
         self.cores = (0..<preset.coresPerDevice).map { core in
@@ -94,9 +96,32 @@ public final class Device: Sendable {
     public var info: DeviceInfo {
         get throws(VtrnError) {
             try state.checkOpen()
-            return staticInfo
+            var info = staticInfo
+            info.hbmUsedBytes = hardware.hbm.usage.used
+            return info
         }
     }
+
+    /// The runtime's serial, for messages.
+    var runtimeSerial: Int { state.serial }
+
+    /// Checks that this runtime may use `core` and claims it (the first queue or kernel on a core
+    /// does): `.invalidArgument` for a core out of range or hidden by VTRN_VISIBLE_CORES, `.busy`
+    /// when another runtime holds it.
+    func claim(core: Int) throws(VtrnError) {
+        try state.checkOpen()
+        guard core >= 0 && core < cores.count else {
+            throw .invalidArgument("device \(index) has \(cores.count) cores (0-\(cores.count - 1)); core \(core) requested")
+        }
+        guard cores[core].visible else {
+            throw .invalidArgument("core \(core) of device \(index) (global core \(firstCore + core)) is not visible to "
+                                   + "runtime \(state.serial): VTRN_VISIBLE_CORES does not list it")
+        }
+        try shared.claim(core: core, for: state.serial)
+    }
+
+    /// The runtime holding `core`, if any (serial).
+    public func claimHolder(core: Int) -> Int? { shared.holder(of: core) }
 
     /// One core's description, or `Status.notFound` naming how many cores the device has.
     public func coreInfo(_ core: Int) throws(VtrnError) -> CoreInfo {

@@ -14,6 +14,8 @@ import VtrnDevice
 /// is no longer referenced is closed too.
 public final class Runtime: Sendable {
     public let configuration: RuntimeConfiguration
+    /// The host's NUMA layout the runtime was built for.
+    public let host: HostTopology
     public let devices: [Device]
     /// A number unique in this process, for messages ("runtime 3").
     public let serial: Int
@@ -27,20 +29,21 @@ public final class Runtime: Sendable {
     /// `environment` and `host` replace the process's own, for tests.
     public init(options: RuntimeOptions = RuntimeOptions(), environment: [String: String]? = nil,
                 host: HostTopology? = nil) throws(VtrnError) {
+        let host = host ?? HostTopology.current()
         let configuration = try RuntimeConfiguration.resolve(
-            options: options, environment: environment ?? RuntimeConfiguration.processEnvironment(),
-            host: host ?? HostTopology.current())
+            options: options, environment: environment ?? RuntimeConfiguration.processEnvironment(), host: host)
         let serial = Runtime.serials.add(1, ordering: .relaxed).newValue
         let state = RuntimeState(serial: serial, log: Logger(level: configuration.logLevel, label: "runtime \(serial)"))
         var devices: [Device] = []
         var firstCore = 0
         for (index, entry) in configuration.topology.devices.enumerated() {
-            let hardware = VirtualDevice(preset: entry.architecture.preset, index: index,
-                                         numaNode: configuration.deviceNodes[index])
-            devices.append(Device(hardware: hardware, firstCore: firstCore, configuration: configuration, state: state))
-            firstCore += hardware.preset.coresPerDevice
+            let shared = try SharedDevice.device(index: index, preset: entry.architecture.preset,
+                                                 numaNode: configuration.deviceNodes[index])
+            devices.append(Device(shared: shared, firstCore: firstCore, configuration: configuration, state: state))
+            firstCore += entry.architecture.preset.coresPerDevice
         }
         self.configuration = configuration
+        self.host = host
         self.devices = devices
         self.serial = serial
         self.state = state
@@ -53,9 +56,12 @@ public final class Runtime: Sendable {
 
     deinit { close() }
 
-    /// Releases everything the runtime owns. Idempotent.
+    /// Releases everything the runtime owns: waits for its queues' submitted transfers, closes the
+    /// queues, frees its device memory and host buffers, and gives up its cores. Idempotent.
     public func close() {
         guard state.close() else { return }
+        for resource in state.takeResources() { resource.close() }
+        for device in devices { device.shared.releaseClaims(of: serial) }
         state.log(.info, "closed")
     }
 
@@ -65,8 +71,9 @@ public final class Runtime: Sendable {
     public func device(_ index: Int) throws(VtrnError) -> Device {
         try state.checkOpen()
         guard index >= 0 && index < devices.count else {
+            let range = devices.count == 1 ? "only device 0" : "0-\(devices.count - 1)"
             throw .notFound("device \(index) does not exist: the topology \"\(configuration.topology)\" has "
-                            + "\(devices.count) device\(devices.count == 1 ? "" : "s") (0-\(devices.count - 1))")
+                            + "\(devices.count) device\(devices.count == 1 ? "" : "s") (\(range))")
         }
         return devices[index]
     }
@@ -74,11 +81,42 @@ public final class Runtime: Sendable {
     public var coreCount: Int { configuration.coreCount }
 }
 
-/// What a runtime's objects share: whether it is still open, and its log.
+/// Something a runtime owns and releases when it closes.
+protocol RuntimeResource: AnyObject, Sendable {
+    /// Releases the resource; idempotent. Queues are closed before memory (see `order`).
+    func close()
+    /// Lower closes first.
+    var closeOrder: Int { get }
+}
+
+/// What a runtime's objects share: whether it is still open, its log, and what it owns.
 final class RuntimeState: Sendable {
     let serial: Int
     let log: Logger
     private let closed = Atomic<Bool>(false)
+    private let resources = Mutex<[ObjectIdentifier: any RuntimeResource]>([:])
+
+    /// Records a new resource, or fails if the runtime was closed meanwhile.
+    func adopt(_ resource: any RuntimeResource) throws(VtrnError) {
+        let adopted = resources.withLock { resources in
+            guard !isClosed else { return false }
+            resources[ObjectIdentifier(resource)] = resource
+            return true
+        }
+        if !adopted { throw VtrnError(.invalidHandle, "runtime \(serial) was destroyed") }
+    }
+
+    func release(_ resource: any RuntimeResource) {
+        resources.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(resource)) }
+    }
+
+    /// Everything owned, in close order, and forgets it (closing is the caller's).
+    func takeResources() -> [any RuntimeResource] {
+        resources.withLock { resources in
+            defer { resources.removeAll() }
+            return resources.values.sorted { $0.closeOrder < $1.closeOrder }
+        }
+    }
 
     init(serial: Int, log: Logger) {
         self.serial = serial
@@ -87,8 +125,9 @@ final class RuntimeState: Sendable {
 
     var isClosed: Bool { closed.load(ordering: .acquiring) }
 
-    /// True for the call that closed it.
-    func close() -> Bool { !closed.exchange(true, ordering: .acquiringAndReleasing) }
+    /// True for the call that closed it. Taken under the resources lock, so that no resource is
+    /// adopted after the runtime closed.
+    func close() -> Bool { resources.withLock { _ in !closed.exchange(true, ordering: .acquiringAndReleasing) } }
 
     func checkOpen() throws(VtrnError) {
         if isClosed { throw VtrnError(.invalidHandle, "runtime \(serial) was destroyed") }

@@ -81,3 +81,14 @@ public struct VtrnError: Error, Sendable, Equatable, CustomStringConvertible {
     public static func invalidArgument(_ message: String) -> VtrnError { .init(.invalidArgument, message) }
     public static func notFound(_ message: String) -> VtrnError { .init(.notFound, message) }
 }
+
+/// The library's version, as `vtrn_version()` reports it (the header's VTRN_VERSION_* must match;
+/// a test checks).
+public enum Version {
+    public static let major = 0
+    public static let minor = 1
+    public static let patch = 0
+}
+
+/// "0.1.0".
+public let version = "\(Version.major).\(Version.minor).\(Version.patch)"

@@ -59,7 +59,9 @@ public struct Topology: Sendable, Equatable, CustomStringConvertible {
             var node: Int?
             if let at = rest.firstIndex(of: "@") {
                 let nodeText = rest[rest.index(after: at)...]
-                guard nodeText.lowercased().hasPrefix("node"), let value = Int(nodeText.dropFirst(4)), value >= 0 else {
+                let number = nodeText.dropFirst(4)
+                guard nodeText.hasPrefix("node"), !number.isEmpty, number.allSatisfy(\.isASCIIDigit),
+                      let value = Int(number), value < 1024 else {
                     throw failure("\(label) has \"@\(nodeText)\" where \"@nodeN\" (N a NUMA node number) belongs")
                 }
                 node = value
@@ -68,7 +70,8 @@ public struct Topology: Sendable, Equatable, CustomStringConvertible {
             var count = 1
             if let colon = rest.firstIndex(of: ":") {
                 let countText = rest[rest.index(after: colon)...]
-                guard let value = Int(countText), (1...ChipPreset.maxDevices).contains(value) else {
+                guard countText.allSatisfy(\.isASCIIDigit), let value = Int(countText),
+                      (1...ChipPreset.maxDevices).contains(value) else {
                     throw failure("\(label) has count \"\(countText)\", which is not a number from 1 to \(ChipPreset.maxDevices)")
                 }
                 count = value
@@ -91,4 +94,9 @@ extension StringProtocol {
     var trimmingSpaces: String {
         String(drop(while: { $0 == " " || $0 == "\t" }).reversed().drop(while: { $0 == " " || $0 == "\t" }).reversed())
     }
+}
+
+extension Character {
+    /// 0-9 only (`isNumber` also accepts other scripts' digits and fractions).
+    var isASCIIDigit: Bool { isASCII && ("0"..."9").contains(self) }
 }

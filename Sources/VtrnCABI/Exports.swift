@@ -36,12 +36,12 @@ public func vtrn_runtime_create(_ options: UnsafePointer<vtrn_runtime_options_t>
         let out = try UnsafeMutablePointer.required(out, "out")
         var swiftOptions = RuntimeOptions()
         if let given = try vtrn_runtime_options_t.read(options, name: "options", defaults: vtrn_runtime_options_t()) {
-            swiftOptions.topology = try string(given.topology, "options->topology")
-            swiftOptions.visibleCores = try string(given.visible_cores, "options->visible_cores")
+            swiftOptions.topology = try string(given.topology, "options.topology")
+            swiftOptions.visibleCores = try string(given.visible_cores, "options.visible_cores")
             let level = Int(given.log_level.rawValue)
             if level != 0 {
                 guard let chosen = LogLevel(rawValue: level) else {
-                    throw VtrnError.invalidArgument("options->log_level is \(level); accepted: VTRN_LOG_LEVEL_DEFAULT (0) to VTRN_LOG_LEVEL_TRACE (5)")
+                    throw VtrnError.invalidArgument("options.log_level is \(level); accepted: VTRN_LOG_LEVEL_DEFAULT (0) to VTRN_LOG_LEVEL_TRACE (5)")
                 }
                 swiftOptions.logLevel = chosen
             }
@@ -100,7 +100,7 @@ public func vtrn_device_get(_ runtime: vtrn_runtime_t?, _ index: UInt32, _ out: 
 @c @implementation
 public func vtrn_device_get_info(_ device: vtrn_device_t?, _ info: UnsafeMutablePointer<vtrn_device_info_t>?) -> vtrn_status_t {
     exported {
-        let device = try Handles.devices.lookup(handleBits(device))
+        let device = try Handles.devices.lookup(handleBits(device)).object
         let info = try vtrn_device_info_t.checkOutput(info, name: "info")
         let swiftInfo = try device.info
         var result = vtrn_device_info_t()
@@ -131,7 +131,7 @@ public func vtrn_device_get_info(_ device: vtrn_device_t?, _ info: UnsafeMutable
 public func vtrn_device_get_core_info(_ device: vtrn_device_t?, _ core: UInt32,
                                       _ info: UnsafeMutablePointer<vtrn_core_info_t>?) -> vtrn_status_t {
     exported {
-        let device = try Handles.devices.lookup(handleBits(device))
+        let device = try Handles.devices.lookup(handleBits(device)).object
         let info = try vtrn_core_info_t.checkOutput(info, name: "info")
         let core = try device.coreInfo(Int(core))
         var result = vtrn_core_info_t()

@@ -16,8 +16,11 @@ struct HandleKind: Sendable {
 
     static let runtime = HandleKind(tag: 1, typeName: "vtrn_runtime_t")
     static let device = HandleKind(tag: 2, typeName: "vtrn_device_t")
+    static let hostBuffer = HandleKind(tag: 3, typeName: "vtrn_host_buffer_t")
+    static let deviceMemory = HandleKind(tag: 4, typeName: "vtrn_device_memory_t")
+    static let dmaQueue = HandleKind(tag: 5, typeName: "vtrn_dma_queue_t")
 
-    static let all: [HandleKind] = [.runtime, .device]
+    static let all: [HandleKind] = [.runtime, .device, .hostBuffer, .deviceMemory, .dmaQueue]
 }
 
 enum HandleLayout {

@@ -14,10 +14,30 @@ final class RuntimeEntry: Sendable {
     }
 }
 
+/// The C layer's record of an object a runtime owns: the object and its runtime's token, which
+/// the runtime's destruction uses to retire the handle.
+final class Owned<Object: AnyObject & Sendable>: Sendable {
+    let object: Object
+    let runtimeToken: UInt64
+
+    init(_ object: Object, runtimeToken: UInt64) {
+        self.object = object
+        self.runtimeToken = runtimeToken
+    }
+}
+
 /// Every live handle of the process, one table per kind.
 enum Handles {
     static let runtimes = HandleTable<RuntimeEntry>(.runtime)
-    static let devices = HandleTable<Device>(.device)
+    static let devices = HandleTable<Owned<Device>>(.device)
+    static let hostBuffers = HandleTable<Owned<HostBuffer>>(.hostBuffer)
+    static let deviceMemory = HandleTable<Owned<DeviceMemory>>(.deviceMemory)
+    static let dmaQueues = HandleTable<Owned<DmaQueue>>(.dmaQueue)
+
+    /// Registers an object a runtime owns.
+    static func register<Object>(_ object: Object, in table: HandleTable<Owned<Object>>, runtimeToken: UInt64) throws(VtrnError) -> UInt64 {
+        try table.insert(Owned(object, runtimeToken: runtimeToken), owner: runtimeToken)
+    }
 
     /// Registers a new runtime and its devices.
     static func register(_ runtime: Runtime) throws(VtrnError) -> UInt64 {
@@ -27,7 +47,9 @@ enum Handles {
         let token = try runtimes.insert(placeholder)
         var deviceHandles: [UInt64] = []
         do {
-            for device in runtime.devices { deviceHandles.append(try devices.insert(device, owner: token)) }
+            for device in runtime.devices {
+                deviceHandles.append(try devices.insert(Owned(device, runtimeToken: token), owner: token))
+            }
         } catch {
             devices.removeAll(ownedBy: token, because: "never created")
             _ = try? runtimes.remove(token, because: "never created")
@@ -41,6 +63,9 @@ enum Handles {
     static func destroy(_ token: UInt64) throws(VtrnError) {
         let entry = try runtimes.remove(token, because: "it was destroyed")
         let reason = "runtime \(entry.runtime.serial), which owned it, was destroyed"
+        dmaQueues.removeAll(ownedBy: token, because: reason)
+        deviceMemory.removeAll(ownedBy: token, because: reason)
+        hostBuffers.removeAll(ownedBy: token, because: reason)
         devices.removeAll(ownedBy: token, because: reason)
         entry.runtime.close()
     }

@@ -91,8 +91,9 @@ extension VersionedStruct {
 
     private static func checkSize(_ size: Int, name: String) throws(VtrnError) {
         guard size >= firstVersionSize else {
-            throw .invalidArgument("\(name)->struct_size is \(size), smaller than \(firstVersionSize), the size of the first "
-                                   + "\(cName); initialize it with its _INIT macro")
+            let macro = cName.dropLast(2).uppercased() + "_INIT"
+            throw .invalidArgument("\(name).struct_size is \(size), smaller than \(firstVersionSize), the size of the first "
+                                   + "\(cName); initialize it with \(macro)")
         }
     }
 }
@@ -112,6 +113,31 @@ extension vtrn_device_info_t: VersionedStruct {
 extension vtrn_core_info_t: VersionedStruct {
     static let cName = "vtrn_core_info_t"
     static let firstVersionSize = 88
+}
+
+extension vtrn_host_buffer_options_t: VersionedStruct {
+    static let cName = "vtrn_host_buffer_options_t"
+    static let firstVersionSize = 24
+}
+extension vtrn_host_buffer_info_t: VersionedStruct {
+    static let cName = "vtrn_host_buffer_info_t"
+    static let firstVersionSize = 208
+}
+extension vtrn_device_memory_info_t: VersionedStruct {
+    static let cName = "vtrn_device_memory_info_t"
+    static let firstVersionSize = 40
+}
+extension vtrn_memory_usage_t: VersionedStruct {
+    static let cName = "vtrn_memory_usage_t"
+    static let firstVersionSize = 72
+}
+extension vtrn_dma_queue_options_t: VersionedStruct {
+    static let cName = "vtrn_dma_queue_options_t"
+    static let firstVersionSize = 24
+}
+extension vtrn_dma_queue_info_t: VersionedStruct {
+    static let cName = "vtrn_dma_queue_info_t"
+    static let firstVersionSize = 64
 }
 
 // MARK: - Strings

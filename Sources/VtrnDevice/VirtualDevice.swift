@@ -1,22 +1,89 @@
+import Synchronization
+
 /// One virtual Trainium chip: the hardware side that the runtime drives. It knows nothing of
-/// handles, C, or runtimes; it is told its preset and where on the host it sits.
+/// handles, C, or runtimes; it is told its preset and where on the host it sits, and offers what
+/// a driver sees of a chip: HBM, DMA engines with their queues' rings and doorbells.
 public final class VirtualDevice: Sendable {
     public let preset: ChipPreset
     /// Position on the virtual PCI bus, as `/dev/neuron<index>`.
     public let index: Int
-    /// The host NUMA node whose memory backs this device's HBM and host-side DMA buffers.
+    /// The host NUMA node whose memory backs this device's HBM and whose CPUs run its engines.
     public let numaNode: Int
+    public let hbm: HighBandwidthMemory
+    /// The engines of every core (core * dmaEnginesPerCore + engine), then the host engines.
+    private let engines: [DmaEngineHardware]
+    /// Open hardware queues, by `queueKey`.
+    private let openQueues = Mutex<Set<Int>>([])
+    private let nextHostQueue = Atomic<Int>(0)
 
-    public init(preset: ChipPreset, index: Int, numaNode: Int) {
+    /// Engines that move data between host and device for the runtime itself (tensor reads and
+    /// writes), beside the cores' own: trn1 has 2 per chip.
+    public static let hostEngineCount = 2
+
+    public struct CreationError: Error, Sendable { public let message: String }
+
+    public init(preset: ChipPreset, index: Int, numaNode: Int) throws(CreationError) {
+        guard let hbm = HighBandwidthMemory(capacity: preset.hbmBytes, numaNode: numaNode) else {
+            throw CreationError(message: "cannot reserve \(preset.hbmBytes >> 30) GiB of address space for device \(index)'s HBM "
+                                + "(check `ulimit -v` and vm.overcommit_memory)")
+        }
         self.preset = preset
         self.index = index
         self.numaNode = numaNode
+        self.hbm = hbm
+        var engines: [DmaEngineHardware] = []
+        for core in 0..<preset.coresPerDevice {
+            for engine in 0..<preset.dmaEnginesPerCore {
+                engines.append(DmaEngineHardware(name: "vtrn\(index)c\(core)e\(engine)", numaNode: numaNode))
+            }
+        }
+        for engine in 0..<Self.hostEngineCount {
+            engines.append(DmaEngineHardware(name: "vtrn\(index)h\(engine)", numaNode: numaNode))
+        }
+        self.engines = engines
     }
 
     /// PCI bus/device/function, one bus per device like a trn1.32xlarge's: "0000:10:1e.0".
     public var busAddress: String {
         let bus = 0x10 + index
         return "0000:" + hex(bus, width: 2) + ":1e.0"
+    }
+
+    private func queueKey(core: Int, engine: Int, queue: Int) -> Int {
+        (core * preset.dmaEnginesPerCore + engine) * preset.queuesPerDmaEngine + queue
+    }
+
+    /// Sets up hardware queue (core, engine, queue) with rings of `entries` descriptors; nil when it
+    /// is set up already (udma_q_init's -EIO). Arguments must be in range.
+    public func openQueue(core: Int, engine: Int, queue: Int, entries: Int) -> DmaQueueHardware? {
+        precondition(core < preset.coresPerDevice && engine < preset.dmaEnginesPerCore && queue < preset.queuesPerDmaEngine)
+        let key = queueKey(core: core, engine: engine, queue: queue)
+        guard openQueues.withLock({ $0.insert(key).inserted }) else { return nil }
+        let hardware = DmaQueueHardware(core: core, engine: engine, queue: queue, entries: entries)
+        guard engines[core * preset.dmaEnginesPerCore + engine].attach(hardware) else {
+            openQueues.withLock { _ = $0.remove(key) }
+            return nil
+        }
+        return hardware
+    }
+
+    /// A queue on one of the host engines, for the runtime's own copies; any number may be open.
+    public func openHostQueue(entries: Int) -> DmaQueueHardware? {
+        let number = nextHostQueue.add(1, ordering: .relaxed).newValue
+        let engine = number % Self.hostEngineCount
+        let hardware = DmaQueueHardware(core: -1, engine: engine, queue: number, entries: entries)
+        guard engines[preset.coresPerDevice * preset.dmaEnginesPerCore + engine].attach(hardware) else { return nil }
+        return hardware
+    }
+
+    /// Tears a queue down; its submitted work must have completed.
+    public func closeQueue(_ queue: DmaQueueHardware) {
+        if queue.core < 0 {
+            engines[preset.coresPerDevice * preset.dmaEnginesPerCore + queue.engineIndex].detach(queue)
+            return
+        }
+        engines[queue.core * preset.dmaEnginesPerCore + queue.engineIndex].detach(queue)
+        openQueues.withLock { _ = $0.remove(queueKey(core: queue.core, engine: queue.engineIndex, queue: queue.queueIndex)) }
     }
 }
 

@@ -21,10 +21,28 @@ VTRNSYS_HIDDEN const char *vtrnsys_last_error(void);
 VTRNSYS_HIDDEN int vtrnsys_futex_wait(uint32_t *word, uint32_t expected, uint64_t timeout_ns);
 VTRNSYS_HIDDEN int vtrnsys_futex_wake(uint32_t *word, int count);
 
+/* Atomics on plain memory, for words that futex(2) also sees (Swift's Atomic has no address). */
+static inline uint32_t vtrnsys_load_u32(const uint32_t *word) { return __atomic_load_n(word, __ATOMIC_SEQ_CST); }
+static inline uint32_t vtrnsys_add_u32(uint32_t *word, uint32_t value) {
+    return __atomic_add_fetch(word, value, __ATOMIC_SEQ_CST);
+}
+static inline void vtrnsys_cpu_relax(void) { __builtin_ia32_pause(); }
+
 /* Pins the calling thread to the CPUs of a NUMA node (nothing happens if libnuma is unusable). */
 VTRNSYS_HIDDEN int vtrnsys_run_on_node(int node);
 
 /* The CPU the calling thread runs on, or -1. */
 VTRNSYS_HIDDEN int vtrnsys_current_cpu(void);
+
+/* Starts a detached-or-joinable thread running body(context); returns 0 or an errno. */
+VTRNSYS_HIDDEN int vtrnsys_thread_start(void (*body)(void *), void *context, const char *name, uint64_t *thread);
+VTRNSYS_HIDDEN int vtrnsys_thread_join(uint64_t thread);
+
+/* RLIMIT_MEMLOCK's soft limit in bytes; UINT64_MAX when unlimited. */
+VTRNSYS_HIDDEN uint64_t vtrnsys_memlock_limit(void);
+
+/* Nanoseconds of CLOCK_MONOTONIC and of this thread's / process's CPU time. */
+VTRNSYS_HIDDEN uint64_t vtrnsys_monotonic_ns(void);
+VTRNSYS_HIDDEN uint64_t vtrnsys_process_cpu_ns(void);
 
 #endif

@@ -1,0 +1,395 @@
+import CVtrnSystem
+import Synchronization
+import VtrnDevice
+
+/// One end of a transfer: a host buffer or a device memory block, and a byte offset into it.
+public enum MemoryReference: Sendable {
+    case host(HostBuffer, offset: UInt64)
+    case device(DeviceMemory, offset: UInt64)
+}
+
+/// A copy of `bytes` bytes from `source` to `destination`.
+public struct DmaTransfer: Sendable {
+    public var destination: MemoryReference
+    public var source: MemoryReference
+    public var bytes: UInt64
+
+    public init(destination: MemoryReference, source: MemoryReference, bytes: UInt64) {
+        self.destination = destination
+        self.source = source
+        self.bytes = bytes
+    }
+}
+
+/// A DMA queue as the driver sees it: the producer side of one hardware queue's rings.
+///
+/// ```swift
+/// let queue = try device.openQueue(core: 0, engine: 0, queue: 0)
+/// try queue.enqueue([DmaTransfer(destination: .device(hbm, offset: 0), source: .host(buffer, offset: 0), bytes: n)])
+/// let sequence = queue.submit()
+/// try queue.wait(for: sequence)
+/// ```
+///
+/// `enqueue` checks a whole batch and writes its descriptors or nothing; `submit` rings the
+/// doorbell. Transfers complete in order. Everything here may be called from several threads.
+public final class DmaQueue: Sendable, RuntimeResource {
+    public let device: Device
+    let ring: Ring
+    private let closed = Atomic<Bool>(false)
+
+    public var core: Int { ring.hardware.core }
+    public var engine: Int { ring.hardware.engineIndex }
+    public var queue: Int { ring.hardware.queueIndex }
+    public var ringEntries: Int { ring.hardware.entries }
+
+    public static let defaultRingEntries = 4096
+    public static let ringEntriesRange = 32...((1 << 24) - 16)
+
+    init(device: Device, ring: Ring) {
+        self.device = device
+        self.ring = ring
+    }
+
+    /// Checks and writes the descriptors of `count` transfers; `transfer(i)` gives the i-th.
+    /// All or nothing: an error leaves the ring as it was.
+    public func enqueue(count: Int, _ transfer: (Int) throws(VtrnError) -> DmaTransfer) throws(VtrnError) {
+        try checkOpen()
+        try ring.enqueue(count: count, device: device, transfer)
+    }
+
+    public func enqueue(_ transfers: [DmaTransfer]) throws(VtrnError) {
+        try enqueue(count: transfers.count) { transfers[$0] }
+    }
+
+    /// Rings the doorbell; returns the sequence that completes when all enqueued so far has.
+    @discardableResult
+    public func submit() throws(VtrnError) -> UInt64 {
+        try checkOpen()
+        return ring.submit()
+    }
+
+    /// Waits for `sequence`: 0 polls (`.notReady`), `.max` waits forever, else `.timeout`.
+    public func wait(for sequence: UInt64, timeoutNanoseconds: UInt64 = .max) throws(VtrnError) {
+        try checkOpen()
+        try ring.wait(for: sequence, timeoutNanoseconds: timeoutNanoseconds, label: label)
+    }
+
+    public var completedSequence: UInt64 { ring.hardware.completedSequence }
+
+    public struct Info: Sendable, Equatable {
+        public var freeEntries: Int
+        public var submittedSequence: UInt64
+        public var completedSequence: UInt64
+        public var descriptorsCompleted: UInt64
+        public var bytesCompleted: UInt64
+    }
+
+    public var info: Info {
+        get throws(VtrnError) {
+            try checkOpen()
+            return ring.info
+        }
+    }
+
+    var label: String { "queue \(queue) of DMA engine \(engine) of core \(core) of device \(device.index)" }
+
+    public var isClosed: Bool { closed.load(ordering: .acquiring) }
+
+    /// Waits for submitted transfers, drops unsubmitted ones, and frees the hardware queue.
+    public func close() {
+        guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        ring.drain()
+        device.hardware.closeQueue(ring.hardware)
+        device.state.release(self)
+    }
+
+    var closeOrder: Int { 0 }
+
+    private func checkOpen() throws(VtrnError) {
+        try device.state.checkOpen()
+        if isClosed { throw VtrnError(.invalidHandle, "the DMA queue was destroyed") }
+    }
+}
+
+extension Device {
+    /// Opens hardware queue (core, engine, queue), claiming the core for this runtime.
+    public func openQueue(core: Int, engine: Int, queue: Int,
+                          ringEntries: Int = DmaQueue.defaultRingEntries) throws(VtrnError) -> DmaQueue {
+        try state.checkOpen()
+        let preset = hardware.preset
+        guard core >= 0 && core < preset.coresPerDevice else {
+            throw .invalidArgument("device \(index) has \(preset.coresPerDevice) cores (0-\(preset.coresPerDevice - 1)); core \(core) requested")
+        }
+        guard engine >= 0 && engine < preset.dmaEnginesPerCore else {
+            throw .invalidArgument("a core has \(preset.dmaEnginesPerCore) DMA engines (0-\(preset.dmaEnginesPerCore - 1)); engine \(engine) requested")
+        }
+        guard queue >= 0 && queue < preset.queuesPerDmaEngine else {
+            throw .invalidArgument("a DMA engine has \(preset.queuesPerDmaEngine) queues (0-\(preset.queuesPerDmaEngine - 1)); queue \(queue) requested")
+        }
+        guard DmaQueue.ringEntriesRange.contains(ringEntries) else {
+            throw .invalidArgument("ring_entries is \(ringEntries); udma rings hold \(DmaQueue.ringEntriesRange.lowerBound) to "
+                                   + "\(DmaQueue.ringEntriesRange.upperBound) descriptors")
+        }
+        try claim(core: core)
+        guard let hardware = hardware.openQueue(core: core, engine: engine, queue: queue, entries: ringEntries) else {
+            throw VtrnError(.busy, "queue \(queue) of DMA engine \(engine) of core \(core) of device \(index) is open already; "
+                            + "destroy it first or pick another queue")
+        }
+        let opened = DmaQueue(device: self, ring: DmaQueue.Ring(hardware: hardware))
+        do {
+            try state.adopt(opened)
+        } catch {
+            self.hardware.closeQueue(hardware)
+            throw error
+        }
+        return opened
+    }
+
+    /// Copies `bytes` from `source` to `destination` and returns when done, over a queue of the
+    /// device's host DMA engines (claims no core). Transfers of any size.
+    public func copy(to destination: MemoryReference, from source: MemoryReference, bytes: UInt64) throws(VtrnError) {
+        try state.checkOpen()
+        let transfer = DmaTransfer(destination: destination, source: source, bytes: bytes)
+        let prepared = try DmaQueue.Ring.prepare(transfer, index: nil, device: self)
+        let ring = try borrowHostRing()
+        defer { shared.hostQueues.withLock { $0.append(ring) } }
+        // Rounds of at most a ring's worth of descriptors.
+        let perRound = UInt64(ring.hardware.entries) * UInt64(DmaDescriptor.maximumBytes)
+        var done: UInt64 = 0
+        while done < bytes {
+            var chunk = prepared
+            chunk.bytes = min(perRound, bytes - done)
+            chunk.destination += Int(done)
+            chunk.source += Int(done)
+            try ring.enqueue(prepared: [chunk])
+            let sequence = ring.submit()
+            try ring.wait(for: sequence, timeoutNanoseconds: .max, label: "host DMA queue of device \(index)")
+            done += chunk.bytes
+        }
+    }
+
+    private func borrowHostRing() throws(VtrnError) -> DmaQueue.Ring {
+        if let ring = shared.hostQueues.withLock({ $0.popLast() }) { return ring }
+        guard let hardware = hardware.openHostQueue(entries: DmaQueue.defaultRingEntries) else {
+            throw VtrnError(.outOfHostMemory, "cannot start a host DMA engine thread for device \(index)")
+        }
+        return DmaQueue.Ring(hardware: hardware)
+    }
+}
+
+extension DmaQueue {
+    /// A transfer checked and resolved to host addresses.
+    struct Prepared {
+        var destination: UnsafeMutableRawPointer
+        var source: UnsafeMutableRawPointer
+        var bytes: UInt64
+        /// Host buffers the descriptors point into, kept mapped until the transfer completes.
+        var keepAlive: (HostBuffer?, HostBuffer?)
+    }
+
+    /// The driver's state for one hardware queue: where to write next, what was published, and
+    /// what the in-flight descriptors keep alive.
+    final class Ring: Sendable {
+        let hardware: DmaQueueHardware
+        private let producer: Mutex<Producer>
+
+        struct Producer {
+            /// Next position to write; positions count descriptors since the queue opened.
+            var tail: UInt64 = 0
+            /// Position published by the last doorbell, and its sequence.
+            var published: UInt64 = 0
+            var sequence: UInt64 = 0
+            /// Positions below this have had their keep-alives released.
+            var reclaimed: UInt64 = 0
+            var keepAlive: [(HostBuffer?, HostBuffer?)]
+            var keepAliveCount = 0
+            var scratch: [Prepared] = []
+            var transfersEnqueued: UInt32 = 0
+        }
+
+        init(hardware: DmaQueueHardware) {
+            self.hardware = hardware
+            producer = Mutex(Producer(keepAlive: Array(repeating: (nil, nil), count: hardware.entries)))
+        }
+
+        static func descriptors(for bytes: UInt64) -> UInt64 {
+            (bytes + UInt64(DmaDescriptor.maximumBytes) - 1) / UInt64(DmaDescriptor.maximumBytes)
+        }
+
+        /// Resolves one end; `role` is "dst" or "src" for messages.
+        private static func resolve(_ reference: MemoryReference, bytes: UInt64, role: String, at label: String,
+                                    device: Device) throws(VtrnError) -> (UnsafeMutableRawPointer, HostBuffer?, ObjectIdentifier, UInt64) {
+            let offset: UInt64, size: UInt64, what: String
+            let pointer: UnsafeMutableRawPointer, keep: HostBuffer?, identity: ObjectIdentifier
+            switch reference {
+            case .host(let buffer, let at):
+                if buffer.isClosed { throw VtrnError(.invalidHandle, "\(label)\(role) host buffer was destroyed") }
+                if buffer.state.isClosed {
+                    throw VtrnError(.invalidHandle, "\(label)\(role) host buffer's runtime \(buffer.runtimeSerial) was destroyed")
+                }
+                (offset, size, what) = (at, UInt64(buffer.bytes), "host buffer")
+                (pointer, keep, identity) = (buffer.data, buffer, ObjectIdentifier(buffer))
+            case .device(let memory, let at):
+                if memory.isFreed { throw VtrnError(.invalidHandle, "\(label)\(role) device memory was freed") }
+                guard memory.device.hardware === device.hardware else {
+                    throw .invalidArgument("\(label)\(role) is memory of device \(memory.device.index), not of device "
+                                           + "\(device.index), whose queue this is")
+                }
+                (offset, size, what) = (at, memory.bytes, "device memory block")
+                (pointer, keep, identity) = (memory.pointer, nil, ObjectIdentifier(memory))
+            }
+            guard offset <= size, bytes <= size - offset else {
+                throw VtrnError(.outOfBounds, "\(label)\(role) range [\(offset), \(offset) + \(bytes)) runs past the end of "
+                                + "the \(size)-byte \(what)")
+            }
+            return (pointer + Int(offset), keep, identity, offset)
+        }
+
+        /// Checks one transfer; `index` names it in messages ("transfer 3: ").
+        static func prepare(_ transfer: DmaTransfer, index: Int?, device: Device) throws(VtrnError) -> Prepared {
+            let label = index.map { "transfer \($0): " } ?? ""
+            guard transfer.bytes > 0 else { throw .invalidArgument("\(label)bytes is 0") }
+            let destination = try resolve(transfer.destination, bytes: transfer.bytes, role: "dst", at: label, device: device)
+            let source = try resolve(transfer.source, bytes: transfer.bytes, role: "src", at: label, device: device)
+            if destination.2 == source.2 {
+                let (low, high) = destination.3 < source.3 ? (destination.3, source.3) : (source.3, destination.3)
+                if high - low < transfer.bytes {
+                    throw .invalidArgument("\(label)dst and src overlap (offsets \(destination.3) and \(source.3) of the same "
+                                           + "memory, \(transfer.bytes) bytes)")
+                }
+            }
+            return Prepared(destination: destination.0, source: source.0, bytes: transfer.bytes,
+                            keepAlive: (destination.1, source.1))
+        }
+
+        func enqueue(count: Int, device: Device, _ transfer: (Int) throws(VtrnError) -> DmaTransfer) throws(VtrnError) {
+            try producer.withLock { (producer: inout Producer) throws(VtrnError) in
+                producer.scratch.removeAll(keepingCapacity: true)
+                for index in 0..<count {
+                    producer.scratch.append(try Self.prepare(try transfer(index), index: index, device: device))
+                }
+                try write(&producer)
+            }
+        }
+
+        func enqueue(prepared: [Prepared]) throws(VtrnError) {
+            try producer.withLock { (producer: inout Producer) throws(VtrnError) in
+                producer.scratch = prepared
+                try write(&producer)
+            }
+        }
+
+        /// Writes `producer.scratch` into the rings, or nothing when they lack room.
+        private func write(_ producer: inout Producer) throws(VtrnError) {
+            reclaim(&producer)
+            var needed: UInt64 = 0
+            for prepared in producer.scratch { needed += Self.descriptors(for: prepared.bytes) }
+            let entries = UInt64(hardware.entries)
+            let free = entries - (producer.tail - hardware.head)
+            guard needed <= free else {
+                throw VtrnError(.queueFull, "the batch needs \(needed) descriptors and the ring has \(free) free of \(entries) "
+                                + "(\(producer.tail - hardware.head) enqueued and not yet completed); wait for completions, "
+                                + "submit, or open the queue with more ring entries")
+            }
+            var position = producer.tail
+            var slot = Int(position % entries)
+            let sourceRing = hardware.sourceRing, destinationRing = hardware.destinationRing
+            for prepared in producer.scratch {
+                producer.transfersEnqueued &+= 1
+                var done: UInt64 = 0
+                while done < prepared.bytes {
+                    let length = min(prepared.bytes - done, UInt64(DmaDescriptor.maximumBytes))
+                    var control = UInt32(truncatingIfNeeded: length) & DmaDescriptor.lengthMask
+                    control |= DmaDescriptor.ringId(position: position, entries: Int(entries)) << DmaDescriptor.ringIdShift
+                    if done == 0 { control |= DmaDescriptor.first }
+                    let isLast = done + length == prepared.bytes
+                    if isLast { control |= DmaDescriptor.last }
+                    sourceRing[slot] = DmaDescriptor(lengthControl: control, metadata: producer.transfersEnqueued,
+                                                     address: UInt64(UInt(bitPattern: prepared.source + Int(done))))
+                    destinationRing[slot] = DmaDescriptor(lengthControl: control, metadata: producer.transfersEnqueued,
+                                                          address: UInt64(UInt(bitPattern: prepared.destination + Int(done))))
+                    if isLast && (prepared.keepAlive.0 != nil || prepared.keepAlive.1 != nil) {
+                        producer.keepAlive[slot] = prepared.keepAlive
+                        producer.keepAliveCount += 1
+                    }
+                    done += length
+                    position += 1
+                    slot += 1
+                    if slot == Int(entries) { slot = 0 }
+                }
+            }
+            producer.tail = position
+            producer.scratch.removeAll(keepingCapacity: true)
+        }
+
+        /// Releases keep-alives of completed descriptors (what a driver does on completion).
+        private func reclaim(_ producer: inout Producer) {
+            let head = hardware.head
+            if producer.keepAliveCount == 0 {
+                producer.reclaimed = head
+                return
+            }
+            let entries = UInt64(hardware.entries)
+            while producer.reclaimed < head {
+                let slot = Int(producer.reclaimed % entries)
+                if producer.keepAlive[slot].0 != nil || producer.keepAlive[slot].1 != nil {
+                    producer.keepAlive[slot] = (nil, nil)
+                    producer.keepAliveCount -= 1
+                }
+                producer.reclaimed += 1
+            }
+        }
+
+        func submit() -> UInt64 {
+            producer.withLock { producer in
+                if producer.tail != producer.published {
+                    producer.sequence += 1
+                    producer.published = producer.tail
+                    hardware.ringDoorbell(tail: producer.tail, sequence: producer.sequence)
+                }
+                return producer.sequence
+            }
+        }
+
+        func wait(for sequence: UInt64, timeoutNanoseconds: UInt64, label: String) throws(VtrnError) {
+            let submitted = producer.withLock { $0.sequence }
+            guard sequence <= submitted else {
+                throw .invalidArgument("sequence \(sequence) was never submitted on this queue; the last submitted is \(submitted)")
+            }
+            switch hardware.wait(for: sequence, timeoutNanoseconds: timeoutNanoseconds) {
+            case .completed:
+                producer.withLock { reclaim(&$0) }
+            case .timedOut:
+                let completed = hardware.completedSequence
+                if timeoutNanoseconds == 0 {
+                    throw VtrnError(.notReady, "sequence \(sequence) has not completed; the last completed is \(completed)")
+                }
+                throw VtrnError(.timeout, "sequence \(sequence) did not complete within \(timeoutNanoseconds) ns on \(label); "
+                                + "the last completed is \(completed)")
+            case .faulted:
+                let position = hardware.faultPosition ?? 0
+                throw VtrnError(.dmaFault, "\(label) stopped at descriptor \(position) (ring slot "
+                                + "\(position % UInt64(hardware.entries))): the engine refused it; later transfers will not run")
+            }
+        }
+
+        var info: DmaQueue.Info {
+            producer.withLock { producer in
+                DmaQueue.Info(freeEntries: hardware.entries - Int(producer.tail - hardware.head),
+                              submittedSequence: producer.sequence, completedSequence: hardware.completedSequence,
+                              descriptorsCompleted: hardware.head, bytesCompleted: hardware.bytesCompleted)
+            }
+        }
+
+        /// Waits for everything submitted, drops what was not, and releases all keep-alives.
+        func drain() {
+            let sequence = producer.withLock { $0.sequence }
+            _ = hardware.wait(for: sequence, timeoutNanoseconds: .max)
+            producer.withLock { producer in
+                producer.tail = producer.published
+                for slot in producer.keepAlive.indices { producer.keepAlive[slot] = (nil, nil) }
+                producer.keepAliveCount = 0
+            }
+        }
+    }
+}

@@ -1,0 +1,95 @@
+import CVtrnSystem
+import Synchronization
+import VtrnDevice
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A block of a device's HBM, allocated by `Device.allocate(_:alignment:)`.
+public final class DeviceMemory: Sendable, RuntimeResource {
+    public let device: Device
+    /// The block's offset in the device's HBM address space.
+    public let address: UInt64
+    public let bytes: UInt64
+    public let alignment: UInt64
+    private let freed = Atomic<Bool>(false)
+
+    init(device: Device, address: UInt64, bytes: UInt64, alignment: UInt64) {
+        self.device = device
+        self.address = address
+        self.bytes = bytes
+        self.alignment = alignment
+    }
+
+    /// The host memory that backs the block (HBM is host memory here).
+    public var pointer: UnsafeMutableRawPointer { device.hardware.hbm.pointer(address) }
+
+    public var isFreed: Bool { freed.load(ordering: .acquiring) }
+
+    /// Returns the block to the device. Idempotent. A transfer that still uses the block completes
+    /// without harm to the process, but its data is undefined, as on hardware.
+    public func free() {
+        guard !freed.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        device.hardware.hbm.free(address)
+        device.state.release(self)
+    }
+
+    func close() { free() }
+    var closeOrder: Int { 1 }
+}
+
+extension Device {
+    /// Allocates `bytes` of HBM aligned to `alignment` (a power of two up to 1 GiB; 0 means 64).
+    /// Out of memory throws `.outOfDeviceMemory` with the usage report Neuron gives.
+    public func allocate(_ bytes: UInt64, alignment: UInt64 = 0) throws(VtrnError) -> DeviceMemory {
+        try state.checkOpen()
+        guard bytes > 0 else { throw .invalidArgument("bytes is 0; a device memory block holds at least 1 byte") }
+        let alignment = alignment == 0 ? HighBandwidthMemory.defaultAlignment : alignment
+        guard alignment & (alignment - 1) == 0, alignment <= HighBandwidthMemory.maximumAlignment else {
+            throw .invalidArgument("alignment \(alignment) is not a power of two up to 1 GiB (or 0 for the default, 64)")
+        }
+        switch hardware.hbm.allocate(bytes, alignment: alignment, category: .tensor) {
+        case .success(let address):
+            let memory = DeviceMemory(device: self, address: address, bytes: bytes, alignment: alignment)
+            do {
+                try state.adopt(memory)
+            } catch {
+                hardware.hbm.free(address)
+                throw error
+            }
+            return memory
+        case .failure(let failure):
+            throw VtrnError(.outOfDeviceMemory, Self.outOfMemoryReport(device: index, name: hardware.preset.name,
+                                                                        requested: bytes, alignment: alignment,
+                                                                        usage: failure.usage))
+        }
+    }
+
+    static func outOfMemoryReport(device: Int, name: String, requested: UInt64, alignment: UInt64,
+                                  usage: BestFitAllocator.Usage) -> String {
+        let categories = BestFitAllocator.Category.allCases.map { "\($0) \(byteCount(usage.byCategory[$0.rawValue]))" }
+        return "device \(device) (\(name)) cannot allocate \(byteCount(requested)) (alignment \(alignment)): "
+            + "\(byteCount(usage.free)) of \(byteCount(usage.capacity)) free, largest free block \(byteCount(usage.largestFreeBlock)); "
+            + "in use: \(categories.joined(separator: ", ")) in \(usage.allocationCount) blocks"
+    }
+
+    /// The device's HBM usage: shared by every runtime that has the device.
+    public var memoryUsage: BestFitAllocator.Usage {
+        get throws(VtrnError) {
+            try state.checkOpen()
+            return hardware.hbm.usage
+        }
+    }
+}
+
+/// "1.5 GiB (1610612736 bytes)" — for reports.
+func byteCount(_ bytes: UInt64) -> String {
+    let units: [(UInt64, String)] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")]
+    for (size, name) in units where bytes >= size {
+        let value = Double(bytes) / Double(size)
+        let rounded = (value * 10).rounded() / 10
+        return "\(rounded == rounded.rounded() ? String(Int(rounded)) : String(rounded)) \(name) (\(bytes) bytes)"
+    }
+    return "\(bytes) bytes"
+}

@@ -1,0 +1,325 @@
+import CVtrnSystem
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One 16-byte udma descriptor (aws-neuron-driver `union udma_desc`): a length/control word, a
+/// metadata word and a buffer address. A copy is a pair: the M2S (source) descriptor says where to
+/// read, the S2M (destination) one where to write, in the same slot of the two rings.
+public struct DmaDescriptor: Sendable, Equatable {
+    public var lengthControl: UInt32
+    public var metadata: UInt32
+    public var address: UInt64
+
+    public init(lengthControl: UInt32 = 0, metadata: UInt32 = 0, address: UInt64 = 0) {
+        self.lengthControl = lengthControl
+        self.metadata = metadata
+        self.address = address
+    }
+
+    // Bits of lengthControl, as udma.h has them.
+    public static let lengthMask: UInt32 = 0xffff      // 0 encodes 65536
+    public static let ringIdShift: UInt32 = 24
+    public static let ringIdMask: UInt32 = 0x3 << 24    // the phase of the lap the descriptor was written in
+    public static let first: UInt32 = 1 << 26
+    public static let last: UInt32 = 1 << 27
+    public static let interruptEnable: UInt32 = 1 << 28
+    public static let maximumBytes = 65536
+
+    public var length: Int { let field = Int(lengthControl & Self.lengthMask); return field == 0 ? 65536 : field }
+
+    /// The ring id the hardware expects at ring position `position` (udma starts at 1).
+    @inline(__always)
+    public static func ringId(position: UInt64, entries: Int) -> UInt32 {
+        UInt32(truncatingIfNeeded: (position / UInt64(entries) + 1) & 0x3)
+    }
+}
+
+/// The registers and rings of one hardware DMA queue. The driver writes descriptors into the
+/// rings and then rings the doorbell with the new tail; the engine copies, advances the head and
+/// publishes the completed sequence. Positions count descriptors since the queue was set up, so
+/// they never wrap; the ring slot is position modulo `entries`.
+public final class DmaQueueHardware: @unchecked Sendable {
+    public let core: Int
+    public let engineIndex: Int
+    public let queueIndex: Int
+    public let entries: Int
+    /// Source (M2S) and destination (S2M) rings, written only by the driver, read by the engine.
+    public let sourceRing: UnsafeMutablePointer<DmaDescriptor>
+    public let destinationRing: UnsafeMutablePointer<DmaDescriptor>
+
+    // Doorbell registers (driver writes, engine reads).
+    private let doorbellTail = Atomic<UInt64>(0)
+    private let doorbellSequence = Atomic<UInt64>(0)
+    // Completion registers (engine writes, driver reads).
+    private let headRegister = Atomic<UInt64>(0)
+    private let completedRegister = Atomic<UInt64>(0)
+    private let bytesCompletedRegister = Atomic<UInt64>(0)
+    private let faultRegister = Atomic<UInt64>(0) // position + 1 of a faulting descriptor, or 0
+    /// Bumped when the engine publishes a completion and someone waits: the futex word.
+    private let completionWord: UnsafeMutablePointer<UInt32>
+    private let waiters = Atomic<Int>(0)
+
+    weak var engine: DmaEngineHardware?
+
+    init(core: Int, engine: Int, queue: Int, entries: Int) {
+        self.core = core
+        self.engineIndex = engine
+        self.queueIndex = queue
+        self.entries = entries
+        sourceRing = .allocate(capacity: entries)
+        sourceRing.initialize(repeating: DmaDescriptor(), count: entries)
+        destinationRing = .allocate(capacity: entries)
+        destinationRing.initialize(repeating: DmaDescriptor(), count: entries)
+        completionWord = .allocate(capacity: 1)
+        completionWord.initialize(to: 0)
+    }
+
+    deinit {
+        sourceRing.deallocate()
+        destinationRing.deallocate()
+        completionWord.deallocate()
+    }
+
+    // MARK: Driver side
+
+    /// Publishes descriptors up to `tail` (a position) as sequence `sequence`, and wakes the engine.
+    public func ringDoorbell(tail: UInt64, sequence: UInt64) {
+        doorbellTail.store(tail, ordering: .sequentiallyConsistent)
+        doorbellSequence.store(sequence, ordering: .sequentiallyConsistent)
+        engine?.notify()
+    }
+
+    /// Descriptors the engine has finished (a position).
+    public var head: UInt64 { headRegister.load(ordering: .acquiring) }
+    public var completedSequence: UInt64 { completedRegister.load(ordering: .acquiring) }
+    public var bytesCompleted: UInt64 { bytesCompletedRegister.load(ordering: .relaxed) }
+    /// The position of a descriptor the engine refused, if any; the queue stops there.
+    public var faultPosition: UInt64? {
+        let value = faultRegister.load(ordering: .acquiring)
+        return value == 0 ? nil : value - 1
+    }
+
+    public enum WaitResult: Sendable { case completed, timedOut, faulted }
+
+    /// Waits until `sequence` completes: spins briefly (completions of short transfers arrive in
+    /// microseconds, and waking a sleeping thread costs tens), then sleeps on the futex.
+    public func wait(for sequence: UInt64, timeoutNanoseconds: UInt64) -> WaitResult {
+        if completedSequence >= sequence { return .completed }
+        if faultPosition != nil { return .faulted }
+        if timeoutNanoseconds == 0 { return .timedOut }
+        let start = vtrnsys_monotonic_ns()
+        let deadline = timeoutNanoseconds == .max ? UInt64.max : start &+ timeoutNanoseconds
+        let spinUntil = min(deadline, start + DmaEngineHardware.spinNanoseconds)
+        var spins = 0
+        while true {
+            if completedSequence >= sequence { return .completed }
+            if faultPosition != nil { return .faulted }
+            spins += 1
+            if spins & 63 == 0 && vtrnsys_monotonic_ns() >= spinUntil { break }
+            vtrnsys_cpu_relax()
+        }
+        waiters.add(1, ordering: .sequentiallyConsistent)
+        defer { waiters.subtract(1, ordering: .sequentiallyConsistent) }
+        while true {
+            let word = vtrnsys_load_u32(completionWord)
+            if completedSequence >= sequence { return .completed }
+            if faultPosition != nil { return .faulted }
+            let now = vtrnsys_monotonic_ns()
+            if now >= deadline { return .timedOut }
+            _ = vtrnsys_futex_wait(completionWord, word, deadline == .max ? .max : deadline - now)
+        }
+    }
+
+    // MARK: Engine side
+
+    /// Whether the doorbell has published work the engine has not done.
+    var hasWork: Bool {
+        doorbellTail.load(ordering: .sequentiallyConsistent) != headRegister.load(ordering: .relaxed)
+            || doorbellSequence.load(ordering: .sequentiallyConsistent) != completedRegister.load(ordering: .relaxed)
+    }
+
+    /// Copies up to `burst` descriptors; true if it did anything.
+    func serve(burst: Int) -> Bool {
+        if faultRegister.load(ordering: .relaxed) != 0 { return false }
+        let sequence = doorbellSequence.load(ordering: .acquiring)
+        let tail = doorbellTail.load(ordering: .acquiring)
+        var position = headRegister.load(ordering: .relaxed)
+        if position == tail {
+            if completedRegister.load(ordering: .relaxed) != sequence { publish(sequence) ; return true }
+            return false
+        }
+        let end = min(tail, position + UInt64(burst))
+        var slot = Int(position % UInt64(entries))
+        var bytes: UInt64 = 0
+        while position < end {
+            let source = sourceRing[slot], destination = destinationRing[slot]
+            let ringId = DmaDescriptor.ringId(position: position, entries: entries)
+            guard (source.lengthControl & DmaDescriptor.ringIdMask) >> DmaDescriptor.ringIdShift == ringId,
+                  (destination.lengthControl & DmaDescriptor.ringIdMask) >> DmaDescriptor.ringIdShift == ringId,
+                  source.length == destination.length,
+                  let to = UnsafeMutableRawPointer(bitPattern: UInt(destination.address)),
+                  let from = UnsafeRawPointer(bitPattern: UInt(source.address))
+            else {
+                // A descriptor from another lap, or a mismatched pair: udma aborts the queue.
+                headRegister.store(position, ordering: .releasing)
+                faultRegister.store(position + 1, ordering: .releasing)
+                publish(completedRegister.load(ordering: .relaxed), force: true)
+                return true
+            }
+            let length = source.length
+            memcpy(to, from, length)
+            bytes += UInt64(length)
+            position += 1
+            slot += 1
+            if slot == entries { slot = 0 }
+        }
+        bytesCompletedRegister.add(bytes, ordering: .relaxed)
+        headRegister.store(position, ordering: .releasing)
+        if position == tail { publish(sequence) }
+        return true
+    }
+
+    private func publish(_ sequence: UInt64, force: Bool = false) {
+        if !force { completedRegister.store(sequence, ordering: .sequentiallyConsistent) }
+        if waiters.load(ordering: .sequentiallyConsistent) > 0 {
+            _ = vtrnsys_add_u32(completionWord, 1)
+            _ = vtrnsys_futex_wake(completionWord, Int32.max)
+        }
+    }
+}
+
+/// One DMA engine: a host thread that serves its queues round robin, started when its first queue
+/// is attached and stopped when its last one is detached. It spins briefly after work (more is
+/// likely to follow) and then sleeps on a futex until a doorbell wakes it, so an idle engine costs
+/// no CPU.
+public final class DmaEngineHardware: @unchecked Sendable {
+    public let name: String
+    public let numaNode: Int
+    /// How long engines and waiters spin before sleeping.
+    public static let spinNanoseconds: UInt64 = 50_000
+    /// Descriptors served from one queue before moving to the next (1 MiB at 64 KiB each).
+    static let burst = 16
+
+    private struct State {
+        var queues: [DmaQueueHardware] = []
+        var thread: UInt64?
+        var stopping = false
+        var epoch = 0
+    }
+
+    private let state = Mutex(State())
+    private let epoch = Atomic<Int>(0)
+    private let sleeping = Atomic<Bool>(false)
+    private let wakeWord: UnsafeMutablePointer<UInt32>
+
+    init(name: String, numaNode: Int) {
+        self.name = name
+        self.numaNode = numaNode
+        wakeWord = .allocate(capacity: 1)
+        wakeWord.initialize(to: 0)
+    }
+
+    deinit { wakeWord.deallocate() }
+
+    /// Adds a queue; starts the engine's thread for its first one.
+    func attach(_ queue: DmaQueueHardware) -> Bool {
+        queue.engine = self
+        let startThread: Bool = state.withLock { state in
+            state.queues.append(queue)
+            return state.thread == nil
+        }
+        epoch.add(1, ordering: .sequentiallyConsistent)
+        if startThread {
+            let context = Unmanaged.passRetained(self).toOpaque()
+            var thread: UInt64 = 0
+            let result = vtrnsys_thread_start({ context in
+                let engine = Unmanaged<DmaEngineHardware>.fromOpaque(context!).takeRetainedValue()
+                engine.run()
+            }, context, name, &thread)
+            guard result == 0 else {
+                Unmanaged<DmaEngineHardware>.fromOpaque(context).release()
+                state.withLock { $0.queues.removeAll { $0 === queue } }
+                return false
+            }
+            state.withLock { $0.thread = thread }
+        } else {
+            notify()
+        }
+        return true
+    }
+
+    /// Removes a queue (its submitted work must be finished); joins the thread after the last one.
+    func detach(_ queue: DmaQueueHardware) {
+        let thread: UInt64? = state.withLock { state in
+            state.queues.removeAll { $0 === queue }
+            guard state.queues.isEmpty, let thread = state.thread else { return nil }
+            state.thread = nil
+            state.stopping = true
+            return thread
+        }
+        epoch.add(1, ordering: .sequentiallyConsistent)
+        notify(force: true)
+        if let thread {
+            _ = vtrnsys_thread_join(thread)
+            state.withLock { $0.stopping = false }
+        }
+    }
+
+    /// Called after a doorbell: wakes the thread if it sleeps.
+    @inline(__always)
+    func notify(force: Bool = false) {
+        if force || sleeping.load(ordering: .sequentiallyConsistent) {
+            _ = vtrnsys_add_u32(wakeWord, 1)
+            _ = vtrnsys_futex_wake(wakeWord, 1)
+        }
+    }
+
+    private func run() {
+        _ = vtrnsys_run_on_node(Int32(numaNode))
+        var queues: [DmaQueueHardware] = []
+        var seenEpoch = -1
+        var next = 0
+        var idleSince: UInt64 = 0
+        var idleRounds = 0
+        while true {
+            let currentEpoch = epoch.load(ordering: .sequentiallyConsistent)
+            if currentEpoch != seenEpoch {
+                let (current, stopping) = state.withLock { ($0.queues, $0.stopping) }
+                if stopping && current.isEmpty { return }
+                queues = current
+                seenEpoch = currentEpoch
+            }
+            var didWork = false
+            if !queues.isEmpty {
+                for offset in 0..<queues.count {
+                    let queue = queues[(next + offset) % queues.count]
+                    if queue.serve(burst: Self.burst) { didWork = true }
+                }
+                next = (next + 1) % queues.count
+            }
+            if didWork {
+                idleRounds = 0
+                continue
+            }
+            // Idle: spin for a while, since a doorbell usually follows a completion soon.
+            if idleRounds == 0 { idleSince = vtrnsys_monotonic_ns() }
+            idleRounds += 1
+            if idleRounds & 63 != 0 || vtrnsys_monotonic_ns() - idleSince < Self.spinNanoseconds {
+                vtrnsys_cpu_relax()
+                continue
+            }
+            // Sleep until a doorbell or a change of queues. The flag is set before the last check
+            // and the doorbell stores before it reads the flag, so one of the two sees the other.
+            let word = vtrnsys_load_u32(wakeWord)
+            sleeping.store(true, ordering: .sequentiallyConsistent)
+            if epoch.load(ordering: .sequentiallyConsistent) == seenEpoch && !queues.contains(where: \.hasWork) {
+                _ = vtrnsys_futex_wait(wakeWord, word, .max)
+            }
+            sleeping.store(false, ordering: .sequentiallyConsistent)
+            idleRounds = 0
+        }
+    }
+}

@@ -1,0 +1,74 @@
+import ArgumentParser
+import Foundation
+import Vtrn
+
+/// `vtrn ls`: the devices, as `neuron-ls` shows them.
+struct ListCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ls",
+        abstract: "List the virtual devices, as neuron-ls does.")
+
+    @OptionGroup var runtimeArguments: RuntimeArguments
+
+    @Flag(name: [.customShort("j"), .long], help: "Print JSON instead of a table.")
+    var json = false
+
+    func run() throws {
+        let runtime = try runtimeArguments.makeRuntime()
+        defer { runtime.close() }
+        let devices = try runtime.devices.map { try $0.info }
+        if json {
+            print(try jsonText(runtime: runtime, devices: devices))
+        } else {
+            print(table(runtime: runtime, devices: devices))
+        }
+    }
+
+    func table(runtime: Runtime, devices: [DeviceInfo]) -> String {
+        let configuration = runtime.configuration
+        var lines = ["vtrn \(Vtrn.version), topology \(configuration.topology), "
+                     + "\(configuration.coreCount) cores (\(configuration.visibleCores.count) visible: \(configuration.visibleCores))"]
+        let header = [["DEVICE", "NAME", "ARCH", "CORES", "CORE IDS", "HBM", "NUMA NODE", "BUS ADDRESS", "PCI ID"]]
+        let rows = devices.map { info in
+            ["\(info.index)", info.name, "\(info.architecture)", "\(info.coreCount)",
+             "\(info.firstCore)-\(info.firstCore + info.coreCount - 1)", "\(info.hbmBytes >> 30) GiB",
+             "\(info.numaNode)", info.busAddress,
+             String(format: "%04x:%04x", info.pciVendorId, info.pciDeviceId)]
+        }
+        lines.append(contentsOf: renderTable(header + rows))
+        return lines.joined(separator: "\n")
+    }
+
+    func jsonText(runtime: Runtime, devices: [DeviceInfo]) throws -> String {
+        let objects: [[String: Any]] = try devices.map { info in
+            let device = try runtime.device(info.index)
+            return [
+                "index": info.index, "name": info.name, "architecture": "\(info.architecture)",
+                "core_count": info.coreCount, "first_core": info.firstCore, "hbm_bytes": info.hbmBytes,
+                "hbm_used_bytes": info.hbmUsedBytes, "hbm_bandwidth": info.hbmBandwidth, "numa_node": info.numaNode,
+                "bus_address": info.busAddress, "pci_vendor_id": Int(info.pciVendorId),
+                "pci_device_id": Int(info.pciDeviceId), "uuid": info.uuid,
+                "dma_engines_per_core": info.dmaEnginesPerCore, "queues_per_dma_engine": info.queuesPerDmaEngine,
+                "sbuf_bytes_per_core": info.sbufBytesPerCore, "psum_bytes_per_core": info.psumBytesPerCore,
+                "semaphores_per_core": info.semaphoresPerCore, "visible_core_count": info.visibleCoreCount,
+                "cores": device.cores.map { core in
+                    ["index": core.index, "global_index": core.globalIndex, "visible": core.visible] as [String: Any]
+                },
+            ]
+        }
+        let data = try JSONSerialization.data(withJSONObject: objects, options: [.prettyPrinted, .sortedKeys])
+        return String(decoding: data, as: UTF8.self)
+    }
+}
+
+/// A boxed table like neuron-ls's: the first row is the header.
+func renderTable(_ rows: [[String]]) -> [String] {
+    guard let first = rows.first else { return [] }
+    let widths = first.indices.map { column in rows.map { $0[column].count }.max()! }
+    let rule = "+" + widths.map { String(repeating: "-", count: $0 + 2) }.joined(separator: "+") + "+"
+    func line(_ row: [String]) -> String {
+        "| " + row.indices.map { row[$0] + String(repeating: " ", count: widths[$0] - row[$0].count) }
+            .joined(separator: " | ") + " |"
+    }
+    return [rule, line(first), rule] + rows.dropFirst().map(line) + [rule]
+}

@@ -1,0 +1,58 @@
+import Foundation
+import Testing
+
+/// Builds and runs the C examples against the built libvtrn.so, and checks that the library
+/// exports exactly what the header declares. Needs `swift build` to have run first (the test
+/// script does): a test cannot build the library product from inside `swift test`.
+@Suite(.serialized) struct CHostTests {
+    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent()
+
+    /// The folder holding the test bundle, which is also where `swift build` put libvtrn.so.
+    static var binPath: URL {
+        URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+    }
+
+    @discardableResult
+    func run(_ arguments: [String]) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        process.currentDirectoryURL = Self.packageRoot
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0, "\(arguments.joined(separator: " ")) failed:\n\(output)")
+        return output
+    }
+
+    func requireLibrary() throws -> URL {
+        let library = Self.binPath.appendingPathComponent("libvtrn.so")
+        try #require(FileManager.default.fileExists(atPath: library.path),
+                     "\(library.path) is missing: run `swift build` before `swift test`")
+        return library
+    }
+
+    @Test func cExamplesBuildAndRun() throws {
+        _ = try requireLibrary()
+        let output = try run(["make", "-s", "-C", "Examples/c", "run", "BIN=\(Self.binPath.path)"])
+        #expect(output.contains("Trainium1"))
+        #expect(output.contains("Trainium2"))
+        #expect(output.contains("VTRN_ERROR_INVALID_HANDLE") || output.contains("invalid handle"))
+    }
+
+    @Test func libraryExportsExactlyTheHeader() throws {
+        let library = try requireLibrary()
+        try run(["bash", "Tests/c/check-exports.sh", library.path, "include/vtrn.h"])
+    }
+
+    @Test func libraryHasSonameAndNeedsNoLibraryPath() throws {
+        let library = try requireLibrary()
+        let dynamic = try run(["readelf", "-d", library.path])
+        #expect(dynamic.contains("Library soname: [libvtrn.so]"))
+        #expect(dynamic.contains("$ORIGIN"))
+    }
+}

@@ -1,0 +1,128 @@
+"""Helpers shared by the Python tests: where things are, the host's NUMA nodes, a parser for
+include/vtrn.h (so that tests check the package against the header, not against a copy of it),
+and running Python in a child process."""
+
+import os
+import re
+import subprocess
+import sys
+
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PYTHON_FOLDER = os.path.join(REPOSITORY, "python")
+HEADER = os.path.join(REPOSITORY, "include", "vtrn.h")
+
+# Configuration variables the library reads; VTRN_LIBRARY is the package's own.
+CONFIGURATION_VARIABLES = ("VTRN_TOPOLOGY", "VTRN_VISIBLE_CORES", "VTRN_LOG_LEVEL", "VTRN_EXEC_TIMEOUT_MS", "VTRN_TRACE")
+
+
+def _node_list(text):
+    nodes = set()
+    for part in text.strip().split(","):
+        if part:
+            first, _, last = part.partition("-")
+            nodes.update(range(int(first), int(last or first) + 1))
+    return nodes
+
+
+def usable_numa_nodes():
+    """The NUMA nodes that are online and that this process may allocate on, ascending."""
+    try:
+        with open("/sys/devices/system/node/online") as file:
+            nodes = _node_list(file.read())
+    except OSError:
+        nodes = {0}
+    try:
+        with open("/proc/self/status") as file:
+            for line in file:
+                if line.startswith("Mems_allowed_list:"):
+                    nodes &= _node_list(line.split(":", 1)[1])
+    except OSError:
+        pass
+    return sorted(nodes) or [0]
+
+
+# -- include/vtrn.h --------------------------------------------------------------------------
+
+class Header:
+    """What the tests need of the header: macros, enums, structs, function declarations."""
+
+    def __init__(self, path=HEADER):
+        self.path = path
+        with open(path) as file:
+            raw = file.read()
+        # Comments out, line continuations joined.
+        text = re.sub(r"/\*.*?\*/", " ", raw, flags=re.S)
+        text = re.sub(r"//[^\n]*", " ", text).replace("\\\n", " ")
+        # Object-like macros only ("VTRN_MAKE_VERSION(major, ...)" is left out).
+        self.macros = dict(re.findall(r"^[ \t]*#[ \t]*define[ \t]+(\w+)(?:[ \t]+(.*?))?[ \t]*$", text, flags=re.M))
+        code = re.sub(r"^[ \t]*#[^\n]*$", " ", text, flags=re.M)
+
+        # enum name -> {member: value}
+        self.enums = {}
+        for name, body, _typedef in re.findall(r"typedef\s+enum\s+(\w+)\s*\{(.*?)\}\s*(\w+)\s*;", code, flags=re.S):
+            members = {}
+            for member in body.split(","):
+                if "=" in member:
+                    key, value = (part.strip() for part in member.split("=", 1))
+                    members[key] = eval(re.sub(r"(\d)u\b", r"\1", value), {}, {})  # "1u << 2", "0x7fffffff"
+            self.enums[name] = members
+
+        # struct typedef -> [(C type, field name, array length or None)]
+        self.structs = {}
+        for _name, body, typedef in re.findall(r"typedef\s+struct\s+(\w+)\s*\{(.*?)\}\s*(\w+)\s*;", code, flags=re.S):
+            fields = []
+            for declaration in body.split(";"):
+                declaration = " ".join(declaration.split())
+                if declaration:
+                    match = re.fullmatch(r"(.*?)\s*\b(\w+)\s*(?:\[(\d+)\])?", declaration)
+                    ctype, field, length = match.groups()
+                    fields.append((_normal_type(ctype), field, int(length) if length else None))
+            self.structs[typedef] = fields
+
+        # function name -> (return C type, [parameter C types]), in header order
+        self.functions = {}
+        for result, name, parameters in re.findall(r"([A-Za-z_][\w\s\*]*?)\b(vtrn_\w+)\s*\(([^()]*)\)\s*;", code):
+            types = []
+            for parameter in parameters.split(","):
+                parameter = " ".join(parameter.split())
+                if parameter and parameter != "void":
+                    types.append(_normal_type(re.fullmatch(r"(.*?)\s*\b\w+", parameter).group(1)))
+            self.functions[name] = (_normal_type(result), types)
+
+    def init_macro(self, typedef):
+        """The initializer list of a struct's _INIT macro, split at top-level commas."""
+        name = "VTRN_" + typedef[len("vtrn_"):-len("_t")].upper() + "_INIT"
+        body = self.macros[name].strip()
+        assert body.startswith("{") and body.endswith("}"), body
+        items, depth, current = [], 0, ""
+        for character in body[1:-1]:
+            if character == "," and depth == 0:
+                items.append(current.strip())
+                current = ""
+                continue
+            depth += {"{": 1, "(": 1, "}": -1, ")": -1}.get(character, 0)
+            current += character
+        items.append(current.strip())
+        return name, items
+
+
+def _normal_type(text):
+    """"const  char*" -> "const char *", "void**" -> "void * *": one spelling per C type."""
+    return " ".join(text.replace("*", " * ").split())
+
+
+# -- child processes ---------------------------------------------------------------------------
+
+def child_environment(**overrides):
+    """This process's environment without vtrn variables, plus ``overrides``."""
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("VTRN_")}
+    environment.update(overrides)
+    return environment
+
+
+def run_python(code, python_path=PYTHON_FOLDER, cwd=None, **environment):
+    """Runs ``code`` in a fresh interpreter with ``python_path`` first on sys.path."""
+    environment = child_environment(**environment)
+    environment["PYTHONPATH"] = python_path
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment,
+                          cwd=cwd, timeout=120)

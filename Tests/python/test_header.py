@@ -1,0 +1,213 @@
+"""The package against include/vtrn.h: status numbers, the function table, the struct mirrors,
+the _INIT defaults and the version, all read from the header itself."""
+
+import ctypes
+import os
+import re
+
+import pytest
+
+import vtrn
+from vtrn import _library, errors
+from vtrn._library import (
+    FUNCTIONS,
+    CoreInfoStruct,
+    DeviceHandle,
+    DeviceInfoStruct,
+    DeviceMemoryHandle,
+    DeviceMemoryInfoStruct,
+    DmaQueueHandle,
+    DmaQueueInfoStruct,
+    DmaQueueOptionsStruct,
+    DmaTransferStruct,
+    HostBufferHandle,
+    HostBufferInfoStruct,
+    HostBufferOptionsStruct,
+    MemoryRefStruct,
+    MemoryUsageStruct,
+    RuntimeHandle,
+    RuntimeInfoStruct,
+    RuntimeOptionsStruct,
+)
+
+from support import Header
+
+HEADER = Header()
+
+STRUCTS = {
+    "vtrn_runtime_options_t": RuntimeOptionsStruct,
+    "vtrn_runtime_info_t": RuntimeInfoStruct,
+    "vtrn_device_info_t": DeviceInfoStruct,
+    "vtrn_core_info_t": CoreInfoStruct,
+    "vtrn_host_buffer_options_t": HostBufferOptionsStruct,
+    "vtrn_host_buffer_info_t": HostBufferInfoStruct,
+    "vtrn_device_memory_info_t": DeviceMemoryInfoStruct,
+    "vtrn_memory_usage_t": MemoryUsageStruct,
+    "vtrn_dma_queue_options_t": DmaQueueOptionsStruct,
+    "vtrn_dma_queue_info_t": DmaQueueInfoStruct,
+    "vtrn_memory_ref_t": MemoryRefStruct,
+    "vtrn_dma_transfer_t": DmaTransferStruct,
+}
+# Structs that begin with struct_size and have an _INIT macro.
+VERSIONED = [typedef for typedef, fields in HEADER.structs.items() if fields[0][1] == "struct_size"]
+
+# The ctypes type each C type of the header must be declared with: fixed widths, enums 32 bits.
+SCALARS = {
+    "uint16_t": ctypes.c_uint16,
+    "uint32_t": ctypes.c_uint32,
+    "uint64_t": ctypes.c_uint64,
+    "int32_t": ctypes.c_int32,
+    "size_t": ctypes.c_size_t,
+    "const char *": ctypes.c_char_p,
+    "void *": ctypes.c_void_p,
+    "vtrn_status_t": ctypes.c_uint32,
+    "vtrn_architecture_t": ctypes.c_uint32,
+    "vtrn_log_level_t": ctypes.c_uint32,
+    "vtrn_numa_placement_t": ctypes.c_uint32,
+    "vtrn_runtime_t": RuntimeHandle,
+    "vtrn_device_t": DeviceHandle,
+    "vtrn_host_buffer_t": HostBufferHandle,
+    "vtrn_device_memory_t": DeviceMemoryHandle,
+    "vtrn_dma_queue_t": DmaQueueHandle,
+    **STRUCTS,
+}
+
+
+def expected_ctype(c_type):
+    if c_type in SCALARS:
+        return SCALARS[c_type]
+    assert c_type.endswith(" *"), f"no ctypes mapping for C type {c_type!r}"
+    pointee = c_type[: -len(" *")]
+    if pointee.startswith("const "):
+        pointee = pointee[len("const "):]
+    return ctypes.POINTER(expected_ctype(pointee))
+
+
+def test_status_table_matches_header():
+    in_header = {name: value for name, value in HEADER.enums["vtrn_status"].items() if not name.endswith("FORCE32")}
+    in_package = {status.c_name: status.value for status in errors.Status}
+    assert in_package == in_header
+
+
+def test_one_exception_class_per_error_status():
+    error_statuses = [status for status in errors.Status if status.name.startswith("ERROR_")]
+    assert sorted(errors.ERROR_CLASSES) == sorted(error_statuses)
+    assert len(set(errors.ERROR_CLASSES.values())) == len(error_statuses)
+    for status, cls in errors.ERROR_CLASSES.items():
+        assert issubclass(cls, vtrn.VtrnError) and cls.status == status
+        assert getattr(vtrn, cls.__name__) is cls, f"{cls.__name__} is not exported by the package"
+    # Not an exception: polling calls return it.
+    assert errors.Status.NOT_READY not in errors.ERROR_CLASSES
+    # Builtins are not shadowed.
+    assert not hasattr(vtrn, "TimeoutError")
+
+
+def test_function_table_is_exactly_the_header():
+    assert [name for name, _, _ in FUNCTIONS] == list(HEADER.functions)
+
+
+@pytest.mark.parametrize("name", list(HEADER.functions))
+def test_function_types_match_header(name):
+    result, parameters = HEADER.functions[name]
+    declared = {entry[0]: entry for entry in FUNCTIONS}[name]
+    assert declared[1] is expected_ctype(result)
+    assert declared[2] == [expected_ctype(parameter) for parameter in parameters]
+    if name in _library.missing_functions:
+        pytest.skip(f"{_library.path} does not export {name}")
+    function = getattr(_library.lib, name)
+    assert function.restype is declared[1]
+    assert list(function.argtypes) == declared[2]
+
+
+@pytest.mark.parametrize("typedef", list(HEADER.structs))
+def test_struct_mirrors_header_field_for_field(typedef):
+    mirror = STRUCTS[typedef]
+    fields = HEADER.structs[typedef]
+    assert [name for name, _ in mirror._fields_] == [field for _, field, _ in fields]
+    for (_, declared), (c_type, field, length) in zip(mirror._fields_, fields):
+        if length is None:
+            assert declared is expected_ctype(c_type), field
+        else:
+            assert c_type == "char" and declared._type_ is ctypes.c_char and declared._length_ == length, field
+
+
+def test_every_header_struct_has_a_mirror():
+    assert sorted(HEADER.structs) == sorted(STRUCTS)
+
+
+@pytest.mark.parametrize("typedef", VERSIONED)
+def test_init_helper_matches_init_macro(typedef):
+    mirror = STRUCTS[typedef]
+    macro, values = HEADER.init_macro(typedef)
+    made = mirror.init()
+    assert len(values) == len(mirror._fields_), macro
+    constants = {name: value for members in HEADER.enums.values() for name, value in members.items()}
+    for (field, _), text in zip(mirror._fields_, values):
+        if text == f"sizeof({typedef})":
+            expected = ctypes.sizeof(mirror)
+        elif text == "NULL":
+            expected = None
+        elif text == "{0}":
+            expected = b""
+        else:
+            expected = constants[text] if text in constants else int(text, 0)
+        assert getattr(made, field) == expected, f"{macro}: {field}"
+
+
+def test_struct_sizes_are_the_first_versions():
+    # The library rejects a struct_size below its first version's size and names that size;
+    # ours must be exactly that (this header is the first version of every struct).
+    assert [ctypes.sizeof(cls) for cls in STRUCTS.values()][:4] == [32, 288, 224, 88]
+
+
+def test_version_constants_match_header():
+    assert _library.VTRN_VERSION_MAJOR == int(HEADER.macros["VTRN_VERSION_MAJOR"]) == 0
+    assert _library.VTRN_VERSION_MINOR == int(HEADER.macros["VTRN_VERSION_MINOR"])
+    assert _library.VTRN_VERSION_PATCH == int(HEADER.macros["VTRN_VERSION_PATCH"])
+    assert vtrn.version() == (_library.VTRN_VERSION_MAJOR, _library.VTRN_VERSION_MINOR, _library.VTRN_VERSION_PATCH)
+
+
+def test_library_module_uses_fixed_width_types_only():
+    with open(_library.__file__) as file:
+        source = file.read()
+    loose = re.findall(r"\bc_(?:u?int|u?long|u?longlong|u?short|byte|ubyte)\b", source)
+    assert loose == [], "use c_uint32, c_int32, c_uint64, c_size_t... for C fixed-width types"
+
+
+def test_library_module_declares_handles_as_typed_pointers():
+    assert issubclass(RuntimeHandle, ctypes.c_void_p) and issubclass(DeviceHandle, ctypes.c_void_p)
+    assert RuntimeHandle is not DeviceHandle
+    assert os.path.basename(_library.path) == "libvtrn.so"
+
+
+def test_library_exports_every_function_of_the_header():
+    # The header can run ahead of the library while functions are being written; the package
+    # still loads (calling a missing one raises LibraryError) and this test reports the gap.
+    missing = _library.missing_functions
+    if missing:
+        pytest.xfail(f"{_library.path} does not export {len(missing)} functions of include/vtrn.h: {', '.join(missing)}")
+
+
+def test_a_function_the_library_lacks_raises_library_error(monkeypatch):
+    name = "vtrn_memcpy"
+    monkeypatch.setattr(_library.lib, name, _library._missing_function(name, "/x/libvtrn.so", "0.1.0"))
+    with pytest.raises(vtrn.LibraryError) as caught:
+        _library.lib.vtrn_memcpy(None, None, None, 0)
+    assert str(caught.value) == ("/x/libvtrn.so (libvtrn 0.1.0) does not export vtrn_memcpy, which include/vtrn.h "
+                                 "declares: the library is older than the header; rebuild it with `swift build`")
+
+
+def test_memory_refs_mirror_the_inline_helpers():
+    reference = _library.host_ref(HostBufferHandle(0x7630000000000001), 128)
+    assert (reference.memory, reference.offset) == (0x7630000000000001, 128)
+    reference = _library.device_ref(DeviceMemoryHandle(0x7640000000000001))
+    assert (reference.memory, reference.offset) == (0x7640000000000001, 0)
+    with pytest.raises(TypeError):
+        _library.host_ref(DeviceMemoryHandle(1))
+    assert ctypes.sizeof(DmaTransferStruct) == 40
+
+
+def test_dma_limits_match_header():
+    assert _library.DMA_MAX_DESCRIPTOR_BYTES == eval(HEADER.macros["VTRN_DMA_MAX_DESCRIPTOR_BYTES"].rstrip("u"))
+    assert _library.DMA_MIN_RING_ENTRIES == eval(HEADER.macros["VTRN_DMA_MIN_RING_ENTRIES"].rstrip("u"))
+    assert _library.DMA_MAX_RING_ENTRIES == eval(HEADER.macros["VTRN_DMA_MAX_RING_ENTRIES"].replace("u", ""))

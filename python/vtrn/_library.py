@@ -1,0 +1,393 @@
+"""Finding, loading and declaring libvtrn.so: the only file that knows the C ABI's types.
+
+The library is found through the environment variable ``VTRN_LIBRARY`` (a path to the .so), else
+in the repository's build folders (``.build/release`` and ``.build/debug``; the most recently
+built wins when both exist). Its major version must equal ``VTRN_VERSION_MAJOR``. A function
+of the header that the library does not export (a build older than the header) is listed in
+``missing_functions`` and raises LibraryError when called.
+
+Everything of include/vtrn.h that Python needs is mirrored here: fixed-width types, one typed
+pointer class per handle kind, the structs field for field, and the argument and result types of
+every function, in the one table ``FUNCTIONS``. The rest of the package calls ``lib.vtrn_*``.
+"""
+
+import ctypes
+import os
+from ctypes import POINTER, c_char, c_char_p, c_int32, c_size_t, c_uint16, c_uint32, c_uint64, c_void_p
+
+# The header this package was written against (include/vtrn.h, VTRN_VERSION_*).
+VTRN_VERSION_MAJOR = 0
+VTRN_VERSION_MINOR = 1
+VTRN_VERSION_PATCH = 0
+
+# Timeouts are in nanoseconds; this one waits forever (and is what "no timeout" reads as).
+WAIT_FOREVER = 0xFFFF_FFFF_FFFF_FFFF
+
+_REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class LibraryError(ImportError):
+    """libvtrn.so is missing, cannot be loaded, or is not the version this package expects."""
+
+
+# -- C types -----------------------------------------------------------------------------------
+
+# C enums of the header are 32 bits wide (each has a _FORCE32 member); Swift imports them as UInt32.
+vtrn_status_t = c_uint32
+vtrn_architecture_t = c_uint32
+vtrn_log_level_t = c_uint32
+vtrn_numa_placement_t = c_uint32
+
+# Limits of DMA (VTRN_DMA_* macros).
+DMA_MAX_DESCRIPTOR_BYTES = 65536
+DMA_MIN_RING_ENTRIES = 32
+DMA_MAX_RING_ENTRIES = (1 << 24) - 16
+
+
+class RuntimeHandle(ctypes.c_void_p):
+    """vtrn_runtime_t: a token, never dereferenced."""
+
+
+class DeviceHandle(ctypes.c_void_p):
+    """vtrn_device_t: a token, never dereferenced. Owned by its runtime."""
+
+
+class HostBufferHandle(ctypes.c_void_p):
+    """vtrn_host_buffer_t: host memory that DMA can use."""
+
+
+class DeviceMemoryHandle(ctypes.c_void_p):
+    """vtrn_device_memory_t: a block of a device's HBM."""
+
+
+class DmaQueueHandle(ctypes.c_void_p):
+    """vtrn_dma_queue_t: one DMA queue of one DMA engine of one NeuronCore."""
+
+
+class _VersionedStruct(ctypes.Structure):
+    """A struct that begins with ``size_t struct_size``, as the header's option and info structs do."""
+
+    # Fields the header's _INIT macro sets to something other than zero.
+    _init_defaults_ = {}
+
+    @classmethod
+    def init(cls, **fields):
+        """The struct as its _INIT macro makes it: struct_size set, defaults, then ``fields``."""
+        value = cls(struct_size=ctypes.sizeof(cls), **cls._init_defaults_)
+        for name, field in fields.items():
+            setattr(value, name, field)
+        return value
+
+
+class RuntimeOptionsStruct(_VersionedStruct):
+    """vtrn_runtime_options_t (VTRN_RUNTIME_OPTIONS_INIT)."""
+
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("topology", c_char_p),
+        ("visible_cores", c_char_p),
+        ("log_level", vtrn_log_level_t),
+    ]
+
+
+class RuntimeInfoStruct(_VersionedStruct):
+    """vtrn_runtime_info_t (VTRN_RUNTIME_INFO_INIT)."""
+
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("device_count", c_uint32),
+        ("core_count", c_uint32),
+        ("visible_core_count", c_uint32),
+        ("log_level", vtrn_log_level_t),
+        ("exec_timeout_ns", c_uint64),
+        ("topology", c_char * 256),
+    ]
+
+
+class DeviceInfoStruct(_VersionedStruct):
+    """vtrn_device_info_t (VTRN_DEVICE_INFO_INIT)."""
+
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("index", c_uint32),
+        ("architecture", vtrn_architecture_t),
+        ("name", c_char * 64),
+        ("core_count", c_uint32),
+        ("first_core", c_uint32),
+        ("hbm_bytes", c_uint64),
+        ("hbm_used_bytes", c_uint64),
+        ("hbm_bandwidth", c_uint64),
+        ("numa_node", c_int32),
+        ("pci_vendor_id", c_uint16),
+        ("pci_device_id", c_uint16),
+        ("bus_address", c_char * 32),
+        ("uuid", c_char * 40),
+        ("dma_engines_per_core", c_uint32),
+        ("queues_per_dma_engine", c_uint32),
+        ("sbuf_bytes_per_core", c_uint64),
+        ("psum_bytes_per_core", c_uint64),
+        ("semaphores_per_core", c_uint32),
+        ("visible_core_count", c_uint32),
+    ]
+    _init_defaults_ = {"architecture": 1}  # VTRN_ARCH_TRN1
+
+
+class CoreInfoStruct(_VersionedStruct):
+    """vtrn_core_info_t (VTRN_CORE_INFO_INIT)."""
+
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("device_index", c_uint32),
+        ("index", c_uint32),
+        ("global_index", c_uint32),
+        ("visible", c_uint32),
+        ("engines", c_uint32),
+        ("sbuf_partitions", c_uint32),
+        ("sbuf_bytes_per_partition", c_uint32),
+        ("psum_bytes_per_partition", c_uint32),
+        ("psum_banks", c_uint32),
+        ("semaphores", c_uint32),
+        ("dma_engines", c_uint32),
+        ("queues_per_dma_engine", c_uint32),
+        ("pe_clock_hz", c_uint64),
+        ("act_clock_hz", c_uint64),
+        ("dve_clock_hz", c_uint64),
+        ("pool_clock_hz", c_uint64),
+    ]
+
+
+class HostBufferOptionsStruct(_VersionedStruct):
+    """vtrn_host_buffer_options_t (VTRN_HOST_BUFFER_OPTIONS_INIT)."""
+
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("placement", vtrn_numa_placement_t),
+        ("device", c_uint32),
+        ("numa_node", c_int32),
+        ("flags", c_uint32),
+    ]
+    _init_defaults_ = {"numa_node": -1}
+
+
+class HostBufferInfoStruct(_VersionedStruct):
+    """vtrn_host_buffer_info_t (VTRN_HOST_BUFFER_INFO_INIT)."""
+
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("data", c_void_p),
+        ("bytes", c_size_t),
+        ("placement", vtrn_numa_placement_t),
+        ("requested_node", c_int32),
+        ("flags", c_uint32),
+        ("huge_pages", c_uint32),
+        ("locked", c_uint32),
+        ("registered", c_uint32),
+        ("note", c_char * 160),
+    ]
+
+
+class DeviceMemoryInfoStruct(_VersionedStruct):
+    """vtrn_device_memory_info_t (VTRN_DEVICE_MEMORY_INFO_INIT)."""
+
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("device_index", c_uint32),
+        ("reserved", c_uint32),
+        ("address", c_uint64),
+        ("bytes", c_uint64),
+        ("alignment", c_uint64),
+    ]
+
+
+class MemoryUsageStruct(_VersionedStruct):
+    """vtrn_memory_usage_t (VTRN_MEMORY_USAGE_INIT)."""
+
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("total_bytes", c_uint64),
+        ("used_bytes", c_uint64),
+        ("free_bytes", c_uint64),
+        ("largest_free_block", c_uint64),
+        ("tensor_bytes", c_uint64),
+        ("kernel_bytes", c_uint64),
+        ("allocation_count", c_uint64),
+        ("resident_bytes", c_uint64),
+    ]
+
+
+class DmaQueueOptionsStruct(_VersionedStruct):
+    """vtrn_dma_queue_options_t (VTRN_DMA_QUEUE_OPTIONS_INIT)."""
+
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("core", c_uint32),
+        ("engine", c_uint32),
+        ("queue", c_uint32),
+        ("ring_entries", c_uint32),
+    ]
+    _init_defaults_ = {"ring_entries": 4096}
+
+
+class DmaQueueInfoStruct(_VersionedStruct):
+    """vtrn_dma_queue_info_t (VTRN_DMA_QUEUE_INFO_INIT)."""
+
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("device_index", c_uint32),
+        ("core", c_uint32),
+        ("engine", c_uint32),
+        ("queue", c_uint32),
+        ("ring_entries", c_uint32),
+        ("free_entries", c_uint32),
+        ("submitted_sequence", c_uint64),
+        ("completed_sequence", c_uint64),
+        ("descriptors_completed", c_uint64),
+        ("bytes_completed", c_uint64),
+    ]
+
+
+class MemoryRefStruct(ctypes.Structure):
+    """vtrn_memory_ref_t: a host buffer or device memory handle, plus a byte offset."""
+
+    _fields_ = [
+        ("memory", c_void_p),
+        ("offset", c_uint64),
+    ]
+
+
+class DmaTransferStruct(ctypes.Structure):
+    """vtrn_dma_transfer_t: copy ``bytes`` bytes from ``src`` to ``dst``."""
+
+    _fields_ = [
+        ("dst", MemoryRefStruct),
+        ("src", MemoryRefStruct),
+        ("bytes", c_uint64),
+    ]
+
+
+def host_ref(buffer, offset=0):
+    """vtrn_host_ref (static inline in the header): ``offset`` bytes into a HostBufferHandle."""
+    if not isinstance(buffer, HostBufferHandle):
+        raise TypeError(f"host_ref needs a HostBufferHandle, not {type(buffer).__name__}")
+    return MemoryRefStruct(buffer.value, offset)
+
+
+def device_ref(memory, offset=0):
+    """vtrn_device_ref (static inline in the header): ``offset`` bytes into a DeviceMemoryHandle."""
+    if not isinstance(memory, DeviceMemoryHandle):
+        raise TypeError(f"device_ref needs a DeviceMemoryHandle, not {type(memory).__name__}")
+    return MemoryRefStruct(memory.value, offset)
+
+
+# -- Functions: every declaration of include/vtrn.h, in its order ------------------------------
+
+FUNCTIONS = [
+    # version and errors
+    ("vtrn_version", c_uint32, []),
+    ("vtrn_status_string", c_char_p, [vtrn_status_t]),
+    ("vtrn_last_error", c_char_p, []),
+    # runtime
+    ("vtrn_runtime_create", vtrn_status_t, [POINTER(RuntimeOptionsStruct), POINTER(RuntimeHandle)]),
+    ("vtrn_runtime_destroy", vtrn_status_t, [RuntimeHandle]),
+    ("vtrn_runtime_get_info", vtrn_status_t, [RuntimeHandle, POINTER(RuntimeInfoStruct)]),
+    # devices
+    ("vtrn_device_count", vtrn_status_t, [RuntimeHandle, POINTER(c_uint32)]),
+    ("vtrn_device_get", vtrn_status_t, [RuntimeHandle, c_uint32, POINTER(DeviceHandle)]),
+    ("vtrn_device_get_info", vtrn_status_t, [DeviceHandle, POINTER(DeviceInfoStruct)]),
+    ("vtrn_device_get_core_info", vtrn_status_t, [DeviceHandle, c_uint32, POINTER(CoreInfoStruct)]),
+    # host buffers
+    ("vtrn_host_buffer_create", vtrn_status_t,
+     [RuntimeHandle, c_size_t, POINTER(HostBufferOptionsStruct), POINTER(HostBufferHandle)]),
+    ("vtrn_host_buffer_register", vtrn_status_t, [RuntimeHandle, c_void_p, c_size_t, POINTER(HostBufferHandle)]),
+    ("vtrn_host_buffer_map", vtrn_status_t, [HostBufferHandle, POINTER(c_void_p), POINTER(c_size_t)]),
+    ("vtrn_host_buffer_numa_node", vtrn_status_t, [HostBufferHandle, POINTER(c_int32)]),
+    ("vtrn_host_buffer_node_pages", vtrn_status_t, [HostBufferHandle, POINTER(c_uint64), POINTER(c_uint32)]),
+    ("vtrn_host_buffer_get_info", vtrn_status_t, [HostBufferHandle, POINTER(HostBufferInfoStruct)]),
+    ("vtrn_host_buffer_destroy", vtrn_status_t, [HostBufferHandle]),
+    # device memory (HBM)
+    ("vtrn_device_memory_alloc", vtrn_status_t, [DeviceHandle, c_uint64, c_uint64, POINTER(DeviceMemoryHandle)]),
+    ("vtrn_device_memory_free", vtrn_status_t, [DeviceMemoryHandle]),
+    ("vtrn_device_memory_get_info", vtrn_status_t, [DeviceMemoryHandle, POINTER(DeviceMemoryInfoStruct)]),
+    ("vtrn_device_get_memory_usage", vtrn_status_t, [DeviceHandle, POINTER(MemoryUsageStruct)]),
+    # DMA queues
+    ("vtrn_dma_queue_create", vtrn_status_t, [DeviceHandle, POINTER(DmaQueueOptionsStruct), POINTER(DmaQueueHandle)]),
+    ("vtrn_dma_queue_enqueue", vtrn_status_t, [DmaQueueHandle, POINTER(DmaTransferStruct), c_uint32]),
+    ("vtrn_dma_queue_submit", vtrn_status_t, [DmaQueueHandle, POINTER(c_uint64)]),
+    ("vtrn_dma_queue_wait", vtrn_status_t, [DmaQueueHandle, c_uint64, c_uint64]),
+    ("vtrn_dma_queue_completed", vtrn_status_t, [DmaQueueHandle, POINTER(c_uint64)]),
+    ("vtrn_dma_queue_get_info", vtrn_status_t, [DmaQueueHandle, POINTER(DmaQueueInfoStruct)]),
+    ("vtrn_dma_queue_destroy", vtrn_status_t, [DmaQueueHandle]),
+    ("vtrn_memcpy", vtrn_status_t, [DeviceHandle, MemoryRefStruct, MemoryRefStruct, c_uint64]),
+]
+
+
+# -- Loading -----------------------------------------------------------------------------------
+
+def candidate_paths():
+    """Where the library may be, in the order tried: VTRN_LIBRARY alone if set, else the builds."""
+    explicit = os.environ.get("VTRN_LIBRARY")
+    if explicit:
+        return [explicit]
+    builds = [os.path.join(_REPOSITORY, ".build", kind, "libvtrn.so") for kind in ("release", "debug")]
+    existing = [path for path in builds if os.path.isfile(path)]
+    # Prefer the most recently built; keep the others after it (and the missing ones for messages).
+    existing.sort(key=os.path.getmtime, reverse=True)
+    return existing + [path for path in builds if path not in existing]
+
+
+def _find():
+    paths = candidate_paths()
+    for path in paths:
+        if os.path.isfile(path):
+            return path
+    if os.environ.get("VTRN_LIBRARY"):
+        raise LibraryError(f"VTRN_LIBRARY={paths[0]!r}: no such file; point it at a built libvtrn.so "
+                           "or unset it to use the repository's build")
+    tried = "\n".join(f"  {path}" for path in paths)
+    raise LibraryError(f"libvtrn.so not found; tried:\n{tried}\nbuild it with `swift build` in {_REPOSITORY} "
+                       "(or set VTRN_LIBRARY to the path of a libvtrn.so)")
+
+
+# Functions of FUNCTIONS that the loaded library does not export (calling them raises LibraryError).
+missing_functions = []
+
+
+def _load(path):
+    try:
+        library = ctypes.CDLL(path)
+    except OSError as error:
+        raise LibraryError(f"cannot load {path}: {error}") from error
+    try:
+        version_function = library.vtrn_version
+    except AttributeError:
+        raise LibraryError(f"{path} is not libvtrn: it has no vtrn_version") from None
+    version_function.argtypes, version_function.restype = [], c_uint32
+    version = version_function()
+    version_text = f"{version >> 16}.{(version >> 8) & 0xFF}.{version & 0xFF}"
+    if version >> 16 != VTRN_VERSION_MAJOR:
+        raise LibraryError(f"{path} is libvtrn {version_text}; this package needs major version {VTRN_VERSION_MAJOR} "
+                           f"(it was written for {VTRN_VERSION_MAJOR}.{VTRN_VERSION_MINOR}.{VTRN_VERSION_PATCH}); "
+                           "rebuild the library or use the package of its version")
+    for name, restype, argtypes in FUNCTIONS:
+        try:
+            function = getattr(library, name)
+        except AttributeError:
+            # A library built before the header grew (same major version): everything else works,
+            # and calling this function says what to do.
+            setattr(library, name, _missing_function(name, path, version_text))
+            missing_functions.append(name)
+            continue
+        function.restype, function.argtypes = restype, argtypes
+    return library
+
+
+def _missing_function(name, path, version_text):
+    def missing(*arguments):
+        raise LibraryError(f"{path} (libvtrn {version_text}) does not export {name}, which include/vtrn.h "
+                           "declares: the library is older than the header; rebuild it with `swift build`")
+    missing.__name__ = name
+    return missing
+
+
+path = _find()
+lib = _load(path)

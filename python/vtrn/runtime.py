@@ -1,0 +1,243 @@
+"""Runtimes and devices: the Python objects over vtrn_runtime_t and vtrn_device_t.
+
+    with vtrn.Runtime(topology="trn1,trn2") as runtime:
+        for device in runtime.devices:
+            print(device.info.name, device.info.core_count)
+
+Every call goes to the C library, which validates handles itself: after ``Runtime.close()`` the
+runtime and its devices raise ``InvalidHandleError`` with the library's message.
+"""
+
+import ctypes
+import operator
+from dataclasses import dataclass
+
+from ._library import (
+    CoreInfoStruct,
+    DeviceHandle,
+    DeviceInfoStruct,
+    RuntimeHandle,
+    RuntimeInfoStruct,
+    RuntimeOptionsStruct,
+    lib,
+)
+from .errors import check
+
+# vtrn_log_level_t and vtrn_architecture_t values, by their position / value.
+LOG_LEVELS = ("default", "error", "warning", "info", "debug", "trace")
+ARCHITECTURES = {1: "trn1", 2: "trn2"}
+
+# vtrn_engine_flags_t bits, as CoreInfo.engines spells them.
+ENGINES = {1 << 0: "pe", 1 << 1: "act", 1 << 2: "dve", 1 << 3: "pool"}
+
+
+def version():
+    """The loaded library's version as (major, minor, patch)."""
+    packed = lib.vtrn_version()
+    return packed >> 16, (packed >> 8) & 0xFF, packed & 0xFF
+
+
+def _text(raw):
+    return raw.decode("utf-8", "replace")
+
+
+def _uint32(value, what):
+    # ctypes wraps out-of-range integers silently (-1 would become device 4294967295, 2**32 device 0).
+    value = operator.index(value)
+    if not 0 <= value <= 0xFFFF_FFFF:
+        raise ValueError(f"{what} {value} is out of range: it must be 0 to 4294967295 (a uint32_t)")
+    return value
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """vtrn_runtime_info_t: the configuration in force."""
+
+    device_count: int
+    core_count: int
+    visible_core_count: int
+    log_level: str
+    exec_timeout_ns: int  # vtrn.WAIT_FOREVER when VTRN_EXEC_TIMEOUT_MS is 0 (no timeout)
+    topology: str  # canonical form, e.g. "trn1:2,trn2@node1"
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """vtrn_device_info_t."""
+
+    index: int
+    architecture: str  # "trn1" or "trn2"
+    name: str
+    core_count: int
+    first_core: int
+    hbm_bytes: int
+    hbm_used_bytes: int
+    hbm_bandwidth: int  # bytes per second
+    numa_node: int
+    pci_vendor_id: int
+    pci_device_id: int
+    bus_address: str
+    uuid: str
+    dma_engines_per_core: int
+    queues_per_dma_engine: int
+    sbuf_bytes_per_core: int
+    psum_bytes_per_core: int
+    semaphores_per_core: int
+    visible_core_count: int
+
+
+@dataclass(frozen=True)
+class CoreInfo:
+    """vtrn_core_info_t: one NeuronCore."""
+
+    device_index: int
+    index: int
+    global_index: int
+    visible: bool
+    engines: frozenset  # of "pe", "act", "dve", "pool"
+    sbuf_partitions: int
+    sbuf_bytes_per_partition: int
+    psum_bytes_per_partition: int
+    psum_banks: int
+    semaphores: int
+    dma_engines: int
+    queues_per_dma_engine: int
+    pe_clock_hz: int
+    act_clock_hz: int
+    dve_clock_hz: int
+    pool_clock_hz: int
+
+
+def _log_level_value(level):
+    if level is None:
+        return 0
+    if isinstance(level, str):
+        try:
+            return LOG_LEVELS.index(level.lower())
+        except ValueError:
+            raise ValueError(f"log_level {level!r} is not one of {', '.join(LOG_LEVELS)}") from None
+    return int(level)  # a vtrn_log_level_t number; the library checks it
+
+
+class Runtime:
+    """A vtrn runtime: the virtual devices of one topology (vtrn_runtime_create).
+
+    Arguments left None come from the environment (VTRN_TOPOLOGY, VTRN_VISIBLE_CORES,
+    VTRN_LOG_LEVEL), else the defaults. ``log_level`` is a name ("warning") or a
+    vtrn_log_level_t number. Close it with ``close()`` or a ``with`` block.
+    """
+
+    def __init__(self, topology=None, visible_cores=None, log_level=None):
+        self._closed = True  # until created, so that __del__ and close() do nothing
+        options = RuntimeOptionsStruct.init(
+            topology=None if topology is None else topology.encode(),
+            visible_cores=None if visible_cores is None else visible_cores.encode(),
+            log_level=_log_level_value(log_level),
+        )
+        handle = RuntimeHandle()
+        check(lib.vtrn_runtime_create(ctypes.byref(options), ctypes.byref(handle)))
+        self._handle = handle
+        self._closed = False
+
+    @property
+    def handle(self):
+        """The vtrn_runtime_t, for calling the C functions directly."""
+        return self._handle
+
+    def close(self):
+        """Destroys the runtime and invalidates its devices. Calling it again does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        check(lib.vtrn_runtime_destroy(self._handle))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __del__(self):
+        # At interpreter shutdown this module's globals may already be None; the process is
+        # ending then and the library's memory goes with it.
+        if getattr(self, "_closed", True) or lib is None or check is None:
+            return
+        try:
+            self.close()
+        except Exception:  # never raise from a finalizer
+            pass
+
+    def __repr__(self):
+        return f"<vtrn.Runtime {'closed' if self._closed else 'open'} handle={self._handle.value:#x}>"
+
+    @property
+    def info(self):
+        """The configuration in force, as a RuntimeInfo."""
+        raw = RuntimeInfoStruct.init()
+        check(lib.vtrn_runtime_get_info(self._handle, ctypes.byref(raw)))
+        return RuntimeInfo(
+            device_count=raw.device_count,
+            core_count=raw.core_count,
+            visible_core_count=raw.visible_core_count,
+            log_level=LOG_LEVELS[raw.log_level] if raw.log_level < len(LOG_LEVELS) else str(raw.log_level),
+            exec_timeout_ns=raw.exec_timeout_ns,
+            topology=_text(raw.topology),
+        )
+
+    @property
+    def device_count(self):
+        count = ctypes.c_uint32()
+        check(lib.vtrn_device_count(self._handle, ctypes.byref(count)))
+        return count.value
+
+    def device(self, index):
+        """The device at ``index``; NotFoundError past the last one."""
+        handle = DeviceHandle()
+        check(lib.vtrn_device_get(self._handle, _uint32(index, "device index"), ctypes.byref(handle)))
+        return Device(self, handle, index)
+
+    @property
+    def devices(self):
+        """Every device, in index order."""
+        return [self.device(index) for index in range(self.device_count)]
+
+
+class Device:
+    """A virtual Trainium device of a runtime (vtrn_device_t). Keeps its runtime alive."""
+
+    def __init__(self, runtime, handle, index):
+        self.runtime = runtime
+        self._handle = handle
+        self.index = index
+
+    @property
+    def handle(self):
+        """The vtrn_device_t, for calling the C functions directly."""
+        return self._handle
+
+    def __repr__(self):
+        return f"<vtrn.Device {self.index} handle={self._handle.value or 0:#x}>"
+
+    @property
+    def info(self):
+        """A DeviceInfo; hbm_used_bytes is a snapshot."""
+        raw = DeviceInfoStruct.init()
+        check(lib.vtrn_device_get_info(self._handle, ctypes.byref(raw)))
+        fields = {name: getattr(raw, name) for name, _ in DeviceInfoStruct._fields_[1:]}
+        fields["architecture"] = ARCHITECTURES.get(raw.architecture, f"unknown ({raw.architecture})")
+        for name in ("name", "bus_address", "uuid"):
+            fields[name] = _text(fields[name])
+        return DeviceInfo(**fields)
+
+    def core_info(self, core):
+        """A CoreInfo for core ``core`` of this device (0 .. core_count-1); NotFoundError past it."""
+        raw = CoreInfoStruct.init()
+        check(lib.vtrn_device_get_core_info(self._handle, _uint32(core, "core index"), ctypes.byref(raw)))
+        fields = {name: getattr(raw, name) for name, _ in CoreInfoStruct._fields_[1:]}
+        fields["visible"] = bool(raw.visible)
+        fields["engines"] = frozenset(name for bit, name in ENGINES.items() if raw.engines & bit)
+        return CoreInfo(**fields)
+
+    def cores(self):
+        """CoreInfo of every core of the device."""
+        return [self.core_info(core) for core in range(self.info.core_count)]
