@@ -53,42 +53,23 @@ public struct CoreInfo: Sendable, Equatable {
     public var poolClockHz: UInt64
 }
 
-/// A virtual Trainium device of a runtime.
+/// A virtual Trainium device as one runtime sees it. It keeps its runtime alive.
 public final class Device: Sendable {
-    let shared: SharedDevice
-    public var hardware: VirtualDevice { shared.hardware }
-    /// Global index of this device's core 0, as `VTRN_VISIBLE_CORES` counts.
-    public let firstCore: Int
-    public let cores: [CoreInfo]
-    let state: RuntimeState
-    private let staticInfo: DeviceInfo
+    public let runtime: Runtime
+    let record: DeviceRecord
 
-    init(shared: SharedDevice, firstCore: Int, configuration: RuntimeConfiguration, state: RuntimeState) {
-        let hardware = shared.hardware
-        let preset = hardware.preset
-        self.shared = shared
-        self.firstCore = firstCore
-        self.state = state
-        self.cores = (0..<preset.coresPerDevice).map { core in
-            CoreInfo(deviceIndex: hardware.index, index: core, globalIndex: firstCore + core,
-                     visible: configuration.visibleCores.contains(firstCore + core), engines: .all,
-                     sbufPartitions: preset.sbufPartitions, sbufBytesPerPartition: preset.sbufBytesPerPartition,
-                     psumBytesPerPartition: preset.psumBytesPerPartition, psumBanks: preset.psumBanks,
-                     semaphores: preset.semaphoresPerCore, dmaEngines: preset.dmaEnginesPerCore,
-                     queuesPerDmaEngine: preset.queuesPerDmaEngine, peClockHz: preset.peClockHz,
-                     actClockHz: preset.actClockHz, dveClockHz: preset.dveClockHz, poolClockHz: preset.poolClockHz)
-        }
-        self.staticInfo = DeviceInfo(
-            index: hardware.index, architecture: preset.architecture, name: preset.name,
-            coreCount: preset.coresPerDevice, firstCore: firstCore, hbmBytes: preset.hbmBytes, hbmUsedBytes: 0,
-            hbmBandwidth: preset.hbmBandwidth, numaNode: hardware.numaNode, pciVendorId: preset.pciVendorId,
-            pciDeviceId: preset.pciDeviceId, busAddress: hardware.busAddress,
-            uuid: stableUUID(of: "vtrn|\(configuration.topology)|\(hardware.index)|\(preset.architecture)"),
-            dmaEnginesPerCore: preset.dmaEnginesPerCore, queuesPerDmaEngine: preset.queuesPerDmaEngine,
-            sbufBytesPerCore: preset.sbufBytesPerCore, psumBytesPerCore: preset.psumBytesPerCore,
-            semaphoresPerCore: preset.semaphoresPerCore,
-            visibleCoreCount: (0..<preset.coresPerDevice).count { configuration.visibleCores.contains(firstCore + $0) })
+    init(runtime: Runtime, record: DeviceRecord) {
+        self.runtime = runtime
+        self.record = record
     }
+
+    var shared: SharedDevice { record.shared }
+    var state: RuntimeState { runtime.state }
+    public var hardware: VirtualDevice { record.shared.hardware }
+    /// Global index of this device's core 0, as `VTRN_VISIBLE_CORES` counts.
+    public var firstCore: Int { record.firstCore }
+    public var cores: [CoreInfo] { record.cores }
+    private var staticInfo: DeviceInfo { record.staticInfo }
 
     public var index: Int { hardware.index }
 
@@ -130,5 +111,39 @@ public final class Device: Sendable {
             throw .notFound("device \(index) has \(cores.count) cores (0-\(cores.count - 1)); core \(core) requested")
         }
         return cores[core]
+    }
+}
+
+/// What a runtime knows of one of its devices: the shared hardware and the static description.
+struct DeviceRecord: Sendable {
+    let shared: SharedDevice
+    let firstCore: Int
+    let cores: [CoreInfo]
+    let staticInfo: DeviceInfo
+
+    init(shared: SharedDevice, firstCore: Int, configuration: RuntimeConfiguration) {
+        let hardware = shared.hardware
+        let preset = hardware.preset
+        self.shared = shared
+        self.firstCore = firstCore
+        self.cores = (0..<preset.coresPerDevice).map { core in
+            CoreInfo(deviceIndex: hardware.index, index: core, globalIndex: firstCore + core,
+                     visible: configuration.visibleCores.contains(firstCore + core), engines: .all,
+                     sbufPartitions: preset.sbufPartitions, sbufBytesPerPartition: preset.sbufBytesPerPartition,
+                     psumBytesPerPartition: preset.psumBytesPerPartition, psumBanks: preset.psumBanks,
+                     semaphores: preset.semaphoresPerCore, dmaEngines: preset.dmaEnginesPerCore,
+                     queuesPerDmaEngine: preset.queuesPerDmaEngine, peClockHz: preset.peClockHz,
+                     actClockHz: preset.actClockHz, dveClockHz: preset.dveClockHz, poolClockHz: preset.poolClockHz)
+        }
+        self.staticInfo = DeviceInfo(
+            index: hardware.index, architecture: preset.architecture, name: preset.name,
+            coreCount: preset.coresPerDevice, firstCore: firstCore, hbmBytes: preset.hbmBytes, hbmUsedBytes: 0,
+            hbmBandwidth: preset.hbmBandwidth, numaNode: hardware.numaNode, pciVendorId: preset.pciVendorId,
+            pciDeviceId: preset.pciDeviceId, busAddress: hardware.busAddress,
+            uuid: stableUUID(of: "vtrn|\(configuration.topology)|\(hardware.index)|\(preset.architecture)"),
+            dmaEnginesPerCore: preset.dmaEnginesPerCore, queuesPerDmaEngine: preset.queuesPerDmaEngine,
+            sbufBytesPerCore: preset.sbufBytesPerCore, psumBytesPerCore: preset.psumBytesPerCore,
+            semaphoresPerCore: preset.semaphoresPerCore,
+            visibleCoreCount: (0..<preset.coresPerDevice).count { configuration.visibleCores.contains(firstCore + $0) })
     }
 }

@@ -105,6 +105,8 @@ public final class DmaQueue: Sendable, RuntimeResource {
 
     var closeOrder: Int { 0 }
 
+    deinit { close() }
+
     private func checkOpen() throws(VtrnError) {
         try device.state.checkOpen()
         if isClosed { throw VtrnError(.invalidHandle, "the DMA queue was destroyed") }

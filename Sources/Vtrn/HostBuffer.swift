@@ -88,13 +88,14 @@ public final class HostBuffer: Sendable, RuntimeResource {
     public let isRegistered: Bool
     /// Why a flag had no effect, or "".
     public let note: String
-    let state: RuntimeState
+    public let runtime: Runtime
     private let closed = Atomic<Bool>(false)
 
+    var state: RuntimeState { runtime.state }
     public var data: UnsafeMutableRawPointer { base.pointer }
 
     init(base: UnsafeMutableRawPointer, bytes: Int, mappedBytes: Int, options: HostBufferOptions, policy: MemoryPolicy,
-         hugePages: Bool, locked: Bool, registered: Bool, note: String, state: RuntimeState) {
+         hugePages: Bool, locked: Bool, registered: Bool, note: String, runtime: Runtime) {
         self.base = UnsafeSendableRawPointer(pointer: base)
         self.bytes = bytes
         self.mappedBytes = mappedBytes
@@ -104,7 +105,7 @@ public final class HostBuffer: Sendable, RuntimeResource {
         self.locked = locked
         self.isRegistered = registered
         self.note = note
-        self.state = state
+        self.runtime = runtime
     }
 
     deinit {
@@ -250,7 +251,7 @@ extension Runtime {
         }
 
         let buffer = HostBuffer(base: memory, bytes: bytes, mappedBytes: mapped, options: options, policy: policy,
-                                hugePages: hugePages, locked: options.locked, registered: false, note: note, state: state)
+                                hugePages: hugePages, locked: options.locked, registered: false, note: note, runtime: self)
         cleanup = false
         try state.adopt(buffer)
         return buffer
@@ -262,7 +263,7 @@ extension Runtime {
         try state.checkOpen()
         guard bytes > 0 else { throw .invalidArgument("bytes is 0; a host buffer holds at least 1 byte") }
         let buffer = HostBuffer(base: pointer, bytes: bytes, mappedBytes: 0, options: HostBufferOptions(placement: .any),
-                                policy: .firstTouch, hugePages: false, locked: false, registered: true, note: "", state: state)
+                                policy: .firstTouch, hugePages: false, locked: false, registered: true, note: "", runtime: self)
         try state.adopt(buffer)
         return buffer
     }

@@ -37,6 +37,8 @@ public final class DeviceMemory: Sendable, RuntimeResource {
 
     func close() { free() }
     var closeOrder: Int { 1 }
+
+    deinit { free() }
 }
 
 extension Device {

@@ -16,7 +16,7 @@ public final class Runtime: Sendable {
     public let configuration: RuntimeConfiguration
     /// The host's NUMA layout the runtime was built for.
     public let host: HostTopology
-    public let devices: [Device]
+    let deviceRecords: [DeviceRecord]
     /// A number unique in this process, for messages ("runtime 3").
     public let serial: Int
     let state: RuntimeState
@@ -34,17 +34,17 @@ public final class Runtime: Sendable {
             options: options, environment: environment ?? RuntimeConfiguration.processEnvironment(), host: host)
         let serial = Runtime.serials.add(1, ordering: .relaxed).newValue
         let state = RuntimeState(serial: serial, log: Logger(level: configuration.logLevel, label: "runtime \(serial)"))
-        var devices: [Device] = []
+        var records: [DeviceRecord] = []
         var firstCore = 0
         for (index, entry) in configuration.topology.devices.enumerated() {
             let shared = try SharedDevice.device(index: index, preset: entry.architecture.preset,
                                                  numaNode: configuration.deviceNodes[index])
-            devices.append(Device(shared: shared, firstCore: firstCore, configuration: configuration, state: state))
+            records.append(DeviceRecord(shared: shared, firstCore: firstCore, configuration: configuration))
             firstCore += entry.architecture.preset.coresPerDevice
         }
         self.configuration = configuration
         self.host = host
-        self.devices = devices
+        self.deviceRecords = records
         self.serial = serial
         self.state = state
         state.log(.info, "created: topology \(configuration.topology), visible cores \(configuration.visibleCores), "
@@ -54,14 +54,18 @@ public final class Runtime: Sendable {
         }
     }
 
+    /// Every object made from a runtime keeps it alive; when none is left, it closes itself.
     deinit { close() }
+
+    /// The runtime's devices, in topology order. Each keeps the runtime alive.
+    public var devices: [Device] { deviceRecords.map { Device(runtime: self, record: $0) } }
 
     /// Releases everything the runtime owns: waits for its queues' submitted transfers, closes the
     /// queues, frees its device memory and host buffers, and gives up its cores. Idempotent.
     public func close() {
         guard state.close() else { return }
         for resource in state.takeResources() { resource.close() }
-        for device in devices { device.shared.releaseClaims(of: serial) }
+        for record in deviceRecords { record.shared.releaseClaims(of: serial) }
         state.log(.info, "closed")
     }
 
@@ -70,12 +74,13 @@ public final class Runtime: Sendable {
     /// The device at `index`, or `Status.notFound` saying how many there are.
     public func device(_ index: Int) throws(VtrnError) -> Device {
         try state.checkOpen()
-        guard index >= 0 && index < devices.count else {
-            let range = devices.count == 1 ? "only device 0" : "0-\(devices.count - 1)"
+        guard index >= 0 && index < deviceRecords.count else {
+            let count = deviceRecords.count
+            let range = count == 1 ? "only device 0" : "0-\(count - 1)"
             throw .notFound("device \(index) does not exist: the topology \"\(configuration.topology)\" has "
-                            + "\(devices.count) device\(devices.count == 1 ? "" : "s") (\(range))")
+                            + "\(count) device\(count == 1 ? "" : "s") (\(range))")
         }
-        return devices[index]
+        return Device(runtime: self, record: deviceRecords[index])
     }
 
     public var coreCount: Int { configuration.coreCount }
@@ -89,18 +94,23 @@ protocol RuntimeResource: AnyObject, Sendable {
     var closeOrder: Int { get }
 }
 
+struct WeakResource: @unchecked Sendable {
+    weak var resource: (any RuntimeResource)?
+}
+
 /// What a runtime's objects share: whether it is still open, its log, and what it owns.
 final class RuntimeState: Sendable {
     let serial: Int
     let log: Logger
     private let closed = Atomic<Bool>(false)
-    private let resources = Mutex<[ObjectIdentifier: any RuntimeResource]>([:])
+    /// Held weakly: each resource keeps the runtime alive, not the other way round.
+    private let resources = Mutex<[ObjectIdentifier: WeakResource]>([:])
 
     /// Records a new resource, or fails if the runtime was closed meanwhile.
     func adopt(_ resource: any RuntimeResource) throws(VtrnError) {
         let adopted = resources.withLock { resources in
             guard !isClosed else { return false }
-            resources[ObjectIdentifier(resource)] = resource
+            resources[ObjectIdentifier(resource)] = WeakResource(resource: resource)
             return true
         }
         if !adopted { throw VtrnError(.invalidHandle, "runtime \(serial) was destroyed") }
@@ -114,7 +124,7 @@ final class RuntimeState: Sendable {
     func takeResources() -> [any RuntimeResource] {
         resources.withLock { resources in
             defer { resources.removeAll() }
-            return resources.values.sorted { $0.closeOrder < $1.closeOrder }
+            return resources.values.compactMap(\.resource).sorted { $0.closeOrder < $1.closeOrder }
         }
     }
 

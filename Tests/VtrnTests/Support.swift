@@ -1,0 +1,13 @@
+import Synchronization
+@testable import Vtrn
+
+/// Devices are the process's, as on a real host: two runtimes with the same topology share
+/// device 0's cores and HBM. Tests run in parallel, so each takes a device index no other test
+/// uses: a runtime over `ARCH:(k+1)` and its last device, k unique per call.
+private let nextIndex = Atomic<Int>(8)
+
+func isolatedDevice(_ architecture: String = "trn1", visibleCores: String? = nil) throws -> (Runtime, Device) {
+    let index = nextIndex.add(1, ordering: .relaxed).newValue % 64
+    let runtime = try Runtime(options: .init(topology: "\(architecture):\(index + 1)", visibleCores: visibleCores), environment: [:])
+    return (runtime, runtime.devices[index])
+}
