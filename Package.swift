@@ -42,7 +42,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "VtrnTool",
-            dependencies: ["Vtrn", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Vtrn", "CVtrnSystem", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(name: "vtrn-swift-enumerate", dependencies: ["Vtrn"], path: "Examples/swift/Enumerate"),
 

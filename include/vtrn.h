@@ -181,12 +181,14 @@ typedef struct vtrn_runtime_options {
     size_t struct_size;
     /** The virtual devices, e.g. "trn1", "trn1:2", "trn1,trn2@node1". NULL: VTRN_TOPOLOGY, else
      *  "trn1". Grammar: entries separated by commas, each ARCH[:COUNT][@nodeN] with ARCH trn1 or
-     *  trn2, COUNT 1-64 devices (at most 64 in all, as the driver allows) and N a NUMA node that
-     *  is online on this host. Devices without @node are spread over the online nodes in blocks
+     *  trn2 (any case), COUNT 1-64 devices (at most 64 in all, as the driver allows) and N a NUMA
+     *  node that is online on this host; COUNT and N are decimal digits only, and spaces around
+     *  entries are ignored. Devices without @node are spread over the online nodes in blocks
      *  (the first devices on the first node), as on a trn1.32xlarge. */
     const char *topology;
     /** The cores this runtime may use, numbered across all devices in order (device 0's cores
-     *  first), e.g. "0-3" or "0,2,5-6". NULL: VTRN_VISIBLE_CORES, else every core. */
+     *  first), e.g. "0-3" or "0,2,5-6" (decimal digits; spaces and repeats are ignored).
+     *  NULL: VTRN_VISIBLE_CORES, else every core. */
     const char *visible_cores;
     /** VTRN_LOG_LEVEL_DEFAULT: VTRN_LOG_LEVEL, else warning. Messages go to stderr. */
     vtrn_log_level_t log_level;
@@ -357,7 +359,7 @@ typedef struct vtrn_dma_transfer {
 /** A reference to `offset` bytes into a host buffer. */
 static inline vtrn_memory_ref_t vtrn_host_ref(vtrn_host_buffer_t buffer, uint64_t offset) {
     vtrn_memory_ref_t ref;
-    ref.memory = (void *)buffer;
+    ref.memory = buffer;
     ref.offset = offset;
     return ref;
 }
@@ -365,7 +367,7 @@ static inline vtrn_memory_ref_t vtrn_host_ref(vtrn_host_buffer_t buffer, uint64_
 /** A reference to `offset` bytes into a block of device memory. */
 static inline vtrn_memory_ref_t vtrn_device_ref(vtrn_device_memory_t memory, uint64_t offset) {
     vtrn_memory_ref_t ref;
-    ref.memory = (void *)memory;
+    ref.memory = memory;
     ref.offset = offset;
     return ref;
 }

@@ -218,9 +218,11 @@ extension DmaQueue {
             (bytes + UInt64(DmaDescriptor.maximumBytes) - 1) / UInt64(DmaDescriptor.maximumBytes)
         }
 
-        /// Resolves one end; `role` is "dst" or "src" for messages.
-        private static func resolve(_ reference: MemoryReference, bytes: UInt64, role: String, at label: String,
+        /// Resolves one end; `role` is "dst" or "src" for messages, `index` the transfer's.
+        @inline(__always)
+        private static func resolve(_ reference: MemoryReference, bytes: UInt64, role: StaticString, index: Int?,
                                     device: Device) throws(VtrnError) -> (UnsafeMutableRawPointer, HostBuffer?, ObjectIdentifier, UInt64) {
+            var label: String { index.map { "transfer \($0): " } ?? "" }
             let offset: UInt64, size: UInt64, what: String
             let pointer: UnsafeMutableRawPointer, keep: HostBuffer?, identity: ObjectIdentifier
             switch reference {
@@ -249,10 +251,10 @@ extension DmaQueue {
 
         /// Checks one transfer; `index` names it in messages ("transfer 3: ").
         static func prepare(_ transfer: DmaTransfer, index: Int?, device: Device) throws(VtrnError) -> Prepared {
-            let label = index.map { "transfer \($0): " } ?? ""
+            var label: String { index.map { "transfer \($0): " } ?? "" }
             guard transfer.bytes > 0 else { throw .invalidArgument("\(label)bytes is 0") }
-            let destination = try resolve(transfer.destination, bytes: transfer.bytes, role: "dst", at: label, device: device)
-            let source = try resolve(transfer.source, bytes: transfer.bytes, role: "src", at: label, device: device)
+            let destination = try resolve(transfer.destination, bytes: transfer.bytes, role: "dst", index: index, device: device)
+            let source = try resolve(transfer.source, bytes: transfer.bytes, role: "src", index: index, device: device)
             if destination.2 == source.2 {
                 let (low, high) = destination.3 < source.3 ? (destination.3, source.3) : (source.3, destination.3)
                 if high - low < transfer.bytes {

@@ -76,7 +76,7 @@ public enum MemoryPolicy: Sendable, Equatable {
 /// Host memory for DMA: allocated with a NUMA policy (`Runtime.makeHostBuffer`), or the caller's
 /// own memory registered (`Runtime.registerHostBuffer`). A closed buffer refuses new transfers; its
 /// memory is unmapped once no submitted transfer holds it.
-public final class HostBuffer: Sendable, RuntimeResource {
+public final class HostBuffer: Sendable {
     private let base: UnsafeSendableRawPointer
     public let bytes: Int
     /// Bytes mapped (whole pages); 0 for registered memory.
@@ -114,21 +114,18 @@ public final class HostBuffer: Sendable, RuntimeResource {
         munmap(base.pointer, mappedBytes)
     }
 
-    public var isClosed: Bool { closed.load(ordering: .acquiring) }
+    /// Closed by `close()`, or by its runtime's closing.
+    public var isClosed: Bool { closed.load(ordering: .acquiring) || state.isClosed }
 
     /// The runtime's serial.
     var runtimeSerial: Int { state.serial }
 
-    public func close() {
-        guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        state.release(self)
-    }
-
-    var closeOrder: Int { 2 }
+    /// Refuses further use; the pages go when the last reference (a transfer in flight) does.
+    public func close() { closed.store(true, ordering: .releasing) }
 
     func checkOpen() throws(VtrnError) {
         try state.checkOpen()
-        if isClosed { throw VtrnError(.invalidHandle, "the host buffer was destroyed") }
+        if closed.load(ordering: .acquiring) { throw VtrnError(.invalidHandle, "the host buffer was destroyed") }
     }
 
     /// The node holding every resident page, or nil when they are spread or none is resident.
@@ -253,7 +250,6 @@ extension Runtime {
         let buffer = HostBuffer(base: memory, bytes: bytes, mappedBytes: mapped, options: options, policy: policy,
                                 hugePages: hugePages, locked: options.locked, registered: false, note: note, runtime: self)
         cleanup = false
-        try state.adopt(buffer)
         return buffer
     }
 
@@ -264,7 +260,6 @@ extension Runtime {
         guard bytes > 0 else { throw .invalidArgument("bytes is 0; a host buffer holds at least 1 byte") }
         let buffer = HostBuffer(base: pointer, bytes: bytes, mappedBytes: 0, options: HostBufferOptions(placement: .any),
                                 policy: .firstTouch, hugePages: false, locked: false, registered: true, note: "", runtime: self)
-        try state.adopt(buffer)
         return buffer
     }
 }

@@ -6,18 +6,20 @@ import VtrnDevice
 import Glibc
 #endif
 
-/// A block of a device's HBM, allocated by `Device.allocate(_:alignment:)`.
-public final class DeviceMemory: Sendable, RuntimeResource {
+/// A block of a device's HBM, allocated by `Device.allocate(_:alignment:)`. It is freed by
+/// `free()`, when it is no longer referenced, or when its runtime closes.
+public final class DeviceMemory: Sendable {
     public let device: Device
+    let block: HighBandwidthMemory.Block
     /// The block's offset in the device's HBM address space.
-    public let address: UInt64
+    public var address: UInt64 { block.address }
     public let bytes: UInt64
     public let alignment: UInt64
     private let freed = Atomic<Bool>(false)
 
-    init(device: Device, address: UInt64, bytes: UInt64, alignment: UInt64) {
+    init(device: Device, block: HighBandwidthMemory.Block, bytes: UInt64, alignment: UInt64) {
         self.device = device
-        self.address = address
+        self.block = block
         self.bytes = bytes
         self.alignment = alignment
     }
@@ -25,18 +27,15 @@ public final class DeviceMemory: Sendable, RuntimeResource {
     /// The host memory that backs the block (HBM is host memory here).
     public var pointer: UnsafeMutableRawPointer { device.hardware.hbm.pointer(address) }
 
-    public var isFreed: Bool { freed.load(ordering: .acquiring) }
+    /// Freed by `free()`, or by its runtime's closing.
+    public var isFreed: Bool { freed.load(ordering: .acquiring) || device.state.isClosed }
 
     /// Returns the block to the device. Idempotent. A transfer that still uses the block completes
     /// without harm to the process, but its data is undefined, as on hardware.
     public func free() {
         guard !freed.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        device.hardware.hbm.free(address)
-        device.state.release(self)
+        device.hardware.hbm.free(block)
     }
-
-    func close() { free() }
-    var closeOrder: Int { 1 }
 
     deinit { free() }
 }
@@ -51,14 +50,13 @@ extension Device {
         guard alignment & (alignment - 1) == 0, alignment <= HighBandwidthMemory.maximumAlignment else {
             throw .invalidArgument("alignment \(alignment) is not a power of two up to 1 GiB (or 0 for the default, 64)")
         }
-        switch hardware.hbm.allocate(bytes, alignment: alignment, category: .tensor) {
-        case .success(let address):
-            let memory = DeviceMemory(device: self, address: address, bytes: bytes, alignment: alignment)
-            do {
-                try state.adopt(memory)
-            } catch {
-                hardware.hbm.free(address)
-                throw error
+        switch hardware.hbm.allocate(bytes, alignment: alignment, category: .tensor, owner: runtime.serial) {
+        case .success(let block):
+            let memory = DeviceMemory(device: self, block: block, bytes: bytes, alignment: alignment)
+            // A runtime closing meanwhile reclaims the block; the object then reads as freed.
+            if state.isClosed {
+                memory.free()
+                try state.checkOpen()
             }
             return memory
         case .failure(let failure):

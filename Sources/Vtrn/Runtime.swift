@@ -61,11 +61,15 @@ public final class Runtime: Sendable {
     public var devices: [Device] { deviceRecords.map { Device(runtime: self, record: $0) } }
 
     /// Releases everything the runtime owns: waits for its queues' submitted transfers, closes the
-    /// queues, frees its device memory and host buffers, and gives up its cores. Idempotent.
+    /// queues, frees its device memory, and gives up its cores. Its host buffers and memory blocks
+    /// then refuse use; a buffer's pages are unmapped when it is no longer referenced. Idempotent.
     public func close() {
         guard state.close() else { return }
         for resource in state.takeResources() { resource.close() }
-        for record in deviceRecords { record.shared.releaseClaims(of: serial) }
+        for record in deviceRecords {
+            record.shared.hardware.hbm.freeAll(owner: serial)
+            record.shared.releaseClaims(of: serial)
+        }
         state.log(.info, "closed")
     }
 

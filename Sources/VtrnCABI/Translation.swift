@@ -63,11 +63,11 @@ extension VersionedStruct {
     /// The caller's input struct, read up to its own struct_size over `defaults`; nil for NULL.
     static func read(_ pointer: UnsafePointer<Self>?, name: String, defaults: Self) throws(VtrnError) -> Self? {
         guard let pointer else { return nil }
-        let size = pointer.pointee.struct_size
+        let size = UInt(bitPattern: pointer.pointee.struct_size) // size_t: a huge value is large, not negative
         try checkSize(size, name: name)
         var value = defaults
         withUnsafeMutableBytes(of: &value) { destination in
-            destination.copyMemory(from: UnsafeRawBufferPointer(start: pointer, count: Swift.min(size, MemoryLayout<Self>.size)))
+            destination.copyMemory(from: UnsafeRawBufferPointer(start: pointer, count: Int(Swift.min(size, UInt(MemoryLayout<Self>.size)))))
         }
         return value
     }
@@ -75,7 +75,7 @@ extension VersionedStruct {
     /// Checks an output struct's struct_size before any work is done; returns the caller's size.
     static func checkOutput(_ pointer: UnsafeMutablePointer<Self>?, name: String) throws(VtrnError) -> UnsafeMutablePointer<Self> {
         let pointer = try UnsafeMutablePointer.required(pointer, name)
-        try checkSize(pointer.pointee.struct_size, name: name)
+        try checkSize(UInt(bitPattern: pointer.pointee.struct_size), name: name)
         return pointer
     }
 
@@ -84,13 +84,14 @@ extension VersionedStruct {
         let size = pointer.pointee.struct_size
         var value = self
         value.struct_size = size
+        let count = Int(Swift.min(UInt(bitPattern: size), UInt(MemoryLayout<Self>.size)))
         withUnsafeBytes(of: &value) { source in
-            UnsafeMutableRawPointer(pointer).copyMemory(from: source.baseAddress!, byteCount: Swift.min(size, MemoryLayout<Self>.size))
+            UnsafeMutableRawPointer(pointer).copyMemory(from: source.baseAddress!, byteCount: count)
         }
     }
 
-    private static func checkSize(_ size: Int, name: String) throws(VtrnError) {
-        guard size >= firstVersionSize else {
+    private static func checkSize(_ size: UInt, name: String) throws(VtrnError) {
+        guard size >= UInt(firstVersionSize) else {
             let macro = cName.dropLast(2).uppercased() + "_INIT"
             throw .invalidArgument("\(name).struct_size is \(size), smaller than \(firstVersionSize), the size of the first "
                                    + "\(cName); initialize it with \(macro)")

@@ -62,7 +62,12 @@ public final class DmaQueueHardware: @unchecked Sendable {
     private let completionWord: UnsafeMutablePointer<UInt32>
     private let waiters = Atomic<Int>(0)
 
-    weak var engine: DmaEngineHardware?
+    /// Set while attached; the engine outlives its queues (the device holds both).
+    private(set) var engine: Unmanaged<DmaEngineHardware>?
+
+    func setEngine(_ engine: DmaEngineHardware?) {
+        self.engine = engine.map { Unmanaged.passUnretained($0) }
+    }
 
     init(core: Int, engine: Int, queue: Int, entries: Int) {
         self.core = core
@@ -89,7 +94,7 @@ public final class DmaQueueHardware: @unchecked Sendable {
     public func ringDoorbell(tail: UInt64, sequence: UInt64) {
         doorbellTail.store(tail, ordering: .sequentiallyConsistent)
         doorbellSequence.store(sequence, ordering: .sequentiallyConsistent)
-        engine?.notify()
+        engine?._withUnsafeGuaranteedRef { $0.notify() }
     }
 
     /// Descriptors the engine has finished (a position).
@@ -112,7 +117,7 @@ public final class DmaQueueHardware: @unchecked Sendable {
         if timeoutNanoseconds == 0 { return .timedOut }
         let start = vtrnsys_monotonic_ns()
         let deadline = timeoutNanoseconds == .max ? UInt64.max : start &+ timeoutNanoseconds
-        let spinUntil = min(deadline, start + DmaEngineHardware.spinNanoseconds)
+        let spinUntil = min(deadline, start + DmaEngineHardware.waiterSpinNanoseconds)
         var spins = 0
         while true {
             if completedSequence >= sequence { return .completed }
@@ -198,8 +203,12 @@ public final class DmaQueueHardware: @unchecked Sendable {
 public final class DmaEngineHardware: @unchecked Sendable {
     public let name: String
     public let numaNode: Int
-    /// How long engines and waiters spin before sleeping.
-    public static let spinNanoseconds: UInt64 = 50_000
+    /// How long an idle engine spins before sleeping, and how long a waiter spins. Waking a
+    /// sleeping thread costs 40-60 us on these VMs (SWIFT-C-ABI.md): a waiter must outlast one
+    /// wake-up, and the engine must outlast the waiter's reaction to a completion plus one
+    /// wake-up, or the two settle into waking each other every time.
+    public static let engineSpinNanoseconds: UInt64 = 250_000
+    public static let waiterSpinNanoseconds: UInt64 = 100_000
     /// Descriptors served from one queue before moving to the next (1 MiB at 64 KiB each).
     static let burst = 16
 
@@ -226,7 +235,7 @@ public final class DmaEngineHardware: @unchecked Sendable {
 
     /// Adds a queue; starts the engine's thread for its first one.
     func attach(_ queue: DmaQueueHardware) -> Bool {
-        queue.engine = self
+        queue.setEngine(self)
         let startThread: Bool = state.withLock { state in
             state.queues.append(queue)
             return state.thread == nil
@@ -279,7 +288,10 @@ public final class DmaEngineHardware: @unchecked Sendable {
 
     private func run() {
         _ = vtrnsys_run_on_node(Int32(numaNode))
-        var queues: [DmaQueueHardware] = []
+        // Unretained: the state's array holds the queues while the epoch is unchanged, and the
+        // engine loop must not pay a retain and release per queue per round.
+        var queues: [Unmanaged<DmaQueueHardware>] = []
+        var holding: [DmaQueueHardware] = []
         var seenEpoch = -1
         var next = 0
         var idleSince: UInt64 = 0
@@ -289,14 +301,15 @@ public final class DmaEngineHardware: @unchecked Sendable {
             if currentEpoch != seenEpoch {
                 let (current, stopping) = state.withLock { ($0.queues, $0.stopping) }
                 if stopping && current.isEmpty { return }
-                queues = current
+                holding = current
+                queues = holding.map { Unmanaged.passUnretained($0) }
                 seenEpoch = currentEpoch
             }
             var didWork = false
             if !queues.isEmpty {
                 for offset in 0..<queues.count {
                     let queue = queues[(next + offset) % queues.count]
-                    if queue.serve(burst: Self.burst) { didWork = true }
+                    if queue._withUnsafeGuaranteedRef({ $0.serve(burst: Self.burst) }) { didWork = true }
                 }
                 next = (next + 1) % queues.count
             }
@@ -307,7 +320,7 @@ public final class DmaEngineHardware: @unchecked Sendable {
             // Idle: spin for a while, since a doorbell usually follows a completion soon.
             if idleRounds == 0 { idleSince = vtrnsys_monotonic_ns() }
             idleRounds += 1
-            if idleRounds & 63 != 0 || vtrnsys_monotonic_ns() - idleSince < Self.spinNanoseconds {
+            if idleRounds & 63 != 0 || vtrnsys_monotonic_ns() - idleSince < Self.engineSpinNanoseconds {
                 vtrnsys_cpu_relax()
                 continue
             }
@@ -315,7 +328,8 @@ public final class DmaEngineHardware: @unchecked Sendable {
             // and the doorbell stores before it reads the flag, so one of the two sees the other.
             let word = vtrnsys_load_u32(wakeWord)
             sleeping.store(true, ordering: .sequentiallyConsistent)
-            if epoch.load(ordering: .sequentiallyConsistent) == seenEpoch && !queues.contains(where: \.hasWork) {
+            if epoch.load(ordering: .sequentiallyConsistent) == seenEpoch
+                && !queues.contains(where: { $0._withUnsafeGuaranteedRef(\.hasWork) }) {
                 _ = vtrnsys_futex_wait(wakeWord, word, .max)
             }
             sleeping.store(false, ordering: .sequentiallyConsistent)

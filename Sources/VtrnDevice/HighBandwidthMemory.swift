@@ -13,7 +13,15 @@ public final class HighBandwidthMemory: @unchecked Sendable {
     public let numaNode: Int
     /// The reservation; immutable after init, so sharing it is safe (the pages are the user's).
     public let base: UnsafeMutableRawPointer
-    private let allocator: Mutex<BestFitAllocator>
+    /// The allocator, and who holds each block: (owner, allocation id) by offset. The id makes a
+    /// late free of a block that its owner's teardown already reclaimed a no-op, even when the
+    /// same offset was handed out again since.
+    private struct State {
+        var allocator: BestFitAllocator
+        var holders: [UInt64: (owner: Int, id: UInt64)] = [:]
+        var nextId: UInt64 = 1
+    }
+    private let state: Mutex<State>
 
     public static let defaultAlignment: UInt64 = 64
     public static let maximumAlignment: UInt64 = 1 << 30
@@ -25,7 +33,7 @@ public final class HighBandwidthMemory: @unchecked Sendable {
         self.capacity = capacity
         self.numaNode = numaNode
         self.base = mapping
-        self.allocator = Mutex(BestFitAllocator(capacity: capacity))
+        self.state = Mutex(State(allocator: BestFitAllocator(capacity: capacity)))
         // Huge pages where the system allows them: first touches commit 2 MiB at a time.
         _ = madvise(mapping, Int(capacity), MADV_HUGEPAGE)
         if numa_available() >= 0 {
@@ -38,27 +46,60 @@ public final class HighBandwidthMemory: @unchecked Sendable {
 
     deinit { munmap(base, Int(capacity)) }
 
-    /// A block's offset, or nil with the usage at the time of failure.
-    public func allocate(_ bytes: UInt64, alignment: UInt64, category: BestFitAllocator.Category) -> Result<UInt64, AllocationFailure> {
-        allocator.withLock { allocator in
-            if let offset = allocator.allocate(bytes, alignment: alignment, category: category) { return .success(offset) }
-            return .failure(AllocationFailure(usage: allocator.usage))
+    public struct Block: Sendable, Equatable {
+        public let address: UInt64
+        public let id: UInt64
+    }
+
+    /// A new block held by `owner`, or the usage at the time of failure.
+    public func allocate(_ bytes: UInt64, alignment: UInt64, category: BestFitAllocator.Category,
+                         owner: Int = 0) -> Result<Block, AllocationFailure> {
+        state.withLock { state in
+            guard let offset = state.allocator.allocate(bytes, alignment: alignment, category: category) else {
+                return .failure(AllocationFailure(usage: state.allocator.usage))
+            }
+            let id = state.nextId
+            state.nextId += 1
+            state.holders[offset] = (owner, id)
+            return .success(Block(address: offset, id: id))
         }
     }
 
-    /// Returns a block and gives its touched pages back to the host (they read as zero if reused).
-    public func free(_ offset: UInt64) {
-        guard let size = allocator.withLock({ $0.free(offset) }) else { return }
+    /// Returns a block (no-op if it was returned already) and gives its touched pages back to the
+    /// host, so that they read as zero if the space is reused.
+    public func free(_ block: Block) {
+        let size: UInt64? = state.withLock { state in
+            guard state.holders[block.address]?.id == block.id else { return nil }
+            state.holders[block.address] = nil
+            return state.allocator.free(block.address)
+        }
+        if let size { release(block.address, size) }
+    }
+
+    /// Returns every block `owner` holds (a runtime's teardown).
+    public func freeAll(owner: Int) {
+        let released: [(UInt64, UInt64)] = state.withLock { state in
+            var released: [(UInt64, UInt64)] = []
+            for (address, holder) in state.holders where holder.owner == owner {
+                state.holders[address] = nil
+                if let size = state.allocator.free(address) { released.append((address, size)) }
+            }
+            return released
+        }
+        for (address, size) in released { release(address, size) }
+    }
+
+    private func release(_ offset: UInt64, _ size: UInt64) {
         let page = UInt64(sysconf(Int32(_SC_PAGESIZE)))
         let start = (offset + page - 1) / page * page, end = (offset + size) / page * page
         if end > start { madvise(base + Int(start), Int(end - start), MADV_DONTNEED) }
     }
 
-    public var usage: BestFitAllocator.Usage { allocator.withLock { $0.usage } }
+    public var usage: BestFitAllocator.Usage { state.withLock { $0.allocator.usage } }
 
     /// Host bytes committed for touched pages of the live blocks (mincore).
     public var residentBytes: UInt64 {
-        let blocks = allocator.withLock { $0.liveBlocks }
+        let blocks = state.withLock { $0.allocator.liveBlocks }
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
         let chunkPages = 1 << 18
         var vector = [UInt8](repeating: 0, count: chunkPages)

@@ -56,14 +56,28 @@ import Testing
         let device = try VirtualDevice(preset: .trn2, index: 5, numaNode: 0)
         #expect(device.hbm.capacity == 96 << 30)
         #expect(device.hbm.residentBytes == 0)
-        guard case .success(let address) = device.hbm.allocate(1 << 20, alignment: 64, category: .tensor) else {
+        guard case .success(let block) = device.hbm.allocate(1 << 20, alignment: 64, category: .tensor, owner: 7) else {
             Issue.record("allocation failed")
             return
         }
         #expect(device.hbm.residentBytes == 0)
-        device.hbm.pointer(address).initializeMemory(as: UInt8.self, repeating: 1, count: 1 << 20)
+        device.hbm.pointer(block.address).initializeMemory(as: UInt8.self, repeating: 1, count: 1 << 20)
         #expect(device.hbm.residentBytes >= 1 << 20)
-        device.hbm.free(address)
+        device.hbm.free(block)
+        #expect(device.hbm.usage.used == 0)
+        #expect(device.hbm.residentBytes == 0)
+    }
+
+    @Test func lateFreesOfReclaimedBlocksAreHarmless() throws {
+        let device = try VirtualDevice(preset: .trn1, index: 6, numaNode: 0)
+        guard case .success(let mine) = device.hbm.allocate(4096, alignment: 64, category: .tensor, owner: 1) else { return }
+        device.hbm.freeAll(owner: 1)
+        // The same space, handed to someone else, must survive the first owner's late free.
+        guard case .success(let theirs) = device.hbm.allocate(4096, alignment: 64, category: .tensor, owner: 2) else { return }
+        #expect(theirs.address == mine.address && theirs.id != mine.id)
+        device.hbm.free(mine)
+        #expect(device.hbm.usage.used == 4096)
+        device.hbm.free(theirs)
         #expect(device.hbm.usage.used == 0)
     }
 }

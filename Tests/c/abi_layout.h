@@ -1,0 +1,145 @@
+/*
+ * abi_layout.h — compile-time pins of vtrn.h's ABI, included by header_check.c (as C11) and
+ * header_check.cpp (as C++17).
+ *
+ * The sizes and offsets below are those of the first version of each struct on x86_64 Linux,
+ * which the library also hard-codes as the smallest struct_size it accepts. Appending a field
+ * changes a size on purpose (update the size here, never the offsets); anything else failing
+ * here is an ABI break.
+ */
+#ifndef VTRN_TEST_ABI_LAYOUT_H
+#define VTRN_TEST_ABI_LAYOUT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vtrn.h"
+
+#ifdef __cplusplus
+#define VT_STATIC_ASSERT(condition, message) static_assert(condition, message)
+#else
+#define VT_STATIC_ASSERT(condition, message) _Static_assert(condition, message)
+#endif
+
+#define VT_SIZE(type, size) VT_STATIC_ASSERT(sizeof(type) == (size), "sizeof(" #type ") changed")
+#define VT_OFFSET(type, field, offset) \
+    VT_STATIC_ASSERT(offsetof(type, field) == (offset), "offsetof(" #type ", " #field ") changed")
+
+/* header_inventory.h is generated from vtrn.h by header-inventory.sh: every enum and every
+ * versioned struct the header defines, so new ones are checked without editing this file. */
+#include "header_inventory.h"
+
+/* Every enum is 32 bits wide, on every platform (each has a _FORCE32 member). */
+#define VT_ENUM_IS_32_BITS(type) VT_SIZE(type, 4);
+VT_EACH_ENUM(VT_ENUM_IS_32_BITS)
+
+/* A size_t struct_size comes first in every versioned struct, on every platform. */
+#define VT_STRUCT_SIZE_FIRST(type)                                                        \
+    VT_OFFSET(type, struct_size, 0);                                                      \
+    VT_STATIC_ASSERT(sizeof(((type *)0)->struct_size) == sizeof(size_t), #type ".struct_size is a size_t");
+VT_EACH_VERSIONED(VT_STRUCT_SIZE_FIRST)
+
+/* Handles are pointer-sized tokens. */
+VT_SIZE(vtrn_runtime_t, sizeof(void *));
+VT_SIZE(vtrn_device_t, sizeof(void *));
+
+/* Status values are part of the ABI (Python and Swift bind the numbers). */
+VT_STATIC_ASSERT(VTRN_SUCCESS == 0 && VTRN_NOT_READY == 1 && VTRN_ERROR_INVALID_ARGUMENT == 2 &&
+                     VTRN_ERROR_INVALID_HANDLE == 3 && VTRN_ERROR_NOT_FOUND == 4 &&
+                     VTRN_ERROR_OUT_OF_BOUNDS == 5 && VTRN_ERROR_OUT_OF_HOST_MEMORY == 6 &&
+                     VTRN_ERROR_OUT_OF_DEVICE_MEMORY == 7 && VTRN_ERROR_BUSY == 8 &&
+                     VTRN_ERROR_TIMEOUT == 9 && VTRN_ERROR_QUEUE_FULL == 10 &&
+                     VTRN_ERROR_UNSUPPORTED == 11 && VTRN_ERROR_INVALID_PROGRAM == 12 &&
+                     VTRN_ERROR_DMA_FAULT == 13 && VTRN_ERROR_HARDWARE == 14 &&
+                     VTRN_ERROR_DEADLOCK == 15 && VTRN_ERROR_INTERNAL == 16,
+                 "vtrn_status_t values changed");
+VT_STATIC_ASSERT(VTRN_ARCH_TRN1 == 1 && VTRN_ARCH_TRN2 == 2, "vtrn_architecture_t values changed");
+VT_STATIC_ASSERT(VTRN_LOG_LEVEL_DEFAULT == 0 && VTRN_LOG_LEVEL_ERROR == 1 && VTRN_LOG_LEVEL_WARNING == 2 &&
+                     VTRN_LOG_LEVEL_INFO == 3 && VTRN_LOG_LEVEL_DEBUG == 4 && VTRN_LOG_LEVEL_TRACE == 5,
+                 "vtrn_log_level_t values changed");
+VT_STATIC_ASSERT(VTRN_ENGINE_PE == 1 && VTRN_ENGINE_ACT == 2 && VTRN_ENGINE_DVE == 4 && VTRN_ENGINE_POOL == 8,
+                 "vtrn_engine_flags_t values changed");
+VT_STATIC_ASSERT(VTRN_STATUS_FORCE32 == 0x7fffffff && VTRN_ARCH_FORCE32 == 0x7fffffff &&
+                     VTRN_LOG_LEVEL_FORCE32 == 0x7fffffff && VTRN_ENGINE_FORCE32 == 0x7fffffff,
+                 "_FORCE32 members changed");
+
+/* The version macros agree with each other. */
+VT_STATIC_ASSERT(VTRN_VERSION == VTRN_MAKE_VERSION(VTRN_VERSION_MAJOR, VTRN_VERSION_MINOR, VTRN_VERSION_PATCH),
+                 "VTRN_VERSION");
+VT_STATIC_ASSERT(VTRN_VERSION_GET_MAJOR(VTRN_VERSION) == VTRN_VERSION_MAJOR &&
+                     VTRN_VERSION_GET_MINOR(VTRN_VERSION) == VTRN_VERSION_MINOR &&
+                     VTRN_VERSION_GET_PATCH(VTRN_VERSION) == VTRN_VERSION_PATCH,
+                 "VTRN_VERSION_GET_*");
+VT_STATIC_ASSERT(VTRN_MAKE_VERSION(1, 2, 3) == 0x010203u, "VTRN_MAKE_VERSION packing");
+
+#if defined(__x86_64__) && defined(__linux__)
+/* First-version sizes: the library rejects a struct_size below these. */
+VT_SIZE(vtrn_runtime_options_t, 32);
+VT_SIZE(vtrn_runtime_info_t, 288);
+VT_SIZE(vtrn_device_info_t, 224);
+VT_SIZE(vtrn_core_info_t, 88);
+
+/* The structs of host buffers, device memory and DMA: first versions as the library knows them. */
+VT_SIZE(vtrn_host_buffer_options_t, 24);
+VT_SIZE(vtrn_host_buffer_info_t, 208);
+VT_SIZE(vtrn_device_memory_info_t, 40);
+VT_SIZE(vtrn_memory_usage_t, 72);
+VT_SIZE(vtrn_dma_queue_options_t, 24);
+VT_SIZE(vtrn_dma_queue_info_t, 64);
+/* Not versioned (no struct_size): passed in arrays, so their layout can never change. */
+VT_SIZE(vtrn_memory_ref_t, 16);
+VT_SIZE(vtrn_dma_transfer_t, 40);
+VT_OFFSET(vtrn_memory_ref_t, offset, 8);
+VT_OFFSET(vtrn_dma_transfer_t, src, 16);
+VT_OFFSET(vtrn_dma_transfer_t, bytes, 32);
+
+VT_OFFSET(vtrn_runtime_options_t, topology, 8);
+VT_OFFSET(vtrn_runtime_options_t, visible_cores, 16);
+VT_OFFSET(vtrn_runtime_options_t, log_level, 24);
+
+VT_OFFSET(vtrn_runtime_info_t, device_count, 8);
+VT_OFFSET(vtrn_runtime_info_t, core_count, 12);
+VT_OFFSET(vtrn_runtime_info_t, visible_core_count, 16);
+VT_OFFSET(vtrn_runtime_info_t, log_level, 20);
+VT_OFFSET(vtrn_runtime_info_t, exec_timeout_ns, 24);
+VT_OFFSET(vtrn_runtime_info_t, topology, 32);
+
+VT_OFFSET(vtrn_device_info_t, index, 8);
+VT_OFFSET(vtrn_device_info_t, architecture, 12);
+VT_OFFSET(vtrn_device_info_t, name, 16);
+VT_OFFSET(vtrn_device_info_t, core_count, 80);
+VT_OFFSET(vtrn_device_info_t, first_core, 84);
+VT_OFFSET(vtrn_device_info_t, hbm_bytes, 88);
+VT_OFFSET(vtrn_device_info_t, hbm_used_bytes, 96);
+VT_OFFSET(vtrn_device_info_t, hbm_bandwidth, 104);
+VT_OFFSET(vtrn_device_info_t, numa_node, 112);
+VT_OFFSET(vtrn_device_info_t, pci_vendor_id, 116);
+VT_OFFSET(vtrn_device_info_t, pci_device_id, 118);
+VT_OFFSET(vtrn_device_info_t, bus_address, 120);
+VT_OFFSET(vtrn_device_info_t, uuid, 152);
+VT_OFFSET(vtrn_device_info_t, dma_engines_per_core, 192);
+VT_OFFSET(vtrn_device_info_t, queues_per_dma_engine, 196);
+VT_OFFSET(vtrn_device_info_t, sbuf_bytes_per_core, 200);
+VT_OFFSET(vtrn_device_info_t, psum_bytes_per_core, 208);
+VT_OFFSET(vtrn_device_info_t, semaphores_per_core, 216);
+VT_OFFSET(vtrn_device_info_t, visible_core_count, 220);
+
+VT_OFFSET(vtrn_core_info_t, device_index, 8);
+VT_OFFSET(vtrn_core_info_t, index, 12);
+VT_OFFSET(vtrn_core_info_t, global_index, 16);
+VT_OFFSET(vtrn_core_info_t, visible, 20);
+VT_OFFSET(vtrn_core_info_t, engines, 24);
+VT_OFFSET(vtrn_core_info_t, sbuf_partitions, 28);
+VT_OFFSET(vtrn_core_info_t, sbuf_bytes_per_partition, 32);
+VT_OFFSET(vtrn_core_info_t, psum_bytes_per_partition, 36);
+VT_OFFSET(vtrn_core_info_t, psum_banks, 40);
+VT_OFFSET(vtrn_core_info_t, semaphores, 44);
+VT_OFFSET(vtrn_core_info_t, dma_engines, 48);
+VT_OFFSET(vtrn_core_info_t, queues_per_dma_engine, 52);
+VT_OFFSET(vtrn_core_info_t, pe_clock_hz, 56);
+VT_OFFSET(vtrn_core_info_t, act_clock_hz, 64);
+VT_OFFSET(vtrn_core_info_t, dve_clock_hz, 72);
+VT_OFFSET(vtrn_core_info_t, pool_clock_hz, 80);
+#endif
+
+#endif /* VTRN_TEST_ABI_LAYOUT_H */
