@@ -47,7 +47,7 @@ let package = Package(
         .executableTarget(name: "vtrn-swift-enumerate", dependencies: ["Vtrn"], path: "Examples/swift/Enumerate"),
 
         .testTarget(name: "VtrnDeviceTests", dependencies: ["VtrnDevice"]),
-        .testTarget(name: "VtrnTests", dependencies: ["Vtrn"]),
+        .testTarget(name: "VtrnTests", dependencies: ["Vtrn", "CVtrnSystem"]),
         .testTarget(name: "VtrnCABITests", dependencies: ["VtrnCABI", "CVtrn"]),
         .testTarget(name: "VtrnIntegrationTests", dependencies: []),
     ]

@@ -45,10 +45,12 @@ public struct HostTopology: Sendable, Equatable {
     }
 
     /// The NUMA node of each device of `topology`: its pinned node, which must be online, or else
-    /// a share of the online nodes in contiguous blocks (devices 0..k-1 on the first node, and so
-    /// on), the way a trn1.32xlarge hangs half its devices off each socket.
+    /// a share of the online nodes in contiguous blocks (the first unpinned devices on the first
+    /// node, and so on), the way a trn1.32xlarge hangs half its devices off each socket.
     public func assignNodes(to topology: Topology, source: String = "VTRN_TOPOLOGY") throws(VtrnError) -> [Int] {
         let devices = topology.devices
+        let unpinned = devices.count { $0.numaNode == nil }
+        var spread = 0
         var assigned: [Int] = []
         assigned.reserveCapacity(devices.count)
         for (index, device) in devices.enumerated() {
@@ -61,7 +63,8 @@ public struct HostTopology: Sendable, Equatable {
                 }
                 assigned.append(node)
             } else {
-                assigned.append(nodes[index * nodes.count / devices.count])
+                assigned.append(nodes[spread * nodes.count / unpinned])
+                spread += 1
             }
         }
         return assigned

@@ -44,6 +44,23 @@ import Testing
         #expect(output.contains("VTRN_ERROR_INVALID_HANDLE") || output.contains("invalid handle"))
     }
 
+    @Test func readmeCExampleBuildsAndRuns() throws {
+        _ = try requireLibrary()
+        let readme = try String(contentsOf: Self.packageRoot.appendingPathComponent("README.md"), encoding: .utf8)
+        let start = try #require(readme.range(of: "```c\n"))
+        let end = try #require(readme.range(of: "```", range: start.upperBound..<readme.endIndex))
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("vtrn-readme-\(getpid())")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let source = folder.appendingPathComponent("example.c"), program = folder.appendingPathComponent("example")
+        try String(readme[start.upperBound..<end.lowerBound]).write(to: source, atomically: true, encoding: .utf8)
+        try run(["cc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-Iinclude", source.path, "-L\(Self.binPath.path)", "-lvtrn",
+                 "-Wl,-rpath,\(Self.binPath.path)", "-o", program.path])
+        let output = try run([program.path])
+        #expect(output.contains("invalid handle:"), "\(output)")
+        #expect(output.contains("is stale"), "\(output)")
+    }
+
     @Test func libraryExportsExactlyTheHeader() throws {
         let library = try requireLibrary()
         try run(["bash", "Tests/c/check-exports.sh", library.path, "include/vtrn.h"])

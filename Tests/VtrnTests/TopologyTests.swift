@@ -88,7 +88,8 @@ import VtrnDevice
     @Test func honoursPinsAndNeverAssumesNodeZero() throws {
         let host = HostTopology(nodes: [2, 5])
         #expect(try host.assignNodes(to: Topology.parse("trn1:2")) == [2, 5])
-        #expect(try host.assignNodes(to: Topology.parse("trn1@node5,trn2")) == [5, 5])
+        #expect(try host.assignNodes(to: Topology.parse("trn1@node5,trn2")) == [5, 2])
+        #expect(try host.assignNodes(to: Topology.parse("trn1@node5,trn2:2,trn1@node2,trn1:2")) == [5, 2, 2, 2, 5, 5])
     }
 
     @Test func unknownNodeNamesTheOnlineOnes() throws {
