@@ -73,3 +73,46 @@ import Testing
         #expect(dynamic.contains("$ORIGIN"))
     }
 }
+
+/// The `vtrn` tool as a user runs it.
+@Suite struct ToolTests {
+    func tool(_ arguments: [String]) throws -> (status: Int32, output: String) {
+        let executable = CHostTests.binPath.appendingPathComponent("vtrn-cli")
+        try #require(FileManager.default.fileExists(atPath: executable.path), "run `swift build` before `swift test`")
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return (process.terminationStatus, output)
+    }
+
+    @Test func lsPrintsATableLikeNeuronLs() throws {
+        let (status, output) = try tool(["ls", "--topology", "trn1,trn2"])
+        #expect(status == 0)
+        for column in ["DEVICE", "ARCH", "CORES", "HBM", "NUMA NODE", "BUS ADDRESS"] { #expect(output.contains(column)) }
+        #expect(output.contains("| 0      | Trainium1 | trn1 | 2     | 0-1      | 32 GiB |"))
+        #expect(output.contains("| 1      | Trainium2 | trn2 | 8     | 2-9      | 96 GiB |"))
+    }
+
+    @Test func lsJsonHasEveryDevice() throws {
+        let (status, output) = try tool(["ls", "--json", "--topology", "trn2:2", "--visible-cores", "0-3"])
+        #expect(status == 0)
+        let devices = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [[String: Any]])
+        #expect(devices.count == 2)
+        #expect(devices.map { $0["core_count"] as? Int } == [8, 8])
+        #expect(devices.map { $0["visible_core_count"] as? Int } == [4, 0])
+        #expect(devices[1]["bus_address"] as? String == "0000:11:1e.0")
+        #expect((devices[0]["cores"] as? [[String: Any]])?.count == 8)
+    }
+
+    @Test func badTopologyExitsWithTheMessage() throws {
+        let (status, output) = try tool(["ls", "--topology", "trn9"])
+        #expect(status != 0)
+        #expect(output.contains("names architecture \"trn9\", which is not trn1 or trn2"))
+    }
+}
