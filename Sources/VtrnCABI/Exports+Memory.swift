@@ -33,12 +33,8 @@ public func vtrn_host_buffer_create(_ runtime: vtrn_runtime_t?, _ bytes: Int,
             }
         }
         let buffer = try entry.runtime.makeHostBuffer(bytes: bytes, options: swiftOptions)
-        do {
-            out.pointee = handle(try Handles.register(buffer, in: Handles.hostBuffers, runtimeToken: entry.token))
-        } catch {
-            buffer.close()
-            throw error
-        }
+        // Should registering fail, the object is released with its last reference.
+        out.pointee = handle(try Handles.register(buffer, in: Handles.hostBuffers, runtimeToken: entry.token))
     }
 }
 
@@ -50,12 +46,8 @@ public func vtrn_host_buffer_register(_ runtime: vtrn_runtime_t?, _ pointer: Uns
         let out = try UnsafeMutablePointer.required(out, "out")
         guard let pointer else { throw VtrnError.invalidArgument("pointer is NULL") }
         let buffer = try entry.runtime.registerHostBuffer(pointer, bytes: bytes)
-        do {
-            out.pointee = handle(try Handles.register(buffer, in: Handles.hostBuffers, runtimeToken: entry.token))
-        } catch {
-            buffer.close()
-            throw error
-        }
+        // Should registering fail, the object is released with its last reference.
+        out.pointee = handle(try Handles.register(buffer, in: Handles.hostBuffers, runtimeToken: entry.token))
     }
 }
 
@@ -139,12 +131,8 @@ public func vtrn_device_memory_alloc(_ device: vtrn_device_t?, _ bytes: UInt64, 
         let entry = try Handles.devices.lookup(handleBits(device))
         let out = try UnsafeMutablePointer.required(out, "out")
         let memory = try entry.object.allocate(bytes, alignment: alignment)
-        do {
-            out.pointee = handle(try Handles.register(memory, in: Handles.deviceMemory, runtimeToken: entry.runtimeToken))
-        } catch {
-            memory.free()
-            throw error
-        }
+        // Should registering fail, the object is released with its last reference.
+        out.pointee = handle(try Handles.register(memory, in: Handles.deviceMemory, runtimeToken: entry.runtimeToken))
     }
 }
 
@@ -203,12 +191,8 @@ public func vtrn_dma_queue_create(_ device: vtrn_device_t?, _ options: UnsafePoi
         let given = try vtrn_dma_queue_options_t.read(options, name: "options", defaults: defaults) ?? defaults
         let queue = try entry.object.openQueue(core: Int(given.core), engine: Int(given.engine), queue: Int(given.queue),
                                                ringEntries: Int(given.ring_entries))
-        do {
-            out.pointee = handle(try Handles.register(queue, in: Handles.dmaQueues, runtimeToken: entry.runtimeToken))
-        } catch {
-            queue.close()
-            throw error
-        }
+        // Should registering fail, the object is released with its last reference.
+        out.pointee = handle(try Handles.register(queue, in: Handles.dmaQueues, runtimeToken: entry.runtimeToken))
     }
 }
 
