@@ -542,7 +542,8 @@ vtrn_status_t vtrn_dma_queue_create(vtrn_device_t device, const vtrn_dma_queue_o
  *  serialised, but the order of the batches is then unspecified).
  *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE for the queue or a transfer's memory (the message
  *  names the index); VTRN_ERROR_INVALID_ARGUMENT for NULL transfers with count > 0, 0 bytes, or
- *  memory of another device than the queue's (host buffers of another runtime are refused too);
+ *  memory of another device than the queue's, or host buffers or device memory of another runtime
+ *  (as another process's memory is not mapped for this one's DMA);
  *  VTRN_ERROR_OUT_OF_BOUNDS; VTRN_ERROR_QUEUE_FULL when the ring has too few free descriptors (the
  *  message says how many are needed and free; nothing is enqueued). */
 vtrn_status_t vtrn_dma_queue_enqueue(vtrn_dma_queue_t queue, const vtrn_dma_transfer_t *transfers, uint32_t count);
@@ -572,7 +573,8 @@ vtrn_status_t vtrn_dma_queue_destroy(vtrn_dma_queue_t queue);
 
 /** Copies `bytes` from src to dst and returns when done: a synchronous convenience over the same
  *  machinery, on the device's host DMA queue (as Neuron's tensor reads and writes use the chip's
- *  host engines, it claims no core). Either side may be host or device memory of this device.
+ *  host engines, it claims no core). Either side may be host or device memory of this device and
+ *  runtime; the ranges must not overlap. 0 bytes checks the references and copies nothing.
  *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT;
  *  VTRN_ERROR_OUT_OF_BOUNDS. */
 vtrn_status_t vtrn_memcpy(vtrn_device_t device, vtrn_memory_ref_t dst, vtrn_memory_ref_t src, uint64_t bytes);

@@ -152,7 +152,8 @@ extension Device {
     public func copy(to destination: MemoryReference, from source: MemoryReference, bytes: UInt64) throws(VtrnError) {
         try state.checkOpen()
         let transfer = DmaTransfer(destination: destination, source: source, bytes: bytes)
-        let prepared = try DmaQueue.Ring.prepare(transfer, index: nil, device: self)
+        let prepared = try DmaQueue.Ring.prepare(transfer, index: nil, device: self, allowingEmpty: true)
+        guard bytes > 0 else { return }
         let ring = try borrowHostRing()
         defer { shared.hostQueues.withLock { $0.append(ring) } }
         // Rounds of at most a ring's worth of descriptors.
@@ -227,9 +228,14 @@ extension DmaQueue {
             let pointer: UnsafeMutableRawPointer, keep: HostBuffer?, identity: ObjectIdentifier
             switch reference {
             case .host(let buffer, let at):
-                if buffer.isClosed { throw VtrnError(.invalidHandle, "\(label)\(role) host buffer was destroyed") }
                 if buffer.state.isClosed {
                     throw VtrnError(.invalidHandle, "\(label)\(role) host buffer's runtime \(buffer.runtimeSerial) was destroyed")
+                }
+                if buffer.isClosed { throw VtrnError(.invalidHandle, "\(label)\(role) host buffer was destroyed") }
+                guard buffer.runtime === device.runtime else {
+                    throw .invalidArgument("\(label)\(role) is a host buffer of runtime \(buffer.runtimeSerial), not of runtime "
+                                           + "\(device.runtime.serial), which runs the copy (as another process's buffers are "
+                                           + "not mapped for this one's DMA)")
                 }
                 (offset, size, what) = (at, UInt64(buffer.bytes), "host buffer")
                 (pointer, keep, identity) = (buffer.data, buffer, ObjectIdentifier(buffer))
@@ -237,7 +243,11 @@ extension DmaQueue {
                 if memory.isFreed { throw VtrnError(.invalidHandle, "\(label)\(role) device memory was freed") }
                 guard memory.device.hardware === device.hardware else {
                     throw .invalidArgument("\(label)\(role) is memory of device \(memory.device.index), not of device "
-                                           + "\(device.index), whose queue this is")
+                                           + "\(device.index), which runs the copy")
+                }
+                guard memory.device.runtime === device.runtime else {
+                    throw .invalidArgument("\(label)\(role) is device memory of runtime \(memory.device.runtime.serial), not of "
+                                           + "runtime \(device.runtime.serial), which runs the copy")
                 }
                 (offset, size, what) = (at, memory.bytes, "device memory block")
                 (pointer, keep, identity) = (memory.pointer, nil, ObjectIdentifier(memory))
@@ -250,16 +260,20 @@ extension DmaQueue {
         }
 
         /// Checks one transfer; `index` names it in messages ("transfer 3: ").
-        static func prepare(_ transfer: DmaTransfer, index: Int?, device: Device) throws(VtrnError) -> Prepared {
+        /// Checks one transfer; `index` names it in messages ("transfer 3: "). Zero bytes are an
+        /// error for a queue (a descriptor moves at least one byte), and checked like any other
+        /// size when `allowingEmpty` (vtrn_memcpy).
+        static func prepare(_ transfer: DmaTransfer, index: Int?, device: Device,
+                            allowingEmpty: Bool = false) throws(VtrnError) -> Prepared {
             var label: String { index.map { "transfer \($0): " } ?? "" }
-            guard transfer.bytes > 0 else { throw .invalidArgument("\(label)bytes is 0") }
+            guard transfer.bytes > 0 || allowingEmpty else { throw .invalidArgument("\(label)bytes is 0") }
             let destination = try resolve(transfer.destination, bytes: transfer.bytes, role: "dst", index: index, device: device)
             let source = try resolve(transfer.source, bytes: transfer.bytes, role: "src", index: index, device: device)
-            if destination.2 == source.2 {
+            if destination.2 == source.2 && transfer.bytes > 0 {
                 let (low, high) = destination.3 < source.3 ? (destination.3, source.3) : (source.3, destination.3)
                 if high - low < transfer.bytes {
                     throw .invalidArgument("\(label)dst and src overlap (offsets \(destination.3) and \(source.3) of the same "
-                                           + "memory, \(transfer.bytes) bytes)")
+                                           + "memory, \(counted(transfer.bytes, "byte")))")
                 }
             }
             return Prepared(destination: destination.0, source: source.0, bytes: transfer.bytes,
@@ -291,7 +305,7 @@ extension DmaQueue {
             let entries = UInt64(hardware.entries)
             let free = entries - (producer.tail - hardware.head)
             guard needed <= free else {
-                throw VtrnError(.queueFull, "the batch needs \(needed) descriptors and the ring has \(free) free of \(entries) "
+                throw VtrnError(.queueFull, "the batch needs \(counted(needed, "descriptor")) and the ring has \(free) free of \(entries) "
                                 + "(\(producer.tail - hardware.head) enqueued and not yet completed); wait for completions, "
                                 + "submit, or open the queue with more ring entries")
             }

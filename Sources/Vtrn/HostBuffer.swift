@@ -54,8 +54,8 @@ public enum MemoryPolicy: Sendable, Equatable {
         switch options.placement {
         case .deviceLocal:
             guard options.device >= 0 && options.device < deviceNodes.count else {
-                throw .invalidArgument("options.device is \(options.device), but the runtime has \(deviceNodes.count) "
-                                       + "device\(deviceNodes.count == 1 ? "" : "s") (0-\(deviceNodes.count - 1))")
+                throw .invalidArgument("options.device is \(options.device), but the runtime has "
+                                       + "\(counted(deviceNodes.count, "device")) \(indexRange(deviceNodes.count, "device"))")
             }
             return .bind(deviceNodes[options.device])
         case .node:

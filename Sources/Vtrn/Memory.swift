@@ -91,5 +91,5 @@ func byteCount(_ bytes: UInt64) -> String {
         let rounded = (value * 10).rounded() / 10
         return "\(rounded == rounded.rounded() ? String(Int(rounded)) : String(rounded)) \(name) (\(bytes) bytes)"
     }
-    return "\(bytes) bytes"
+    return counted(bytes, "byte")
 }

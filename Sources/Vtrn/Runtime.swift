@@ -79,10 +79,8 @@ public final class Runtime: Sendable {
     public func device(_ index: Int) throws(VtrnError) -> Device {
         try state.checkOpen()
         guard index >= 0 && index < deviceRecords.count else {
-            let count = deviceRecords.count
-            let range = count == 1 ? "only device 0" : "0-\(count - 1)"
             throw .notFound("device \(index) does not exist: the topology \"\(configuration.topology)\" has "
-                            + "\(count) device\(count == 1 ? "" : "s") (\(range))")
+                            + "\(counted(deviceRecords.count, "device")) \(indexRange(deviceRecords.count, "device"))")
         }
         return Device(runtime: self, record: deviceRecords[index])
     }

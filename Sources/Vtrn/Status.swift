@@ -82,6 +82,16 @@ public struct VtrnError: Error, Sendable, Equatable, CustomStringConvertible {
     public static func notFound(_ message: String) -> VtrnError { .init(.notFound, message) }
 }
 
+/// "1 device", "2 devices": counts in messages.
+func counted(_ count: some BinaryInteger, _ noun: String) -> String {
+    "\(count) \(noun)\(count == 1 ? "" : "s")"
+}
+
+/// "(only device 0)" or "(0-3)": the valid indices of `count` things.
+func indexRange(_ count: Int, _ noun: String) -> String {
+    count == 1 ? "(only \(noun) 0)" : "(0-\(count - 1))"
+}
+
 /// The library's version, as `vtrn_version()` reports it (the header's VTRN_VERSION_* must match;
 /// a test checks).
 public enum Version {

@@ -82,7 +82,7 @@ public func vtrn_host_buffer_node_pages(_ buffer: vtrn_host_buffer_t?, _ pages: 
             guard Int(count.pointee) >= perNode.count else {
                 let capacity = count.pointee
                 count.pointee = UInt32(perNode.count)
-                throw VtrnError.invalidArgument("*count is \(capacity), but the host can have \(perNode.count) nodes; "
+                throw VtrnError.invalidArgument("*count is \(capacity), but the host can have \(perNode.count) node\(perNode.count == 1 ? "" : "s"); "
                                                 + "pass an array of \(perNode.count) (count now holds it)")
             }
             for (node, value) in perNode.enumerated() { pages[node] = value }

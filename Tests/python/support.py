@@ -1,7 +1,9 @@
 """Helpers shared by the Python tests: where things are, the host's NUMA nodes, a parser for
 include/vtrn.h (so that tests check the package against the header, not against a copy of it),
-and running Python in a child process."""
+running Python in a child process, and runtimes that never outlive their test."""
 
+import contextlib
+import gc
 import os
 import re
 import subprocess
@@ -39,6 +41,53 @@ def usable_numa_nodes():
     except OSError:
         pass
     return sorted(nodes) or [0]
+
+
+def node_list(nodes):
+    """Nodes as the library's messages list them: "0", "0 and 1", "0, 1 and 3"."""
+    names = [str(node) for node in nodes]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def pages(size):
+    """The pages that ``size`` bytes take."""
+    return -(-size // PAGE_SIZE)
+
+
+def transparent_huge_pages():
+    """The bracketed word of /sys/kernel/mm/transparent_hugepage/enabled, or None without the file."""
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as file:
+            match = re.search(r"\[(\w+)\]", file.read())
+    except OSError:
+        return None
+    return match.group(1) if match else None
+
+
+@contextlib.contextmanager
+def open_runtime(**arguments):
+    """A vtrn.Runtime that is destroyed when the block ends, even when a failed test's traceback
+    keeps numpy views of its host buffers alive: devices, their cores and HBM are shared by every
+    runtime of the process, so a leaked runtime would fail the tests after it."""
+    import vtrn
+
+    runtime = vtrn.Runtime(**arguments)
+    try:
+        yield runtime
+    finally:
+        try:
+            runtime.close()
+        except BufferError:
+            gc.collect()
+            try:
+                runtime.close()
+            except BufferError:
+                vtrn._library.lib.vtrn_runtime_destroy(runtime.handle)
+                runtime._closed = True
+                raise
 
 
 # -- include/vtrn.h --------------------------------------------------------------------------
@@ -120,9 +169,10 @@ def child_environment(**overrides):
     return environment
 
 
-def run_python(code, python_path=PYTHON_FOLDER, cwd=None, **environment):
-    """Runs ``code`` in a fresh interpreter with ``python_path`` first on sys.path."""
+def run_python(code, python_path=PYTHON_FOLDER, cwd=None, prefix=(), **environment):
+    """Runs ``code`` in a fresh interpreter with ``python_path`` first on sys.path; ``prefix`` is
+    a command that runs the interpreter (e.g. setpriv and its options)."""
     environment = child_environment(**environment)
     environment["PYTHONPATH"] = python_path
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment,
+    return subprocess.run([*prefix, sys.executable, "-c", code], capture_output=True, text=True, env=environment,
                           cwd=cwd, timeout=120)

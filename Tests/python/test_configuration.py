@@ -6,7 +6,7 @@ import pytest
 
 import vtrn
 
-from support import usable_numa_nodes
+from support import CONFIGURATION_VARIABLES, usable_numa_nodes
 
 TOPOLOGY_FORMS = ('accepted: entries ARCH[:COUNT][@nodeN] separated by commas, ARCH trn1 or trn2, COUNT 1-64 '
                   '(at most 64 devices in all), e.g. "trn1", "trn2:2", "trn1,trn2@node1"')
@@ -19,10 +19,14 @@ BAD_TOPOLOGIES = [
     ("trn1:x", 'entry 1 ("trn1:x") has count "x", which is not a number from 1 to 64'),
     ("trn1,,trn2", "entry 2 is empty"),
     ("trn1,", "entry 2 is empty"),
-    ("", "the topology is empty"),
     ("   ", "the topology is empty"),
     ("trn1@nodeX", 'entry 1 ("trn1@nodeX") has "@nodeX" where "@nodeN" (N a NUMA node number) belongs'),
     ("trn1@1", 'entry 1 ("trn1@1") has "@1" where "@nodeN" (N a NUMA node number) belongs'),
+    # Signs and other spellings are refused: a count and a node are plain digits, "node" is lower case.
+    ("trn1:+3", 'entry 1 ("trn1:+3") has count "+3", which is not a number from 1 to 64'),
+    ("trn1@node-0", 'entry 1 ("trn1@node-0") has "@node-0" where "@nodeN" (N a NUMA node number) belongs'),
+    ("trn1@node+0", 'entry 1 ("trn1@node+0") has "@node+0" where "@nodeN" (N a NUMA node number) belongs'),
+    ("trn1@NODE0", 'entry 1 ("trn1@NODE0") has "@NODE0" where "@nodeN" (N a NUMA node number) belongs'),
     ("trn1:64,trn2", "it has more than 64 devices, the most one host can have"),
 ]
 
@@ -40,6 +44,11 @@ def create_error(**arguments):
 @pytest.mark.parametrize("text,problem", BAD_TOPOLOGIES)
 def test_bad_topology_argument(text, problem):
     assert create_error(topology=text) == f'vtrn_runtime_create: options.topology="{text}": {problem}; {TOPOLOGY_FORMS}'
+
+
+def test_empty_topology_argument():
+    # An empty option is a value (unlike an empty variable, which counts as unset).
+    assert create_error(topology="") == f'vtrn_runtime_create: options.topology="": the topology is empty; {TOPOLOGY_FORMS}'
 
 
 @pytest.mark.parametrize("text,problem", BAD_TOPOLOGIES)
@@ -73,7 +82,10 @@ BAD_VISIBLE_CORES = [
     ("-1", '"-1" is not a core number or a range like 0-3'),
     ("0-", '"0-" is not a core number or a range like 0-3'),
     ("0,,1", '"" is not a core number or a range like 0-3'),
-    ("", "no core is listed"),
+    ("+1", '"+1" is not a core number or a range like 0-3'),
+    ("0-+1", '"0-+1" is not a core number or a range like 0-3'),
+    ("0,+1", '"+1" is not a core number or a range like 0-3'),
+    ("   ", "no core is listed"),
 ]
 
 
@@ -90,12 +102,17 @@ def test_bad_visible_cores_environment(monkeypatch, text, problem):
     assert message == f'vtrn_runtime_create: VTRN_VISIBLE_CORES="{text}": {problem}; {CORE_FORMS}'
 
 
+def test_empty_visible_cores_argument():
+    message = create_error(topology="trn1", visible_cores="")
+    assert message == f'vtrn_runtime_create: options.visible_cores="": no core is listed; {CORE_FORMS}'
+
+
 def test_visible_cores_count_across_devices():
     message = create_error(topology="trn1,trn2", visible_cores="10")
     assert 'core 10 does not exist: the topology "trn1,trn2" has 10 cores (0-9)' in message
 
 
-@pytest.mark.parametrize("text", ["loud", "3", "", "errors"])
+@pytest.mark.parametrize("text", ["loud", "3", "   ", "errors"])
 def test_bad_log_level_environment(monkeypatch, text):
     monkeypatch.setenv("VTRN_LOG_LEVEL", text)
     assert create_error(topology="trn1") == (f'vtrn_runtime_create: VTRN_LOG_LEVEL="{text}" is not a log level; '
@@ -110,7 +127,7 @@ def test_log_level_argument_overrides_bad_environment(monkeypatch):
 
 def test_bad_log_level_number_is_rejected_by_the_library():
     assert create_error(topology="trn1", log_level=9) == (
-        "vtrn_runtime_create: options->log_level is 9; accepted: VTRN_LOG_LEVEL_DEFAULT (0) to VTRN_LOG_LEVEL_TRACE (5)")
+        "vtrn_runtime_create: options.log_level is 9; accepted: VTRN_LOG_LEVEL_DEFAULT (0) to VTRN_LOG_LEVEL_TRACE (5)")
 
 
 def test_bad_log_level_name_is_rejected_in_python():
@@ -119,12 +136,27 @@ def test_bad_log_level_name_is_rejected_in_python():
     assert str(caught.value) == "log_level 'loud' is not one of default, error, warning, info, debug, trace"
 
 
-@pytest.mark.parametrize("text", ["abc", "-5", "1.5", "", "17592186044416"])
+@pytest.mark.parametrize("text", ["abc", "-5", "+5", "1.5", "   ", "17592186044416"])
 def test_bad_exec_timeout(monkeypatch, text):
     monkeypatch.setenv("VTRN_EXEC_TIMEOUT_MS", text)
     assert create_error(topology="trn1") == (
-        f'vtrn_runtime_create: VTRN_EXEC_TIMEOUT_MS="{text}" is not a whole number of milliseconds; '
+        f'vtrn_runtime_create: VTRN_EXEC_TIMEOUT_MS="{text}" is not a number of milliseconds from 0 to 17592186044415; '
         "accepted: 0 (no timeout) or a positive number such as 30000")
+
+
+def test_largest_exec_timeout(monkeypatch):
+    # 2^44 - 1 ms is the most that fits in exec_timeout_ns (uint64_t nanoseconds).
+    monkeypatch.setenv("VTRN_EXEC_TIMEOUT_MS", "17592186044415")
+    with vtrn.Runtime(topology="trn1") as runtime:
+        assert runtime.info.exec_timeout_ns == 17592186044415 * 1_000_000
+
+
+@pytest.mark.parametrize("name", CONFIGURATION_VARIABLES)
+def test_empty_variable_counts_as_unset(monkeypatch, name):
+    monkeypatch.setenv(name, "")
+    with vtrn.Runtime() as runtime:
+        assert runtime.info == vtrn.RuntimeInfo(device_count=1, core_count=2, visible_core_count=2, log_level="warning",
+                                                exec_timeout_ns=30_000 * 1_000_000, topology="trn1")
 
 
 def test_bad_trace_folder(monkeypatch, tmp_path):

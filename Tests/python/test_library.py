@@ -1,8 +1,9 @@
 """Finding and loading libvtrn.so: VTRN_LIBRARY, the repository's build folders, version checks
 and the errors when something is wrong. Each case runs in a child interpreter so that the
-library loaded by this one stays as it is. Also runs the example program."""
+library loaded by this one stays as it is. Also runs the example programs."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -143,8 +144,8 @@ def test_older_library_loads_and_names_what_it_lacks(tmp_path):
 
 # -- the example program ---------------------------------------------------------------------------
 
-def run_example(*arguments, cwd=REPOSITORY):
-    return subprocess.run([sys.executable, os.path.join("Examples", "python", "enumerate.py"), *arguments],
+def run_example(*arguments, cwd=REPOSITORY, script="enumerate.py"):
+    return subprocess.run([sys.executable, os.path.join("Examples", "python", script), *arguments],
                           capture_output=True, text=True, cwd=cwd, env=child_environment(), timeout=120)
 
 
@@ -175,3 +176,22 @@ def test_example_runs_from_another_folder(tmp_path):
                            capture_output=True, text=True, cwd=tmp_path, env=child_environment(), timeout=120)
     assert child.returncode == 0, child.stderr
     assert "topology trn1: 1 devices" in child.stdout
+
+
+def test_dma_copy_example():
+    child = run_example("8", script="dma_copy.py")
+    assert child.returncode == 0, child.stderr
+    lines = child.stdout.splitlines()
+    assert lines[0] == "copying 8 MiB through queue 0 of DMA engine 0 of core 0 of Trainium1"
+    assert re.fullmatch(r"  host -> HBM +\d+\.\d\d GB/s  \(the first write commits the HBM pages\)", lines[1]), lines
+    assert re.fullmatch(r"  host -> HBM +\d+\.\d\d GB/s", lines[2]), lines
+    assert re.fullmatch(r"  HBM -> host +\d+\.\d\d GB/s", lines[3]), lines
+    assert lines[4:] == ["verified: all 8388608 bytes came back as they went"]
+
+
+def test_dma_copy_example_too_large():
+    child = run_example("40000", script="dma_copy.py")
+    assert child.returncode == 1
+    assert child.stdout == ""
+    assert child.stderr.startswith("too large: vtrn_device_memory_alloc: device 0 (Trainium1) cannot allocate 39.1 GiB "
+                                   "(41943040000 bytes)")

@@ -1,4 +1,4 @@
-"""vtrn: the Python host of vtrn, a virtual AWS Trainium device and its runtime (ctypes only).
+"""vtrn: the Python host of vtrn, a virtual AWS Trainium device and its runtime (ctypes and numpy, no compiled extension).
 
     import vtrn
 
@@ -9,10 +9,20 @@
 
 Files: ``_library`` finds and declares libvtrn.so (set VTRN_LIBRARY to choose one), ``errors``
 holds the status codes and one exception class per error, ``runtime`` the Runtime and Device
-objects. ``vtrn._library.lib`` is the raw ctypes library, for calls this package does not wrap.
+objects, ``memory`` host buffers, device memory and DMA queues. ``vtrn._library.lib`` is the raw
+ctypes library, for calls this package does not wrap.
 """
 
-from ._library import VTRN_VERSION_MAJOR, VTRN_VERSION_MINOR, VTRN_VERSION_PATCH, WAIT_FOREVER, LibraryError
+from ._library import (
+    DMA_MAX_DESCRIPTOR_BYTES,
+    DMA_MAX_RING_ENTRIES,
+    DMA_MIN_RING_ENTRIES,
+    VTRN_VERSION_MAJOR,
+    VTRN_VERSION_MINOR,
+    VTRN_VERSION_PATCH,
+    WAIT_FOREVER,
+    LibraryError,
+)
 from .errors import (
     BusyError,
     DeadlockError,
@@ -34,13 +44,26 @@ from .errors import (
     last_error,
     status_string,
 )
+from .memory import (
+    PLACEMENTS,
+    DeviceMemory,
+    DeviceMemoryInfo,
+    DmaQueue,
+    DmaQueueInfo,
+    HostBuffer,
+    HostBufferInfo,
+    MemoryUsage,
+)
 from .runtime import CoreInfo, Device, DeviceInfo, Runtime, RuntimeInfo, version
 
 __all__ = [
     "VTRN_VERSION_MAJOR", "VTRN_VERSION_MINOR", "VTRN_VERSION_PATCH", "WAIT_FOREVER", "LibraryError",
+    "DMA_MAX_DESCRIPTOR_BYTES", "DMA_MIN_RING_ENTRIES", "DMA_MAX_RING_ENTRIES",
     "Status", "VtrnError", "InvalidArgumentError", "InvalidHandleError", "NotFoundError", "OutOfBoundsError",
     "OutOfHostMemoryError", "OutOfDeviceMemoryError", "BusyError", "DeviceTimeoutError", "QueueFullError",
     "UnsupportedError", "InvalidProgramError", "DmaFaultError", "HardwareError", "DeadlockError",
     "InternalError", "last_error", "status_string",
     "Runtime", "RuntimeInfo", "Device", "DeviceInfo", "CoreInfo", "version",
+    "PLACEMENTS", "HostBuffer", "HostBufferInfo", "DeviceMemory", "DeviceMemoryInfo", "MemoryUsage",
+    "DmaQueue", "DmaQueueInfo",
 ]

@@ -12,6 +12,7 @@ every function, in the one table ``FUNCTIONS``. The rest of the package calls ``
 """
 
 import ctypes
+import operator
 import os
 from ctypes import POINTER, c_char, c_char_p, c_int32, c_size_t, c_uint16, c_uint32, c_uint64, c_void_p
 
@@ -263,6 +264,20 @@ class DmaTransferStruct(ctypes.Structure):
         ("src", MemoryRefStruct),
         ("bytes", c_uint64),
     ]
+
+
+# The largest value of each unsigned C type that Python passes in.
+UNSIGNED_MAXIMUM = {"uint32_t": 0xFFFF_FFFF, "uint64_t": 0xFFFF_FFFF_FFFF_FFFF, "size_t": (1 << (8 * ctypes.sizeof(c_size_t))) - 1}
+
+
+def unsigned(value, c_type, what):
+    """``value`` as an int that fits the unsigned C type named ``c_type`` ("uint32_t", "uint64_t",
+    "size_t"), else ValueError: ctypes would wrap it silently (-1 would become 4294967295)."""
+    value = operator.index(value)
+    maximum = UNSIGNED_MAXIMUM[c_type]
+    if not 0 <= value <= maximum:
+        raise ValueError(f"{what} {value} is out of range: it must be 0 to {maximum} (a {c_type})")
+    return value
 
 
 def host_ref(buffer, offset=0):

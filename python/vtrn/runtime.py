@@ -1,16 +1,20 @@
-"""Runtimes and devices: the Python objects over vtrn_runtime_t and vtrn_device_t.
+"""Runtimes and devices: the Python objects over vtrn_runtime_t and vtrn_device_t, and the
+methods that make host buffers, device memory and DMA queues (the objects are in ``memory``).
 
     with vtrn.Runtime(topology="trn1,trn2") as runtime:
         for device in runtime.devices:
             print(device.info.name, device.info.core_count)
 
 Every call goes to the C library, which validates handles itself: after ``Runtime.close()`` the
-runtime and its devices raise ``InvalidHandleError`` with the library's message.
+runtime, its devices and everything made from them raise ``InvalidHandleError`` with the
+library's message.
 """
 
 import ctypes
-import operator
+import weakref
 from dataclasses import dataclass
+
+import numpy
 
 from ._library import (
     CoreInfoStruct,
@@ -20,8 +24,10 @@ from ._library import (
     RuntimeInfoStruct,
     RuntimeOptionsStruct,
     lib,
+    unsigned,
 )
 from .errors import check
+from . import memory as _memory
 
 # vtrn_log_level_t and vtrn_architecture_t values, by their position / value.
 LOG_LEVELS = ("default", "error", "warning", "info", "debug", "trace")
@@ -43,10 +49,7 @@ def _text(raw):
 
 def _uint32(value, what):
     # ctypes wraps out-of-range integers silently (-1 would become device 4294967295, 2**32 device 0).
-    value = operator.index(value)
-    if not 0 <= value <= 0xFFFF_FFFF:
-        raise ValueError(f"{what} {value} is out of range: it must be 0 to 4294967295 (a uint32_t)")
-    return value
+    return unsigned(value, "uint32_t", what)
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,7 @@ class Runtime:
 
     def __init__(self, topology=None, visible_cores=None, log_level=None):
         self._closed = True  # until created, so that __del__ and close() do nothing
+        self._host_buffers = weakref.WeakSet()  # to refuse closing under a live numpy view
         options = RuntimeOptionsStruct.init(
             topology=None if topology is None else topology.encode(),
             visible_cores=None if visible_cores is None else visible_cores.encode(),
@@ -144,10 +148,21 @@ class Runtime:
         """The vtrn_runtime_t, for calling the C functions directly."""
         return self._handle
 
+    @property
+    def closed(self):
+        return self._closed
+
     def close(self):
-        """Destroys the runtime and invalidates its devices. Calling it again does nothing."""
+        """Destroys the runtime and everything made from it (devices, host buffers, device memory,
+        DMA queues, after waiting for submitted transfers). Calling it again does nothing.
+        BufferError when a numpy view of one of its host buffers is alive: the memory under it
+        would be unmapped."""
         if self._closed:
             return
+        viewed = [buffer for buffer in self._host_buffers if not buffer.closed and buffer.has_views()]
+        if viewed:
+            raise BufferError(f"cannot close the runtime: {len(viewed)} of its host buffers have numpy views alive, "
+                              "which would point to unmapped memory; delete them (copy what you keep) first")
         self._closed = True
         check(lib.vtrn_runtime_destroy(self._handle))
 
@@ -201,6 +216,20 @@ class Runtime:
         """Every device, in index order."""
         return [self.device(index) for index in range(self.device_count)]
 
+    def host_buffer(self, bytes, placement="device_local", device=0, numa_node=None, huge_pages=False, locked=False):
+        """A HostBuffer of ``bytes`` bytes for DMA (vtrn_host_buffer_create), its pages placed:
+        "device_local" on the NUMA node of ``device`` (an index or a Device), "node" on
+        ``numa_node``, "interleave" round robin over the online nodes, "any" where first written.
+        ``huge_pages`` asks for transparent huge pages (info.huge_pages says if granted),
+        ``locked`` pins the pages (mlock)."""
+        return _memory.HostBuffer.create(self, bytes, placement, device, numa_node, huge_pages, locked)
+
+    def register(self, array):
+        """A HostBuffer over the memory of a numpy array, without a copy (vtrn_host_buffer_register).
+        The buffer keeps the array alive. ValueError for an array that is not contiguous or is
+        read-only (DMA may write to it)."""
+        return _memory.HostBuffer.register(self, array)
+
 
 class Device:
     """A virtual Trainium device of a runtime (vtrn_device_t). Keeps its runtime alive."""
@@ -241,3 +270,34 @@ class Device:
     def cores(self):
         """CoreInfo of every core of the device."""
         return [self.core_info(core) for core in range(self.info.core_count)]
+
+    # -- device memory and DMA (the objects are in memory.py) --
+
+    def allocate(self, bytes, alignment=0):
+        """A DeviceMemory block of ``bytes`` bytes of HBM (vtrn_device_memory_alloc), aligned to
+        ``alignment`` (a power of two up to 1 GiB; 0 for the default, 64).
+        OutOfDeviceMemoryError with the library's usage report when it does not fit."""
+        return _memory.DeviceMemory.allocate(self, bytes, alignment)
+
+    def memory_usage(self):
+        """A MemoryUsage snapshot of the device's HBM (shared by every runtime of the process)."""
+        return _memory.memory_usage(self)
+
+    def dma_queue(self, core=0, engine=0, queue=0, ring_entries=4096):
+        """Opens DMA queue ``queue`` of DMA engine ``engine`` of NeuronCore ``core`` as a DmaQueue
+        (vtrn_dma_queue_create); the first queue on a core claims it for this runtime."""
+        return _memory.DmaQueue.open(self, core, engine, queue, ring_entries)
+
+    def memcpy(self, dst, src, bytes):
+        """Copies ``bytes`` bytes between memory references (a HostBuffer, a DeviceMemory, or a
+        (one of them, offset) tuple) and returns when done (vtrn_memcpy)."""
+        _memory.memcpy(self, dst, src, bytes)
+
+    def to_device(self, array, alignment=0):
+        """A new DeviceMemory holding the bytes of ``array`` (any array-like; in C order)."""
+        return _memory.to_device(self, array, alignment)
+
+    def from_device(self, memory, dtype=numpy.uint8, shape=None, offset=0):
+        """A new numpy array of ``dtype`` and ``shape`` read from ``memory`` starting ``offset``
+        bytes in; shape None reads the whole block from ``offset`` on."""
+        return _memory.from_device(self, memory, dtype, shape, offset)
