@@ -486,7 +486,7 @@ vtrn_status_t vtrn_host_buffer_node_pages(vtrn_host_buffer_t buffer, uint64_t *p
 vtrn_status_t vtrn_host_buffer_get_info(vtrn_host_buffer_t buffer, vtrn_host_buffer_info_t *info);
 
 /** Destroys a buffer; its handle becomes invalid. Memory vtrn allocated is unmapped once no
- *  submitted transfer uses it any more. NULL is a no-op.
+ *  enqueued transfer uses it any more (when its queue notices their completion). NULL is a no-op.
  *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE. */
 vtrn_status_t vtrn_host_buffer_destroy(vtrn_host_buffer_t buffer);
 
@@ -504,8 +504,9 @@ vtrn_status_t vtrn_host_buffer_destroy(vtrn_host_buffer_t buffer);
 vtrn_status_t vtrn_device_memory_alloc(vtrn_device_t device, uint64_t bytes, uint64_t alignment,
                                        vtrn_device_memory_t *out);
 
-/** Frees a block; its handle becomes invalid. Space still used by a submitted transfer returns to
- *  the allocator when that transfer's queue next notices its completion. NULL is a no-op.
+/** Frees a block; its handle becomes invalid. Space still used by an enqueued transfer returns to
+ *  the allocator when that transfer's queue next notices its completion (an enqueue, submit or
+ *  wait on it), so a new allocation never receives bytes from a transfer in flight. NULL is a no-op.
  *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE. */
 vtrn_status_t vtrn_device_memory_free(vtrn_device_memory_t memory);
 

@@ -96,7 +96,8 @@ public final class Device: Sendable {
         }
         guard cores[core].visible else {
             throw .invalidArgument("core \(core) of device \(index) (global core \(firstCore + core)) is not visible to "
-                                   + "runtime \(state.serial): VTRN_VISIBLE_CORES does not list it")
+                                   + "runtime \(state.serial): its visible cores are \(runtime.configuration.visibleCores) "
+                                   + "(options.visible_cores or VTRN_VISIBLE_CORES)")
         }
         try shared.claim(core: core, for: state.serial)
     }

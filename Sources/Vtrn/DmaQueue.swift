@@ -186,8 +186,26 @@ extension DmaQueue {
         var destination: UnsafeMutableRawPointer
         var source: UnsafeMutableRawPointer
         var bytes: UInt64
-        /// Host buffers the descriptors point into, kept mapped until the transfer completes.
-        var keepAlive: (HostBuffer?, HostBuffer?)
+        /// What the descriptors point into, kept until the transfer completes.
+        var keepAlive: KeepAlive
+    }
+
+    /// Host buffers stay mapped and HBM blocks stay allocated while a transfer uses them.
+    struct KeepAlive {
+        var hosts: (HostBuffer?, HostBuffer?) = (nil, nil)
+        var leases: (BlockLease?, BlockLease?) = (nil, nil)
+
+        var isEmpty: Bool { hosts.0 == nil && hosts.1 == nil && leases.0 == nil && leases.1 == nil }
+
+        func acquire() {
+            leases.0?.acquire()
+            leases.1?.acquire()
+        }
+
+        func release() {
+            leases.0?.release()
+            leases.1?.release()
+        }
     }
 
     /// The driver's state for one hardware queue: where to write next, what was published, and
@@ -204,7 +222,7 @@ extension DmaQueue {
             var sequence: UInt64 = 0
             /// Positions below this have had their keep-alives released.
             var reclaimed: UInt64 = 0
-            var keepAlive: [(HostBuffer?, HostBuffer?)]
+            var keepAlive: [KeepAlive]
             var keepAliveCount = 0
             var scratch: [Prepared] = []
             var transfersEnqueued: UInt32 = 0
@@ -212,7 +230,7 @@ extension DmaQueue {
 
         init(hardware: DmaQueueHardware) {
             self.hardware = hardware
-            producer = Mutex(Producer(keepAlive: Array(repeating: (nil, nil), count: hardware.entries)))
+            producer = Mutex(Producer(keepAlive: Array(repeating: KeepAlive(), count: hardware.entries)))
         }
 
         static func descriptors(for bytes: UInt64) -> UInt64 {
@@ -222,10 +240,11 @@ extension DmaQueue {
         /// Resolves one end; `role` is "dst" or "src" for messages, `index` the transfer's.
         @inline(__always)
         private static func resolve(_ reference: MemoryReference, bytes: UInt64, role: StaticString, index: Int?,
-                                    device: Device) throws(VtrnError) -> (UnsafeMutableRawPointer, HostBuffer?, ObjectIdentifier, UInt64) {
+                                    device: Device) throws(VtrnError) -> (UnsafeMutableRawPointer, KeepAlive, ObjectIdentifier, UInt64) {
             var label: String { index.map { "transfer \($0): " } ?? "" }
             let offset: UInt64, size: UInt64, what: String
-            let pointer: UnsafeMutableRawPointer, keep: HostBuffer?, identity: ObjectIdentifier
+            let pointer: UnsafeMutableRawPointer, identity: ObjectIdentifier
+            var keep = KeepAlive()
             switch reference {
             case .host(let buffer, let at):
                 if buffer.state.isClosed {
@@ -238,7 +257,7 @@ extension DmaQueue {
                                            + "not mapped for this one's DMA)")
                 }
                 (offset, size, what) = (at, UInt64(buffer.bytes), "host buffer")
-                (pointer, keep, identity) = (buffer.data, buffer, ObjectIdentifier(buffer))
+                (pointer, keep.hosts.0, identity) = (buffer.data, buffer, ObjectIdentifier(buffer))
             case .device(let memory, let at):
                 if memory.isFreed { throw VtrnError(.invalidHandle, "\(label)\(role) device memory was freed") }
                 guard memory.device.hardware === device.hardware else {
@@ -250,7 +269,7 @@ extension DmaQueue {
                                            + "runtime \(device.runtime.serial), which runs the copy")
                 }
                 (offset, size, what) = (at, memory.bytes, "device memory block")
-                (pointer, keep, identity) = (memory.pointer, nil, ObjectIdentifier(memory))
+                (pointer, keep.leases.0, identity) = (memory.pointer, memory.lease, ObjectIdentifier(memory))
             }
             guard offset <= size, bytes <= size - offset else {
                 throw VtrnError(.outOfBounds, "\(label)\(role) range [\(offset), \(offset) + \(bytes)) runs past the end of "
@@ -277,7 +296,8 @@ extension DmaQueue {
                 }
             }
             return Prepared(destination: destination.0, source: source.0, bytes: transfer.bytes,
-                            keepAlive: (destination.1, source.1))
+                            keepAlive: KeepAlive(hosts: (destination.1.hosts.0, source.1.hosts.0),
+                                                 leases: (destination.1.leases.0, source.1.leases.0)))
         }
 
         func enqueue(count: Int, device: Device, _ transfer: (Int) throws(VtrnError) -> DmaTransfer) throws(VtrnError) {
@@ -326,7 +346,8 @@ extension DmaQueue {
                                                      address: UInt64(UInt(bitPattern: prepared.source + Int(done))))
                     destinationRing[slot] = DmaDescriptor(lengthControl: control, metadata: producer.transfersEnqueued,
                                                           address: UInt64(UInt(bitPattern: prepared.destination + Int(done))))
-                    if isLast && (prepared.keepAlive.0 != nil || prepared.keepAlive.1 != nil) {
+                    if isLast && !prepared.keepAlive.isEmpty {
+                        prepared.keepAlive.acquire()
                         producer.keepAlive[slot] = prepared.keepAlive
                         producer.keepAliveCount += 1
                     }
@@ -350,8 +371,9 @@ extension DmaQueue {
             let entries = UInt64(hardware.entries)
             while producer.reclaimed < head {
                 let slot = Int(producer.reclaimed % entries)
-                if producer.keepAlive[slot].0 != nil || producer.keepAlive[slot].1 != nil {
-                    producer.keepAlive[slot] = (nil, nil)
+                if !producer.keepAlive[slot].isEmpty {
+                    producer.keepAlive[slot].release()
+                    producer.keepAlive[slot] = KeepAlive()
                     producer.keepAliveCount -= 1
                 }
                 producer.reclaimed += 1
@@ -405,7 +427,10 @@ extension DmaQueue {
             _ = hardware.wait(for: sequence, timeoutNanoseconds: .max)
             producer.withLock { producer in
                 producer.tail = producer.published
-                for slot in producer.keepAlive.indices { producer.keepAlive[slot] = (nil, nil) }
+                for slot in producer.keepAlive.indices where !producer.keepAlive[slot].isEmpty {
+                    producer.keepAlive[slot].release()
+                    producer.keepAlive[slot] = KeepAlive()
+                }
                 producer.keepAliveCount = 0
             }
         }

@@ -10,7 +10,8 @@ import Glibc
 /// `free()`, when it is no longer referenced, or when its runtime closes.
 public final class DeviceMemory: Sendable {
     public let device: Device
-    let block: HighBandwidthMemory.Block
+    let lease: BlockLease
+    var block: HighBandwidthMemory.Block { lease.block }
     /// The block's offset in the device's HBM address space.
     public var address: UInt64 { block.address }
     public let bytes: UInt64
@@ -19,7 +20,7 @@ public final class DeviceMemory: Sendable {
 
     init(device: Device, block: HighBandwidthMemory.Block, bytes: UInt64, alignment: UInt64) {
         self.device = device
-        self.block = block
+        self.lease = BlockLease(hbm: device.hardware.hbm, block: block)
         self.bytes = bytes
         self.alignment = alignment
     }
@@ -30,11 +31,12 @@ public final class DeviceMemory: Sendable {
     /// Freed by `free()`, or by its runtime's closing.
     public var isFreed: Bool { freed.load(ordering: .acquiring) || device.state.isClosed }
 
-    /// Returns the block to the device. Idempotent. A transfer that still uses the block completes
-    /// without harm to the process, but its data is undefined, as on hardware.
+    /// Gives the block up. Idempotent. Its space returns to the device at once, or, if an
+    /// enqueued transfer still uses it, when that transfer's queue next notices its completion:
+    /// new allocations never receive bytes from a transfer still in flight.
     public func free() {
         guard !freed.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        device.hardware.hbm.free(block)
+        lease.release()
     }
 
     deinit { free() }
@@ -80,6 +82,26 @@ extension Device {
             try state.checkOpen()
             return hardware.hbm.usage
         }
+    }
+}
+
+/// Who still uses a block of HBM: its owner (until it frees it) and each enqueued transfer that
+/// reads or writes it. The space returns to the allocator when the last one lets go. (A count of
+/// our own: a weak or extra strong reference would cost the DMA hot path more.)
+final class BlockLease: Sendable {
+    let hbm: HighBandwidthMemory
+    let block: HighBandwidthMemory.Block
+    private let users = Atomic<Int>(1)
+
+    init(hbm: HighBandwidthMemory, block: HighBandwidthMemory.Block) {
+        self.hbm = hbm
+        self.block = block
+    }
+
+    func acquire() { users.add(1, ordering: .relaxed) }
+
+    func release() {
+        if users.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 { hbm.free(block) }
     }
 }
 

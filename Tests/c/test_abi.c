@@ -2,10 +2,10 @@
  * test_abi.c — the C ABI of vtrn, tested the way a C user meets it: written only from
  * include/vtrn.h and its documented behaviour.
  *
- *   make -C Tests/c check          (or: make -C Tests/c test_abi && Tests/c/build/test_abi)
+ *   make -C Tests/c check          (or: make -C Tests/c build/test_abi && Tests/c/build/test_abi)
  *
- * A tiny self-contained framework: every check counts as passed or failed; a failure prints
- * "FAIL file:line: what"; the program ends with the line "c: N passed, M failed" and exits
+ * The framework is test_framework.h: every check counts as passed or failed; a failure prints
+ * "FAIL file:line: what"; the program ends with the line "test_abi: N passed, M failed" and exits
  * non-zero when M > 0. Set VTRN_TEST_VERBOSE=1 to print each group's name as it runs.
  *
  * Needs an unlimited address space (ulimit -v unlimited; not under valgrind): every virtual
@@ -26,139 +26,8 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "test_framework.h"
 #include "vtrn.h"
-
-/* ============================================================================================
- * The framework
- * ============================================================================================ */
-
-static pthread_mutex_t report_lock = PTHREAD_MUTEX_INITIALIZER;
-static unsigned long passed_count;
-static unsigned long failed_count;
-
-/* Records one check; on failure prints "FAIL file:line: " and the formatted explanation. */
-#if defined(__GNUC__)
-__attribute__((format(printf, 4, 5)))
-#endif
-static void record(int ok, const char *file, int line, const char *format, ...) {
-    pthread_mutex_lock(&report_lock);
-    if (ok) {
-        passed_count++;
-    } else {
-        failed_count++;
-        va_list arguments;
-        va_start(arguments, format);
-        printf("FAIL %s:%d: ", file, line);
-        vprintf(format, arguments);
-        printf("\n");
-        fflush(stdout);
-        va_end(arguments);
-    }
-    pthread_mutex_unlock(&report_lock);
-}
-
-static int contains(const char *text, const char *needle) {
-    return text != NULL && needle != NULL && strstr(text, needle) != NULL;
-}
-
-/* A condition. */
-#define EXPECT(condition) record((condition) != 0, __FILE__, __LINE__, "%s", #condition)
-/* A condition with its own explanation (printf format and arguments). */
-#define EXPECT_MSG(condition, ...) record((condition) != 0, __FILE__, __LINE__, __VA_ARGS__)
-
-#define EXPECT_EQ_U64(actual, expected)                                                            \
-    do {                                                                                           \
-        uint64_t actual_ = (uint64_t)(actual), expected_ = (uint64_t)(expected);                   \
-        record(actual_ == expected_, __FILE__, __LINE__, "%s is %" PRIu64 " (0x%" PRIx64           \
-               "), expected %" PRIu64 " (0x%" PRIx64 ")", #actual, actual_, actual_, expected_,    \
-               expected_);                                                                         \
-    } while (0)
-
-#define EXPECT_EQ_I64(actual, expected)                                                            \
-    do {                                                                                           \
-        int64_t actual_ = (int64_t)(actual), expected_ = (int64_t)(expected);                      \
-        record(actual_ == expected_, __FILE__, __LINE__, "%s is %" PRId64 ", expected %" PRId64,   \
-               #actual, actual_, expected_);                                                       \
-    } while (0)
-
-#define EXPECT_STREQ(actual, expected)                                                             \
-    do {                                                                                           \
-        const char *actual_ = (actual), *expected_ = (expected);                                   \
-        record(actual_ != NULL && strcmp(actual_, expected_) == 0, __FILE__, __LINE__,             \
-               "%s is \"%s\", expected \"%s\"", #actual, actual_ ? actual_ : "(NULL)", expected_); \
-    } while (0)
-
-#define EXPECT_CONTAINS(text, needle)                                                              \
-    do {                                                                                           \
-        const char *text_ = (text), *needle_ = (needle);                                           \
-        record(contains(text_, needle_), __FILE__, __LINE__, "%s is \"%s\", which lacks \"%s\"",   \
-               #text, text_ ? text_ : "(NULL)", needle_);                                          \
-    } while (0)
-
-/* A call that must succeed; on failure prints its status and vtrn_last_error(). */
-#define EXPECT_OK(call)                                                                            \
-    do {                                                                                           \
-        vtrn_status_t status_ = (call);                                                            \
-        record(status_ == VTRN_SUCCESS, __FILE__, __LINE__, "%s returned %s (%d): %s", #call,      \
-               vtrn_status_string(status_), (int)status_, vtrn_last_error());                      \
-    } while (0)
-
-/* A call that must return `expected`; the message is not checked. */
-#define EXPECT_STATUS(call, expected)                                                              \
-    do {                                                                                           \
-        vtrn_status_t status_ = (call);                                                            \
-        record(status_ == (expected), __FILE__, __LINE__, "%s returned %s (%d), expected %s (%d)"  \
-               "; last error: \"%s\"", #call, vtrn_status_string(status_), (int)status_,           \
-               vtrn_status_string(expected), (int)(expected), vtrn_last_error());                  \
-    } while (0)
-
-/* A call that must fail with `expected` and leave a vtrn_last_error() containing every one of
- * the strings that follow (at least one). Counts as one check. */
-#define EXPECT_ERROR(call, expected, ...) \
-    expect_error(__FILE__, __LINE__, #call, (call), (expected), __VA_ARGS__, (const char *)NULL)
-
-static void expect_error(const char *file, int line, const char *call, vtrn_status_t status,
-                         vtrn_status_t expected, ...) {
-    const char *message = vtrn_last_error();
-    if (status != expected) {
-        record(0, file, line, "%s returned %s (%d), expected %s (%d); last error: \"%s\"", call,
-               vtrn_status_string(status), (int)status, vtrn_status_string(expected), (int)expected,
-               message);
-        return;
-    }
-    va_list needles;
-    va_start(needles, expected);
-    const char *missing = NULL;
-    for (const char *needle = va_arg(needles, const char *); needle != NULL;
-         needle = va_arg(needles, const char *)) {
-        if (!contains(message, needle)) {
-            missing = needle;
-            break;
-        }
-    }
-    va_end(needles);
-    if (missing != NULL) {
-        record(0, file, line, "%s: vtrn_last_error() is \"%s\", which lacks \"%s\"", call, message,
-               missing);
-    } else {
-        record(1, file, line, "%s", "");
-    }
-}
-
-/* 1 when every byte of [bytes, bytes + count) is `value`. */
-static int bytes_are(const void *bytes, size_t count, unsigned char value) {
-    const unsigned char *p = bytes;
-    for (size_t i = 0; i < count; i++) {
-        if (p[i] != value) return 0;
-    }
-    return 1;
-}
-
-static int verbose;
-#define GROUP(name)                                           \
-    do {                                                      \
-        if (verbose) printf("# %s\n", name);                  \
-    } while (0)
 
 /* ============================================================================================
  * Helpers
@@ -169,7 +38,6 @@ static int verbose;
 #define SENTINEL_RUNTIME ((vtrn_runtime_t)(uintptr_t)0x5e7e1a11u)
 #define SENTINEL_DEVICE ((vtrn_device_t)(uintptr_t)0x5e7e1a12u)
 #define SENTINEL_COUNT 0xdeadbeefu
-#define SENTINEL_BYTE 0xa5
 
 static const char *const variables[] = {
     "VTRN_TOPOLOGY", "VTRN_VISIBLE_CORES", "VTRN_LOG_LEVEL", "VTRN_EXEC_TIMEOUT_MS", "VTRN_TRACE",
@@ -872,9 +740,6 @@ static void test_indices(void) {
     EXPECT_OK(vtrn_runtime_destroy(runtime));
 }
 
-/* One of the *_get_info calls on `context` (the runtime or device handle) and a caller's buffer
- * that begins with struct_size, so that one routine can check every info struct. */
-typedef vtrn_status_t (*info_call_t)(void *context, void *info);
 
 static vtrn_status_t call_runtime_info(void *context, void *info) {
     return vtrn_runtime_get_info((vtrn_runtime_t)context, (vtrn_runtime_info_t *)info);
@@ -884,54 +749,6 @@ static vtrn_status_t call_device_info(void *context, void *info) {
 }
 static vtrn_status_t call_core_info(void *context, void *info) {
     return vtrn_device_get_core_info((vtrn_device_t)context, 1, (vtrn_core_info_t *)info);
-}
-
-struct info_kind {
-    const char *name;
-    const char *init_macro; /* the message tells the caller to use it */
-    size_t size;
-    info_call_t call;
-};
-
-/* Too small a struct_size is rejected, names struct_size and the _INIT macro, and writes nothing;
- * a larger one is accepted and the bytes past our struct are left alone. */
-static void check_info_struct_sizes(const struct info_kind *kind, void *context) {
-    enum { extra = 64 };
-    unsigned char buffer[512 + extra];
-    const size_t small_sizes[] = { 0, 8, kind->size - 1 };
-    for (size_t i = 0; i < sizeof small_sizes / sizeof small_sizes[0]; i++) {
-        size_t struct_size = small_sizes[i];
-        memset(buffer, SENTINEL_BYTE, sizeof buffer);
-        memcpy(buffer, &struct_size, sizeof struct_size);
-        vtrn_status_t status = kind->call(context, buffer);
-        const char *message = vtrn_last_error();
-        EXPECT_MSG(status == VTRN_ERROR_INVALID_ARGUMENT, "%s with struct_size %zu: %s (%d)", kind->name,
-                   struct_size, vtrn_status_string(status), (int)status);
-        EXPECT_MSG(contains(message, "struct_size") && contains(message, kind->init_macro),
-                   "%s with struct_size %zu: message \"%s\" does not name struct_size and %s", kind->name,
-                   struct_size, message, kind->init_macro);
-        size_t written_size;
-        memcpy(&written_size, buffer, sizeof written_size);
-        EXPECT_MSG(written_size == struct_size && bytes_are(buffer + sizeof(size_t), sizeof buffer - sizeof(size_t),
-                                                            SENTINEL_BYTE),
-                   "%s with struct_size %zu: the struct was written", kind->name, struct_size);
-    }
-
-    /* A newer caller's bigger struct: accepted, filled up to our size, the rest untouched. */
-    size_t struct_size = kind->size + extra;
-    memset(buffer, SENTINEL_BYTE, sizeof buffer);
-    memcpy(buffer, &struct_size, sizeof struct_size);
-    vtrn_status_t status = kind->call(context, buffer);
-    EXPECT_MSG(status == VTRN_SUCCESS, "%s with struct_size %zu: %s: %s", kind->name, struct_size,
-               vtrn_status_string(status), vtrn_last_error());
-    size_t written_size;
-    memcpy(&written_size, buffer, sizeof written_size);
-    EXPECT_MSG(written_size == struct_size, "%s: struct_size became %zu, was %zu", kind->name, written_size,
-               struct_size);
-    EXPECT_MSG(bytes_are(buffer + kind->size, sizeof buffer - kind->size, SENTINEL_BYTE),
-               "%s with struct_size %zu: bytes past %zu were written", kind->name, struct_size, kind->size);
-    EXPECT_MSG(!bytes_are(buffer + sizeof(size_t), kind->size - sizeof(size_t), SENTINEL_BYTE),
-               "%s with struct_size %zu: nothing was filled", kind->name, struct_size);
 }
 
 static void test_struct_sizes(void) {
@@ -1410,6 +1227,5 @@ int main(void) {
     test_stress();
     test_garbage_sweep();
 
-    printf("c: %lu passed, %lu failed\n", passed_count, failed_count);
-    return failed_count == 0 ? 0 : 1;
+    return finish("test_abi");
 }

@@ -356,10 +356,10 @@ def test_core_hidden_by_visible_cores():
         serial = runtime_serial(runtime, 1)
         message = failure(vtrn.InvalidArgumentError, lambda: runtime.device(0).dma_queue(core=1))
         assert message == (f"vtrn_dma_queue_create: core 1 of device 0 (global core 1) is not visible to runtime "
-                           f"{serial}: VTRN_VISIBLE_CORES does not list it")
+                           f"{serial}: its visible cores are 0,3 (options.visible_cores or VTRN_VISIBLE_CORES)")
         message = failure(vtrn.InvalidArgumentError, lambda: runtime.device(1).dma_queue(core=0))
         assert message == (f"vtrn_dma_queue_create: core 0 of device 1 (global core 2) is not visible to runtime "
-                           f"{serial}: VTRN_VISIBLE_CORES does not list it")
+                           f"{serial}: its visible cores are 0,3 (options.visible_cores or VTRN_VISIBLE_CORES)")
         with runtime.device(0).dma_queue(core=0), runtime.device(1).dma_queue(core=1):
             pass
 
