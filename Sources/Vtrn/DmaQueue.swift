@@ -152,7 +152,8 @@ extension Device {
     public func copy(to destination: MemoryReference, from source: MemoryReference, bytes: UInt64) throws(VtrnError) {
         try state.checkOpen()
         let transfer = DmaTransfer(destination: destination, source: source, bytes: bytes)
-        let prepared = try DmaQueue.Ring.prepare(transfer, index: nil, device: self, allowingEmpty: true)
+        var keepAlive = DmaQueue.KeepAlive()
+        let prepared = try DmaQueue.Ring.prepare(transfer, index: nil, device: self, keepAlive: &keepAlive, allowingEmpty: true)
         guard bytes > 0 else { return }
         let ring = try borrowHostRing()
         defer { shared.hostQueues.withLock { $0.append(ring) } }
@@ -164,7 +165,7 @@ extension Device {
             chunk.bytes = min(perRound, bytes - done)
             chunk.destination += Int(done)
             chunk.source += Int(done)
-            try ring.enqueue(prepared: [chunk])
+            try ring.enqueue(prepared: [chunk], keepAlive: keepAlive)
             let sequence = ring.submit()
             try ring.wait(for: sequence, timeoutNanoseconds: .max, label: "host DMA queue of device \(index)")
             done += chunk.bytes
@@ -186,25 +187,43 @@ extension DmaQueue {
         var destination: UnsafeMutableRawPointer
         var source: UnsafeMutableRawPointer
         var bytes: UInt64
-        /// What the descriptors point into, kept until the transfer completes.
-        var keepAlive: KeepAlive
     }
 
-    /// Host buffers stay mapped and HBM blocks stay allocated while a transfer uses them.
+    /// Host buffers stay mapped and HBM blocks stay allocated while a transfer uses them. A batch's
+    /// last descriptor holds every distinct object of the batch: completion is in order, so the
+    /// batch is done when its last descriptor is, and a batch of a thousand transfers between two
+    /// buffers costs two references, not two thousand.
     struct KeepAlive {
         var hosts: (HostBuffer?, HostBuffer?) = (nil, nil)
         var leases: (BlockLease?, BlockLease?) = (nil, nil)
+        var moreHosts: [HostBuffer] = []
+        var moreLeases: [BlockLease] = []
 
         var isEmpty: Bool { hosts.0 == nil && hosts.1 == nil && leases.0 == nil && leases.1 == nil }
+
+        /// Adds what `other` holds, skipping what is here already (batches name few objects).
+        @inline(__always)
+        mutating func add(_ host: HostBuffer) {
+            if hosts.0 === host || hosts.1 === host || moreHosts.contains(where: { $0 === host }) { return }
+            if hosts.0 == nil { hosts.0 = host } else if hosts.1 == nil { hosts.1 = host } else { moreHosts.append(host) }
+        }
+
+        @inline(__always)
+        mutating func add(_ lease: BlockLease) {
+            if leases.0 === lease || leases.1 === lease || moreLeases.contains(where: { $0 === lease }) { return }
+            if leases.0 == nil { leases.0 = lease } else if leases.1 == nil { leases.1 = lease } else { moreLeases.append(lease) }
+        }
 
         func acquire() {
             leases.0?.acquire()
             leases.1?.acquire()
+            for lease in moreLeases { lease.acquire() }
         }
 
         func release() {
             leases.0?.release()
             leases.1?.release()
+            for lease in moreLeases { lease.release() }
         }
     }
 
@@ -240,11 +259,10 @@ extension DmaQueue {
         /// Resolves one end; `role` is "dst" or "src" for messages, `index` the transfer's.
         @inline(__always)
         private static func resolve(_ reference: MemoryReference, bytes: UInt64, role: StaticString, index: Int?,
-                                    device: Device) throws(VtrnError) -> (UnsafeMutableRawPointer, KeepAlive, ObjectIdentifier, UInt64) {
+                                    device: Device, keepAlive: inout KeepAlive) throws(VtrnError) -> (UnsafeMutableRawPointer, ObjectIdentifier, UInt64) {
             var label: String { index.map { "transfer \($0): " } ?? "" }
             let offset: UInt64, size: UInt64, what: String
             let pointer: UnsafeMutableRawPointer, identity: ObjectIdentifier
-            var keep = KeepAlive()
             switch reference {
             case .host(let buffer, let at):
                 if buffer.state.isClosed {
@@ -257,7 +275,8 @@ extension DmaQueue {
                                            + "not mapped for this one's DMA)")
                 }
                 (offset, size, what) = (at, UInt64(buffer.bytes), "host buffer")
-                (pointer, keep.hosts.0, identity) = (buffer.data, buffer, ObjectIdentifier(buffer))
+                (pointer, identity) = (buffer.data, ObjectIdentifier(buffer))
+                keepAlive.add(buffer)
             case .device(let memory, let at):
                 if memory.isFreed { throw VtrnError(.invalidHandle, "\(label)\(role) device memory was freed") }
                 guard memory.device.hardware === device.hardware else {
@@ -269,56 +288,59 @@ extension DmaQueue {
                                            + "runtime \(device.runtime.serial), which runs the copy")
                 }
                 (offset, size, what) = (at, memory.bytes, "device memory block")
-                (pointer, keep.leases.0, identity) = (memory.pointer, memory.lease, ObjectIdentifier(memory))
+                (pointer, identity) = (memory.pointer, ObjectIdentifier(memory))
+                keepAlive.add(memory.lease)
             }
             guard offset <= size, bytes <= size - offset else {
                 throw VtrnError(.outOfBounds, "\(label)\(role) range [\(offset), \(offset) + \(bytes)) runs past the end of "
                                 + "the \(size)-byte \(what)")
             }
-            return (pointer + Int(offset), keep, identity, offset)
+            return (pointer + Int(offset), identity, offset)
         }
 
-        /// Checks one transfer; `index` names it in messages ("transfer 3: ").
         /// Checks one transfer; `index` names it in messages ("transfer 3: "). Zero bytes are an
         /// error for a queue (a descriptor moves at least one byte), and checked like any other
         /// size when `allowingEmpty` (vtrn_memcpy).
-        static func prepare(_ transfer: DmaTransfer, index: Int?, device: Device,
+        /// What its ends point into joins `keepAlive`, the batch's.
+        static func prepare(_ transfer: DmaTransfer, index: Int?, device: Device, keepAlive: inout KeepAlive,
                             allowingEmpty: Bool = false) throws(VtrnError) -> Prepared {
             var label: String { index.map { "transfer \($0): " } ?? "" }
             guard transfer.bytes > 0 || allowingEmpty else { throw .invalidArgument("\(label)bytes is 0") }
-            let destination = try resolve(transfer.destination, bytes: transfer.bytes, role: "dst", index: index, device: device)
-            let source = try resolve(transfer.source, bytes: transfer.bytes, role: "src", index: index, device: device)
-            if destination.2 == source.2 && transfer.bytes > 0 {
-                let (low, high) = destination.3 < source.3 ? (destination.3, source.3) : (source.3, destination.3)
+            let destination = try resolve(transfer.destination, bytes: transfer.bytes, role: "dst", index: index, device: device,
+                                          keepAlive: &keepAlive)
+            let source = try resolve(transfer.source, bytes: transfer.bytes, role: "src", index: index, device: device,
+                                     keepAlive: &keepAlive)
+            if destination.1 == source.1 && transfer.bytes > 0 {
+                let (low, high) = destination.2 < source.2 ? (destination.2, source.2) : (source.2, destination.2)
                 if high - low < transfer.bytes {
-                    throw .invalidArgument("\(label)dst and src overlap (offsets \(destination.3) and \(source.3) of the same "
+                    throw .invalidArgument("\(label)dst and src overlap (offsets \(destination.2) and \(source.2) of the same "
                                            + "memory, \(counted(transfer.bytes, "byte")))")
                 }
             }
-            return Prepared(destination: destination.0, source: source.0, bytes: transfer.bytes,
-                            keepAlive: KeepAlive(hosts: (destination.1.hosts.0, source.1.hosts.0),
-                                                 leases: (destination.1.leases.0, source.1.leases.0)))
+            return Prepared(destination: destination.0, source: source.0, bytes: transfer.bytes)
         }
 
         func enqueue(count: Int, device: Device, _ transfer: (Int) throws(VtrnError) -> DmaTransfer) throws(VtrnError) {
             try producer.withLock { (producer: inout Producer) throws(VtrnError) in
                 producer.scratch.removeAll(keepingCapacity: true)
+                var keepAlive = KeepAlive()
                 for index in 0..<count {
-                    producer.scratch.append(try Self.prepare(try transfer(index), index: index, device: device))
+                    producer.scratch.append(try Self.prepare(try transfer(index), index: index, device: device,
+                                                             keepAlive: &keepAlive))
                 }
-                try write(&producer)
+                try write(&producer, keepAlive: keepAlive)
             }
         }
 
-        func enqueue(prepared: [Prepared]) throws(VtrnError) {
+        func enqueue(prepared: [Prepared], keepAlive: KeepAlive) throws(VtrnError) {
             try producer.withLock { (producer: inout Producer) throws(VtrnError) in
                 producer.scratch = prepared
-                try write(&producer)
+                try write(&producer, keepAlive: keepAlive)
             }
         }
 
         /// Writes `producer.scratch` into the rings, or nothing when they lack room.
-        private func write(_ producer: inout Producer) throws(VtrnError) {
+        private func write(_ producer: inout Producer, keepAlive batchKeepAlive: KeepAlive) throws(VtrnError) {
             reclaim(&producer)
             var needed: UInt64 = 0
             for prepared in producer.scratch { needed += Self.descriptors(for: prepared.bytes) }
@@ -346,16 +368,17 @@ extension DmaQueue {
                                                      address: UInt64(UInt(bitPattern: prepared.source + Int(done))))
                     destinationRing[slot] = DmaDescriptor(lengthControl: control, metadata: producer.transfersEnqueued,
                                                           address: UInt64(UInt(bitPattern: prepared.destination + Int(done))))
-                    if isLast && !prepared.keepAlive.isEmpty {
-                        prepared.keepAlive.acquire()
-                        producer.keepAlive[slot] = prepared.keepAlive
-                        producer.keepAliveCount += 1
-                    }
                     done += length
                     position += 1
                     slot += 1
                     if slot == Int(entries) { slot = 0 }
                 }
+            }
+            if !batchKeepAlive.isEmpty {
+                let last = Int((position - 1) % entries)
+                batchKeepAlive.acquire()
+                producer.keepAlive[last] = batchKeepAlive
+                producer.keepAliveCount += 1
             }
             producer.tail = position
             producer.scratch.removeAll(keepingCapacity: true)
