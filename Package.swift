@@ -27,7 +27,7 @@ let package = Package(
         .target(
             name: "CVtrnSystem",
             cSettings: [.define("_GNU_SOURCE")],
-            linkerSettings: [.linkedLibrary("numa")]
+            linkerSettings: [.linkedLibrary("numa"), .linkedLibrary("openblas")]
         ),
         .target(name: "VtrnDevice", dependencies: ["CVtrnSystem"]),
         .target(name: "Vtrn", dependencies: ["VtrnDevice", "CVtrnSystem"]),

@@ -117,6 +117,12 @@ typedef struct vtrn_host_buffer_s *vtrn_host_buffer_t;
 typedef struct vtrn_device_memory_s *vtrn_device_memory_t;
 /** One DMA queue of one DMA engine of one NeuronCore: a descriptor ring and its doorbell. */
 typedef struct vtrn_dma_queue_s *vtrn_dma_queue_t;
+/** A program being built: instructions for a NeuronCore's engines, and named HBM parameters. */
+typedef struct vtrn_program_s *vtrn_program_t;
+/** A program validated and loaded on one core, ready to execute any number of times. */
+typedef struct vtrn_kernel_s *vtrn_kernel_t;
+/** One execution of a kernel: wait on it, read its status and its timings. */
+typedef struct vtrn_fence_s *vtrn_fence_t;
 
 /* ============================================================================================
  * Enums and flags
@@ -138,14 +144,65 @@ typedef enum vtrn_log_level {
     VTRN_LOG_LEVEL_FORCE32 = 0x7fffffff
 } vtrn_log_level_t;
 
-/** The engines of a NeuronCore, as bits of vtrn_core_info_t.engines. */
+/** The engines of a NeuronCore, as bits of vtrn_core_info_t.engines, and, one at a time, the
+ *  engine an instruction runs on. Each engine runs its own in-order instruction stream. */
 typedef enum vtrn_engine_flags {
     VTRN_ENGINE_PE = 1u << 0,   /**< Tensor engine (matmul, transpose) */
     VTRN_ENGINE_ACT = 1u << 1,  /**< Scalar engine (activation functions) */
     VTRN_ENGINE_DVE = 1u << 2,  /**< Vector engine (elementwise, reductions) */
     VTRN_ENGINE_POOL = 1u << 3, /**< GpSimd engine (iota, affine select, general purpose) */
+    VTRN_ENGINE_DMA = 1u << 4,  /**< the core's DMA, for HBM <-> SBUF copies inside kernels */
     VTRN_ENGINE_FORCE32 = 0x7fffffff
 } vtrn_engine_flags_t;
+
+/** Element types. Engines compute in fp32 and round to the output type (nearest even; fp8
+ *  e4m3 is Trainium's IEEE-like variant, max 240; conversions match ml_dtypes). */
+typedef enum vtrn_dtype {
+    VTRN_DTYPE_FP32 = 1,
+    VTRN_DTYPE_BF16 = 2,
+    VTRN_DTYPE_FP16 = 3,
+    VTRN_DTYPE_FP8_E4M3 = 4,
+    VTRN_DTYPE_FP8_E5M2 = 5,
+    VTRN_DTYPE_INT32 = 6,
+    VTRN_DTYPE_INT8 = 7,
+    VTRN_DTYPE_UINT8 = 8,
+    VTRN_DTYPE_FORCE32 = 0x7fffffff
+} vtrn_dtype_t;
+
+/** Where an access pattern points. */
+typedef enum vtrn_memory_space {
+    VTRN_MEMORY_SBUF = 1, /**< the core's state buffer: 128 partitions */
+    VTRN_MEMORY_PSUM = 2, /**< the core's partial-sum buffer: 128 partitions x 8 banks of 2 KiB */
+    VTRN_MEMORY_HBM = 3,  /**< a kernel parameter, bound to device memory at execution */
+    VTRN_MEMORY_FORCE32 = 0x7fffffff
+} vtrn_memory_space_t;
+
+/** Arithmetic of TENSOR_TENSOR, TENSOR_SCALAR, TENSOR_REDUCE (add, max, min, multiply) and
+ *  AFFINE_SELECT (the comparisons). Comparisons give 1.0 or 0.0. Bitwise ops and shifts take
+ *  integer dtypes only. */
+typedef enum vtrn_alu_op {
+    VTRN_ALU_ADD = 1, VTRN_ALU_SUBTRACT, VTRN_ALU_MULTIPLY, VTRN_ALU_MAX, VTRN_ALU_MIN,
+    VTRN_ALU_EQUAL, VTRN_ALU_NOT_EQUAL, VTRN_ALU_GREATER, VTRN_ALU_GREATER_EQUAL, VTRN_ALU_LESS, VTRN_ALU_LESS_EQUAL,
+    VTRN_ALU_POW, VTRN_ALU_ABS, VTRN_ALU_RECIPROCAL, VTRN_ALU_RSQRT, VTRN_ALU_DIVIDE,
+    VTRN_ALU_BITWISE_AND, VTRN_ALU_BITWISE_OR, VTRN_ALU_BITWISE_XOR, VTRN_ALU_SHIFT_LEFT, VTRN_ALU_SHIFT_RIGHT,
+    VTRN_ALU_BYPASS, /**< the first operand as it is (an empty second stage of TENSOR_SCALAR) */
+    VTRN_ALU_FORCE32 = 0x7fffffff
+} vtrn_alu_op_t;
+
+/** Functions of ACTIVATE: fn(src * scale + bias). */
+typedef enum vtrn_activation {
+    VTRN_ACT_COPY = 1, VTRN_ACT_EXP, VTRN_ACT_LOG, VTRN_ACT_TANH, VTRN_ACT_SIGMOID, VTRN_ACT_RELU,
+    VTRN_ACT_GELU, VTRN_ACT_GELU_TANH, VTRN_ACT_SILU, VTRN_ACT_SQUARE, VTRN_ACT_SQRT, VTRN_ACT_RSQRT,
+    VTRN_ACT_RECIPROCAL,
+    VTRN_ACT_FORCE32 = 0x7fffffff
+} vtrn_activation_t;
+
+/** How SEM_SIGNAL (and an instruction's signal) changes a semaphore. */
+typedef enum vtrn_semaphore_op {
+    VTRN_SEMAPHORE_ADD = 1,
+    VTRN_SEMAPHORE_SET = 2,
+    VTRN_SEMAPHORE_FORCE32 = 0x7fffffff
+} vtrn_semaphore_op_t;
 
 /** Where vtrn_host_buffer_create puts a buffer's pages. */
 typedef enum vtrn_numa_placement {
@@ -349,6 +406,92 @@ typedef struct vtrn_dma_transfer {
     vtrn_memory_ref_t src;
     uint64_t bytes;
 } vtrn_dma_transfer_t;
+
+/** An operand of an instruction: up to 4 free dimensions over a memory, NKI's access pattern.
+ *  SBUF/PSUM: `partitions` partitions from `start_partition`, and in each partition the elements
+ *  at byte `offset` + sum(i_d * stride[d]) * element size, i_d < size[d], for d < dims (dims 1-4;
+ *  unused sizes are 1). HBM: the same over the bytes of kernel parameter `parameter`, where
+ *  partition p starts `partition_stride` elements after partition p-1 (start_partition unused).
+ *  Strides are in elements and may be 0 (broadcast reads) or negative. */
+typedef struct vtrn_access {
+    vtrn_memory_space_t space;
+    vtrn_dtype_t dtype;
+    uint32_t start_partition;
+    uint32_t partitions;
+    uint64_t offset;
+    uint32_t parameter;
+    uint32_t dims;
+    uint32_t size[4];
+    int64_t stride[4];
+    int64_t partition_stride;
+} vtrn_access_t;
+
+/** `partitions` x `elements` of `dtype`, contiguous in each partition of SBUF from byte `offset`. */
+static inline vtrn_access_t vtrn_sbuf(uint32_t start_partition, uint32_t partitions, uint64_t offset, vtrn_dtype_t dtype,
+                                      uint32_t elements) {
+    vtrn_access_t access = { VTRN_MEMORY_SBUF, dtype, start_partition, partitions, offset, 0, 1,
+                             { elements, 1, 1, 1 }, { 1, 0, 0, 0 }, 0 };
+    return access;
+}
+
+/** The same in PSUM. */
+static inline vtrn_access_t vtrn_psum(uint32_t start_partition, uint32_t partitions, uint64_t offset, vtrn_dtype_t dtype,
+                                      uint32_t elements) {
+    vtrn_access_t access = vtrn_sbuf(start_partition, partitions, offset, dtype, elements);
+    access.space = VTRN_MEMORY_PSUM;
+    return access;
+}
+
+/** A `rows` x `columns` block of kernel parameter `parameter`, row-major with `row_stride`
+ *  elements between rows, from byte `offset`: rows map to partitions in a DMA_COPY. */
+static inline vtrn_access_t vtrn_hbm(uint32_t parameter, uint64_t offset, vtrn_dtype_t dtype, uint32_t rows,
+                                     int64_t row_stride, uint32_t columns) {
+    vtrn_access_t access = { VTRN_MEMORY_HBM, dtype, 0, rows, offset, parameter, 1,
+                             { columns, 1, 1, 1 }, { 1, 0, 0, 0 }, row_stride };
+    return access;
+}
+
+/** A scale or scalar operand: an immediate, or a [P,1] tile broadcast along the free axes. */
+typedef struct vtrn_scalar {
+    uint32_t is_tile;     /**< 0: `value`; 1: `tile` */
+    float value;
+    vtrn_access_t tile;
+} vtrn_scalar_t;
+
+/** Semaphore work attached to an instruction: wait until semaphore `wait_semaphore` is at least
+ *  `wait_value` before starting (-1: no wait), and change `signal_semaphore` by `signal_op` with
+ *  `signal_value` when done (-1: no signal). Semaphores are the core's 0-255, zero at the start of
+ *  each execution. */
+typedef struct vtrn_sync {
+    int32_t wait_semaphore;
+    uint32_t wait_value;
+    int32_t signal_semaphore;
+    vtrn_semaphore_op_t signal_op;
+    uint32_t signal_value;
+} vtrn_sync_t;
+#define VTRN_SYNC_NONE { -1, 0, -1, VTRN_SEMAPHORE_ADD, 0 }
+
+/** A kernel parameter bound to device memory for one execution. */
+typedef struct vtrn_binding {
+    const char *name;            /**< the parameter's name, as vtrn_program_add_parameter gave it */
+    vtrn_device_memory_t memory; /**< of the kernel's device and runtime */
+    uint64_t offset;             /**< where the parameter starts in the block */
+} vtrn_binding_t;
+
+/** What vtrn_fence_get_info reports about an execution. */
+typedef struct vtrn_execution_info {
+    size_t struct_size;
+    vtrn_status_t status;              /**< VTRN_NOT_READY while it runs */
+    uint32_t reserved;
+    uint64_t wall_ns;                  /**< host time from start to end of the execution */
+    uint64_t queued_ns;                /**< host time from vtrn_kernel_execute to its start */
+    uint64_t device_ns;                /**< estimated device time: the latest engine's end */
+    uint64_t device_cycles;            /**< device_ns in cycles of the PE clock */
+    uint64_t instructions[5];          /**< executed per engine: PE, ACT, DVE, POOL, DMA */
+    uint64_t engine_busy_ns[5];        /**< estimated busy time per engine */
+} vtrn_execution_info_t;
+#define VTRN_EXECUTION_INFO_INIT \
+    { sizeof(vtrn_execution_info_t), VTRN_SUCCESS, 0, 0, 0, 0, 0, { 0, 0, 0, 0, 0 }, { 0, 0, 0, 0, 0 } }
 
 /** The largest number of bytes one DMA descriptor moves (udma's MAX_DMA_DESC_SIZE). A transfer of
  *  N bytes takes ceil(N / VTRN_DMA_MAX_DESCRIPTOR_BYTES) descriptors of the queue's ring. */
@@ -579,6 +722,153 @@ vtrn_status_t vtrn_dma_queue_destroy(vtrn_dma_queue_t queue);
  *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT;
  *  VTRN_ERROR_OUT_OF_BOUNDS. */
 vtrn_status_t vtrn_memcpy(vtrn_device_t device, vtrn_memory_ref_t dst, vtrn_memory_ref_t src, uint64_t bytes);
+
+/* ============================================================================================
+ * Functions: programs
+ *
+ * A program is a list of instructions, each for one engine of a NeuronCore, modelled on NKI's
+ * nki.isa. Builders append one instruction each and check only what needs no context (NULL
+ * pointers, enum values); the whole program is validated once, by vtrn_kernel_load, against the
+ * core it is loaded on. The limits (NKI's): partitions 1-128; compute engines start at partition 0,
+ * 32, 64 or 96 and stay in that quadrant group (from 32 or 96: at most 32 partitions; from 64: at
+ * most 64); MATMUL: K (the partitions of both inputs) <= 128, M <= 128, N <= 512, the result fp32
+ * in PSUM within one 2 KiB bank; PSUM is written only by PE instructions and read by the others;
+ * not both inputs of TENSOR_TENSOR in PSUM; shapes of outputs and inputs agree; every access
+ * stays inside SBUF, PSUM or its parameter; semaphores 0-255.
+ * Every builder: returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT for
+ * a NULL pointer or an unknown enum value (the message names it). [in][optional] sync: NULL for
+ * none. Builders must not be called on one program from several threads at once.
+ * ============================================================================================ */
+
+/** Creates an empty program owned by the runtime. */
+vtrn_status_t vtrn_program_create(vtrn_runtime_t runtime, vtrn_program_t *out);
+
+/** Destroys a program. Kernels loaded from it are not affected. NULL is a no-op. */
+vtrn_status_t vtrn_program_destroy(vtrn_program_t program);
+
+/** Declares kernel parameter `name` (unique, 1-63 bytes), an HBM tensor of `bytes` bytes that each
+ *  execution binds to device memory. [out][optional] index: its number, for vtrn_access_t.parameter. */
+vtrn_status_t vtrn_program_add_parameter(vtrn_program_t program, const char *name, uint64_t bytes, uint32_t *index);
+
+/** The number of instructions so far. */
+vtrn_status_t vtrn_program_instruction_count(vtrn_program_t program, uint32_t *count);
+
+/** DMA_COPY (DMA engine): dst = src, element by element, HBM<->SBUF or SBUF<->SBUF (or PSUM to
+ *  either); element counts equal; a dtype change goes through fp32. Partition p of src goes to
+ *  partition p of dst. */
+vtrn_status_t vtrn_program_dma_copy(vtrn_program_t program, vtrn_access_t dst, vtrn_access_t src, const vtrn_sync_t *sync);
+
+/** MATMUL (PE): dst[M,N] = (accumulate ? dst : 0) + stationary[K,M]^T . moving[K,N], in fp32 in
+ *  PSUM; K is the partition count of both inputs, M the free size of stationary, N of moving.
+ *  Narrower inputs are widened to fp32 first. The first matmul into a PSUM tile must not accumulate
+ *  (it overwrites). */
+vtrn_status_t vtrn_program_matmul(vtrn_program_t program, vtrn_access_t dst, vtrn_access_t stationary,
+                                  vtrn_access_t moving, uint32_t accumulate, const vtrn_sync_t *sync);
+
+/** TRANSPOSE (PE): dst[F,P] = src[P,F], P and F <= 128, bit exact (dtypes must match). */
+vtrn_status_t vtrn_program_transpose(vtrn_program_t program, vtrn_access_t dst, vtrn_access_t src, const vtrn_sync_t *sync);
+
+/** ACTIVATE (ACT): dst = fn(src * scale + bias). [in] scale: an immediate or a [P,1] tile;
+ *  [in][optional] bias: a [P,1] tile (NULL: 0); [in][optional] accumulate_out: a [P,1] tile that
+ *  receives the sum of each partition's results along the free axes (NULL: none). */
+vtrn_status_t vtrn_program_activate(vtrn_program_t program, vtrn_access_t dst, vtrn_activation_t fn, vtrn_access_t src,
+                                    const vtrn_scalar_t *scale, const vtrn_access_t *bias,
+                                    const vtrn_access_t *accumulate_out, const vtrn_sync_t *sync);
+
+/** TENSOR_TENSOR (DVE): dst = a op b, element by element. */
+vtrn_status_t vtrn_program_tensor_tensor(vtrn_program_t program, vtrn_access_t dst, vtrn_access_t a, vtrn_access_t b,
+                                         vtrn_alu_op_t op, const vtrn_sync_t *sync);
+
+/** TENSOR_SCALAR (DVE, ACT or POOL): dst = (src op0 x0) op1 x1; with bit 0 of `reverse` set the
+ *  first stage is x0 op0 src, with bit 1 the second is x1 op1 (...). op1 VTRN_ALU_BYPASS skips the
+ *  second stage (x1 may then be NULL). */
+vtrn_status_t vtrn_program_tensor_scalar(vtrn_program_t program, vtrn_engine_flags_t engine, vtrn_access_t dst,
+                                         vtrn_access_t src, vtrn_alu_op_t op0, const vtrn_scalar_t *x0,
+                                         vtrn_alu_op_t op1, const vtrn_scalar_t *x1, uint32_t reverse,
+                                         const vtrn_sync_t *sync);
+
+/** TENSOR_REDUCE (DVE): dst[P,1] = reduction of each partition's elements (add, max, min or
+ *  multiply), negated when `negate`. */
+vtrn_status_t vtrn_program_tensor_reduce(vtrn_program_t program, vtrn_access_t dst, vtrn_access_t src, vtrn_alu_op_t op,
+                                         uint32_t negate, const vtrn_sync_t *sync);
+
+/** TENSOR_COPY (DVE, ACT or POOL): dst = src; bit exact when the dtypes match, else via fp32. */
+vtrn_status_t vtrn_program_tensor_copy(vtrn_program_t program, vtrn_engine_flags_t engine, vtrn_access_t dst,
+                                       vtrn_access_t src, const vtrn_sync_t *sync);
+
+/** MEMSET (DVE or POOL): every element of dst = value (rounded to dst's dtype). */
+vtrn_status_t vtrn_program_memset(vtrn_program_t program, vtrn_engine_flags_t engine, vtrn_access_t dst, float value,
+                                  const vtrn_sync_t *sync);
+
+/** IOTA (POOL): dst[p, i...] = offset + p * channel_multiplier + sum(steps[d] * i_d), in int32, then
+ *  converted to dst's dtype. [in] steps: dst.dims values. */
+vtrn_status_t vtrn_program_iota(vtrn_program_t program, vtrn_access_t dst, const int32_t *steps, int32_t offset,
+                                int32_t channel_multiplier, const vtrn_sync_t *sync);
+
+/** AFFINE_SELECT (POOL): with v = offset + p * channel_multiplier + sum(steps[d] * i_d),
+ *  dst = (v cmp 0) ? on_true : on_false_value; cmp is one of the comparisons (causal masks). */
+vtrn_status_t vtrn_program_affine_select(vtrn_program_t program, vtrn_access_t dst, const int32_t *steps, int32_t offset,
+                                         int32_t channel_multiplier, vtrn_alu_op_t cmp, vtrn_access_t on_true,
+                                         float on_false_value, const vtrn_sync_t *sync);
+
+/** SEM_SIGNAL (any engine): changes semaphore `semaphore` by `op` and `value`, in the engine's
+ *  stream order. */
+vtrn_status_t vtrn_program_sem_signal(vtrn_program_t program, vtrn_engine_flags_t engine, uint32_t semaphore,
+                                      vtrn_semaphore_op_t op, uint32_t value);
+
+/** SEM_WAIT (any engine): the engine's stream waits until semaphore `semaphore` >= `value`. */
+vtrn_status_t vtrn_program_sem_wait(vtrn_program_t program, vtrn_engine_flags_t engine, uint32_t semaphore,
+                                    uint32_t value);
+
+/* ============================================================================================
+ * Functions: kernels and executions
+ *
+ * Each core executes its executions one at a time, in submission order, on a host thread of its
+ * own (which sleeps when idle); cores and devices run in parallel. Inside an execution the
+ * engines' streams interleave deterministically: the same kernel and inputs give the same results
+ * and the same virtual timeline every run. Each instruction has a cost in cycles of its engine's
+ * clock (matmul max(N, 64) cycles per pass, x4 for fp32 inputs; vector ops about one cycle per
+ * element; at least 64 cycles; DMA at the engine's bandwidth); the engines' timelines, with
+ * semaphore waits honoured, give the estimated device time.
+ * ============================================================================================ */
+
+/** Validates `program` for `core` of `device` and loads it (the program may then be destroyed).
+ *  The first kernel or DMA queue on a core claims the core for this runtime.
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_PROGRAM naming the
+ *  instruction index, its opcode, the operand and the rule it breaks (the first such);
+ *  VTRN_ERROR_INVALID_ARGUMENT for a bad core (hidden, out of range) or NULL out;
+ *  VTRN_ERROR_BUSY when another runtime holds the core. */
+vtrn_status_t vtrn_kernel_load(vtrn_device_t device, uint32_t core, vtrn_program_t program, vtrn_kernel_t *out);
+
+/** Unloads a kernel after its queued executions finish. NULL is a no-op. */
+vtrn_status_t vtrn_kernel_unload(vtrn_kernel_t kernel);
+
+/** Queues one execution on the kernel's core and returns at once with its fence. Every parameter
+ *  must be bound, to device memory of the kernel's device and runtime; a binding that leaves a
+ *  parameter too little room fails the call (VTRN_ERROR_OUT_OF_BOUNDS). The core's command queue
+ *  holds 1024 executions; beyond that the call fails with VTRN_ERROR_QUEUE_FULL (nothing queued).
+ *  An execution running longer than VTRN_EXEC_TIMEOUT_MS fails with VTRN_ERROR_TIMEOUT.
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_NOT_FOUND (a binding names no
+ *  parameter); VTRN_ERROR_INVALID_ARGUMENT (a parameter unbound or bound twice, memory of
+ *  another device or runtime, NULL out); VTRN_ERROR_OUT_OF_BOUNDS; VTRN_ERROR_QUEUE_FULL. */
+vtrn_status_t vtrn_kernel_execute(vtrn_kernel_t kernel, const vtrn_binding_t *bindings, uint32_t count,
+                                  vtrn_fence_t *out);
+
+/** Waits for an execution: timeout_ns 0 polls, UINT64_MAX waits forever. Returns the execution's
+ *  own status once it has finished (VTRN_SUCCESS, or its failure: VTRN_ERROR_DEADLOCK,
+ *  VTRN_ERROR_TIMEOUT, VTRN_ERROR_OUT_OF_BOUNDS..., with vtrn_last_error() giving its message);
+ *  VTRN_NOT_READY when polling and not done; VTRN_ERROR_TIMEOUT when the wait timed out (the
+ *  execution goes on); VTRN_ERROR_INVALID_HANDLE. */
+vtrn_status_t vtrn_fence_wait(vtrn_fence_t fence, uint64_t timeout_ns);
+
+/** [out] status: the execution's status now (VTRN_NOT_READY while queued or running). */
+vtrn_status_t vtrn_fence_status(vtrn_fence_t fence, vtrn_status_t *status);
+
+/** Timings and counters of an execution (final once it has finished). */
+vtrn_status_t vtrn_fence_get_info(vtrn_fence_t fence, vtrn_execution_info_t *info);
+
+/** Releases a fence (the execution goes on if it has not finished). NULL is a no-op. */
+vtrn_status_t vtrn_fence_destroy(vtrn_fence_t fence);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -19,8 +19,11 @@ struct HandleKind: Sendable {
     static let hostBuffer = HandleKind(tag: 3, typeName: "vtrn_host_buffer_t")
     static let deviceMemory = HandleKind(tag: 4, typeName: "vtrn_device_memory_t")
     static let dmaQueue = HandleKind(tag: 5, typeName: "vtrn_dma_queue_t")
+    static let program = HandleKind(tag: 6, typeName: "vtrn_program_t")
+    static let kernel = HandleKind(tag: 7, typeName: "vtrn_kernel_t")
+    static let fence = HandleKind(tag: 8, typeName: "vtrn_fence_t")
 
-    static let all: [HandleKind] = [.runtime, .device, .hostBuffer, .deviceMemory, .dmaQueue]
+    static let all: [HandleKind] = [.runtime, .device, .hostBuffer, .deviceMemory, .dmaQueue, .program, .kernel, .fence]
 }
 
 enum HandleLayout {

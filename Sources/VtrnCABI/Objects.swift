@@ -33,6 +33,9 @@ enum Handles {
     static let hostBuffers = HandleTable<Owned<HostBuffer>>(.hostBuffer)
     static let deviceMemory = HandleTable<Owned<DeviceMemory>>(.deviceMemory)
     static let dmaQueues = HandleTable<Owned<DmaQueue>>(.dmaQueue)
+    static let programs = HandleTable<Owned<Program>>(.program)
+    static let kernels = HandleTable<Owned<Kernel>>(.kernel)
+    static let fences = HandleTable<Owned<Fence>>(.fence)
 
     /// Registers an object a runtime owns.
     static func register<Object>(_ object: Object, in table: HandleTable<Owned<Object>>, runtimeToken: UInt64) throws(VtrnError) -> UInt64 {
@@ -63,6 +66,9 @@ enum Handles {
     static func destroy(_ token: UInt64) throws(VtrnError) {
         let entry = try runtimes.remove(token, because: "it was destroyed")
         let reason = "runtime \(entry.runtime.serial), which owned it, was destroyed"
+        fences.removeAll(ownedBy: token, because: reason)
+        kernels.removeAll(ownedBy: token, because: reason)
+        programs.removeAll(ownedBy: token, because: reason)
         dmaQueues.removeAll(ownedBy: token, because: reason)
         deviceMemory.removeAll(ownedBy: token, because: reason)
         hostBuffers.removeAll(ownedBy: token, because: reason)

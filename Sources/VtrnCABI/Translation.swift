@@ -141,6 +141,11 @@ extension vtrn_dma_queue_info_t: VersionedStruct {
     static let firstVersionSize = 64
 }
 
+extension vtrn_execution_info_t: VersionedStruct {
+    static let cName = "vtrn_execution_info_t"
+    static let firstVersionSize = 128
+}
+
 // MARK: - Strings
 
 /// Copies `text` into a fixed C char array (a tuple), truncating at a UTF-8 boundary and always

@@ -15,6 +15,8 @@ public final class VirtualDevice: Sendable {
     /// Open hardware queues, by `queueKey`.
     private let openQueues = Mutex<Set<Int>>([])
     private let nextHostQueue = Atomic<Int>(0)
+    /// Each core's command queue, for kernel executions.
+    public let commandQueues: [CoreCommandQueue]
 
     /// Engines that move data between host and device for the runtime itself (tensor reads and
     /// writes), beside the cores' own: trn1 has 2 per chip.
@@ -41,6 +43,13 @@ public final class VirtualDevice: Sendable {
             engines.append(DmaEngineHardware(name: "vtrn\(index)h\(engine)", numaNode: numaNode))
         }
         self.engines = engines
+        commandQueues = (0..<preset.coresPerDevice).map {
+            CoreCommandQueue(preset: preset, name: "vtrn\(index)core\($0)", numaNode: numaNode)
+        }
+    }
+
+    deinit {
+        for queue in commandQueues { queue.shutdown() }
     }
 
     /// PCI bus/device/function, one bus per device like a trn1.32xlarge's: "0000:10:1e.0".

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <numa.h>
 #include <numaif.h>
+#include <cblas.h>
 
 #define VTRNSYS_HIDDEN __attribute__((visibility("hidden")))
 

@@ -1,0 +1,219 @@
+/// The instruction set of the virtual NeuronCore, modelled on NKI's `nki.isa` (DESIGN.md's table).
+/// Raw values of the enums are the C header's.
+
+public enum MemorySpace: Int, Sendable, CustomStringConvertible {
+    case sbuf = 1, psum, hbm
+    public var description: String { self == .sbuf ? "SBUF" : self == .psum ? "PSUM" : "HBM" }
+}
+
+/// The engines, as stream indices; the C header's flags are `1 << rawValue`.
+public enum Engine: Int, Sendable, CaseIterable, CustomStringConvertible {
+    case pe = 0, act, dve, pool, dma
+    public var description: String { ["PE", "ACT", "DVE", "POOL", "DMA"][rawValue] }
+    public var flag: UInt32 { 1 << UInt32(rawValue) }
+    public init?(flag: UInt32) {
+        guard flag != 0, flag & (flag - 1) == 0, let engine = Engine(rawValue: flag.trailingZeroBitCount) else { return nil }
+        self = engine
+    }
+}
+
+public enum AluOp: Int, Sendable, CaseIterable, CustomStringConvertible {
+    case add = 1, subtract, multiply, max, min
+    case equal, notEqual, greater, greaterEqual, less, lessEqual
+    case pow, abs, reciprocal, rsqrt, divide
+    case bitwiseAnd, bitwiseOr, bitwiseXor, shiftLeft, shiftRight
+    case bypass
+
+    public var description: String {
+        ["add", "subtract", "multiply", "max", "min", "equal", "not_equal", "greater", "greater_equal", "less",
+         "less_equal", "pow", "abs", "reciprocal", "rsqrt", "divide", "bitwise_and", "bitwise_or", "bitwise_xor",
+         "shift_left", "shift_right", "bypass"][rawValue - 1]
+    }
+    public var isComparison: Bool { (AluOp.equal.rawValue...AluOp.lessEqual.rawValue).contains(rawValue) }
+    public var isBitwise: Bool { (AluOp.bitwiseAnd.rawValue...AluOp.shiftRight.rawValue).contains(rawValue) }
+    public var isReduction: Bool { self == .add || self == .max || self == .min || self == .multiply }
+}
+
+public enum ActivationFunction: Int, Sendable, CaseIterable, CustomStringConvertible {
+    case copy = 1, exp, log, tanh, sigmoid, relu, gelu, geluTanh, silu, square, sqrt, rsqrt, reciprocal
+    public var description: String {
+        ["copy", "exp", "log", "tanh", "sigmoid", "relu", "gelu", "gelu_tanh", "silu", "square", "sqrt", "rsqrt",
+         "reciprocal"][rawValue - 1]
+    }
+}
+
+public enum SemaphoreOp: Int, Sendable { case add = 1, set = 2 }
+
+/// An operand: up to 4 free dimensions over SBUF, PSUM or a kernel parameter (`vtrn_access_t`).
+public struct AccessPattern: Sendable, Equatable {
+    public var space: MemorySpace
+    public var dtype: DataType
+    public var startPartition: Int
+    public var partitions: Int
+    /// Bytes: into each partition (SBUF/PSUM) or into the parameter (HBM).
+    public var offset: Int
+    public var parameter: Int
+    public var sizes: [Int]
+    /// Elements; may be 0 or negative.
+    public var strides: [Int]
+    /// HBM: elements between partitions.
+    public var partitionStride: Int
+
+    public init(space: MemorySpace, dtype: DataType, startPartition: Int = 0, partitions: Int, offset: Int = 0,
+                parameter: Int = 0, sizes: [Int], strides: [Int]? = nil, partitionStride: Int = 0) {
+        self.space = space
+        self.dtype = dtype
+        self.startPartition = startPartition
+        self.partitions = partitions
+        self.offset = offset
+        self.parameter = parameter
+        self.sizes = sizes
+        var contiguous: [Int] = []
+        var step = 1
+        for size in sizes { contiguous.append(step); step *= size }
+        self.strides = strides ?? contiguous
+        self.partitionStride = partitionStride
+    }
+
+    /// Elements in each partition.
+    public var elementsPerPartition: Int { sizes.reduce(1, *) }
+    public var elementCount: Int { partitions * elementsPerPartition }
+
+    /// Whether the free elements are one contiguous run.
+    public var isContiguous: Bool {
+        var step = 1
+        for (size, stride) in zip(sizes, strides) where size > 1 {
+            if stride != step { return false }
+            step *= size
+        }
+        return true
+    }
+
+    /// The lowest and highest byte offsets (relative to a partition's start) the pattern touches,
+    /// the highest exclusive.
+    public var byteRange: (low: Int, high: Int) {
+        var low = 0, high = 0
+        for (size, stride) in zip(sizes, strides) where size > 1 {
+            let extent = (size - 1) * stride
+            if extent < 0 { low += extent } else { high += extent }
+        }
+        return (offset + low * dtype.size, offset + (high + 1) * dtype.size)
+    }
+
+    /// "SBUF[0:128, +1024] fp32 [512]" — for messages.
+    public var summary: String {
+        let where_ = space == .hbm ? "HBM parameter \(parameter)" : "\(space)[\(startPartition):\(startPartition + partitions)]"
+        return "\(where_) at byte \(offset), \(dtype) \(sizes)"
+    }
+}
+
+public enum ScalarOperand: Sendable, Equatable {
+    case immediate(Float)
+    case tile(AccessPattern)
+}
+
+/// Semaphore work of an instruction: wait before, signal after.
+public struct Synchronization: Sendable, Equatable {
+    public var waitSemaphore: Int?
+    public var waitValue: UInt32
+    public var signalSemaphore: Int?
+    public var signalOp: SemaphoreOp
+    public var signalValue: UInt32
+
+    public init(waitSemaphore: Int? = nil, waitValue: UInt32 = 0, signalSemaphore: Int? = nil,
+                signalOp: SemaphoreOp = .add, signalValue: UInt32 = 0) {
+        self.waitSemaphore = waitSemaphore
+        self.waitValue = waitValue
+        self.signalSemaphore = signalSemaphore
+        self.signalOp = signalOp
+        self.signalValue = signalValue
+    }
+
+    public static let none = Synchronization()
+}
+
+public enum Operation: Sendable, Equatable {
+    case dmaCopy(destination: AccessPattern, source: AccessPattern)
+    case matmul(destination: AccessPattern, stationary: AccessPattern, moving: AccessPattern, accumulate: Bool)
+    case transpose(destination: AccessPattern, source: AccessPattern)
+    case activate(destination: AccessPattern, function: ActivationFunction, source: AccessPattern, scale: ScalarOperand,
+                  bias: AccessPattern?, accumulateOut: AccessPattern?)
+    case tensorTensor(destination: AccessPattern, a: AccessPattern, b: AccessPattern, op: AluOp)
+    case tensorScalar(destination: AccessPattern, source: AccessPattern, op0: AluOp, x0: ScalarOperand, op1: AluOp,
+                      x1: ScalarOperand?, reverse: UInt32)
+    case tensorReduce(destination: AccessPattern, source: AccessPattern, op: AluOp, negate: Bool)
+    case tensorCopy(destination: AccessPattern, source: AccessPattern)
+    case memset(destination: AccessPattern, value: Float)
+    case iota(destination: AccessPattern, steps: [Int32], offset: Int32, channelMultiplier: Int32)
+    case affineSelect(destination: AccessPattern, steps: [Int32], offset: Int32, channelMultiplier: Int32, compare: AluOp,
+                      onTrue: AccessPattern, onFalse: Float)
+    case semaphoreSignal(semaphore: Int, op: SemaphoreOp, value: UInt32)
+    case semaphoreWait(semaphore: Int, value: UInt32)
+
+    /// The opcode, as DESIGN.md names it.
+    public var name: String {
+        switch self {
+        case .dmaCopy: "DMA_COPY"
+        case .matmul: "MATMUL"
+        case .transpose: "TRANSPOSE"
+        case .activate: "ACTIVATE"
+        case .tensorTensor: "TENSOR_TENSOR"
+        case .tensorScalar: "TENSOR_SCALAR"
+        case .tensorReduce: "TENSOR_REDUCE"
+        case .tensorCopy: "TENSOR_COPY"
+        case .memset: "MEMSET"
+        case .iota: "IOTA"
+        case .affineSelect: "AFFINE_SELECT"
+        case .semaphoreSignal: "SEM_SIGNAL"
+        case .semaphoreWait: "SEM_WAIT"
+        }
+    }
+
+    /// Every access pattern, with its operand name, for validation.
+    public var operands: [(name: String, access: AccessPattern, writes: Bool)] {
+        switch self {
+        case .dmaCopy(let d, let s): [("dst", d, true), ("src", s, false)]
+        case .matmul(let d, let st, let mv, _): [("dst", d, true), ("stationary", st, false), ("moving", mv, false)]
+        case .transpose(let d, let s): [("dst", d, true), ("src", s, false)]
+        case .activate(let d, _, let s, let scale, let bias, let out):
+            [("dst", d, true), ("src", s, false)] + (scale.tile.map { [("scale", $0, false)] } ?? [])
+                + (bias.map { [("bias", $0, false)] } ?? []) + (out.map { [("accumulate_out", $0, true)] } ?? [])
+        case .tensorTensor(let d, let a, let b, _): [("dst", d, true), ("a", a, false), ("b", b, false)]
+        case .tensorScalar(let d, let s, _, let x0, _, let x1, _):
+            [("dst", d, true), ("src", s, false)] + (x0.tile.map { [("x0", $0, false)] } ?? [])
+                + (x1?.tile.map { [("x1", $0, false)] } ?? [])
+        case .tensorReduce(let d, let s, _, _): [("dst", d, true), ("src", s, false)]
+        case .tensorCopy(let d, let s): [("dst", d, true), ("src", s, false)]
+        case .memset(let d, _): [("dst", d, true)]
+        case .iota(let d, _, _, _): [("dst", d, true)]
+        case .affineSelect(let d, _, _, _, _, let t, _): [("dst", d, true), ("on_true", t, false)]
+        case .semaphoreSignal, .semaphoreWait: []
+        }
+    }
+}
+
+extension ScalarOperand {
+    var tile: AccessPattern? { if case .tile(let access) = self { access } else { nil } }
+}
+
+public struct Instruction: Sendable, Equatable {
+    public var engine: Engine
+    public var operation: Operation
+    public var sync: Synchronization
+
+    public init(engine: Engine, operation: Operation, sync: Synchronization = .none) {
+        self.engine = engine
+        self.operation = operation
+        self.sync = sync
+    }
+}
+
+/// A named HBM tensor of a kernel.
+public struct Parameter: Sendable, Equatable {
+    public var name: String
+    public var bytes: UInt64
+    public init(name: String, bytes: UInt64) {
+        self.name = name
+        self.bytes = bytes
+    }
+}

@@ -1,0 +1,115 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The engines' arithmetic on fp32 rows: one loop per operation (the switch is outside the loop,
+/// so each loop is simple enough for the optimiser to vectorise).
+enum Kernels {
+    @inline(__always)
+    static func apply(_ op: AluOp, _ x: Float, _ y: Float) -> Float {
+        switch op {
+        case .add: return x + y
+        case .subtract: return x - y
+        case .multiply: return x * y
+        case .max: return x.isNaN || y.isNaN ? .nan : Swift.max(x, y)
+        case .min: return x.isNaN || y.isNaN ? .nan : Swift.min(x, y)
+        case .equal: return x == y ? 1 : 0
+        case .notEqual: return x != y ? 1 : 0
+        case .greater: return x > y ? 1 : 0
+        case .greaterEqual: return x >= y ? 1 : 0
+        case .less: return x < y ? 1 : 0
+        case .lessEqual: return x <= y ? 1 : 0
+        case .pow: return powf(x, y)
+        case .abs: return Swift.abs(x)
+        case .reciprocal: return 1 / x
+        case .rsqrt: return 1 / sqrtf(x)
+        case .divide: return x / y
+        case .bitwiseAnd: return Float(integer(x) & integer(y))
+        case .bitwiseOr: return Float(integer(x) | integer(y))
+        case .bitwiseXor: return Float(integer(x) ^ integer(y))
+        case .shiftLeft: return Float(integer(x) << (integer(y) & 31))
+        case .shiftRight: return Float(integer(x) >> (integer(y) & 31))
+        case .bypass: return x
+        }
+    }
+
+    /// The int32 an fp32 operand of a bitwise op stands for (the engines carry integers in fp32).
+    @inline(__always)
+    static func integer(_ value: Float) -> Int32 {
+        value.isNaN ? 0 : Int32(Swift.max(-2_147_483_648, Swift.min(2_147_483_647, value.rounded(.toNearestOrEven))))
+    }
+
+    @inline(__always)
+    private static func map(_ count: Int, into out: UnsafeMutablePointer<Float>, _ body: (Int) -> Float) {
+        for i in 0..<count { out[i] = body(i) }
+    }
+
+    static func binary(_ op: AluOp, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int,
+                       into out: UnsafeMutablePointer<Float>) {
+        switch op {
+        case .add: map(count, into: out) { a[$0] + b[$0] }
+        case .subtract: map(count, into: out) { a[$0] - b[$0] }
+        case .multiply: map(count, into: out) { a[$0] * b[$0] }
+        case .divide: map(count, into: out) { a[$0] / b[$0] }
+        default: map(count, into: out) { apply(op, a[$0], b[$0]) }
+        }
+    }
+
+    /// out = src op x, or x op src when `reversed`.
+    static func scalar(_ op: AluOp, _ source: UnsafePointer<Float>, _ x: Float, reversed: Bool, count: Int,
+                       into out: UnsafeMutablePointer<Float>) {
+        if reversed {
+            map(count, into: out) { apply(op, x, source[$0]) }
+            return
+        }
+        switch op {
+        case .add: map(count, into: out) { source[$0] + x }
+        case .subtract: map(count, into: out) { source[$0] - x }
+        case .multiply: map(count, into: out) { source[$0] * x }
+        default: map(count, into: out) { apply(op, source[$0], x) }
+        }
+    }
+
+    static func reduce(_ op: AluOp, _ source: UnsafePointer<Float>, count: Int) -> Float {
+        var result: Float
+        switch op {
+        case .add:
+            result = 0
+            for i in 0..<count { result += source[i] }
+        case .multiply:
+            result = 1
+            for i in 0..<count { result *= source[i] }
+        case .max:
+            result = -.infinity
+            for i in 0..<count { result = apply(.max, result, source[i]) }
+        default:
+            result = .infinity
+            for i in 0..<count { result = apply(.min, result, source[i]) }
+        }
+        return result
+    }
+
+    static func activate(_ function: ActivationFunction, _ source: UnsafePointer<Float>, count: Int, scale: Float, bias: Float,
+                         into out: UnsafeMutablePointer<Float>) {
+        map(count, into: out) { source[$0] * scale + bias }
+        switch function {
+        case .copy: break
+        case .exp: map(count, into: out) { expf(out[$0]) }
+        case .log: map(count, into: out) { logf(out[$0]) }
+        case .tanh: map(count, into: out) { tanhf(out[$0]) }
+        case .sigmoid: map(count, into: out) { 1 / (1 + expf(-out[$0])) }
+        case .relu: map(count, into: out) { Swift.max(out[$0], 0) }
+        case .gelu: map(count, into: out) { 0.5 * out[$0] * (1 + erff(out[$0] * 0.70710678118654752)) }
+        case .geluTanh:
+            map(count, into: out) { x in
+                let v = out[x]
+                return 0.5 * v * (1 + tanhf(0.7978845608028654 * (v + 0.044715 * v * v * v)))
+            }
+        case .silu: map(count, into: out) { out[$0] / (1 + expf(-out[$0])) }
+        case .square: map(count, into: out) { out[$0] * out[$0] }
+        case .sqrt: map(count, into: out) { sqrtf(out[$0]) }
+        case .rsqrt: map(count, into: out) { 1 / sqrtf(out[$0]) }
+        case .reciprocal: map(count, into: out) { 1 / out[$0] }
+        }
+    }
+}

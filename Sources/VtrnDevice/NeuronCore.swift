@@ -1,0 +1,512 @@
+import CVtrnSystem
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A program validated for a core: its instructions split into the engines' streams.
+public struct LoadedProgram: Sendable {
+    public let instructions: [Instruction]
+    public let parameters: [Parameter]
+    /// For each engine, the indices of its instructions in program order.
+    public let streams: [[Int]]
+
+    public init(instructions: [Instruction], parameters: [Parameter], preset: ChipPreset) throws(ValidationError) {
+        try Validator.validate(instructions, parameters: parameters, preset: preset)
+        self.instructions = instructions
+        self.parameters = parameters
+        var streams = Array(repeating: [Int](), count: Engine.allCases.count)
+        for (index, instruction) in instructions.enumerated() { streams[instruction.engine.rawValue].append(index) }
+        self.streams = streams
+    }
+}
+
+/// Where each parameter lives for one execution: host memory backing HBM.
+public struct ParameterBinding: Sendable {
+    public let base: UnsafeSendablePointer
+    public let bytes: Int
+    public init(base: UnsafeMutableRawPointer, bytes: Int) {
+        self.base = UnsafeSendablePointer(base)
+        self.bytes = bytes
+    }
+}
+
+public struct UnsafeSendablePointer: @unchecked Sendable {
+    public let pointer: UnsafeMutableRawPointer
+    public init(_ pointer: UnsafeMutableRawPointer) { self.pointer = pointer }
+}
+
+/// How an execution ended, and what it cost.
+public struct ExecutionOutcome: Sendable {
+    public enum Failure: Sendable, Equatable {
+        case outOfBounds(String)
+        case deadlock(String)
+        case timeout(String)
+    }
+    public var failure: Failure?
+    /// Estimated device time: the latest engine's end, nanoseconds.
+    public var deviceNanoseconds: Double = 0
+    public var instructions = [Int](repeating: 0, count: Engine.allCases.count)
+    public var busyNanoseconds = [Double](repeating: 0, count: Engine.allCases.count)
+}
+
+/// The compute state of one NeuronCore: SBUF, PSUM, semaphores, and the engines that execute a
+/// program's streams. One execution at a time (the core's command queue serialises them).
+///
+/// The streams interleave deterministically: at each step the engine whose next instruction can
+/// start earliest on the virtual timeline goes (ties to the lower engine), an instruction whose
+/// semaphore wait is not met cannot go, and an instruction's semaphore signal lands when it ends.
+/// So results and timelines are the same every run, and when no unfinished engine can go, the
+/// execution has deadlocked: that is reported, where hardware would hang.
+public final class CoreExecutor: @unchecked Sendable {
+    public let preset: ChipPreset
+    let sbuf: UnsafeMutableRawPointer
+    let psum: UnsafeMutableRawPointer
+    let sbufPitch: Int
+    let psumPitch: Int
+    private var semaphores = [UInt32](repeating: 0, count: 256)
+    private var scratch: [UnsafeMutablePointer<Float>] = []
+    private let scratchCount: Int
+
+    public init(preset: ChipPreset) {
+        self.preset = preset
+        sbufPitch = preset.sbufBytesPerPartition
+        psumPitch = preset.psumBytesPerPartition
+        let sbufBytes = sbufPitch * 128, psumBytes = psumPitch * 128
+        sbuf = mmap(nil, sbufBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)!
+        psum = mmap(nil, psumBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)!
+        // New memory reads as NaN (as nki.simulate fills it), so reads of what was never written show.
+        memset(sbuf, 0xff, sbufBytes)
+        memset(psum, 0xff, psumBytes)
+        // Enough for any operand: a whole partition of SBUF in fp32, or a 128 x 512 matrix.
+        scratchCount = max(sbufPitch, 128 * 512) * 2
+        for _ in 0..<4 { scratch.append(.allocate(capacity: scratchCount)) }
+    }
+
+    deinit {
+        munmap(sbuf, sbufPitch * 128)
+        munmap(psum, psumPitch * 128)
+        for buffer in scratch { buffer.deallocate() }
+    }
+
+    public func sbufPointer(partition: Int, offset: Int) -> UnsafeMutableRawPointer { sbuf + partition * sbufPitch + offset }
+    public func psumPointer(partition: Int, offset: Int) -> UnsafeMutableRawPointer { psum + partition * psumPitch + offset }
+
+    // MARK: Running a program
+
+    public func run(_ program: LoadedProgram, bindings: [ParameterBinding], deadline: UInt64?) -> ExecutionOutcome {
+        var outcome = ExecutionOutcome()
+        for index in semaphores.indices { semaphores[index] = 0 }
+        var semaphoreTime = [Double](repeating: 0, count: semaphores.count)
+        let engineCount = Engine.allCases.count
+        var position = [Int](repeating: 0, count: engineCount)
+        var time = [Double](repeating: 0, count: engineCount)
+        var executed = 0
+        while true {
+            var chosen = -1
+            var chosenStart = Double.infinity
+            var unfinished = 0
+            for engine in 0..<engineCount where position[engine] < program.streams[engine].count {
+                unfinished += 1
+                let instruction = program.instructions[program.streams[engine][position[engine]]]
+                var start = time[engine]
+                if let (semaphore, value) = Self.wait(of: instruction) {
+                    if semaphores[semaphore] < value { continue }
+                    start = max(start, semaphoreTime[semaphore])
+                }
+                if start < chosenStart {
+                    chosen = engine
+                    chosenStart = start
+                }
+            }
+            if unfinished == 0 { break }
+            guard chosen >= 0 else {
+                outcome.failure = .deadlock(deadlockReport(program, position: position))
+                break
+            }
+            let index = program.streams[chosen][position[chosen]]
+            let instruction = program.instructions[index]
+            if let failure = execute(instruction, index: index, bindings: bindings, parameters: program.parameters) {
+                outcome.failure = failure
+                break
+            }
+            let duration = cost(of: instruction)
+            time[chosen] = chosenStart + duration
+            outcome.busyNanoseconds[chosen] += duration
+            outcome.instructions[chosen] += 1
+            var signal: (Int, SemaphoreOp, UInt32)?
+            if let semaphore = instruction.sync.signalSemaphore {
+                signal = (semaphore, instruction.sync.signalOp, instruction.sync.signalValue)
+            }
+            if case .semaphoreSignal(let semaphore, let op, let value) = instruction.operation { signal = (semaphore, op, value) }
+            if let (semaphore, op, value) = signal {
+                semaphores[semaphore] = op == .add ? semaphores[semaphore] &+ value : value
+                semaphoreTime[semaphore] = max(semaphoreTime[semaphore], time[chosen])
+            }
+            position[chosen] += 1
+            executed += 1
+            if let deadline, executed & 31 == 0, vtrnsys_monotonic_ns() > deadline {
+                outcome.failure = .timeout("instruction \(index) (\(instruction.operation.name) on \(instruction.engine)) was still "
+                                           + "running when the execution reached its timeout")
+                break
+            }
+        }
+        outcome.deviceNanoseconds = time.max() ?? 0
+        return outcome
+    }
+
+    private static func wait(of instruction: Instruction) -> (Int, UInt32)? {
+        if case .semaphoreWait(let semaphore, let value) = instruction.operation { return (semaphore, value) }
+        if let semaphore = instruction.sync.waitSemaphore { return (semaphore, instruction.sync.waitValue) }
+        return nil
+    }
+
+    private func deadlockReport(_ program: LoadedProgram, position: [Int]) -> String {
+        var blocked: [String] = []
+        for engine in Engine.allCases where position[engine.rawValue] < program.streams[engine.rawValue].count {
+            let index = program.streams[engine.rawValue][position[engine.rawValue]]
+            let instruction = program.instructions[index]
+            if let (semaphore, value) = Self.wait(of: instruction) {
+                blocked.append("\(engine) at instruction \(index) (\(instruction.operation.name)) waits for semaphore \(semaphore) "
+                               + ">= \(value), which is \(semaphores[semaphore])")
+            }
+        }
+        return "every unfinished engine waits on a semaphore that nothing pending can raise: " + blocked.joined(separator: "; ")
+    }
+
+    // MARK: Cost model
+
+    /// Nanoseconds an instruction keeps its engine busy: cycles of the engine's clock (at least
+    /// 64), or for DMA the bytes at one DMA engine's bandwidth.
+    public func cost(of instruction: Instruction) -> Double {
+        let clock: UInt64
+        switch instruction.engine {
+        case .pe: clock = preset.peClockHz
+        case .act: clock = preset.actClockHz
+        case .dve: clock = preset.dveClockHz
+        case .pool: clock = preset.poolClockHz
+        case .dma: clock = preset.actClockHz
+        }
+        var cycles = 64.0
+        switch instruction.operation {
+        case .matmul(_, let stationary, let moving, _):
+            let widen = stationary.dtype == .fp32 || moving.dtype == .fp32 ? 4.0 : 1.0
+            cycles = Double(max(moving.elementsPerPartition, 64)) * widen
+        case .transpose(_, let source):
+            cycles = Double(max(source.elementsPerPartition, 64)) * (source.dtype == .fp32 ? 4 : 1)
+        case .dmaCopy(_, let source):
+            let nanoseconds = Double(source.elementCount * source.dtype.size) / Double(preset.dmaEngineBandwidth) * 1e9
+            return max(64.0 / Double(clock) * 1e9, nanoseconds)
+        case .tensorTensor(let destination, _, _, _):
+            cycles = max(64, Double(2 * destination.elementsPerPartition))
+        case .activate(_, _, let source, _, _, _), .tensorScalar(_, let source, _, _, _, _, _),
+             .tensorReduce(_, let source, _, _), .tensorCopy(_, let source):
+            cycles = max(64, Double(source.elementsPerPartition))
+        case .memset(let destination, _), .iota(let destination, _, _, _), .affineSelect(let destination, _, _, _, _, _, _):
+            cycles = max(64, Double(destination.elementsPerPartition))
+        case .semaphoreSignal, .semaphoreWait:
+            cycles = 64
+        }
+        return cycles / Double(clock) * 1e9
+    }
+
+    // MARK: Operand access
+
+    /// The first byte of partition `p` (0-based within the access) of an operand.
+    @inline(__always)
+    private func base(_ access: AccessPattern, _ p: Int, _ bindings: [ParameterBinding]) -> UnsafeMutableRawPointer {
+        switch access.space {
+        case .sbuf: return sbuf + (access.startPartition + p) * sbufPitch + access.offset
+        case .psum: return psum + (access.startPartition + p) * psumPitch + access.offset
+        case .hbm: return bindings[access.parameter].base.pointer + access.offset + p * access.partitionStride * access.dtype.size
+        }
+    }
+
+    /// Calls `run(byteOffset, elementIndex)` for each innermost run of an operand's free elements.
+    @inline(__always)
+    private func forEachRun(_ access: AccessPattern, _ run: (Int, Int) -> Void) {
+        let sizes = access.sizes, strides = access.strides, size = access.dtype.size
+        let dims = sizes.count
+        let s1 = dims > 1 ? sizes[1] : 1, s2 = dims > 2 ? sizes[2] : 1, s3 = dims > 3 ? sizes[3] : 1
+        let t1 = dims > 1 ? strides[1] : 0, t2 = dims > 2 ? strides[2] : 0, t3 = dims > 3 ? strides[3] : 0
+        var element = 0
+        for i3 in 0..<s3 {
+            for i2 in 0..<s2 {
+                for i1 in 0..<s1 {
+                    run((i1 * t1 + i2 * t2 + i3 * t3) * size, element)
+                    element += sizes[0]
+                }
+            }
+        }
+    }
+
+    /// Partition `p`'s elements of an operand, as fp32, into `destination`.
+    private func load(_ access: AccessPattern, _ p: Int, _ bindings: [ParameterBinding], into destination: UnsafeMutablePointer<Float>) {
+        let start = base(access, p, bindings)
+        forEachRun(access) { offset, element in
+            Conversion.load(access.dtype, from: start + offset, stride: access.strides[0], count: access.sizes[0],
+                            into: destination + element)
+        }
+    }
+
+    /// Writes fp32 values to partition `p` of an operand, rounding to its dtype.
+    private func store(_ access: AccessPattern, _ p: Int, _ bindings: [ParameterBinding], from source: UnsafePointer<Float>) {
+        let start = base(access, p, bindings)
+        forEachRun(access) { offset, element in
+            Conversion.store(access.dtype, from: source + element, count: access.sizes[0], to: start + offset,
+                             stride: access.strides[0])
+        }
+    }
+
+    /// Copies the raw bytes of every element of `source` to `destination` (same dtype), in flat
+    /// partition-major order: bit exact, NaN payloads included.
+    private func copyRaw(to destination: AccessPattern, from source: AccessPattern, _ bindings: [ParameterBinding]) {
+        let size = source.dtype.size
+        let total = source.elementCount * size
+        let owned = total > scratchCount * 4 ? UnsafeMutableRawPointer.allocate(byteCount: total, alignment: 16) : nil
+        defer { owned?.deallocate() }
+        let bytes = owned ?? UnsafeMutableRawPointer(scratch[3])
+        var written = 0
+        for p in 0..<source.partitions {
+            let start = base(source, p, bindings)
+            let stride = source.strides[0] * size
+            forEachRun(source) { offset, element in
+                if stride == size {
+                    memcpy(bytes + (written + element) * size, start + offset, source.sizes[0] * size)
+                } else {
+                    for i in 0..<source.sizes[0] { memcpy(bytes + (written + element + i) * size, start + offset + i * stride, size) }
+                }
+            }
+            written += source.elementsPerPartition
+        }
+        var read = 0
+        for p in 0..<destination.partitions {
+            let start = base(destination, p, bindings)
+            let stride = destination.strides[0] * size
+            forEachRun(destination) { offset, element in
+                if stride == size {
+                    memcpy(start + offset, bytes + (read + element) * size, destination.sizes[0] * size)
+                } else {
+                    for i in 0..<destination.sizes[0] { memcpy(start + offset + i * stride, bytes + (read + element + i) * size, size) }
+                }
+            }
+            read += destination.elementsPerPartition
+        }
+    }
+
+    // MARK: Executing one instruction
+
+    /// Runs an instruction's data work; a failure for an HBM access past its binding.
+    private func execute(_ instruction: Instruction, index: Int, bindings: [ParameterBinding],
+                         parameters: [Parameter]) -> ExecutionOutcome.Failure? {
+        let operation = instruction.operation
+        // HBM accesses against what the execution actually bound (validation checked the declared sizes).
+        for (name, access, _) in operation.operands where access.space == .hbm {
+            let range = Validator.hbmByteRange(access)
+            if range.high > bindings[access.parameter].bytes {
+                return .outOfBounds("instruction \(index) (\(operation.name) on \(instruction.engine)): \(name) reaches byte "
+                                    + "\(range.high) of parameter \"\(parameters[access.parameter].name)\", but its binding "
+                                    + "leaves \(bindings[access.parameter].bytes) bytes")
+            }
+        }
+        let a = scratch[0], b = scratch[1], c = scratch[2]
+        switch operation {
+        case .dmaCopy(let destination, let source):
+            if destination.dtype == source.dtype && destination.partitions == source.partitions
+                && destination.isContiguous && source.isContiguous && destination.elementsPerPartition == source.elementsPerPartition {
+                let bytes = source.elementsPerPartition * source.dtype.size
+                for p in 0..<source.partitions { memcpy(base(destination, p, bindings), base(source, p, bindings), bytes) }
+            } else if destination.dtype == source.dtype {
+                copyRaw(to: destination, from: source, bindings)
+            } else {
+                elementwiseFlat(to: destination, from: source, bindings)
+            }
+        case .matmul(let destination, let stationary, let moving, let accumulate):
+            matmul(destination, stationary, moving, accumulate, bindings)
+        case .transpose(let destination, let source):
+            let size = source.dtype.size
+            let columns = source.elementsPerPartition
+            let bytes = UnsafeMutableRawPointer(c)
+            for p in 0..<source.partitions {
+                let start = base(source, p, bindings)
+                forEachRun(source) { offset, element in
+                    for i in 0..<source.sizes[0] {
+                        memcpy(bytes + ((element + i) * source.partitions + p) * size, start + offset + i * source.strides[0] * size, size)
+                    }
+                }
+            }
+            for f in 0..<columns {
+                let start = base(destination, f, bindings)
+                forEachRun(destination) { offset, element in
+                    for i in 0..<destination.sizes[0] {
+                        memcpy(start + offset + i * destination.strides[0] * size, bytes + (f * source.partitions + element + i) * size, size)
+                    }
+                }
+            }
+        case .activate(let destination, let function, let source, let scale, let bias, let accumulateOut):
+            let count = source.elementsPerPartition
+            var sums = [Float](repeating: 0, count: source.partitions)
+            for p in 0..<source.partitions {
+                load(source, p, bindings, into: a)
+                let multiplier = scalar(scale, p, bindings)
+                var offset: Float = 0
+                if let bias { load(bias, p, bindings, into: b); offset = b[0] }
+                Kernels.activate(function, a, count: count, scale: multiplier, bias: offset, into: c)
+                if accumulateOut != nil {
+                    var sum: Float = 0
+                    for i in 0..<count { sum += c[i] }
+                    sums[p] = sum
+                }
+                store(destination, p, bindings, from: c)
+            }
+            if let accumulateOut {
+                for p in 0..<source.partitions {
+                    var value = sums[p]
+                    store(accumulateOut, p, bindings, from: &value)
+                }
+            }
+        case .tensorTensor(let destination, let first, let second, let op):
+            let count = destination.elementsPerPartition
+            for p in 0..<destination.partitions {
+                load(first, p, bindings, into: a)
+                load(second, p, bindings, into: b)
+                Kernels.binary(op, a, b, count: count, into: c)
+                store(destination, p, bindings, from: c)
+            }
+        case .tensorScalar(let destination, let source, let op0, let x0, let op1, let x1, let reverse):
+            let count = source.elementsPerPartition
+            for p in 0..<source.partitions {
+                load(source, p, bindings, into: a)
+                Kernels.scalar(op0, a, scalar(x0, p, bindings), reversed: reverse & 1 != 0, count: count, into: c)
+                if op1 != .bypass, let x1 {
+                    Kernels.scalar(op1, c, scalar(x1, p, bindings), reversed: reverse & 2 != 0, count: count, into: c)
+                }
+                store(destination, p, bindings, from: c)
+            }
+        case .tensorReduce(let destination, let source, let op, let negate):
+            let count = source.elementsPerPartition
+            for p in 0..<source.partitions {
+                load(source, p, bindings, into: a)
+                var value = Kernels.reduce(op, a, count: count)
+                if negate { value = -value }
+                store(destination, p, bindings, from: &value)
+            }
+        case .tensorCopy(let destination, let source):
+            if destination.dtype == source.dtype {
+                copyRaw(to: destination, from: source, bindings)
+            } else {
+                for p in 0..<source.partitions {
+                    load(source, p, bindings, into: a)
+                    store(destination, p, bindings, from: a)
+                }
+            }
+        case .memset(let destination, let value):
+            let count = destination.elementsPerPartition
+            for i in 0..<count { a[i] = value }
+            for p in 0..<destination.partitions { store(destination, p, bindings, from: a) }
+        case .iota(let destination, let steps, let offset, let channelMultiplier):
+            for p in 0..<destination.partitions {
+                let values = affineValues(destination, steps: steps, offset: offset, channelMultiplier: channelMultiplier, partition: p)
+                storeIntegers(destination, p, bindings, values)
+            }
+        case .affineSelect(let destination, let steps, let offset, let channelMultiplier, let compare, let onTrue, let onFalse):
+            let count = destination.elementsPerPartition
+            for p in 0..<destination.partitions {
+                let values = affineValues(destination, steps: steps, offset: offset, channelMultiplier: channelMultiplier, partition: p)
+                load(onTrue, p, bindings, into: a)
+                for i in 0..<count { b[i] = Float(values[i]) }
+                Kernels.scalar(compare, b, 0, reversed: false, count: count, into: b)
+                for i in 0..<count { c[i] = b[i] != 0 ? a[i] : onFalse }
+                store(destination, p, bindings, from: c)
+            }
+        case .semaphoreSignal, .semaphoreWait:
+            break
+        }
+        return nil
+    }
+
+    private func scalar(_ operand: ScalarOperand, _ p: Int, _ bindings: [ParameterBinding]) -> Float {
+        switch operand {
+        case .immediate(let value): return value
+        case .tile(let access):
+            var value: Float = 0
+            Conversion.load(access.dtype, from: base(access, p, bindings), stride: 1, count: 1, into: &value)
+            return value
+        }
+    }
+
+    /// offset + p * cm + sum(steps[d] * i_d) for each element of partition p, in int32.
+    private func affineValues(_ access: AccessPattern, steps: [Int32], offset: Int32, channelMultiplier: Int32,
+                              partition: Int) -> [Int32] {
+        var values = [Int32](repeating: 0, count: access.elementsPerPartition)
+        let sizes = access.sizes
+        var indices = [Int](repeating: 0, count: sizes.count)
+        for element in 0..<values.count {
+            var value = offset &+ Int32(truncatingIfNeeded: partition) &* channelMultiplier
+            for d in 0..<sizes.count { value = value &+ steps[d] &* Int32(truncatingIfNeeded: indices[d]) }
+            values[element] = value
+            var d = 0
+            while d < sizes.count {
+                indices[d] += 1
+                if indices[d] < sizes[d] { break }
+                indices[d] = 0
+                d += 1
+            }
+        }
+        return values
+    }
+
+    private func storeIntegers(_ access: AccessPattern, _ p: Int, _ bindings: [ParameterBinding], _ values: [Int32]) {
+        if access.dtype == .int32 {
+            let start = base(access, p, bindings)
+            forEachRun(access) { offset, element in
+                for i in 0..<access.sizes[0] {
+                    (start + offset + i * access.strides[0] * 4).storeBytes(of: values[element + i], as: Int32.self)
+                }
+            }
+        } else {
+            let floats = scratch[2]
+            for i in values.indices { floats[i] = Float(values[i]) }
+            store(access, p, bindings, from: floats)
+        }
+    }
+
+    /// dst = src element by element in flat (partition-major) order, through fp32.
+    private func elementwiseFlat(to destination: AccessPattern, from source: AccessPattern, _ bindings: [ParameterBinding]) {
+        let all = UnsafeMutablePointer<Float>.allocate(capacity: source.elementCount)
+        defer { all.deallocate() }
+        for p in 0..<source.partitions { load(source, p, bindings, into: all + p * source.elementsPerPartition) }
+        for p in 0..<destination.partitions { store(destination, p, bindings, from: all + p * destination.elementsPerPartition) }
+    }
+
+    private func matmul(_ destination: AccessPattern, _ stationary: AccessPattern, _ moving: AccessPattern, _ accumulate: Bool,
+                        _ bindings: [ParameterBinding]) {
+        let k = Int32(stationary.partitions), m = Int32(stationary.elementsPerPartition), n = Int32(moving.elementsPerPartition)
+        if stationary.dtype == .fp32 && moving.dtype == .fp32 && stationary.isContiguous && moving.isContiguous
+            && destination.isContiguous {
+            // SBUF rows are matrices with a leading dimension of the partition pitch: no copies at all.
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, n, k, 1,
+                        base(stationary, 0, bindings).assumingMemoryBound(to: Float.self), Int32(sbufPitch / 4),
+                        base(moving, 0, bindings).assumingMemoryBound(to: Float.self), Int32(sbufPitch / 4),
+                        accumulate ? 1 : 0,
+                        base(destination, 0, bindings).assumingMemoryBound(to: Float.self), Int32(psumPitch / 4))
+            return
+        }
+        // Widen both inputs to fp32, multiply, then add to (or overwrite) the PSUM tile.
+        let a = scratch[0], b = scratch[1], c = scratch[2]
+        for p in 0..<Int(k) {
+            load(stationary, p, bindings, into: a + p * Int(m))
+            load(moving, p, bindings, into: b + p * Int(n))
+        }
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, n, k, 1, a, m, b, n, 0, c, n)
+        for row in 0..<Int(m) {
+            if accumulate {
+                let existing = scratch[3]
+                load(destination, row, bindings, into: existing)
+                for column in 0..<Int(n) { c[row * Int(n) + column] += existing[column] }
+            }
+            store(destination, row, bindings, from: c + row * Int(n))
+        }
+    }
+}

@@ -1,0 +1,232 @@
+/// Load-time validation of a program against a core: every rule checked once, so that execution
+/// needs no checks but the bindings'. The first broken rule is reported with the instruction's
+/// index, its opcode and engine, the operand, and the rule.
+public struct ValidationError: Error, Sendable, Equatable, CustomStringConvertible {
+    public let instruction: Int
+    public let message: String
+    public var description: String { message }
+}
+
+public enum Validator {
+    public static let partitionCount = 128
+    public static let matmulMaxK = 128
+    public static let matmulMaxM = 128
+    public static let matmulMaxN = 512
+    public static let psumBankBytes = 2048
+
+    public static func validate(_ instructions: [Instruction], parameters: [Parameter], preset: ChipPreset) throws(ValidationError) {
+        for (index, instruction) in instructions.enumerated() {
+            try validate(instruction, index: index, parameters: parameters, preset: preset)
+        }
+    }
+
+    static func validate(_ instruction: Instruction, index: Int, parameters: [Parameter], preset: ChipPreset) throws(ValidationError) {
+        let operation = instruction.operation
+        let engine = instruction.engine
+        func fail(_ operand: String?, _ rule: String) -> ValidationError {
+            let subject = operand.map { "\($0): " } ?? ""
+            return ValidationError(instruction: index, message: "instruction \(index) (\(operation.name) on \(engine)): \(subject)\(rule)")
+        }
+
+        // The engine must be one that has the instruction.
+        let allowed: [Engine]
+        switch operation {
+        case .dmaCopy: allowed = [.dma]
+        case .matmul, .transpose: allowed = [.pe]
+        case .activate: allowed = [.act]
+        case .tensorTensor, .tensorReduce: allowed = [.dve]
+        case .tensorScalar, .tensorCopy: allowed = [.dve, .act, .pool]
+        case .memset: allowed = [.dve, .pool]
+        case .iota, .affineSelect: allowed = [.pool]
+        case .semaphoreSignal, .semaphoreWait: allowed = Engine.allCases
+        }
+        guard allowed.contains(engine) else {
+            throw fail(nil, "runs on \(allowed.map(\.description).joined(separator: " or ")), not \(engine)")
+        }
+
+        for semaphore in [instruction.sync.waitSemaphore, instruction.sync.signalSemaphore].compactMap({ $0 }) {
+            guard (0..<preset.semaphoresPerCore).contains(semaphore) else {
+                throw fail("sync", "semaphore \(semaphore) does not exist: a core has \(preset.semaphoresPerCore) (0-\(preset.semaphoresPerCore - 1))")
+            }
+        }
+        switch operation {
+        case .semaphoreSignal(let semaphore, _, _), .semaphoreWait(let semaphore, _):
+            guard (0..<preset.semaphoresPerCore).contains(semaphore) else {
+                throw fail("semaphore", "\(semaphore) does not exist: a core has \(preset.semaphoresPerCore) (0-\(preset.semaphoresPerCore - 1))")
+            }
+        default: break
+        }
+
+        // Every operand on its own.
+        for (name, access, writes) in operation.operands {
+            guard (1...4).contains(access.sizes.count), access.strides.count == access.sizes.count else {
+                throw fail(name, "has \(access.sizes.count) free dimensions; an access pattern has 1 to 4")
+            }
+            guard access.sizes.allSatisfy({ $0 >= 1 }) else { throw fail(name, "a free dimension has size 0 (\(access.sizes))") }
+            guard (1...partitionCount).contains(access.partitions) else {
+                throw fail(name, "\(access.partitions) partitions; an access covers 1 to \(partitionCount)")
+            }
+            guard access.offset >= 0, access.offset % access.dtype.size == 0 else {
+                throw fail(name, "byte offset \(access.offset) is not a multiple of \(access.dtype)'s size (\(access.dtype.size))")
+            }
+            switch access.space {
+            case .sbuf, .psum:
+                guard access.startPartition >= 0, access.startPartition + access.partitions <= partitionCount else {
+                    throw fail(name, "partitions \(access.startPartition)..<\(access.startPartition + access.partitions) run past partition \(partitionCount - 1)")
+                }
+                let capacity = access.space == .sbuf ? preset.sbufBytesPerPartition : preset.psumBytesPerPartition
+                let range = access.byteRange
+                guard range.low >= 0, range.high <= capacity else {
+                    throw fail(name, "bytes \(range.low)..<\(range.high) of each partition run outside \(access.space) "
+                               + "(\(capacity) bytes per partition)")
+                }
+                if engine != .dma {
+                    // NKI's quadrant rule: compute engines start at 0, 32, 64 or 96 and stay in that group.
+                    let start = access.startPartition
+                    guard start % 32 == 0 else {
+                        throw fail(name, "starts at partition \(start); compute engines start at partition 0, 32, 64 or 96")
+                    }
+                    let limit = start == 0 ? 128 : start == 64 ? 64 : 32
+                    guard access.partitions <= limit else {
+                        throw fail(name, "covers \(access.partitions) partitions from partition \(start); from \(start) an access covers at most \(limit)")
+                    }
+                }
+                if access.space == .psum {
+                    if writes && engine != .pe {
+                        throw fail(name, "writes PSUM; only the PE's MATMUL and TRANSPOSE write PSUM (other engines read it)")
+                    }
+                    if engine == .dma { throw fail(name, "DMA does not reach PSUM; copy it to SBUF with TENSOR_COPY first") }
+                }
+            case .hbm:
+                guard engine == .dma else { throw fail(name, "is in HBM; only DMA_COPY reaches HBM") }
+                guard access.parameter >= 0 && access.parameter < parameters.count else {
+                    throw fail(name, "parameter \(access.parameter) does not exist: the program has \(parameters.count)")
+                }
+                let bytes = Int(clamping: parameters[access.parameter].bytes)
+                let range = hbmByteRange(access)
+                guard range.low >= 0, range.high <= bytes else {
+                    throw fail(name, "bytes \(range.low)..<\(range.high) run outside parameter \"\(parameters[access.parameter].name)\" (\(bytes) bytes)")
+                }
+            }
+        }
+
+        func requireSameShape(_ a: (String, AccessPattern), _ b: (String, AccessPattern)) throws(ValidationError) {
+            guard a.1.partitions == b.1.partitions, a.1.elementsPerPartition == b.1.elementsPerPartition else {
+                throw fail(b.0, "is \(b.1.partitions) x \(b.1.elementsPerPartition) but \(a.0) is \(a.1.partitions) x \(a.1.elementsPerPartition); their shapes must agree")
+            }
+        }
+        func requireColumn(_ name: String, _ access: AccessPattern, partitions: Int) throws(ValidationError) {
+            guard access.partitions == partitions, access.elementsPerPartition == 1 else {
+                throw fail(name, "is \(access.partitions) x \(access.elementsPerPartition); it must be [\(partitions), 1]")
+            }
+        }
+        func requireSBUFInput(_ name: String, _ access: AccessPattern) throws(ValidationError) {
+            guard access.space == .sbuf else { throw fail(name, "is in \(access.space); the PE reads its inputs from SBUF") }
+        }
+        func requireIntegers(_ op: AluOp, _ accesses: [(String, AccessPattern)]) throws(ValidationError) {
+            guard op.isBitwise else { return }
+            for (name, access) in accesses where !access.dtype.isInteger {
+                throw fail(name, "is \(access.dtype); \(op) takes integer dtypes only")
+            }
+        }
+        func scalar(_ name: String, _ operand: ScalarOperand?, partitions: Int) throws(ValidationError) {
+            if case .tile(let tile)? = operand { try requireColumn(name, tile, partitions: partitions) }
+        }
+
+        switch operation {
+        case .dmaCopy(let destination, let source):
+            guard destination.elementCount == source.elementCount else {
+                throw fail("src", "has \(source.elementCount) elements but dst has \(destination.elementCount); DMA_COPY moves equal counts")
+            }
+        case .matmul(let destination, let stationary, let moving, _):
+            try requireSBUFInput("stationary", stationary)
+            try requireSBUFInput("moving", moving)
+            guard destination.space == .psum, destination.dtype == .fp32 else {
+                throw fail("dst", "is \(destination.dtype) in \(destination.space); MATMUL accumulates fp32 in PSUM")
+            }
+            for (name, access) in [("stationary", stationary), ("moving", moving)] where !access.dtype.isFloat {
+                throw fail(name, "is \(access.dtype); the PE multiplies floating-point dtypes")
+            }
+            let k = stationary.partitions, m = stationary.elementsPerPartition, n = moving.elementsPerPartition
+            guard moving.partitions == k else {
+                throw fail("moving", "has \(moving.partitions) partitions but stationary has \(k); both are K, the contraction")
+            }
+            guard stationary.startPartition == moving.startPartition else {
+                throw fail("moving", "starts at partition \(moving.startPartition) but stationary at \(stationary.startPartition); the PE array reads both from the same rows")
+            }
+            guard k <= matmulMaxK else { throw fail("stationary", "K is \(k), more than \(matmulMaxK)") }
+            guard m <= matmulMaxM else { throw fail("stationary", "M is \(m), more than \(matmulMaxM) (the PE array's columns)") }
+            guard n <= matmulMaxN else { throw fail("moving", "N is \(n), more than \(matmulMaxN) (one PSUM bank of fp32)") }
+            guard destination.partitions == m, destination.elementsPerPartition == n else {
+                throw fail("dst", "is \(destination.partitions) x \(destination.elementsPerPartition); stationary^T . moving is \(m) x \(n)")
+            }
+            let range = destination.byteRange
+            guard range.low / psumBankBytes == (range.high - 1) / psumBankBytes else {
+                throw fail("dst", "bytes \(range.low)..<\(range.high) cross a PSUM bank boundary (banks are \(psumBankBytes) bytes)")
+            }
+        case .transpose(let destination, let source):
+            try requireSBUFInput("src", source)
+            guard destination.space == .psum else { throw fail("dst", "is in \(destination.space); TRANSPOSE writes PSUM") }
+            guard source.elementsPerPartition <= 128 else {
+                throw fail("src", "has \(source.elementsPerPartition) elements per partition; TRANSPOSE takes at most 128 x 128")
+            }
+            guard destination.partitions == source.elementsPerPartition, destination.elementsPerPartition == source.partitions else {
+                throw fail("dst", "is \(destination.partitions) x \(destination.elementsPerPartition); the transpose of src is \(source.elementsPerPartition) x \(source.partitions)")
+            }
+            guard destination.dtype == source.dtype else {
+                throw fail("dst", "is \(destination.dtype) but src is \(source.dtype); TRANSPOSE is bit exact, so they must match")
+            }
+        case .activate(let destination, _, let source, let scale, let bias, let accumulateOut):
+            try requireSameShape(("dst", destination), ("src", source))
+            try scalar("scale", scale, partitions: source.partitions)
+            if let bias { try requireColumn("bias", bias, partitions: source.partitions) }
+            if let accumulateOut { try requireColumn("accumulate_out", accumulateOut, partitions: source.partitions) }
+        case .tensorTensor(let destination, let a, let b, let op):
+            try requireSameShape(("dst", destination), ("a", a))
+            try requireSameShape(("dst", destination), ("b", b))
+            guard !(a.space == .psum && b.space == .psum) else {
+                throw fail("b", "is in PSUM as a is; TENSOR_TENSOR reads at most one input from PSUM")
+            }
+            guard ![AluOp.abs, .reciprocal, .rsqrt, .bypass].contains(op) else {
+                throw fail("op", "\(op) takes one operand; TENSOR_TENSOR needs a binary op")
+            }
+            try requireIntegers(op, [("dst", destination), ("a", a), ("b", b)])
+        case .tensorScalar(let destination, let source, let op0, let x0, let op1, let x1, let reverse):
+            try requireSameShape(("dst", destination), ("src", source))
+            try scalar("x0", x0, partitions: source.partitions)
+            guard reverse & ~3 == 0 else { throw fail("reverse", "has bits 0x\(String(reverse, radix: 16)); only bits 0 and 1 exist") }
+            if op1 != .bypass {
+                guard let x1 else { throw fail("x1", "is missing; op1 \(op1) needs it (or use bypass)") }
+                try scalar("x1", x1, partitions: source.partitions)
+            }
+            try requireIntegers(op0, [("dst", destination), ("src", source)])
+            try requireIntegers(op1, [("dst", destination), ("src", source)])
+        case .tensorReduce(let destination, let source, let op, _):
+            guard op.isReduction else { throw fail("op", "\(op) does not reduce; TENSOR_REDUCE takes add, max, min or multiply") }
+            try requireColumn("dst", destination, partitions: source.partitions)
+        case .tensorCopy(let destination, let source):
+            try requireSameShape(("dst", destination), ("src", source))
+        case .memset:
+            break
+        case .iota(let destination, let steps, _, _):
+            guard steps.count == destination.sizes.count else {
+                throw fail("steps", "has \(steps.count) values but dst has \(destination.sizes.count) free dimensions")
+            }
+        case .affineSelect(let destination, let steps, _, _, let compare, let onTrue, _):
+            guard steps.count == destination.sizes.count else {
+                throw fail("steps", "has \(steps.count) values but dst has \(destination.sizes.count) free dimensions")
+            }
+            guard compare.isComparison else { throw fail("cmp", "\(compare) is not a comparison") }
+            try requireSameShape(("dst", destination), ("on_true", onTrue))
+        case .semaphoreSignal, .semaphoreWait:
+            break
+        }
+    }
+
+    /// Bytes of an HBM access relative to its parameter's start, the high end exclusive.
+    public static func hbmByteRange(_ access: AccessPattern) -> (low: Int, high: Int) {
+        let inner = access.byteRange
+        let extent = (access.partitions - 1) * access.partitionStride * access.dtype.size
+        return (inner.low + min(0, extent), inner.high + max(0, extent))
+    }
+}
