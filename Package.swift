@@ -16,7 +16,7 @@ let package = Package(
         // libvtrn.so, the C ABI. SwiftPM cannot give an executable the same product name,
         // so the command-line tool is the product `vtrn-cli` (its command name is `vtrn`).
         .library(name: "vtrn", type: .dynamic, targets: ["VtrnCABI"]),
-        .library(name: "Vtrn", targets: ["Vtrn"]),
+        .library(name: "Vtrn", targets: ["Vtrn", "VtrnKernels"]),
         .executable(name: "vtrn-cli", targets: ["VtrnTool"]),
     ],
     dependencies: [
@@ -31,6 +31,7 @@ let package = Package(
         ),
         .target(name: "VtrnDevice", dependencies: ["CVtrnSystem"]),
         .target(name: "Vtrn", dependencies: ["VtrnDevice", "CVtrnSystem"]),
+        .target(name: "VtrnKernels", dependencies: ["Vtrn", "VtrnDevice"]),
         .target(
             name: "VtrnCABI",
             dependencies: ["Vtrn", "CVtrn", "CVtrnSystem"],
@@ -42,12 +43,13 @@ let package = Package(
         ),
         .executableTarget(
             name: "VtrnTool",
-            dependencies: ["Vtrn", "CVtrnSystem", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Vtrn", "VtrnKernels", "CVtrnSystem", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(name: "vtrn-swift-enumerate", dependencies: ["Vtrn"], path: "Examples/swift/Enumerate"),
+        .executableTarget(name: "vtrn-swift-gemm", dependencies: ["Vtrn", "VtrnKernels"], path: "Examples/swift/Gemm"),
 
         .testTarget(name: "VtrnDeviceTests", dependencies: ["VtrnDevice"]),
-        .testTarget(name: "VtrnTests", dependencies: ["Vtrn", "CVtrnSystem"]),
+        .testTarget(name: "VtrnTests", dependencies: ["Vtrn", "VtrnKernels", "CVtrnSystem"]),
         .testTarget(name: "VtrnCABITests", dependencies: ["VtrnCABI", "CVtrn"]),
         .testTarget(name: "VtrnIntegrationTests", dependencies: []),
     ]
