@@ -272,11 +272,8 @@ public final class CoreExecutor: @unchecked Sendable {
             let start = base(source, p, bindings)
             let stride = source.strides[0] * size
             forEachRun(source) { offset, element in
-                if stride == size {
-                    memcpy(bytes + (written + element) * size, start + offset, source.sizes[0] * size)
-                } else {
-                    for i in 0..<source.sizes[0] { memcpy(bytes + (written + element + i) * size, start + offset + i * stride, size) }
-                }
+                Self.moveElements(to: bytes + (written + element) * size, toStride: size, from: start + offset, fromStride: stride,
+                                  count: source.sizes[0], size: size)
             }
             written += source.elementsPerPartition
         }
@@ -285,13 +282,31 @@ public final class CoreExecutor: @unchecked Sendable {
             let start = base(destination, p, bindings)
             let stride = destination.strides[0] * size
             forEachRun(destination) { offset, element in
-                if stride == size {
-                    memcpy(start + offset, bytes + (read + element) * size, destination.sizes[0] * size)
-                } else {
-                    for i in 0..<destination.sizes[0] { memcpy(start + offset + i * stride, bytes + (read + element + i) * size, size) }
-                }
+                Self.moveElements(to: start + offset, toStride: stride, from: bytes + (read + element) * size, fromStride: size,
+                                  count: destination.sizes[0], size: size)
             }
             read += destination.elementsPerPartition
+        }
+    }
+
+    /// Copies `count` elements of `size` bytes between strided places (strides in bytes).
+    @inline(__always)
+    static func moveElements(to destination: UnsafeMutableRawPointer, toStride: Int, from source: UnsafeRawPointer, fromStride: Int,
+                             count: Int, size: Int) {
+        if toStride == size && fromStride == size {
+            memcpy(destination, source, count * size)
+            return
+        }
+        func move<T>(_: T.Type) {
+            for i in 0..<count {
+                (destination + i * toStride).storeBytes(of: (source + i * fromStride).loadUnaligned(as: T.self), as: T.self)
+            }
+        }
+        switch size {
+        case 4: move(UInt32.self)
+        case 2: move(UInt16.self)
+        case 1: move(UInt8.self)
+        default: for i in 0..<count { memcpy(destination + i * toStride, source + i * fromStride, size) }
         }
     }
 

@@ -33,6 +33,15 @@ public enum StandardKernels {
             try program.append(Instruction(engine: engine, operation: operation, sync: Synchronization(
                 waitSemaphore: wait?.0, waitValue: UInt32(wait?.1 ?? 0), signalSemaphore: signal, signalOp: .add, signalValue: 1)))
         }
+        // When all of Aᵀ fits in SBUF with room to spare, load it once and stream B column blocks
+        // past it: A and B each cross DMA once.
+        let mTiles = (m + 127) / 128, nBlocks = (n + 511) / 512
+        let residentA = mTiles * kTiles * 128 * size, columnBlock = kTiles * 512 * size
+        if residentA + 2 * columnBlock + 8 * 2048 <= 196_608 {
+            try gemmWithResidentA(program, m: m, k: k, n: n, a: a, b: b, c: c, tileType: tileType, mTiles: mTiles, kTiles: kTiles,
+                                  nBlocks: nBlocks, columnBlock: columnBlock)
+            return
+        }
         var bLoads = 0, aLoads = 0, tile = 0, rowBlock = 0
         var pendingStore: (tile: Int, rows: Int, columns: Int, m0: Int, n0: Int)?
         func store(_ pending: (tile: Int, rows: Int, columns: Int, m0: Int, n0: Int)) throws(VtrnError) {
@@ -90,6 +99,79 @@ public enum StandardKernels {
             rowBlock += 1
         }
         if let pendingStore { try store(pendingStore) }
+    }
+
+    /// GEMM with every Aᵀ tile resident in SBUF. Semaphores: 0 B tiles loaded, 1 B column blocks
+    /// finished by PE, 2 Aᵀ tiles loaded, 4 output tiles finished by PE, 5 tiles copied out of
+    /// PSUM, 6 tiles stored. PSUM banks and output slots rotate through 8.
+    static func gemmWithResidentA(_ program: Program, m: Int, k: Int, n: Int, a: Int, b: Int, c: Int, tileType: DataType,
+                                  mTiles: Int, kTiles: Int, nBlocks: Int, columnBlock: Int) throws(VtrnError) {
+        let size = tileType.size
+        let aTile = 128 * size
+        let bBase = mTiles * kTiles * aTile, outBase = bBase + 2 * columnBlock
+        func sbuf(_ partitions: Int, _ offset: Int, _ elements: Int, _ type: DataType) -> AccessPattern {
+            AccessPattern(space: .sbuf, dtype: type, partitions: partitions, offset: offset, sizes: [elements])
+        }
+        func add(_ engine: Engine, _ operation: Operation, wait: (Int, Int)? = nil, signal: Int? = nil) throws(VtrnError) {
+            try program.append(Instruction(engine: engine, operation: operation, sync: Synchronization(
+                waitSemaphore: wait?.0, waitValue: UInt32(wait?.1 ?? 0), signalSemaphore: signal, signalOp: .add, signalValue: 1)))
+        }
+        // Aᵀ, tile (mt, kt) at bytes (mt * kTiles + kt) * aTile of partitions 0..<depth.
+        for mt in 0..<mTiles {
+            for kt in 0..<kTiles {
+                let m0 = mt * 128, k0 = kt * 128, rows = min(128, m - m0), depth = min(128, k - k0)
+                try add(.dma, .dmaCopy(destination: sbuf(depth, (mt * kTiles + kt) * aTile, rows, tileType),
+                                       source: AccessPattern(space: .hbm, dtype: .fp32, partitions: depth, offset: (m0 * k + k0) * 4,
+                                                             parameter: a, sizes: [rows], strides: [k], partitionStride: 1)),
+                        signal: 2)
+            }
+        }
+        var tile = 0, bLoads = 0
+        var stores: [(tile: Int, rows: Int, columns: Int, m0: Int, n0: Int)] = []
+        func store(_ pending: (tile: Int, rows: Int, columns: Int, m0: Int, n0: Int)) throws(VtrnError) {
+            try add(.dma, .dmaCopy(destination: AccessPattern(space: .hbm, dtype: .fp32, partitions: pending.rows,
+                                                              offset: (pending.m0 * n + pending.n0) * 4, parameter: c,
+                                                              sizes: [pending.columns], partitionStride: n),
+                                   source: sbuf(pending.rows, outBase + (pending.tile % 8) * 2048, pending.columns, .fp32)),
+                    wait: (5, pending.tile + 1), signal: 6)
+        }
+        try add(.pe, .semaphoreWait(semaphore: 2, value: UInt32(mTiles * kTiles)))
+        for block in 0..<nBlocks {
+            let n0 = block * 512, columns = min(512, n - n0)
+            let slot = bBase + (block % 2) * columnBlock
+            // B tiles of this column block; the slot was last read by block - 2.
+            for kt in 0..<kTiles {
+                let k0 = kt * 128, depth = min(128, k - k0)
+                try add(.dma, .dmaCopy(destination: sbuf(depth, slot + kt * 512 * size, columns, tileType),
+                                       source: AccessPattern(space: .hbm, dtype: .fp32, partitions: depth, offset: (k0 * n + n0) * 4,
+                                                             parameter: b, sizes: [columns], partitionStride: n)),
+                        wait: kt == 0 && block >= 2 ? (1, block - 1) : nil, signal: 0)
+                bLoads += 1
+            }
+            for pending in stores { try store(pending) }
+            stores.removeAll()
+            for mt in 0..<mTiles {
+                let m0 = mt * 128, rows = min(128, m - m0)
+                let bank = (tile % 8) * 2048
+                if tile >= 8 { try add(.pe, .semaphoreWait(semaphore: 5, value: UInt32(tile - 7))) }
+                for kt in 0..<kTiles {
+                    let depth = min(128, k - kt * 128)
+                    try add(.pe, .matmul(destination: AccessPattern(space: .psum, dtype: .fp32, partitions: rows, offset: bank, sizes: [columns]),
+                                         stationary: sbuf(depth, (mt * kTiles + kt) * aTile, rows, tileType),
+                                         moving: sbuf(depth, slot + kt * 512 * size, columns, tileType), accumulate: kt > 0),
+                            wait: (0, bLoads - kTiles + kt + 1))
+                }
+                try add(.pe, .semaphoreSignal(semaphore: 4, op: .add, value: 1))
+                if tile >= 8 { try add(.dve, .semaphoreWait(semaphore: 6, value: UInt32(tile - 7))) }
+                try add(.dve, .tensorCopy(destination: sbuf(rows, outBase + (tile % 8) * 2048, columns, .fp32),
+                                          source: AccessPattern(space: .psum, dtype: .fp32, partitions: rows, offset: bank, sizes: [columns])),
+                        wait: (4, tile + 1), signal: 5)
+                stores.append((tile, rows, columns, m0, n0))
+                tile += 1
+            }
+            try add(.pe, .semaphoreSignal(semaphore: 1, op: .add, value: 1))
+        }
+        for pending in stores { try store(pending) }
     }
 
     /// Row softmax of x[rows, columns] (fp32) into "y": per 128-row block, TENSOR_REDUCE max
