@@ -116,3 +116,22 @@ import Testing
         #expect(output.contains("names architecture \"trn9\", which is not trn1 or trn2"))
     }
 }
+
+/// The Swift examples, as built by `swift build`.
+@Suite struct SwiftExampleTests {
+    @Test(arguments: [("vtrn-swift-enumerate", "Trainium2"), ("vtrn-swift-gemm", "largest error")])
+    func exampleRuns(name: String, expected: String) throws {
+        let executable = CHostTests.binPath.appendingPathComponent(name)
+        try #require(FileManager.default.fileExists(atPath: executable.path), "run `swift build` before `swift test`")
+        let process = Process()
+        process.executableURL = executable
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0, "\(output)")
+        #expect(output.contains(expected), "\(output)")
+    }
+}
