@@ -844,8 +844,11 @@ vtrn_status_t vtrn_kernel_load(vtrn_device_t device, uint32_t core, vtrn_program
 vtrn_status_t vtrn_kernel_unload(vtrn_kernel_t kernel);
 
 /** Queues one execution on the kernel's core and returns at once with its fence. Every parameter
- *  must be bound, to device memory of the kernel's device and runtime; a binding that leaves a
- *  parameter too little room fails the call (VTRN_ERROR_OUT_OF_BOUNDS). The core's command queue
+ *  must be bound, to device memory of the kernel's device and runtime, which stays allocated until
+ *  the execution finishes. A binding smaller than its parameter is accepted: the execution fails
+ *  (its fence reports VTRN_ERROR_OUT_OF_BOUNDS naming the instruction) only if an instruction
+ *  reaches past it, and other executions go on; an offset past the block's end fails the call
+ *  (VTRN_ERROR_OUT_OF_BOUNDS). The core's command queue
  *  holds 1024 executions; beyond that the call fails with VTRN_ERROR_QUEUE_FULL (nothing queued).
  *  An execution running longer than VTRN_EXEC_TIMEOUT_MS fails with VTRN_ERROR_TIMEOUT.
  *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_NOT_FOUND (a binding names no
