@@ -753,9 +753,9 @@ vtrn_status_t vtrn_program_add_parameter(vtrn_program_t program, const char *nam
 /** The number of instructions so far. */
 vtrn_status_t vtrn_program_instruction_count(vtrn_program_t program, uint32_t *count);
 
-/** DMA_COPY (DMA engine): dst = src, element by element, HBM<->SBUF or SBUF<->SBUF (or PSUM to
- *  either); element counts equal; a dtype change goes through fp32. Partition p of src goes to
- *  partition p of dst. */
+/** DMA_COPY (DMA engine): dst = src, element by element in partition-major order, between HBM and
+ *  SBUF in either direction, SBUF to SBUF or HBM to HBM (not PSUM: copy it to SBUF first);
+ *  element counts equal; a dtype change goes through fp32. */
 vtrn_status_t vtrn_program_dma_copy(vtrn_program_t program, vtrn_access_t dst, vtrn_access_t src, const vtrn_sync_t *sync);
 
 /** MATMUL (PE): dst[M,N] = (accumulate ? dst : 0) + stationary[K,M]^T . moving[K,N], in fp32 in

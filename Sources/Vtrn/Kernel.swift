@@ -132,17 +132,23 @@ public final class Kernel: Sendable {
 
 extension Device {
     /// Validates `program` for `core` and loads it, claiming the core for this runtime.
+    /// A program that fails validation claims nothing.
     public func load(_ program: Program, core: Int) throws(VtrnError) -> Kernel {
-        try claim(core: core)
+        try state.checkOpen()
         guard program.runtime === runtime else {
             throw .invalidArgument("the program belongs to runtime \(program.runtime.serial), not to runtime \(runtime.serial)")
         }
+        guard core >= 0 && core < cores.count else {
+            throw .invalidArgument("device \(index) has \(cores.count) cores (0-\(cores.count - 1)); core \(core) requested")
+        }
+        let loaded: LoadedProgram
         do {
-            let loaded = try LoadedProgram(instructions: program.instructions, parameters: program.parameters, preset: hardware.preset)
-            return Kernel(device: self, core: core, program: loaded)
+            loaded = try LoadedProgram(instructions: program.instructions, parameters: program.parameters, preset: hardware.preset)
         } catch {
             throw VtrnError(.invalidProgram, error.message)
         }
+        try claim(core: core)
+        return Kernel(device: self, core: core, program: loaded)
     }
 }
 

@@ -68,15 +68,20 @@ public struct AccessPattern: Sendable, Equatable {
         self.offset = offset
         self.parameter = parameter
         self.sizes = sizes
-        var contiguous: [Int] = []
-        var step = 1
-        for size in sizes { contiguous.append(step); step *= size }
-        self.strides = strides ?? contiguous
+        if let strides {
+            self.strides = strides
+        } else {
+            var contiguous: [Int] = []
+            var step = 1
+            for size in sizes { contiguous.append(step); step = step &* size }
+            self.strides = contiguous
+        }
         self.partitionStride = partitionStride
     }
 
-    /// Elements in each partition.
-    public var elementsPerPartition: Int { sizes.reduce(1, *) }
+    /// Elements in each partition (validation bounds the sizes first, so that this cannot overflow
+    /// for a loaded program; before that it wraps rather than trap).
+    public var elementsPerPartition: Int { sizes.reduce(1, &*) }
     public var elementCount: Int { partitions * elementsPerPartition }
 
     /// Whether the free elements are one contiguous run.
@@ -84,7 +89,7 @@ public struct AccessPattern: Sendable, Equatable {
         var step = 1
         for (size, stride) in zip(sizes, strides) where size > 1 {
             if stride != step { return false }
-            step *= size
+            step = step &* size
         }
         return true
     }

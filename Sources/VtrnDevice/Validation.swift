@@ -13,6 +13,9 @@ public enum Validator {
     public static let matmulMaxM = 128
     public static let matmulMaxN = 512
     public static let psumBankBytes = 2048
+    static let maxDimension = 1 << 24
+    static let maxElements = 1 << 31
+    static let maxStride = 1 << 32
 
     public static func validate(_ instructions: [Instruction], parameters: [Parameter], preset: ChipPreset) throws(ValidationError) {
         for (index, instruction) in instructions.enumerated() {
@@ -63,6 +66,15 @@ public enum Validator {
                 throw fail(name, "has \(access.sizes.count) free dimensions; an access pattern has 1 to 4")
             }
             guard access.sizes.allSatisfy({ $0 >= 1 }) else { throw fail(name, "a free dimension has size 0 (\(access.sizes))") }
+            // Bounds that keep every later computation of extents and counts far from overflow.
+            guard access.sizes.allSatisfy({ $0 <= maxDimension }),
+                  access.sizes.reduce(1, { $0 * $1 > maxElements ? maxElements + 1 : $0 * $1 }) <= maxElements else {
+                throw fail(name, "sizes \(access.sizes) describe more than \(maxElements) elements per partition")
+            }
+            guard access.strides.allSatisfy({ abs($0) <= maxStride }), abs(access.partitionStride) <= maxStride else {
+                throw fail(name, "a stride is larger than \(maxStride) elements (strides \(access.strides), partition stride \(access.partitionStride))")
+            }
+            guard access.offset <= maxStride else { throw fail(name, "byte offset \(access.offset) is larger than \(maxStride)") }
             guard (1...partitionCount).contains(access.partitions) else {
                 throw fail(name, "\(access.partitions) partitions; an access covers 1 to \(partitionCount)")
             }

@@ -42,6 +42,12 @@ VT_EACH_VERSIONED(VT_STRUCT_SIZE_FIRST)
 /* Handles are pointer-sized tokens. */
 VT_SIZE(vtrn_runtime_t, sizeof(void *));
 VT_SIZE(vtrn_device_t, sizeof(void *));
+VT_SIZE(vtrn_host_buffer_t, sizeof(void *));
+VT_SIZE(vtrn_device_memory_t, sizeof(void *));
+VT_SIZE(vtrn_dma_queue_t, sizeof(void *));
+VT_SIZE(vtrn_program_t, sizeof(void *));
+VT_SIZE(vtrn_kernel_t, sizeof(void *));
+VT_SIZE(vtrn_fence_t, sizeof(void *));
 
 /* Status values are part of the ABI (Python and Swift bind the numbers). */
 VT_STATIC_ASSERT(VTRN_SUCCESS == 0 && VTRN_NOT_READY == 1 && VTRN_ERROR_INVALID_ARGUMENT == 2 &&
@@ -59,8 +65,32 @@ VT_STATIC_ASSERT(VTRN_LOG_LEVEL_DEFAULT == 0 && VTRN_LOG_LEVEL_ERROR == 1 && VTR
                  "vtrn_log_level_t values changed");
 VT_STATIC_ASSERT(VTRN_ENGINE_PE == 1 && VTRN_ENGINE_ACT == 2 && VTRN_ENGINE_DVE == 4 && VTRN_ENGINE_POOL == 8,
                  "vtrn_engine_flags_t values changed");
+VT_STATIC_ASSERT(VTRN_ENGINE_DMA == 16, "vtrn_engine_flags_t values changed");
+VT_STATIC_ASSERT(VTRN_DTYPE_FP32 == 1 && VTRN_DTYPE_BF16 == 2 && VTRN_DTYPE_FP16 == 3 && VTRN_DTYPE_FP8_E4M3 == 4 &&
+                     VTRN_DTYPE_FP8_E5M2 == 5 && VTRN_DTYPE_INT32 == 6 && VTRN_DTYPE_INT8 == 7 &&
+                     VTRN_DTYPE_UINT8 == 8,
+                 "vtrn_dtype_t values changed");
+VT_STATIC_ASSERT(VTRN_MEMORY_SBUF == 1 && VTRN_MEMORY_PSUM == 2 && VTRN_MEMORY_HBM == 3,
+                 "vtrn_memory_space_t values changed");
+VT_STATIC_ASSERT(VTRN_ALU_ADD == 1 && VTRN_ALU_SUBTRACT == 2 && VTRN_ALU_MULTIPLY == 3 && VTRN_ALU_MAX == 4 &&
+                     VTRN_ALU_MIN == 5 && VTRN_ALU_EQUAL == 6 && VTRN_ALU_NOT_EQUAL == 7 && VTRN_ALU_GREATER == 8 &&
+                     VTRN_ALU_GREATER_EQUAL == 9 && VTRN_ALU_LESS == 10 && VTRN_ALU_LESS_EQUAL == 11 &&
+                     VTRN_ALU_POW == 12 && VTRN_ALU_ABS == 13 && VTRN_ALU_RECIPROCAL == 14 && VTRN_ALU_RSQRT == 15 &&
+                     VTRN_ALU_DIVIDE == 16 && VTRN_ALU_BITWISE_AND == 17 && VTRN_ALU_BITWISE_OR == 18 &&
+                     VTRN_ALU_BITWISE_XOR == 19 && VTRN_ALU_SHIFT_LEFT == 20 && VTRN_ALU_SHIFT_RIGHT == 21 &&
+                     VTRN_ALU_BYPASS == 22,
+                 "vtrn_alu_op_t values changed");
+VT_STATIC_ASSERT(VTRN_ACT_COPY == 1 && VTRN_ACT_EXP == 2 && VTRN_ACT_LOG == 3 && VTRN_ACT_TANH == 4 &&
+                     VTRN_ACT_SIGMOID == 5 && VTRN_ACT_RELU == 6 && VTRN_ACT_GELU == 7 && VTRN_ACT_GELU_TANH == 8 &&
+                     VTRN_ACT_SILU == 9 && VTRN_ACT_SQUARE == 10 && VTRN_ACT_SQRT == 11 && VTRN_ACT_RSQRT == 12 &&
+                     VTRN_ACT_RECIPROCAL == 13,
+                 "vtrn_activation_t values changed");
+VT_STATIC_ASSERT(VTRN_SEMAPHORE_ADD == 1 && VTRN_SEMAPHORE_SET == 2, "vtrn_semaphore_op_t values changed");
 VT_STATIC_ASSERT(VTRN_STATUS_FORCE32 == 0x7fffffff && VTRN_ARCH_FORCE32 == 0x7fffffff &&
-                     VTRN_LOG_LEVEL_FORCE32 == 0x7fffffff && VTRN_ENGINE_FORCE32 == 0x7fffffff,
+                     VTRN_LOG_LEVEL_FORCE32 == 0x7fffffff && VTRN_ENGINE_FORCE32 == 0x7fffffff &&
+                     VTRN_DTYPE_FORCE32 == 0x7fffffff && VTRN_MEMORY_FORCE32 == 0x7fffffff &&
+                     VTRN_ALU_FORCE32 == 0x7fffffff && VTRN_ACT_FORCE32 == 0x7fffffff &&
+                     VTRN_SEMAPHORE_FORCE32 == 0x7fffffff,
                  "_FORCE32 members changed");
 
 /* The version macros agree with each other. */
@@ -92,6 +122,49 @@ VT_SIZE(vtrn_dma_transfer_t, 40);
 VT_OFFSET(vtrn_memory_ref_t, offset, 8);
 VT_OFFSET(vtrn_dma_transfer_t, src, 16);
 VT_OFFSET(vtrn_dma_transfer_t, bytes, 32);
+
+/* The structs of programs, kernels and executions. vtrn_execution_info_t is versioned (its first
+ * version is 128 bytes); the others are passed by value or in arrays, so their layout can never
+ * change. */
+VT_SIZE(vtrn_execution_info_t, 128);
+VT_SIZE(vtrn_access_t, 88);
+VT_SIZE(vtrn_scalar_t, 96);
+VT_SIZE(vtrn_sync_t, 20);
+VT_SIZE(vtrn_binding_t, 24);
+
+VT_OFFSET(vtrn_access_t, space, 0);
+VT_OFFSET(vtrn_access_t, dtype, 4);
+VT_OFFSET(vtrn_access_t, start_partition, 8);
+VT_OFFSET(vtrn_access_t, partitions, 12);
+VT_OFFSET(vtrn_access_t, offset, 16);
+VT_OFFSET(vtrn_access_t, parameter, 24);
+VT_OFFSET(vtrn_access_t, dims, 28);
+VT_OFFSET(vtrn_access_t, size, 32);
+VT_OFFSET(vtrn_access_t, stride, 48);
+VT_OFFSET(vtrn_access_t, partition_stride, 80);
+
+VT_OFFSET(vtrn_scalar_t, is_tile, 0);
+VT_OFFSET(vtrn_scalar_t, value, 4);
+VT_OFFSET(vtrn_scalar_t, tile, 8);
+
+VT_OFFSET(vtrn_sync_t, wait_semaphore, 0);
+VT_OFFSET(vtrn_sync_t, wait_value, 4);
+VT_OFFSET(vtrn_sync_t, signal_semaphore, 8);
+VT_OFFSET(vtrn_sync_t, signal_op, 12);
+VT_OFFSET(vtrn_sync_t, signal_value, 16);
+
+VT_OFFSET(vtrn_binding_t, name, 0);
+VT_OFFSET(vtrn_binding_t, memory, 8);
+VT_OFFSET(vtrn_binding_t, offset, 16);
+
+VT_OFFSET(vtrn_execution_info_t, status, 8);
+VT_OFFSET(vtrn_execution_info_t, reserved, 12);
+VT_OFFSET(vtrn_execution_info_t, wall_ns, 16);
+VT_OFFSET(vtrn_execution_info_t, queued_ns, 24);
+VT_OFFSET(vtrn_execution_info_t, device_ns, 32);
+VT_OFFSET(vtrn_execution_info_t, device_cycles, 40);
+VT_OFFSET(vtrn_execution_info_t, instructions, 48);
+VT_OFFSET(vtrn_execution_info_t, engine_busy_ns, 88);
 
 VT_OFFSET(vtrn_runtime_options_t, topology, 8);
 VT_OFFSET(vtrn_runtime_options_t, visible_cores, 16);

@@ -91,6 +91,29 @@ int main() {
     }
     VT_EACH_INIT(VT_CHECK_INIT)
 
+    // The access-pattern helpers and VTRN_SYNC_NONE: usable as initializers, fields as documented.
+    {
+        const vtrn_access_t tile = vtrn_sbuf(32, 64, 1024, VTRN_DTYPE_BF16, 300);
+        const vtrn_access_t accumulator = vtrn_psum(0, 128, 2048, VTRN_DTYPE_FP32, 512);
+        const vtrn_access_t rows = vtrn_hbm(2, 4096, VTRN_DTYPE_FP32, 128, 1000, 250);
+        const vtrn_sync_t none = VTRN_SYNC_NONE;
+        failures += check(tile.space == VTRN_MEMORY_SBUF && tile.dtype == VTRN_DTYPE_BF16 && tile.start_partition == 32 &&
+                              tile.partitions == 64 && tile.offset == 1024 && tile.dims == 1 && tile.size[0] == 300 &&
+                              tile.size[1] == 1 && tile.size[3] == 1 && tile.stride[0] == 1 && tile.stride[1] == 0 &&
+                              tile.partition_stride == 0,
+                          "vtrn_sbuf");
+        failures += check(accumulator.space == VTRN_MEMORY_PSUM && accumulator.offset == 2048 &&
+                              accumulator.size[0] == 512 && accumulator.partitions == 128,
+                          "vtrn_psum");
+        failures += check(rows.space == VTRN_MEMORY_HBM && rows.parameter == 2 && rows.offset == 4096 &&
+                              rows.partitions == 128 && rows.partition_stride == 1000 && rows.size[0] == 250 &&
+                              rows.stride[0] == 1 && rows.dims == 1,
+                          "vtrn_hbm");
+        failures += check(none.wait_semaphore == -1 && none.signal_semaphore == -1 &&
+                              none.signal_op == VTRN_SEMAPHORE_ADD,
+                          "VTRN_SYNC_NONE");
+    }
+
     // The functions link with C linkage (extern "C") and behave as declared.
     failures += check(VTRN_VERSION_GET_MAJOR(vtrn_version()) == VTRN_VERSION_MAJOR, "vtrn_version major");
     failures += check(std::strcmp(vtrn_status_string(VTRN_ERROR_INVALID_HANDLE), "invalid handle") == 0,

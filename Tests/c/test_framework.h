@@ -1,6 +1,6 @@
 /*
  * test_framework.h — the tiny self-contained test framework of the C test programs (test_abi.c,
- * test_dma.c). Each program includes it once.
+ * test_dma.c, test_kernels.c). Each program includes it once.
  *
  * Every check counts as passed or failed; a failure prints "FAIL file:line: what". A program ends
  * with finish("NAME"), which prints the line "NAME: N passed, M failed" and gives the exit status
