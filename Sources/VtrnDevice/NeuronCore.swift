@@ -102,7 +102,6 @@ public final class CoreExecutor: @unchecked Sendable {
         let engineCount = Engine.allCases.count
         var position = [Int](repeating: 0, count: engineCount)
         var time = [Double](repeating: 0, count: engineCount)
-        var executed = 0
         while true {
             var chosen = -1
             var chosenStart = Double.infinity
@@ -145,7 +144,6 @@ public final class CoreExecutor: @unchecked Sendable {
                 semaphoreTime[semaphore] = max(semaphoreTime[semaphore], time[chosen])
             }
             position[chosen] += 1
-            executed += 1
             if let deadline, vtrnsys_monotonic_ns() > deadline {
                 outcome.failure = .timeout("instruction \(index) (\(instruction.operation.name) on \(instruction.engine)) was still "
                                            + "running when the execution reached its timeout")
