@@ -15,17 +15,8 @@ import Testing
 
     @discardableResult
     func run(_ arguments: [String]) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = arguments
-        process.currentDirectoryURL = Self.packageRoot
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0, "\(arguments.joined(separator: " ")) failed:\n\(output)")
+        let (status, output) = try runProgram(URL(fileURLWithPath: "/usr/bin/env"), arguments)
+        #expect(status == 0, "\(arguments.joined(separator: " ")) failed:\n\(output)")
         return output
     }
 
@@ -77,18 +68,7 @@ import Testing
 /// The `vtrn` tool as a user runs it.
 @Suite struct ToolTests {
     func tool(_ arguments: [String]) throws -> (status: Int32, output: String) {
-        let executable = CHostTests.binPath.appendingPathComponent("vtrn-cli")
-        try #require(FileManager.default.fileExists(atPath: executable.path), "run `swift build` before `swift test`")
-        let process = Process()
-        process.executableURL = executable
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return (process.terminationStatus, output)
+        try runProgram(try builtProduct("vtrn-cli"), arguments)
     }
 
     @Test func lsPrintsATableLikeNeuronLs() throws {
@@ -121,17 +101,30 @@ import Testing
 @Suite struct SwiftExampleTests {
     @Test(arguments: [("vtrn-swift-enumerate", "Trainium2"), ("vtrn-swift-gemm", "largest error")])
     func exampleRuns(name: String, expected: String) throws {
-        let executable = CHostTests.binPath.appendingPathComponent(name)
-        try #require(FileManager.default.fileExists(atPath: executable.path), "run `swift build` before `swift test`")
-        let process = Process()
-        process.executableURL = executable
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0, "\(output)")
+        let (status, output) = try runProgram(try builtProduct(name), [])
+        #expect(status == 0, "\(output)")
         #expect(output.contains(expected), "\(output)")
     }
+}
+
+/// Runs a program in the package root; its exit status and its stdout and stderr together.
+func runProgram(_ executable: URL, _ arguments: [String]) throws -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = executable
+    process.arguments = arguments
+    process.currentDirectoryURL = CHostTests.packageRoot
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    return (process.terminationStatus, output)
+}
+
+/// A product `swift build` made, or a failure saying to build first.
+func builtProduct(_ name: String) throws -> URL {
+    let executable = CHostTests.binPath.appendingPathComponent(name)
+    try #require(FileManager.default.fileExists(atPath: executable.path), "\(executable.path) is missing: run `swift build` before `swift test`")
+    return executable
 }
