@@ -287,6 +287,34 @@ public final class CoreExecutor: @unchecked Sendable {
         }
     }
 
+    /// A DMA that loads a matrix transposed: partition p of the destination takes the source's
+    /// column p (consecutive partitions start one element apart, elements `stride` apart), as a
+    /// GEMM loads Aᵀ. Worth its own path: element by element it would touch a new cache line and
+    /// often a new page per element.
+    static func isTransposedGather(_ destination: AccessPattern, _ source: AccessPattern) -> Bool {
+        source.sizes.count == 1 && destination.sizes.count == 1 && source.partitionStride == 1 && source.strides[0] > 1
+            && destination.strides[0] == 1 && destination.partitions == source.partitions
+            && destination.sizes[0] == source.sizes[0] && source.dtype.size == 4
+    }
+
+    /// The copy for `isTransposedGather`, in 16 x 16 blocks so that each source row segment and
+    /// each destination partition segment stays in cache while it is used.
+    private func transposedGather(to destination: AccessPattern, from source: AccessPattern, _ bindings: [ParameterBinding]) {
+        let partitions = source.partitions, elements = source.sizes[0], step = source.strides[0]
+        let from = base(source, 0, bindings).assumingMemoryBound(to: UInt32.self)
+        let block = 16
+        for p0 in stride(from: 0, to: partitions, by: block) {
+            let p1 = min(p0 + block, partitions)
+            for e0 in stride(from: 0, to: elements, by: block) {
+                let e1 = min(e0 + block, elements)
+                for p in p0..<p1 {
+                    let to = base(destination, p, bindings).assumingMemoryBound(to: UInt32.self)
+                    for e in e0..<e1 { to[e] = from[e * step + p] }
+                }
+            }
+        }
+    }
+
     /// Copies `count` elements of `size` bytes between strided places (strides in bytes).
     @inline(__always)
     static func moveElements(to destination: UnsafeMutableRawPointer, toStride: Int, from source: UnsafeRawPointer, fromStride: Int,
@@ -326,7 +354,9 @@ public final class CoreExecutor: @unchecked Sendable {
         let a = scratch[0], b = scratch[1], c = scratch[2]
         switch operation {
         case .dmaCopy(let destination, let source):
-            if destination.dtype == source.dtype && destination.partitions == source.partitions
+            if destination.dtype == source.dtype && Self.isTransposedGather(destination, source) {
+                transposedGather(to: destination, from: source, bindings)
+            } else if destination.dtype == source.dtype && destination.partitions == source.partitions
                 && destination.isContiguous && source.isContiguous && destination.elementsPerPartition == source.elementsPerPartition {
                 let bytes = source.elementsPerPartition * source.dtype.size
                 for p in 0..<source.partitions { memcpy(base(destination, p, bindings), base(source, p, bindings), bytes) }
