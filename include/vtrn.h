@@ -548,7 +548,9 @@ const char *vtrn_last_error(void);
 vtrn_status_t vtrn_runtime_create(const vtrn_runtime_options_t *options, vtrn_runtime_t *out);
 
 /** Destroys a runtime and everything it owns (devices, and all later objects made from them);
- *  their handles become invalid. NULL is a no-op. Must not race with other calls that use the
+ *  their handles become invalid. It first waits for the transfers submitted on its DMA queues and
+ *  for the executions queued on its cores (bounded by VTRN_EXEC_TIMEOUT_MS each), since they use
+ *  its memory; then it frees its device memory and releases its cores. NULL is a no-op. Must not race with other calls that use the
  *  same runtime or its objects (they fail with VTRN_ERROR_INVALID_HANDLE if they lose the race,
  *  but never crash).
  *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE for a destroyed or garbage handle. */

@@ -67,6 +67,8 @@ public final class Runtime: Sendable {
         guard state.close() else { return }
         for resource in state.takeResources() { resource.close() }
         for record in deviceRecords {
+            // Executions on this runtime's cores use its memory: let them finish first.
+            for core in record.shared.cores(claimedBy: serial) { record.shared.hardware.commandQueues[core].drain() }
             record.shared.hardware.hbm.freeAll(owner: serial)
             record.shared.releaseClaims(of: serial)
         }

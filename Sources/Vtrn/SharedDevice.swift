@@ -36,6 +36,9 @@ final class SharedDevice: Sendable {
 
     func holder(of core: Int) -> Int? { claims.withLock { $0[core] } }
 
+    /// The cores runtime `serial` holds.
+    func cores(claimedBy serial: Int) -> [Int] { claims.withLock { $0.filter { $0.value == serial }.map(\.key) } }
+
     // MARK: The registry
 
     private struct Key: Hashable {

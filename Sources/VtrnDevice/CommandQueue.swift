@@ -1,6 +1,10 @@
 import CVtrnSystem
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// One execution submitted to a core: its program and bindings, then its outcome and times.
 public final class CoreExecution: @unchecked Sendable {
     public let program: LoadedProgram
@@ -133,6 +137,12 @@ public final class CoreCommandQueue: @unchecked Sendable {
 
     /// Executions queued or running.
     public var depth: Int { pendingCount.load(ordering: .relaxed) }
+
+    /// Returns once every execution submitted so far has finished (a runtime's teardown: its
+    /// memory must outlive the executions that use it).
+    public func drain() {
+        while pendingCount.load(ordering: .acquiring) > 0 { usleep(50) }
+    }
 
     /// Stops the thread after the queued executions (the device is going away).
     func shutdown() {
