@@ -16,6 +16,7 @@ public enum Validator {
     static let maxDimension = 1 << 24
     static let maxElements = 1 << 31
     static let maxStride = 1 << 32
+    static let maxDmaElements = 1 << 26
 
     public static func validate(_ instructions: [Instruction], parameters: [Parameter], preset: ChipPreset) throws(ValidationError) {
         for (index, instruction) in instructions.enumerated() {
@@ -75,6 +76,12 @@ public enum Validator {
                 throw fail(name, "a stride is larger than \(maxStride) elements (strides \(access.strides), partition stride \(access.partitionStride))")
             }
             guard access.offset <= maxStride else { throw fail(name, "byte offset \(access.offset) is larger than \(maxStride)") }
+            // Broadcast views (stride 0) can describe more elements than a partition holds; an
+            // engine's pass over a partition is bounded by what SBUF's widest partition holds.
+            if engine != .dma && access.elementsPerPartition > preset.sbufBytesPerPartition {
+                throw fail(name, "has \(access.elementsPerPartition) elements per partition; compute engines process at most "
+                           + "\(preset.sbufBytesPerPartition) (the bytes of an SBUF partition)")
+            }
             guard (1...partitionCount).contains(access.partitions) else {
                 throw fail(name, "\(access.partitions) partitions; an access covers 1 to \(partitionCount)")
             }
@@ -147,6 +154,9 @@ public enum Validator {
 
         switch operation {
         case .dmaCopy(let destination, let source):
+            guard source.elementCount <= maxDmaElements else {
+                throw fail("src", "moves \(source.elementCount) elements; one DMA_COPY moves at most \(maxDmaElements) (split it)")
+            }
             guard destination.elementCount == source.elementCount else {
                 throw fail("src", "has \(source.elementCount) elements but dst has \(destination.elementCount); DMA_COPY moves equal counts")
             }
