@@ -66,6 +66,7 @@ final class HandleTable<Object: AnyObject & Sendable>: Sendable {
     }
 
     private let storage = Mutex(Storage())
+    static var quarantine: Int { 64 }
 
     init(_ kind: HandleKind) { self.kind = kind }
 
@@ -73,7 +74,10 @@ final class HandleTable<Object: AnyObject & Sendable>: Sendable {
     func insert(_ object: Object, owner: UInt64 = 0) throws(VtrnError) -> UInt64 {
         let token: UInt64? = storage.withLock { storage in
             let slot: Int
-            if storage.freeHead < storage.free.count {
+            // A freed slot waits behind `quarantine` others before it is reused, so that a stale
+            // handle keeps its precise reason for a while, and its slot is rarely live again.
+            let waiting = storage.free.count - storage.freeHead
+            if waiting > Self.quarantine || (waiting > 0 && storage.slots.count >= HandleLayout.maxSlots) {
                 slot = storage.free[storage.freeHead]
                 storage.freeHead += 1
                 if storage.freeHead > 1024 && storage.freeHead * 2 > storage.free.count {

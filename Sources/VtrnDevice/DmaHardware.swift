@@ -212,14 +212,18 @@ public final class DmaEngineHardware: @unchecked Sendable {
     /// Descriptors served from one queue before moving to the next (1 MiB at 64 KiB each).
     static let burst = 16
 
+    /// Guarded by the mutex. Each thread serves the generation it was started for and exits when
+    /// the generation moves on, so a thread being stopped and one being started never mix up.
     private struct State {
         var queues: [DmaQueueHardware] = []
         var thread: UInt64?
-        var stopping = false
-        var epoch = 0
+        var running = false
+        var generation = 0
     }
 
     private let state = Mutex(State())
+    /// Serialises attach and detach, which start and join threads outside `state`'s lock.
+    private let lifecycle = Mutex(())
     private let epoch = Atomic<Int>(0)
     private let sleeping = Atomic<Bool>(false)
     private let wakeWord: UnsafeMutablePointer<UInt32>
@@ -233,47 +237,65 @@ public final class DmaEngineHardware: @unchecked Sendable {
 
     deinit { wakeWord.deallocate() }
 
-    /// Adds a queue; starts the engine's thread for its first one.
+    /// Adds a queue; starts the engine's thread for its first one. Attach and detach are
+    /// serialised (a thread is started and recorded, or stopped and joined, under one lock).
     func attach(_ queue: DmaQueueHardware) -> Bool {
         queue.setEngine(self)
-        let startThread: Bool = state.withLock { state in
-            state.queues.append(queue)
-            return state.thread == nil
-        }
-        epoch.add(1, ordering: .sequentiallyConsistent)
-        if startThread {
-            let context = Unmanaged.passRetained(self).toOpaque()
+        return lifecycle.withLock { _ in
+            let start: Int? = state.withLock { state in
+                state.queues.append(queue)
+                guard !state.running else { return nil }
+                state.running = true
+                state.generation += 1
+                return state.generation
+            }
+            epoch.add(1, ordering: .sequentiallyConsistent)
+            guard let generation = start else {
+                notify()
+                return true
+            }
+            let context = Unmanaged.passRetained(Start(engine: self, generation: generation)).toOpaque()
             var thread: UInt64 = 0
             let result = vtrnsys_thread_start({ context in
-                let engine = Unmanaged<DmaEngineHardware>.fromOpaque(context!).takeRetainedValue()
-                engine.run()
+                let start = Unmanaged<Start>.fromOpaque(context!).takeRetainedValue()
+                start.engine.run(generation: start.generation)
             }, context, name, &thread)
             guard result == 0 else {
-                Unmanaged<DmaEngineHardware>.fromOpaque(context).release()
-                state.withLock { $0.queues.removeAll { $0 === queue } }
+                Unmanaged<Start>.fromOpaque(context).release()
+                state.withLock { state in
+                    state.queues.removeAll { $0 === queue }
+                    state.running = false
+                }
                 return false
             }
             state.withLock { $0.thread = thread }
-        } else {
-            notify()
+            return true
         }
-        return true
     }
 
-    /// Removes a queue (its submitted work must be finished); joins the thread after the last one.
-    func detach(_ queue: DmaQueueHardware) {
-        let thread: UInt64? = state.withLock { state in
-            state.queues.removeAll { $0 === queue }
-            guard state.queues.isEmpty, let thread = state.thread else { return nil }
-            state.thread = nil
-            state.stopping = true
-            return thread
+    private final class Start: Sendable {
+        let engine: DmaEngineHardware
+        let generation: Int
+        init(engine: DmaEngineHardware, generation: Int) {
+            self.engine = engine
+            self.generation = generation
         }
-        epoch.add(1, ordering: .sequentiallyConsistent)
-        notify(force: true)
-        if let thread {
-            _ = vtrnsys_thread_join(thread)
-            state.withLock { $0.stopping = false }
+    }
+
+    /// Removes a queue (its submitted work must be finished); stops and joins the thread after the last one.
+    func detach(_ queue: DmaQueueHardware) {
+        lifecycle.withLock { _ in
+            let thread: UInt64? = state.withLock { state in
+                state.queues.removeAll { $0 === queue }
+                guard state.queues.isEmpty, state.running, let thread = state.thread else { return nil }
+                state.thread = nil
+                state.running = false
+                state.generation += 1
+                return thread
+            }
+            epoch.add(1, ordering: .sequentiallyConsistent)
+            notify(force: true)
+            if let thread { _ = vtrnsys_thread_join(thread) }
         }
     }
 
@@ -286,7 +308,7 @@ public final class DmaEngineHardware: @unchecked Sendable {
         }
     }
 
-    private func run() {
+    private func run(generation: Int) {
         _ = vtrnsys_run_on_node(Int32(numaNode))
         // Unretained: the state's array holds the queues while the epoch is unchanged, and the
         // engine loop must not pay a retain and release per queue per round.
@@ -299,8 +321,8 @@ public final class DmaEngineHardware: @unchecked Sendable {
         while true {
             let currentEpoch = epoch.load(ordering: .sequentiallyConsistent)
             if currentEpoch != seenEpoch {
-                let (current, stopping) = state.withLock { ($0.queues, $0.stopping) }
-                if stopping && current.isEmpty { return }
+                let (current, live) = state.withLock { ($0.queues, $0.generation == generation) }
+                if !live { return }
                 holding = current
                 queues = holding.map { Unmanaged.passUnretained($0) }
                 seenEpoch = currentEpoch

@@ -110,10 +110,17 @@ class Header:
         self.enums = {}
         for name, body, _typedef in re.findall(r"typedef\s+enum\s+(\w+)\s*\{(.*?)\}\s*(\w+)\s*;", code, flags=re.S):
             members = {}
+            following = 0  # C's value for a member without "=": the previous one's plus 1
             for member in body.split(","):
                 if "=" in member:
                     key, value = (part.strip() for part in member.split("=", 1))
                     members[key] = eval(re.sub(r"(\d)u\b", r"\1", value), {}, {})  # "1u << 2", "0x7fffffff"
+                elif member.strip():
+                    key = member.strip()
+                    members[key] = following
+                else:
+                    continue
+                following = members[key] + 1
             self.enums[name] = members
 
         # struct typedef -> [(C type, field name, array length or None)]
@@ -176,3 +183,67 @@ def run_python(code, python_path=PYTHON_FOLDER, cwd=None, prefix=(), **environme
     environment["PYTHONPATH"] = python_path
     return subprocess.run([*prefix, sys.executable, "-c", code], capture_output=True, text=True, env=environment,
                           cwd=cwd, timeout=120)
+
+
+# -- kernels ---------------------------------------------------------------------------------
+
+def failure(error_class, call):
+    """Runs ``call``, which must raise ``error_class`` with its status; returns the message."""
+    import pytest
+
+    with pytest.raises(error_class) as caught:
+        call()
+    assert caught.value.status == error_class.status
+    return caught.value.message
+
+
+class SerialProgram:
+    """A vtrn.Program whose instructions run one after the other whatever their engines: each
+    waits for semaphore ``semaphore`` to count the instructions before it, and adds 1 when done.
+    Tests pass ``**serial()`` to every instruction; ``load`` and ``store`` move numpy arrays in
+    and out through parameters of the same names, and ``run`` executes and returns the outputs."""
+
+    def __init__(self, runtime, semaphore=255):
+        self.program = runtime.program()
+        self.semaphore = semaphore
+        self.count = 0
+        self.inputs = {}
+        self.outputs = []
+        self.hbm = {}  # parameter name -> its AccessPattern
+
+    def __call__(self):
+        sync = {"wait": (self.semaphore, self.count), "signal": (self.semaphore, 1)}
+        self.count += 1
+        return sync
+
+    def load(self, name, array, dtype=None, partition=0, space="sbuf"):
+        """A new SBUF tile of ``dtype`` (the array's by default) holding ``array`` (P, F...): a
+        DMA from parameter ``name``, which has the array's dtype."""
+        import vtrn
+
+        parameter = self.hbm[name] = self.program.parameter(name, array.shape, vtrn.dtype_name(array.dtype))
+        tile = self.program.sbuf(array.shape, dtype or array.dtype, partition=partition)
+        self.program.dma_copy(tile, parameter, **self())
+        self.inputs[name] = array
+        return tile
+
+    def output(self, name, shape, dtype):
+        """A new parameter that ``run`` returns."""
+        self.hbm[name] = self.program.parameter(name, shape, dtype)
+        self.outputs.append(name)
+        return self.hbm[name]
+
+    def store(self, name, tile):
+        """Copies ``tile`` out to a new parameter ``name`` of its shape and dtype (through an SBUF
+        tile for PSUM, which DMA does not reach)."""
+        if tile.space == "psum":
+            staging = self.program.sbuf(tile.shape, tile.dtype, partition=tile.start_partition)
+            self.program.tensor_copy(staging, tile, **self())
+            tile = staging
+        self.program.dma_copy(self.output(name, tile.shape, tile.dtype), tile, **self())
+
+    def run(self, device, core=0):
+        """Loads the program on ``core``, executes it once and returns {output name: array}."""
+        with self.program, device.load(self.program, core=core) as kernel, \
+                kernel.execute(**self.inputs, **{name: None for name in self.outputs}) as fence:
+            return {name: fence.result(name) for name in self.outputs}

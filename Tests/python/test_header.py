@@ -20,7 +20,15 @@ from vtrn._library import (
     DmaQueueInfoStruct,
     DmaQueueOptionsStruct,
     DmaTransferStruct,
+    AccessStruct,
+    BindingStruct,
+    ExecutionInfoStruct,
+    FenceHandle,
     HostBufferHandle,
+    KernelHandle,
+    ProgramHandle,
+    ScalarStruct,
+    SyncStruct,
     HostBufferInfoStruct,
     HostBufferOptionsStruct,
     MemoryRefStruct,
@@ -47,6 +55,11 @@ STRUCTS = {
     "vtrn_dma_queue_info_t": DmaQueueInfoStruct,
     "vtrn_memory_ref_t": MemoryRefStruct,
     "vtrn_dma_transfer_t": DmaTransferStruct,
+    "vtrn_access_t": AccessStruct,
+    "vtrn_scalar_t": ScalarStruct,
+    "vtrn_sync_t": SyncStruct,
+    "vtrn_binding_t": BindingStruct,
+    "vtrn_execution_info_t": ExecutionInfoStruct,
 }
 # Structs that begin with struct_size and have an _INIT macro.
 VERSIONED = [typedef for typedef, fields in HEADER.structs.items() if fields[0][1] == "struct_size"]
@@ -57,6 +70,8 @@ SCALARS = {
     "uint32_t": ctypes.c_uint32,
     "uint64_t": ctypes.c_uint64,
     "int32_t": ctypes.c_int32,
+    "int64_t": ctypes.c_int64,
+    "float": ctypes.c_float,
     "size_t": ctypes.c_size_t,
     "const char *": ctypes.c_char_p,
     "void *": ctypes.c_void_p,
@@ -64,11 +79,20 @@ SCALARS = {
     "vtrn_architecture_t": ctypes.c_uint32,
     "vtrn_log_level_t": ctypes.c_uint32,
     "vtrn_numa_placement_t": ctypes.c_uint32,
+    "vtrn_engine_flags_t": ctypes.c_uint32,
+    "vtrn_dtype_t": ctypes.c_uint32,
+    "vtrn_memory_space_t": ctypes.c_uint32,
+    "vtrn_alu_op_t": ctypes.c_uint32,
+    "vtrn_activation_t": ctypes.c_uint32,
+    "vtrn_semaphore_op_t": ctypes.c_uint32,
     "vtrn_runtime_t": RuntimeHandle,
     "vtrn_device_t": DeviceHandle,
     "vtrn_host_buffer_t": HostBufferHandle,
     "vtrn_device_memory_t": DeviceMemoryHandle,
     "vtrn_dma_queue_t": DmaQueueHandle,
+    "vtrn_program_t": ProgramHandle,
+    "vtrn_kernel_t": KernelHandle,
+    "vtrn_fence_t": FenceHandle,
     **STRUCTS,
 }
 
@@ -127,8 +151,10 @@ def test_struct_mirrors_header_field_for_field(typedef):
     for (_, declared), (c_type, field, length) in zip(mirror._fields_, fields):
         if length is None:
             assert declared is expected_ctype(c_type), field
+        elif c_type == "char":
+            assert declared._type_ is ctypes.c_char and declared._length_ == length, field
         else:
-            assert c_type == "char" and declared._type_ is ctypes.c_char and declared._length_ == length, field
+            assert declared._type_ is expected_ctype(c_type) and declared._length_ == length, field
 
 
 def test_every_header_struct_has_a_mirror():
@@ -149,6 +175,10 @@ def test_init_helper_matches_init_macro(typedef):
             expected = None
         elif text == "{0}":
             expected = b""
+        elif text.startswith("{"):  # a numeric array: "{ 0, 0, 0, 0, 0 }"
+            expected = [int(item, 0) for item in text.strip("{} ").split(",")]
+            assert list(getattr(made, field)) == expected, f"{macro}: {field}"
+            continue
         else:
             expected = constants[text] if text in constants else int(text, 0)
         assert getattr(made, field) == expected, f"{macro}: {field}"
@@ -203,6 +233,38 @@ def test_memory_refs_mirror_the_inline_helpers():
     with pytest.raises(TypeError):
         _library.host_ref(DeviceMemoryHandle(1))
     assert ctypes.sizeof(DmaTransferStruct) == 40
+
+
+@pytest.mark.parametrize("enum, prefix, table", [
+    ("vtrn_engine_flags", "VTRN_ENGINE_", _library.ENGINE_FLAGS),
+    ("vtrn_dtype", "VTRN_DTYPE_", _library.DTYPES),
+    ("vtrn_memory_space", "VTRN_MEMORY_", _library.MEMORY_SPACES),
+    ("vtrn_alu_op", "VTRN_ALU_", _library.ALU_OPS),
+    ("vtrn_activation", "VTRN_ACT_", _library.ACTIVATIONS),
+    ("vtrn_semaphore_op", "VTRN_SEMAPHORE_", _library.SEMAPHORE_OPS),
+])
+def test_instruction_set_enums_match_header(enum, prefix, table):
+    members = HEADER.enums[enum]
+    in_header = {name[len(prefix):].lower(): value for name, value in members.items() if not name.endswith("FORCE32")}
+    assert table == in_header
+
+
+def test_sync_none_matches_macro():
+    items = HEADER.macros["VTRN_SYNC_NONE"].strip("{} ").split(",")
+    constants = HEADER.enums["vtrn_semaphore_op"]
+    expected = [constants[item.strip()] if item.strip() in constants else int(item, 0) for item in items]
+    none = SyncStruct.none()
+    assert [getattr(none, name) for name, _ in SyncStruct._fields_] == expected
+
+
+def test_access_struct_layout():
+    # vtrn_sbuf and friends are static inline: Python builds the struct, so its layout must be C's.
+    # (The numbers are what a C compiler gives for include/vtrn.h on x86_64 and aarch64 Linux.)
+    assert ctypes.sizeof(AccessStruct) == 88
+    assert (AccessStruct.size.offset, AccessStruct.stride.offset, AccessStruct.partition_stride.offset) == (32, 48, 80)
+    assert ctypes.sizeof(ScalarStruct) == 96 and ScalarStruct.tile.offset == 8
+    assert ctypes.sizeof(SyncStruct) == 20 and ctypes.sizeof(BindingStruct) == 24
+    assert ctypes.sizeof(ExecutionInfoStruct) == 128
 
 
 def test_dma_limits_match_header():

@@ -9,7 +9,8 @@
 
 Files: ``_library`` finds and declares libvtrn.so (set VTRN_LIBRARY to choose one), ``errors``
 holds the status codes and one exception class per error, ``runtime`` the Runtime and Device
-objects, ``memory`` host buffers, device memory and DMA queues. ``vtrn._library.lib`` is the raw
+objects, ``memory`` host buffers, device memory and DMA queues, ``kernel`` programs built the
+way NKI reads, kernels and their executions. ``vtrn._library.lib`` is the raw
 ctypes library, for calls this package does not wrap.
 """
 
@@ -54,6 +55,7 @@ from .memory import (
     HostBufferInfo,
     MemoryUsage,
 )
+from .kernel import AccessPattern, ExecutionInfo, Fence, Kernel, Parameter, Program, dtype_name, numpy_dtype
 from .runtime import CoreInfo, Device, DeviceInfo, Runtime, RuntimeInfo, version
 
 __all__ = [
@@ -66,4 +68,5 @@ __all__ = [
     "Runtime", "RuntimeInfo", "Device", "DeviceInfo", "CoreInfo", "version",
     "PLACEMENTS", "HostBuffer", "HostBufferInfo", "DeviceMemory", "DeviceMemoryInfo", "MemoryUsage",
     "DmaQueue", "DmaQueueInfo",
+    "Program", "Parameter", "AccessPattern", "Kernel", "Fence", "ExecutionInfo", "dtype_name", "numpy_dtype",
 ]

@@ -14,7 +14,19 @@ every function, in the one table ``FUNCTIONS``. The rest of the package calls ``
 import ctypes
 import operator
 import os
-from ctypes import POINTER, c_char, c_char_p, c_int32, c_size_t, c_uint16, c_uint32, c_uint64, c_void_p
+from ctypes import (
+    POINTER,
+    c_char,
+    c_char_p,
+    c_float,
+    c_int32,
+    c_int64,
+    c_size_t,
+    c_uint16,
+    c_uint32,
+    c_uint64,
+    c_void_p,
+)
 
 # The header this package was written against (include/vtrn.h, VTRN_VERSION_*).
 VTRN_VERSION_MAJOR = 0
@@ -38,6 +50,12 @@ vtrn_status_t = c_uint32
 vtrn_architecture_t = c_uint32
 vtrn_log_level_t = c_uint32
 vtrn_numa_placement_t = c_uint32
+vtrn_engine_flags_t = c_uint32
+vtrn_dtype_t = c_uint32
+vtrn_memory_space_t = c_uint32
+vtrn_alu_op_t = c_uint32
+vtrn_activation_t = c_uint32
+vtrn_semaphore_op_t = c_uint32
 
 # Limits of DMA (VTRN_DMA_* macros).
 DMA_MAX_DESCRIPTOR_BYTES = 65536
@@ -63,6 +81,37 @@ class DeviceMemoryHandle(ctypes.c_void_p):
 
 class DmaQueueHandle(ctypes.c_void_p):
     """vtrn_dma_queue_t: one DMA queue of one DMA engine of one NeuronCore."""
+
+
+class ProgramHandle(ctypes.c_void_p):
+    """vtrn_program_t: a program being built."""
+
+
+class KernelHandle(ctypes.c_void_p):
+    """vtrn_kernel_t: a program validated and loaded on one core."""
+
+
+class FenceHandle(ctypes.c_void_p):
+    """vtrn_fence_t: one execution of a kernel."""
+
+
+# -- Enums of the instruction set, by the name that follows the C prefix, lower case ----------
+# (VTRN_DTYPE_FP8_E4M3 is DTYPES["fp8_e4m3"]; a test checks every table against the header.)
+
+ENGINE_FLAGS = {"pe": 1 << 0, "act": 1 << 1, "dve": 1 << 2, "pool": 1 << 3, "dma": 1 << 4}  # vtrn_engine_flags_t
+DTYPES = {"fp32": 1, "bf16": 2, "fp16": 3, "fp8_e4m3": 4, "fp8_e5m2": 5, "int32": 6, "int8": 7, "uint8": 8}  # vtrn_dtype_t
+DTYPE_SIZES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8_e4m3": 1, "fp8_e5m2": 1, "int32": 4, "int8": 1, "uint8": 1}
+MEMORY_SPACES = {"sbuf": 1, "psum": 2, "hbm": 3}  # vtrn_memory_space_t (VTRN_MEMORY_*)
+ALU_OPS = {name: value for value, name in enumerate((  # vtrn_alu_op_t (VTRN_ALU_*)
+    "add", "subtract", "multiply", "max", "min",
+    "equal", "not_equal", "greater", "greater_equal", "less", "less_equal",
+    "pow", "abs", "reciprocal", "rsqrt", "divide",
+    "bitwise_and", "bitwise_or", "bitwise_xor", "shift_left", "shift_right",
+    "bypass"), start=1)}
+ACTIVATIONS = {name: value for value, name in enumerate((  # vtrn_activation_t (VTRN_ACT_*)
+    "copy", "exp", "log", "tanh", "sigmoid", "relu", "gelu", "gelu_tanh", "silu", "square", "sqrt", "rsqrt",
+    "reciprocal"), start=1)}
+SEMAPHORE_OPS = {"add": 1, "set": 2}  # vtrn_semaphore_op_t (VTRN_SEMAPHORE_*)
 
 
 class _VersionedStruct(ctypes.Structure):
@@ -266,6 +315,78 @@ class DmaTransferStruct(ctypes.Structure):
     ]
 
 
+class AccessStruct(ctypes.Structure):
+    """vtrn_access_t: an instruction operand, up to 4 free dimensions over SBUF, PSUM or a
+    parameter. size[0]/stride[0] is the innermost (fastest) dimension."""
+
+    _fields_ = [
+        ("space", vtrn_memory_space_t),
+        ("dtype", vtrn_dtype_t),
+        ("start_partition", c_uint32),
+        ("partitions", c_uint32),
+        ("offset", c_uint64),
+        ("parameter", c_uint32),
+        ("dims", c_uint32),
+        ("size", c_uint32 * 4),
+        ("stride", c_int64 * 4),
+        ("partition_stride", c_int64),
+    ]
+
+
+class ScalarStruct(ctypes.Structure):
+    """vtrn_scalar_t: an immediate (is_tile 0) or a [P,1] tile (is_tile 1)."""
+
+    _fields_ = [
+        ("is_tile", c_uint32),
+        ("value", c_float),
+        ("tile", AccessStruct),
+    ]
+
+
+class SyncStruct(ctypes.Structure):
+    """vtrn_sync_t: wait before an instruction, signal after it (-1: none). ``none()`` is
+    VTRN_SYNC_NONE."""
+
+    _fields_ = [
+        ("wait_semaphore", c_int32),
+        ("wait_value", c_uint32),
+        ("signal_semaphore", c_int32),
+        ("signal_op", vtrn_semaphore_op_t),
+        ("signal_value", c_uint32),
+    ]
+
+    @classmethod
+    def none(cls):
+        """VTRN_SYNC_NONE."""
+        return cls(-1, 0, -1, SEMAPHORE_OPS["add"], 0)
+
+
+class BindingStruct(ctypes.Structure):
+    """vtrn_binding_t: a kernel parameter bound to device memory for one execution."""
+
+    _fields_ = [
+        ("name", c_char_p),
+        ("memory", DeviceMemoryHandle),
+        ("offset", c_uint64),
+    ]
+
+
+class ExecutionInfoStruct(_VersionedStruct):
+    """vtrn_execution_info_t (VTRN_EXECUTION_INFO_INIT). Arrays are per engine: PE, ACT, DVE, POOL, DMA."""
+
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("status", vtrn_status_t),
+        ("reserved", c_uint32),
+        ("wall_ns", c_uint64),
+        ("queued_ns", c_uint64),
+        ("device_ns", c_uint64),
+        ("device_cycles", c_uint64),
+        ("instructions", c_uint64 * 5),
+        ("engine_busy_ns", c_uint64 * 5),
+    ]
+
+
 # The largest value of each unsigned C type that Python passes in.
 UNSIGNED_MAXIMUM = {"uint32_t": 0xFFFF_FFFF, "uint64_t": 0xFFFF_FFFF_FFFF_FFFF, "size_t": (1 << (8 * ctypes.sizeof(c_size_t))) - 1}
 
@@ -333,6 +454,45 @@ FUNCTIONS = [
     ("vtrn_dma_queue_get_info", vtrn_status_t, [DmaQueueHandle, POINTER(DmaQueueInfoStruct)]),
     ("vtrn_dma_queue_destroy", vtrn_status_t, [DmaQueueHandle]),
     ("vtrn_memcpy", vtrn_status_t, [DeviceHandle, MemoryRefStruct, MemoryRefStruct, c_uint64]),
+    # programs
+    ("vtrn_program_create", vtrn_status_t, [RuntimeHandle, POINTER(ProgramHandle)]),
+    ("vtrn_program_destroy", vtrn_status_t, [ProgramHandle]),
+    ("vtrn_program_add_parameter", vtrn_status_t, [ProgramHandle, c_char_p, c_uint64, POINTER(c_uint32)]),
+    ("vtrn_program_instruction_count", vtrn_status_t, [ProgramHandle, POINTER(c_uint32)]),
+    ("vtrn_program_dma_copy", vtrn_status_t, [ProgramHandle, AccessStruct, AccessStruct, POINTER(SyncStruct)]),
+    ("vtrn_program_matmul", vtrn_status_t,
+     [ProgramHandle, AccessStruct, AccessStruct, AccessStruct, c_uint32, POINTER(SyncStruct)]),
+    ("vtrn_program_transpose", vtrn_status_t, [ProgramHandle, AccessStruct, AccessStruct, POINTER(SyncStruct)]),
+    ("vtrn_program_activate", vtrn_status_t,
+     [ProgramHandle, AccessStruct, vtrn_activation_t, AccessStruct, POINTER(ScalarStruct), POINTER(AccessStruct),
+      POINTER(AccessStruct), POINTER(SyncStruct)]),
+    ("vtrn_program_tensor_tensor", vtrn_status_t,
+     [ProgramHandle, AccessStruct, AccessStruct, AccessStruct, vtrn_alu_op_t, POINTER(SyncStruct)]),
+    ("vtrn_program_tensor_scalar", vtrn_status_t,
+     [ProgramHandle, vtrn_engine_flags_t, AccessStruct, AccessStruct, vtrn_alu_op_t, POINTER(ScalarStruct),
+      vtrn_alu_op_t, POINTER(ScalarStruct), c_uint32, POINTER(SyncStruct)]),
+    ("vtrn_program_tensor_reduce", vtrn_status_t,
+     [ProgramHandle, AccessStruct, AccessStruct, vtrn_alu_op_t, c_uint32, POINTER(SyncStruct)]),
+    ("vtrn_program_tensor_copy", vtrn_status_t,
+     [ProgramHandle, vtrn_engine_flags_t, AccessStruct, AccessStruct, POINTER(SyncStruct)]),
+    ("vtrn_program_memset", vtrn_status_t,
+     [ProgramHandle, vtrn_engine_flags_t, AccessStruct, c_float, POINTER(SyncStruct)]),
+    ("vtrn_program_iota", vtrn_status_t,
+     [ProgramHandle, AccessStruct, POINTER(c_int32), c_int32, c_int32, POINTER(SyncStruct)]),
+    ("vtrn_program_affine_select", vtrn_status_t,
+     [ProgramHandle, AccessStruct, POINTER(c_int32), c_int32, c_int32, vtrn_alu_op_t, AccessStruct, c_float,
+      POINTER(SyncStruct)]),
+    ("vtrn_program_sem_signal", vtrn_status_t,
+     [ProgramHandle, vtrn_engine_flags_t, c_uint32, vtrn_semaphore_op_t, c_uint32]),
+    ("vtrn_program_sem_wait", vtrn_status_t, [ProgramHandle, vtrn_engine_flags_t, c_uint32, c_uint32]),
+    # kernels and executions
+    ("vtrn_kernel_load", vtrn_status_t, [DeviceHandle, c_uint32, ProgramHandle, POINTER(KernelHandle)]),
+    ("vtrn_kernel_unload", vtrn_status_t, [KernelHandle]),
+    ("vtrn_kernel_execute", vtrn_status_t, [KernelHandle, POINTER(BindingStruct), c_uint32, POINTER(FenceHandle)]),
+    ("vtrn_fence_wait", vtrn_status_t, [FenceHandle, c_uint64]),
+    ("vtrn_fence_status", vtrn_status_t, [FenceHandle, POINTER(vtrn_status_t)]),
+    ("vtrn_fence_get_info", vtrn_status_t, [FenceHandle, POINTER(ExecutionInfoStruct)]),
+    ("vtrn_fence_destroy", vtrn_status_t, [FenceHandle]),
 ]
 
 

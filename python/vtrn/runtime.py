@@ -1,5 +1,6 @@
 """Runtimes and devices: the Python objects over vtrn_runtime_t and vtrn_device_t, and the
-methods that make host buffers, device memory and DMA queues (the objects are in ``memory``).
+methods that make host buffers, device memory and DMA queues (the objects are in ``memory``),
+programs and kernels (in ``kernel``).
 
     with vtrn.Runtime(topology="trn1,trn2") as runtime:
         for device in runtime.devices:
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import numpy
 
 from ._library import (
+    ENGINE_FLAGS,
     CoreInfoStruct,
     DeviceHandle,
     DeviceInfoStruct,
@@ -27,14 +29,15 @@ from ._library import (
     unsigned,
 )
 from .errors import check
+from . import kernel as _kernel
 from . import memory as _memory
 
 # vtrn_log_level_t and vtrn_architecture_t values, by their position / value.
 LOG_LEVELS = ("default", "error", "warning", "info", "debug", "trace")
 ARCHITECTURES = {1: "trn1", 2: "trn2"}
 
-# vtrn_engine_flags_t bits, as CoreInfo.engines spells them.
-ENGINES = {1 << 0: "pe", 1 << 1: "act", 1 << 2: "dve", 1 << 3: "pool"}
+# vtrn_engine_flags_t bits, as CoreInfo.engines spells them (the compute engines; DMA is not one).
+ENGINES = {bit: name for name, bit in ENGINE_FLAGS.items() if name != "dma"}
 
 
 def version():
@@ -230,6 +233,11 @@ class Runtime:
         read-only (DMA may write to it)."""
         return _memory.HostBuffer.register(self, array)
 
+    def program(self):
+        """A new, empty Program (vtrn_program_create): declare parameters, place tiles, append
+        instructions, then ``Device.load`` it."""
+        return _kernel.Program(self)
+
 
 class Device:
     """A virtual Trainium device of a runtime (vtrn_device_t). Keeps its runtime alive."""
@@ -296,6 +304,12 @@ class Device:
     def to_device(self, array, alignment=0):
         """A new DeviceMemory holding the bytes of ``array`` (any array-like; in C order)."""
         return _memory.to_device(self, array, alignment)
+
+    def load(self, program, core=0):
+        """Validates ``program`` for core ``core`` of this device and loads it as a Kernel
+        (vtrn_kernel_load); the first kernel or DMA queue on a core claims it for this runtime.
+        InvalidProgramError names the first instruction that breaks a rule (and claims nothing)."""
+        return _kernel.Kernel(self, core, program)
 
     def from_device(self, memory, dtype=numpy.uint8, shape=None, offset=0):
         """A new numpy array of ``dtype`` and ``shape`` read from ``memory`` starting ``offset``
