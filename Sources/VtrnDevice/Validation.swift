@@ -68,8 +68,10 @@ public enum Validator {
             }
             guard access.sizes.allSatisfy({ $0 >= 1 }) else { throw fail(name, "a free dimension has size 0 (\(access.sizes))") }
             // Bounds that keep every later computation of extents and counts far from overflow.
-            guard access.sizes.allSatisfy({ $0 <= maxDimension }),
-                  access.sizes.reduce(1, { $0 * $1 > maxElements ? maxElements + 1 : $0 * $1 }) <= maxElements else {
+            guard access.sizes.allSatisfy({ $0 <= maxDimension }) else {
+                throw fail(name, "a free dimension is larger than \(maxDimension) elements (sizes \(access.sizes))")
+            }
+            guard access.sizes.reduce(1, { $0 * $1 > maxElements ? maxElements + 1 : $0 * $1 }) <= maxElements else {
                 throw fail(name, "sizes \(access.sizes) describe more than \(maxElements) elements per partition")
             }
             guard access.strides.allSatisfy({ abs($0) <= maxStride }), abs(access.partitionStride) <= maxStride else {
