@@ -29,8 +29,10 @@
  *   VTRN_VISIBLE_CORES    the cores this runtime may use: "0-3", "0,2,5"            (default: all)
  *   VTRN_LOG_LEVEL        error, warning, info, debug, trace                        (default warning)
  *   VTRN_EXEC_TIMEOUT_MS  executions running longer fail with VTRN_ERROR_TIMEOUT  (default 30000)
- *   VTRN_TRACE            a path for a trace of the run (validated; this version does not write
- *                         traces yet and says so in a warning)                       (default off)
+ *   VTRN_TRACE            write a trace of the run's kernel executions to this path when the runtime
+ *                         is destroyed: Chrome/Perfetto JSON, a track per core and engine, each
+ *                         instruction on the device's virtual timeline; "%p" becomes the process
+ *                         id and "%r" the runtime's number                             (default off)
  * An empty variable counts as unset. A bad value fails vtrn_runtime_create with VTRN_ERROR_INVALID_ARGUMENT and a message naming
  * the variable, the bad value and the accepted forms.
  */

@@ -118,8 +118,11 @@ public final class Kernel: Sendable {
         for lease in leases { lease.acquire() }
         let held = leases
         let timeout = device.runtime.configuration.execTimeoutMilliseconds.map { $0 * 1_000_000 }
-        let execution = CoreExecution(program: program, bindings: bound.map { $0! }, timeout: timeout) {
+        let tracer = device.runtime.tracer
+        let device = device, core = core
+        let execution = CoreExecution(program: program, bindings: bound.map { $0! }, timeout: timeout, traced: tracer != nil) { execution in
             for lease in held { lease.release() }
+            tracer?.record(execution, device: device.index, core: core)
         }
         guard device.hardware.commandQueues[core].submit(execution) else {
             for lease in held { lease.release() }

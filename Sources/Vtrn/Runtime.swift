@@ -17,6 +17,8 @@ public final class Runtime: Sendable {
     /// The host's NUMA layout the runtime was built for.
     public let host: HostTopology
     let deviceRecords: [DeviceRecord]
+    /// Collects the trace when VTRN_TRACE names a file.
+    let tracer: Tracer?
     /// A number unique in this process, for messages ("runtime 3").
     public let serial: Int
     let state: RuntimeState
@@ -45,13 +47,12 @@ public final class Runtime: Sendable {
         self.configuration = configuration
         self.host = host
         self.deviceRecords = records
+        tracer = configuration.tracePath.map { Tracer(path: $0, serial: serial, devices: records.map(\.shared.hardware)) }
         self.serial = serial
         self.state = state
         state.log(.info, "created: topology \(configuration.topology), visible cores \(configuration.visibleCores), "
                   + "NUMA nodes \(configuration.deviceNodes)")
-        if let trace = configuration.tracePath {
-            state.log(.warning, "VTRN_TRACE=\"\(trace)\": this version does not write traces yet")
-        }
+
     }
 
     /// Every object made from a runtime keeps it alive; when none is left, it closes itself.
@@ -71,6 +72,14 @@ public final class Runtime: Sendable {
             for core in record.shared.cores(claimedBy: serial) { record.shared.hardware.commandQueues[core].drain() }
             record.shared.hardware.hbm.freeAll(owner: serial)
             record.shared.releaseClaims(of: serial)
+        }
+        if let tracer {
+            do {
+                let path = try tracer.write()
+                state.log(.info, "trace written to \(path)")
+            } catch {
+                state.log(.error, error.message)
+            }
         }
         state.log(.info, "closed")
     }

@@ -12,7 +12,9 @@ public final class CoreExecution: @unchecked Sendable {
     /// Nanoseconds the execution may run, or nil.
     public let timeout: UInt64?
     /// Called on the core's thread once the execution has finished (releases what it held).
-    private let completion: (@Sendable () -> Void)?
+    private let completion: (@Sendable (CoreExecution) -> Void)?
+    /// Whether to record each instruction's place on the timeline (VTRN_TRACE).
+    public let traced: Bool
 
     private let state = Atomic<Int>(0) // 0 queued, 1 running, 2 finished
     private let completionWord: UnsafeMutablePointer<UInt32>
@@ -23,7 +25,9 @@ public final class CoreExecution: @unchecked Sendable {
     public private(set) var startedAt: UInt64 = 0
     public private(set) var finishedAt: UInt64 = 0
 
-    public init(program: LoadedProgram, bindings: [ParameterBinding], timeout: UInt64?, completion: (@Sendable () -> Void)?) {
+    public init(program: LoadedProgram, bindings: [ParameterBinding], timeout: UInt64?, traced: Bool = false,
+                completion: (@Sendable (CoreExecution) -> Void)?) {
+        self.traced = traced
         self.program = program
         self.bindings = bindings
         self.timeout = timeout
@@ -40,9 +44,9 @@ public final class CoreExecution: @unchecked Sendable {
     func run(on executor: CoreExecutor) {
         startedAt = vtrnsys_monotonic_ns()
         state.store(1, ordering: .releasing)
-        outcome = executor.run(program, bindings: bindings, deadline: timeout.map { startedAt &+ $0 })
+        outcome = executor.run(program, bindings: bindings, deadline: timeout.map { startedAt &+ $0 }, trace: traced)
         finishedAt = vtrnsys_monotonic_ns()
-        completion?()
+        completion?(self)
         state.store(2, ordering: .sequentiallyConsistent)
         if waiters.load(ordering: .sequentiallyConsistent) > 0 {
             _ = vtrnsys_add_u32(completionWord, 1)

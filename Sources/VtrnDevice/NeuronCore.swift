@@ -49,6 +49,16 @@ public struct ExecutionOutcome: Sendable {
     public var deviceNanoseconds: Double = 0
     public var instructions = [Int](repeating: 0, count: Engine.allCases.count)
     public var busyNanoseconds = [Double](repeating: 0, count: Engine.allCases.count)
+    /// Each instruction's place on the virtual timeline, when the execution was traced.
+    public var trace: [TraceEvent] = []
+}
+
+/// One instruction on its engine's virtual timeline (nanoseconds from the execution's start).
+public struct TraceEvent: Sendable {
+    public let engine: Engine
+    public let instruction: Int
+    public let start: Double
+    public let duration: Double
 }
 
 /// The compute state of one NeuronCore: SBUF, PSUM, semaphores, and the engines that execute a
@@ -95,7 +105,7 @@ public final class CoreExecutor: @unchecked Sendable {
 
     // MARK: Running a program
 
-    public func run(_ program: LoadedProgram, bindings: [ParameterBinding], deadline: UInt64?) -> ExecutionOutcome {
+    public func run(_ program: LoadedProgram, bindings: [ParameterBinding], deadline: UInt64?, trace: Bool = false) -> ExecutionOutcome {
         var outcome = ExecutionOutcome()
         for index in semaphores.indices { semaphores[index] = 0 }
         var semaphoreTime = [Double](repeating: 0, count: semaphores.count)
@@ -133,6 +143,9 @@ public final class CoreExecutor: @unchecked Sendable {
             let duration = cost(of: instruction)
             time[chosen] = chosenStart + duration
             outcome.busyNanoseconds[chosen] += duration
+            if trace {
+                outcome.trace.append(TraceEvent(engine: instruction.engine, instruction: index, start: chosenStart, duration: duration))
+            }
             outcome.instructions[chosen] += 1
             var signal: (Int, SemaphoreOp, UInt32)?
             if let semaphore = instruction.sync.signalSemaphore {

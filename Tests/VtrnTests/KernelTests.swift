@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import VtrnDevice
 import VtrnKernels
@@ -145,5 +146,39 @@ import Glibc
         let error = #expect(throws: VtrnError.self) { try fence.wait() }
         #expect(error?.status == .timeout)
         #expect(error?.message.contains("was still running when the execution reached its timeout") == true)
+    }
+}
+
+@Suite struct TraceTests {
+    @Test func traceShowsEveryEngineOnATimeline() throws {
+        let path = "/tmp/vtrn-trace-\(getpid())-%r.json"
+        let runtime = try Runtime(options: .init(topology: "trn1:44"), environment: ["VTRN_TRACE": path])
+        let device = runtime.devices[43]
+        let program = runtime.makeProgram()
+        try StandardKernels.softmax(program, rows: 200, columns: 64)
+        let kernel = try device.load(program, core: 1)
+        let x = try device.allocate(200 * 64 * 4), y = try device.allocate(200 * 64 * 4)
+        try kernel.execute([.init(name: "x", memory: x), .init(name: "y", memory: y)]).wait()
+        let written = path.replacing("%r", with: String(runtime.serial))
+        runtime.close()
+        defer { unlink(written) }
+        guard let file = fopen(written, "r") else {
+            Issue.record("no trace at \(written)")
+            return
+        }
+        var text = ""
+        var buffer = [CChar](repeating: 0, count: 65536)
+        while fgets(&buffer, Int32(buffer.count), file) != nil { text += buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) } }
+        fclose(file)
+        #expect(text.hasPrefix("{\"displayTimeUnit\":\"ns\",\"traceEvents\":["))
+        #expect(text.contains(#""name":"device 43 (Trainium1, 0000:3b:1e.0)""#))
+        #expect(text.contains(#""name":"core 1 ACT""#))
+        for opcode in ["DMA_COPY", "TENSOR_REDUCE", "ACTIVATE", "TENSOR_SCALAR"] {
+            #expect(text.contains(#""name":"\#(opcode)","cat":"instruction","pid":43"#), "\(opcode)")
+        }
+        #expect(text.contains(#""name":"execution","cat":"host","pid":43,"tid":15"#))
+        // One span per executed instruction, plus the execution's own.
+        let spans = text.components(separatedBy: #""cat":"instruction""#).count - 1
+        #expect(spans == program.instructionCount)
     }
 }

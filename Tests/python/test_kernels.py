@@ -3,6 +3,7 @@ them, bindings, executions and their failures (deadlock, timeout, out of bounds 
 determinism, the cost model's counters, several cores at once, queues of executions, and handles
 that go stale. Every error is checked with its status and message."""
 
+import json
 import os
 import re
 import subprocess
@@ -618,3 +619,38 @@ def test_examples_verify_against_numpy(script, arguments):
                             env=child_environment())
     assert result.returncode == 0, result.stderr
     assert "verified against numpy" in result.stdout
+
+
+def test_vtrn_trace_writes_every_instruction_on_its_engine_track(tmp_path):
+    trace = tmp_path / "trace-%r.json"
+    code = f"""
+import os
+os.environ["VTRN_TRACE"] = {str(trace)!r}
+import numpy as np
+import vtrn
+with vtrn.Runtime(topology="trn1") as runtime:
+    program = runtime.program()
+    x = program.parameter("x", shape=(128, 64), dtype="float32")
+    tile = program.sbuf((128, 64))
+    program.dma_copy(tile, x, signal=(0, 1))
+    program.activate(tile, "exp", tile, wait=(0, 1), signal=(1, 1))
+    program.sem_wait("dma", 1, 1)
+    program.dma_copy(x, tile)
+    with runtime.device(0).load(program) as kernel, kernel.execute(x=np.zeros((128, 64), np.float32)) as fence:
+        fence.wait()
+print("done")
+"""
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = list(tmp_path.glob("trace-*.json"))
+    assert len(written) == 1, written
+    events = json.loads(written[0].read_text())["traceEvents"]
+    spans = [event for event in events if event.get("cat") == "instruction"]
+    assert [span["name"] for span in spans] == ["DMA_COPY", "ACTIVATE", "SEM_WAIT", "DMA_COPY"] or \
+        sorted(span["name"] for span in spans) == sorted(["DMA_COPY", "ACTIVATE", "SEM_WAIT", "DMA_COPY"])
+    names = {(event["pid"], event["tid"]): event["args"]["name"] for event in events if event.get("name") == "thread_name"}
+    assert {names[(span["pid"], span["tid"])] for span in spans} == {"core 0 DMA", "core 0 ACT"}
+    # The ACTIVATE starts after the load it waits for has ended, on the virtual timeline.
+    load = next(span for span in spans if span["args"]["instruction"] == 0)
+    activate = next(span for span in spans if span["name"] == "ACTIVATE")
+    assert activate["ts"] >= load["ts"] + load["dur"] - 1e-6
