@@ -51,6 +51,7 @@ from ._library import (
     lib,
     unsigned,
 )
+from ._lifecycle import Closable
 from .errors import Status, check
 
 # vtrn_numa_placement_t values, by position.
@@ -121,7 +122,7 @@ def _fields(raw, cls):
     return {name: getattr(raw, name) for name, _ in cls._fields_[1:]}
 
 
-class _Resource:
+class _Resource(Closable):
     """What HostBuffer, DeviceMemory and DmaQueue share: a handle that a runtime owns, close()
     through the C destroy function, a context manager, and a __del__ safe at interpreter shutdown."""
 
@@ -161,22 +162,6 @@ class _Resource:
 
     def _released(self):
         """Drops what the object kept for the library's sake."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
-
-    def __del__(self):
-        # At interpreter shutdown this module's globals may already be None; the process is
-        # ending then and the library's memory goes with it.
-        if getattr(self, "_closed", True) or lib is None or check is None:
-            return
-        try:
-            self.close()
-        except Exception:  # never raise from a finalizer
-            pass
 
     def __repr__(self):
         return f"<vtrn.{type(self).__name__} {'closed' if self.closed else 'open'} handle={self._handle.value or 0:#x}>"

@@ -28,6 +28,7 @@ from ._library import (
     lib,
     unsigned,
 )
+from ._lifecycle import Closable
 from .errors import check
 from . import kernel as _kernel
 from . import memory as _memory
@@ -125,7 +126,7 @@ def _log_level_value(level):
     return int(level)  # a vtrn_log_level_t number; the library checks it
 
 
-class Runtime:
+class Runtime(Closable):
     """A vtrn runtime: the virtual devices of one topology (vtrn_runtime_create).
 
     Arguments left None come from the environment (VTRN_TOPOLOGY, VTRN_VISIBLE_CORES,
@@ -168,22 +169,6 @@ class Runtime:
                               "which would point to unmapped memory; delete them (copy what you keep) first")
         self._closed = True
         check(lib.vtrn_runtime_destroy(self._handle))
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
-
-    def __del__(self):
-        # At interpreter shutdown this module's globals may already be None; the process is
-        # ending then and the library's memory goes with it.
-        if getattr(self, "_closed", True) or lib is None or check is None:
-            return
-        try:
-            self.close()
-        except Exception:  # never raise from a finalizer
-            pass
 
     def __repr__(self):
         return f"<vtrn.Runtime {'closed' if self._closed else 'open'} handle={self._handle.value:#x}>"
