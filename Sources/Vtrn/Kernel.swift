@@ -165,10 +165,10 @@ public final class Fence: Sendable {
         self.execution = execution
     }
 
-    /// Nil while the execution is queued or running; then its error, or `.success`.
+    /// `.notReady` while the execution is queued or running; then its failure's status, or `.success`.
     public var status: Status {
         guard execution.isFinished else { return .notReady }
-        return (try? result()) == nil ? failure!.status : .success
+        return failure?.status ?? .success
     }
 
     private var failure: VtrnError? {
