@@ -27,17 +27,16 @@ enum Kernels {
         case .bitwiseAnd: return Float(integer(x) & integer(y))
         case .bitwiseOr: return Float(integer(x) | integer(y))
         case .bitwiseXor: return Float(integer(x) ^ integer(y))
-        case .shiftLeft: return Float(integer(x) << (integer(y) & 31))
-        case .shiftRight: return Float(integer(x) >> (integer(y) & 31))
+        case .shiftLeft: return Float(integer(x) &<< (integer(y) & 31))
+        case .shiftRight: return Float(integer(x) &>> (integer(y) & 31))
         case .bypass: return x
         }
     }
 
-    /// The int32 an fp32 operand of a bitwise op stands for (the engines carry integers in fp32).
+    /// The int32 an fp32 operand of a bitwise op stands for (the engines carry integers in fp32):
+    /// rounded to nearest even and saturated, as every float-to-int32 conversion here.
     @inline(__always)
-    static func integer(_ value: Float) -> Int32 {
-        value.isNaN ? 0 : Int32(Swift.max(-2_147_483_648, Swift.min(2_147_483_647, value.rounded(.toNearestOrEven))))
-    }
+    static func integer(_ value: Float) -> Int32 { Conversion.int32(value) }
 
     @inline(__always)
     private static func map(_ count: Int, into out: UnsafeMutablePointer<Float>, _ body: (Int) -> Float) {

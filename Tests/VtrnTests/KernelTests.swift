@@ -182,3 +182,25 @@ import Glibc
         #expect(spans == program.instructionCount)
     }
 }
+
+@Suite struct IntegerEdgeTests {
+    @Test func bitwiseOpsOnTheEdgesOfInt32DoNotTrap() throws {
+        let (runtime, device) = try isolatedDevice()
+        let program = runtime.makeProgram()
+        let out = try program.addParameter("out", bytes: 4 * 4)
+        let tile = AccessPattern(space: .sbuf, dtype: .int32, partitions: 4, sizes: [1])
+        func add(_ engine: Engine, _ operation: VtrnDevice.Operation, wait: Int? = nil, signal: Int? = nil) throws {
+            try program.append(Instruction(engine: engine, operation: operation, sync: Synchronization(
+                waitSemaphore: wait, waitValue: 1, signalSemaphore: signal, signalOp: .add, signalValue: 1)))
+        }
+        try add(.dve, .memset(destination: tile, value: 3e9), signal: 0)            // saturates to Int32.max
+        try add(.dve, .tensorScalar(destination: tile, source: tile, op0: .bitwiseAnd, x0: .immediate(255), op1: .shiftLeft,
+                                    x1: .immediate(40), reverse: 0), wait: 0, signal: 1)  // shift counts wrap at 32
+        try add(.dma, .dmaCopy(destination: AccessPattern(space: .hbm, dtype: .int32, partitions: 4, parameter: out, sizes: [1],
+                                                          partitionStride: 1), source: tile), wait: 1)
+        let memory = try device.allocate(16)
+        try device.load(program, core: 0).execute([.init(name: "out", memory: memory)]).wait()
+        let values = Array(UnsafeBufferPointer(start: memory.pointer.assumingMemoryBound(to: Int32.self), count: 4))
+        #expect(values == Array(repeating: 255 << 8, count: 4))
+    }
+}
