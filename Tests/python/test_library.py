@@ -195,3 +195,11 @@ def test_dma_copy_example_too_large():
     assert child.stdout == ""
     assert child.stderr.startswith("too large: vtrn_device_memory_alloc: device 0 (Trainium1) cannot allocate 39.1 GiB "
                                    "(41943040000 bytes)")
+
+
+def test_the_readme_python_example_runs():
+    with open(os.path.join(REPOSITORY, "README.md")) as readme:
+        code = re.search(r"```python\n(.*?)```", readme.read(), re.S).group(1)
+    result = run_python(code, cwd=REPOSITORY)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "cannot allocate 40 GiB" in result.stdout
