@@ -67,18 +67,6 @@ static vtrn_status_t create_with_variable(const char *name, const char *value, v
     return status;
 }
 
-static vtrn_device_t get_device(vtrn_runtime_t runtime, uint32_t index) {
-    vtrn_device_t device = NULL;
-    EXPECT_OK(vtrn_device_get(runtime, index, &device));
-    return device;
-}
-
-static vtrn_device_info_t get_device_info(vtrn_device_t device) {
-    vtrn_device_info_t info = VTRN_DEVICE_INFO_INIT;
-    EXPECT_OK(vtrn_device_get_info(device, &info));
-    return info;
-}
-
 static vtrn_runtime_info_t get_runtime_info(vtrn_runtime_t runtime) {
     vtrn_runtime_info_t info = VTRN_RUNTIME_INFO_INIT;
     EXPECT_OK(vtrn_runtime_get_info(runtime, &info));

@@ -67,18 +67,6 @@ static vtrn_runtime_t create_runtime_with(const char *topology, const char *visi
 
 static vtrn_runtime_t create_runtime(const char *topology) { return create_runtime_with(topology, NULL); }
 
-static vtrn_device_t get_device(vtrn_runtime_t runtime, uint32_t index) {
-    vtrn_device_t device = NULL;
-    EXPECT_OK(vtrn_device_get(runtime, index, &device));
-    return device;
-}
-
-static vtrn_device_info_t get_device_info(vtrn_device_t device) {
-    vtrn_device_info_t info = VTRN_DEVICE_INFO_INIT;
-    EXPECT_OK(vtrn_device_get_info(device, &info));
-    return info;
-}
-
 /* A host buffer; placement and flags as given, numa_node for VTRN_NUMA_NODE. NULL on failure. */
 static vtrn_host_buffer_t create_buffer(vtrn_runtime_t runtime, size_t bytes, vtrn_numa_placement_t placement,
                                         int32_t numa_node, uint32_t flags) {

@@ -225,4 +225,17 @@ static inline int finish(const char *program) {
     return failed_count == 0 ? 0 : 1;
 }
 
+/* Device `index` of a runtime, and its info, recording a failure if the call fails. */
+static inline vtrn_device_t get_device(vtrn_runtime_t runtime, uint32_t index) {
+    vtrn_device_t device = NULL;
+    EXPECT_OK(vtrn_device_get(runtime, index, &device));
+    return device;
+}
+
+static inline vtrn_device_info_t get_device_info(vtrn_device_t device) {
+    vtrn_device_info_t info = VTRN_DEVICE_INFO_INIT;
+    EXPECT_OK(vtrn_device_get_info(device, &info));
+    return info;
+}
+
 #endif /* VTRN_TEST_FRAMEWORK_H */

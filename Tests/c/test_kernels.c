@@ -64,12 +64,6 @@ static vtrn_runtime_t create_runtime_with_timeout(const char *topology, const ch
 
 static vtrn_runtime_t create_runtime(const char *topology) { return create_runtime_with_timeout(topology, NULL); }
 
-static vtrn_device_t get_device(vtrn_runtime_t runtime, uint32_t index) {
-    vtrn_device_t device = NULL;
-    EXPECT_OK(vtrn_device_get(runtime, index, &device));
-    return device;
-}
-
 static vtrn_program_t new_program(vtrn_runtime_t runtime) {
     vtrn_program_t program = NULL;
     EXPECT_OK(vtrn_program_create(runtime, &program));

@@ -7,6 +7,7 @@ import gc
 import os
 import re
 import subprocess
+import threading
 import sys
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -247,3 +248,22 @@ class SerialProgram:
         with self.program, device.load(self.program, core=core) as kernel, \
                 kernel.execute(**self.inputs, **{name: None for name in self.outputs}) as fence:
             return {name: fence.result(name) for name in self.outputs}
+
+
+def run_threads(count, work):
+    """Runs work(index) on `count` threads; fails if one raised or hung."""
+    errors = []
+
+    def guarded(index):
+        try:
+            work(index)
+        except BaseException as error:  # reported in the main thread
+            errors.append((index, error))
+
+    threads = [threading.Thread(target=guarded, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads), "a thread hung"
+    assert errors == []

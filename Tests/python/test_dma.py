@@ -22,7 +22,7 @@ from vtrn._library import (
     lib,
 )
 
-from support import open_runtime
+from support import open_runtime, run_threads
 
 KIB, MIB = 1 << 10, 1 << 20
 DESCRIPTOR = 65536  # VTRN_DMA_MAX_DESCRIPTOR_BYTES
@@ -697,24 +697,6 @@ def test_runtime_close_with_transfers_in_flight():
 
 
 # -- threads ------------------------------------------------------------------------------------------------------
-
-def run_threads(count, work):
-    errors = []
-
-    def guarded(index):
-        try:
-            work(index)
-        except BaseException as error:  # reported in the main thread
-            errors.append((index, error))
-
-    threads = [threading.Thread(target=guarded, args=(index,)) for index in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(thread.is_alive() for thread in threads), "a thread hung"
-    assert errors == []
-
 
 def test_concurrent_submitters_on_different_queues(runtime, device):
     size, rounds = 256 * KIB + 3, 20

@@ -5,6 +5,7 @@ import ctypes
 import threading
 
 import vtrn
+from support import run_threads
 from vtrn._library import DeviceHandle, lib
 
 THREADS = 8
@@ -14,24 +15,6 @@ ROUNDS = 25
 def canonical(index):
     """The topology of thread ``index`` as the library spells it ("trn1", "trn1:2", ...)."""
     return "trn1" if index == 0 else f"trn1:{index + 1}"
-
-
-def run_threads(work):
-    errors = []
-
-    def guarded(index):
-        try:
-            work(index)
-        except BaseException as error:  # reported in the main thread
-            errors.append((index, error))
-
-    threads = [threading.Thread(target=guarded, args=(index,)) for index in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(thread.is_alive() for thread in threads), "a thread hung"
-    assert errors == []
 
 
 def test_create_query_destroy_from_many_threads():
@@ -55,7 +38,7 @@ def test_create_query_destroy_from_many_threads():
             else:
                 raise AssertionError("a destroyed runtime answered")
 
-    run_threads(work)
+    run_threads(THREADS, work)
     # Slots are reused, but never the same token: the generation changes.
     every = [handle for per_thread in handles for handle in per_thread]
     assert len(every) == len(set(every)) == THREADS * ROUNDS
@@ -78,7 +61,7 @@ def test_last_error_is_per_thread():
                 assert vtrn.last_error().startswith(expected)
                 barrier.wait()
 
-    run_threads(work)
+    run_threads(THREADS, work)
 
 
 def test_python_errors_carry_their_own_thread_message():
@@ -96,7 +79,7 @@ def test_python_errors_carry_their_own_thread_message():
                 else:
                     raise AssertionError("core_info did not fail")
 
-    run_threads(work)
+    run_threads(THREADS, work)
 
 
 def test_shared_runtime_queried_from_many_threads():
@@ -108,4 +91,4 @@ def test_shared_runtime_queried_from_many_threads():
                 assert [device.info for device in runtime.devices] == expected
                 assert runtime.device(index % 4).core_info(1).device_index == index % 4
 
-        run_threads(work)
+        run_threads(THREADS, work)
