@@ -4,7 +4,6 @@ status and message."""
 
 import gc
 import re
-import threading
 import weakref
 
 import numpy as np
