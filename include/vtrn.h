@@ -833,7 +833,9 @@ vtrn_status_t vtrn_program_sem_wait(vtrn_program_t program, vtrn_engine_flags_t 
  * and the same virtual timeline every run. Each instruction has a cost in cycles of its engine's
  * clock (matmul max(N, 64) cycles per pass, x4 for fp32 inputs; vector ops about one cycle per
  * element; at least 64 cycles; DMA at the engine's bandwidth); the engines' timelines, with
- * semaphore waits honoured, give the estimated device time.
+ * semaphore waits honoured, give the estimated device time. A signal lands when its instruction
+ * ends; a wait for "semaphore >= v" starts when the semaphore first reached v, however far its
+ * producers have signalled since (a SET starts the count again from its own time).
  * ============================================================================================ */
 
 /** Validates `program` for `core` of `device` and loads it (the program may then be destroyed).

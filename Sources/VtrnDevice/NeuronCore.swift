@@ -76,6 +76,10 @@ public final class CoreExecutor: @unchecked Sendable {
     let sbufPitch: Int
     let psumPitch: Int
     private var semaphores = [UInt32](repeating: 0, count: 256)
+    /// Per semaphore, how it reached its value: see `SemaphoreHistory`.
+    private var semaphoreHistories = [SemaphoreHistory](repeating: SemaphoreHistory(), count: 256)
+    /// The semaphores signalled in this execution, whose histories the next one clears.
+    private var signalledSemaphores: [Int] = []
     private var scratch: [UnsafeMutablePointer<Float>] = []
     private let scratchCount: Int
 
@@ -108,7 +112,8 @@ public final class CoreExecutor: @unchecked Sendable {
     public func run(_ program: LoadedProgram, bindings: [ParameterBinding], deadline: UInt64?, trace: Bool = false) -> ExecutionOutcome {
         var outcome = ExecutionOutcome()
         for index in semaphores.indices { semaphores[index] = 0 }
-        var semaphoreTime = [Double](repeating: 0, count: semaphores.count)
+        for semaphore in signalledSemaphores { semaphoreHistories[semaphore].clear() }
+        signalledSemaphores.removeAll(keepingCapacity: true)
         let engineCount = Engine.allCases.count
         var position = [Int](repeating: 0, count: engineCount)
         var time = [Double](repeating: 0, count: engineCount)
@@ -122,7 +127,7 @@ public final class CoreExecutor: @unchecked Sendable {
                 var start = time[engine]
                 if let (semaphore, value) = Self.wait(of: instruction) {
                     if semaphores[semaphore] < value { continue }
-                    start = max(start, semaphoreTime[semaphore])
+                    start = max(start, semaphoreHistories[semaphore].firstTime(reaching: value))
                 }
                 if start < chosenStart {
                     chosen = engine
@@ -153,8 +158,13 @@ public final class CoreExecutor: @unchecked Sendable {
             }
             if case .semaphoreSignal(let semaphore, let op, let value) = instruction.operation { signal = (semaphore, op, value) }
             if let (semaphore, op, value) = signal {
-                semaphores[semaphore] = op == .add ? semaphores[semaphore] &+ value : value
-                semaphoreTime[semaphore] = max(semaphoreTime[semaphore], time[chosen])
+                if semaphoreHistories[semaphore].isEmpty { signalledSemaphores.append(semaphore) }
+                if op == .add {
+                    semaphores[semaphore] = semaphoreHistories[semaphore].add(value, to: semaphores[semaphore], at: time[chosen])
+                } else {
+                    semaphoreHistories[semaphore].set(value, at: time[chosen])
+                    semaphores[semaphore] = value
+                }
             }
             position[chosen] += 1
             if let deadline, vtrnsys_monotonic_ns() > deadline {
@@ -564,5 +574,86 @@ public final class CoreExecutor: @unchecked Sendable {
             }
             store(destination, row, bindings, from: c + row * Int(n))
         }
+    }
+}
+
+/// How one semaphore reached its value during an execution, so that a wait for `>= v` starts when
+/// the value first reached v, not at the semaphore's latest signal (a counting semaphore's producer
+/// often runs far ahead of its consumer).
+///
+/// Since the last `set` (or the execution's start) values only grow, so the history is a list of
+/// (time, value from then on) in time order with non-decreasing values, and the first time a value
+/// was reached is a binary search. Signals usually arrive in time order (one engine's instructions
+/// end in order) and append; a signal timed before one already applied (another engine's, ending
+/// earlier) is inserted in its place and raises the values after it. An add that wraps the 32-bit
+/// value starts the history again, as a `set` does.
+struct SemaphoreHistory {
+    /// Empty: value 0 since time 0 (the execution's start).
+    private var times: [Double] = []
+    private var values: [UInt32] = []
+
+    var isEmpty: Bool { times.isEmpty }
+
+    mutating func clear() {
+        times.removeAll(keepingCapacity: true)
+        values.removeAll(keepingCapacity: true)
+    }
+
+    mutating func set(_ value: UInt32, at time: Double) {
+        clear()
+        times.append(time)
+        values.append(value)
+    }
+
+    /// Adds `amount` at `time` to a semaphore whose value is `current`; returns the new value.
+    mutating func add(_ amount: UInt32, to current: UInt32, at time: Double) -> UInt32 {
+        let result = current &+ amount
+        guard amount != 0 else { return result }
+        guard result > current else {
+            set(result, at: time)
+            return result
+        }
+        if times.isEmpty {
+            times.append(0)
+            values.append(0)
+        }
+        let last = times.count - 1
+        if time > times[last] {
+            times.append(time)
+            values.append(result)
+        } else if time == times[last] {
+            values[last] = result
+        } else {
+            // Earlier than a signal already applied: the value from `time` on grows by `amount`.
+            // A signal cannot land before the history's start (a set, or time 0).
+            let index = firstIndex { times[$0] > time }
+            if index == 0 {
+                for entry in values.indices { values[entry] &+= amount }
+            } else if times[index - 1] == time {
+                for entry in (index - 1)..<values.count { values[entry] &+= amount }
+            } else {
+                times.insert(time, at: index)
+                values.insert(values[index - 1] &+ amount, at: index)
+                for entry in (index + 1)..<values.count { values[entry] &+= amount }
+            }
+        }
+        return result
+    }
+
+    /// The earliest time at which the value was at least `value` (it is, now).
+    func firstTime(reaching value: UInt32) -> Double {
+        if times.isEmpty { return 0 }
+        let index = firstIndex { values[$0] >= value }
+        return index < times.count ? times[index] : times[times.count - 1]
+    }
+
+    /// The first index of the history for which `isPast` holds (it holds for all later ones), or the count.
+    private func firstIndex(where isPast: (Int) -> Bool) -> Int {
+        var low = 0, high = times.count
+        while low < high {
+            let middle = (low + high) / 2
+            if isPast(middle) { high = middle } else { low = middle + 1 }
+        }
+        return low
     }
 }
