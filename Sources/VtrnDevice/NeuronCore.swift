@@ -81,6 +81,8 @@ public final class CoreExecutor: @unchecked Sendable {
     /// The semaphores signalled in this execution, whose histories the next one clears.
     private var signalledSemaphores: [Int] = []
     private var scratch: [UnsafeMutablePointer<Float>] = []
+    /// The same for the integer (bitvec) path; untouched pages cost nothing until a program uses it.
+    private var integerScratch: [UnsafeMutablePointer<Int32>] = []
     private let scratchCount: Int
 
     public init(preset: ChipPreset) {
@@ -96,12 +98,14 @@ public final class CoreExecutor: @unchecked Sendable {
         // Enough for any operand: a whole partition of SBUF in fp32, or a 128 x 512 matrix.
         scratchCount = max(sbufPitch, 128 * 512) * 2
         for _ in 0..<4 { scratch.append(.allocate(capacity: scratchCount)) }
+        for _ in 0..<3 { integerScratch.append(.allocate(capacity: scratchCount)) }
     }
 
     deinit {
         munmap(sbuf, sbufPitch * 128)
         munmap(psum, psumPitch * 128)
         for buffer in scratch { buffer.deallocate() }
+        for buffer in integerScratch { buffer.deallocate() }
     }
 
     public func sbufPointer(partition: Int, offset: Int) -> UnsafeMutableRawPointer { sbuf + partition * sbufPitch + offset }
@@ -280,6 +284,25 @@ public final class CoreExecutor: @unchecked Sendable {
         }
     }
 
+    /// Partition `p`'s elements of an integer operand as Int32, for the bitvec ops (`Conversion.loadInt32`).
+    private func loadIntegers(_ access: AccessPattern, _ p: Int, _ bindings: [ParameterBinding],
+                              into destination: UnsafeMutablePointer<Int32>) {
+        let start = base(access, p, bindings)
+        forEachRun(access) { offset, element in
+            Conversion.loadInt32(access.dtype, from: start + offset, stride: access.strides[0], count: access.sizes[0],
+                                 into: destination + element)
+        }
+    }
+
+    /// Writes Int32 results of the bitvec ops to partition `p` as bit patterns (`Conversion.storeInt32Bits`).
+    private func storeIntegers(_ access: AccessPattern, _ p: Int, _ bindings: [ParameterBinding], from source: UnsafePointer<Int32>) {
+        let start = base(access, p, bindings)
+        forEachRun(access) { offset, element in
+            Conversion.storeInt32Bits(access.dtype, from: source + element, count: access.sizes[0], to: start + offset,
+                                      stride: access.strides[0])
+        }
+    }
+
     /// Copies the raw bytes of every element of `source` to `destination` (same dtype), in flat
     /// partition-major order: bit exact, NaN payloads included.
     private func copyRaw(to destination: AccessPattern, from source: AccessPattern, _ bindings: [ParameterBinding]) {
@@ -432,6 +455,15 @@ public final class CoreExecutor: @unchecked Sendable {
                     store(accumulateOut, p, bindings, from: &value)
                 }
             }
+        case .tensorTensor(let destination, let first, let second, let op) where op.isBitwise:
+            let count = destination.elementsPerPartition
+            let (x, y, z) = (integerScratch[0], integerScratch[1], integerScratch[2])
+            for p in 0..<destination.partitions {
+                loadIntegers(first, p, bindings, into: x)
+                loadIntegers(second, p, bindings, into: y)
+                Kernels.integerBinary(op, x, y, count: count, into: z)
+                storeIntegers(destination, p, bindings, from: z)
+            }
         case .tensorTensor(let destination, let first, let second, let op):
             let count = destination.elementsPerPartition
             for p in 0..<destination.partitions {
@@ -439,6 +471,18 @@ public final class CoreExecutor: @unchecked Sendable {
                 load(second, p, bindings, into: b)
                 Kernels.binary(op, a, b, count: count, into: c)
                 store(destination, p, bindings, from: c)
+            }
+        case .tensorScalar(let destination, let source, let op0, let x0, let op1, let x1, let reverse) where op0.isBitwise || op1.isBitwise:
+            // Validation keeps both stages bitvec (or one of them bypass).
+            let count = source.elementsPerPartition
+            let (x, z) = (integerScratch[0], integerScratch[2])
+            for p in 0..<source.partitions {
+                loadIntegers(source, p, bindings, into: x)
+                Kernels.integerScalar(op0, x, integerScalar(x0, p, bindings), reversed: reverse & 1 != 0, count: count, into: z)
+                if op1 != .bypass, let x1 {
+                    Kernels.integerScalar(op1, z, integerScalar(x1, p, bindings), reversed: reverse & 2 != 0, count: count, into: z)
+                }
+                storeIntegers(destination, p, bindings, from: z)
             }
         case .tensorScalar(let destination, let source, let op0, let x0, let op1, let x1, let reverse):
             let count = source.elementsPerPartition
@@ -474,7 +518,7 @@ public final class CoreExecutor: @unchecked Sendable {
         case .iota(let destination, let steps, let offset, let channelMultiplier):
             for p in 0..<destination.partitions {
                 let values = affineValues(destination, steps: steps, offset: offset, channelMultiplier: channelMultiplier, partition: p)
-                storeIntegers(destination, p, bindings, values)
+                storeAffineValues(destination, p, bindings, values)
             }
         case .affineSelect(let destination, let steps, let offset, let channelMultiplier, let compare, let onTrue, let onFalse):
             let count = destination.elementsPerPartition
@@ -495,9 +539,22 @@ public final class CoreExecutor: @unchecked Sendable {
     private func scalar(_ operand: ScalarOperand, _ p: Int, _ bindings: [ParameterBinding]) -> Float {
         switch operand {
         case .immediate(let value): return value
+        case .integer(let value): return Float(value)
         case .tile(let access):
             var value: Float = 0
             Conversion.load(access.dtype, from: base(access, p, bindings), stride: 1, count: 1, into: &value)
+            return value
+        }
+    }
+
+    /// A scalar operand of a bitvec op: an fp32 immediate or tile element stands for the int32 it rounds to.
+    private func integerScalar(_ operand: ScalarOperand, _ p: Int, _ bindings: [ParameterBinding]) -> Int32 {
+        switch operand {
+        case .immediate(let value): return Conversion.int32(value)
+        case .integer(let value): return value
+        case .tile(let access):
+            var value: Int32 = 0
+            Conversion.loadInt32(access.dtype, from: base(access, p, bindings), stride: 1, count: 1, into: &value)
             return value
         }
     }
@@ -523,7 +580,8 @@ public final class CoreExecutor: @unchecked Sendable {
         return values
     }
 
-    private func storeIntegers(_ access: AccessPattern, _ p: Int, _ bindings: [ParameterBinding], _ values: [Int32]) {
+    /// IOTA's values: int32 exactly, other dtypes through fp32 (rounded and saturated).
+    private func storeAffineValues(_ access: AccessPattern, _ p: Int, _ bindings: [ParameterBinding], _ values: [Int32]) {
         if access.dtype == .int32 {
             let start = base(access, p, bindings)
             forEachRun(access) { offset, element in

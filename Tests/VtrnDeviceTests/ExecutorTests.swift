@@ -96,3 +96,62 @@ import Testing
         #expect(history.firstTime(reaching: 1) == 50)
     }
 }
+
+/// The integer (bitvec) path: exact on 32 bits, whatever fp32 could hold.
+@Suite struct BitvecTests {
+    let executor = CoreExecutor(preset: .trn1)
+
+    func int32s(_ count: Int, offset: Int) -> AccessPattern {
+        AccessPattern(space: .sbuf, dtype: .int32, partitions: 1, offset: offset, sizes: [count])
+    }
+
+    func write(_ values: [Int32], at offset: Int) {
+        let pointer = executor.sbufPointer(partition: 0, offset: offset).assumingMemoryBound(to: Int32.self)
+        for (index, value) in values.enumerated() { pointer[index] = value }
+    }
+
+    func read(_ count: Int, at offset: Int) -> [Int32] {
+        let pointer = executor.sbufPointer(partition: 0, offset: offset).assumingMemoryBound(to: Int32.self)
+        return (0..<count).map { pointer[$0] }
+    }
+
+    func run(_ operations: [Operation]) throws {
+        let program = try LoadedProgram(instructions: operations.map { Instruction(engine: .dve, operation: $0) }, parameters: [],
+                                        preset: .trn1)
+        #expect(executor.run(program, bindings: [], deadline: nil).failure == nil)
+    }
+
+    @Test func bitwiseOpsKeepEveryBit() throws {
+        write([0x7fff_ffff, -8, .min, 0x1234_5679], at: 0)
+        write([0x1234_5679, 1, 31, 33], at: 64)
+        let a = int32s(4, offset: 0), b = int32s(4, offset: 64)
+        try run([
+            .tensorTensor(destination: int32s(4, offset: 128), a: a, b: b, op: .bitwiseAnd),
+            .tensorTensor(destination: int32s(4, offset: 192), a: a, b: b, op: .shiftRight),
+            .tensorScalar(destination: int32s(4, offset: 256), source: a, op0: .bitwiseXor, x0: .integer(-1), op1: .shiftLeft,
+                          x1: .integer(4), reverse: 0),
+        ])
+        #expect(read(4, at: 128) == [0x1234_5679, 0, 0, 0x1234_5679 & 33])
+        // Logical right shifts by 0x1234_5679 & 31 = 25, 1, 31 and 33 & 31 = 1.
+        let shifted: [Int32] = [0x7fff_ffff >> 25, 0x7fff_fffc, 1, 0x1234_5679 >> 1]
+        #expect(read(4, at: 192) == shifted)
+        let expected: [Int32] = [(~0x7fff_ffff) &<< 4, 7 &<< 4, 0x7fff_ffff &<< 4, (~0x1234_5679) &<< 4]
+        #expect(read(4, at: 256) == expected)
+    }
+
+    @Test func int32ConversionsSignExtendAndWrap() {
+        var loaded = [Int32](repeating: 0, count: 4)
+        let bytes: [UInt8] = [0x80, 0xff, 0x7f, 0x01]
+        bytes.withUnsafeBytes { Conversion.loadInt32(.int8, from: $0.baseAddress!, stride: 1, count: 4, into: &loaded) }
+        #expect(loaded == [-128, -1, 127, 1])
+        bytes.withUnsafeBytes { Conversion.loadInt32(.uint8, from: $0.baseAddress!, stride: 1, count: 4, into: &loaded) }
+        #expect(loaded == [128, 255, 127, 1])
+        let floats: [Float] = [2.5, -3.5, 3e9, .nan]
+        floats.withUnsafeBytes { Conversion.loadInt32(.fp32, from: $0.baseAddress!, stride: 1, count: 4, into: &loaded) }
+        #expect(loaded == [2, -4, .max, 0])
+        var stored = [UInt8](repeating: 0, count: 4)
+        let values: [Int32] = [0x1ff, -129, 256, -1]
+        stored.withUnsafeMutableBytes { Conversion.storeInt32Bits(.int8, from: values, count: 4, to: $0.baseAddress!, stride: 1) }
+        #expect(stored == [0xff, 0x7f, 0x00, 0xff])
+    }
+}
