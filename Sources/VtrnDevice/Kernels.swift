@@ -24,7 +24,11 @@ enum Kernels {
         case .reciprocal: return 1 / x
         case .rsqrt: return 1 / sqrtf(x)
         case .divide: return x / y
-        case .bitwiseAnd, .bitwiseOr, .bitwiseXor, .shiftLeft, .shiftRight:
+        case .logicalAnd: return x != 0 && y != 0 ? 1 : 0
+        case .logicalOr: return x != 0 || y != 0 ? 1 : 0
+        case .logicalXor: return (x != 0) != (y != 0) ? 1 : 0
+        case .logicalNot: return x == 0 ? 1 : 0
+        case .bitwiseAnd, .bitwiseOr, .bitwiseXor, .shiftLeft, .shiftRight, .invert:
             // The engines run bitvec ops on integers (`integerApply`); an fp32 operand stands for
             // the int32 it rounds to.
             return Float(integerApply(op, integer(x), integer(y)))
@@ -47,6 +51,7 @@ enum Kernels {
         case .bitwiseXor: return x ^ y
         case .shiftLeft: return x &<< (y & 31)
         case .shiftRight: return Int32(bitPattern: UInt32(bitPattern: x) &>> UInt32(y & 31))
+        case .invert: return ~x
         default: return x
         }
     }

@@ -211,7 +211,7 @@ public enum Validator {
             guard !(a.space == .psum && b.space == .psum) else {
                 throw fail("b", "is in PSUM as a is; TENSOR_TENSOR reads at most one input from PSUM")
             }
-            guard ![AluOp.abs, .reciprocal, .rsqrt, .bypass].contains(op) else {
+            guard !op.isUnary && op != .bypass else {
                 throw fail("op", "\(op) takes one operand; TENSOR_TENSOR needs a binary op")
             }
             try requireIntegers(op, [("dst", destination), ("a", a), ("b", b)])

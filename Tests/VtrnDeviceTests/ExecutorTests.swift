@@ -155,3 +155,20 @@ import Testing
         #expect(stored == [0xff, 0x7f, 0x00, 0xff])
     }
 }
+
+@Suite struct LogicalOpTests {
+    @Test func nonzeroIsTrueAndNaNIsNonzero() {
+        let values: [Float] = [0, -0.0, 1, -2.5, .nan, .infinity, .leastNonzeroMagnitude]
+        for x in values {
+            for y in values {
+                let (a, b) = (x != 0, y != 0)
+                #expect(Kernels.apply(.logicalAnd, x, y) == (a && b ? 1 : 0))
+                #expect(Kernels.apply(.logicalOr, x, y) == (a || b ? 1 : 0))
+                #expect(Kernels.apply(.logicalXor, x, y) == (a != b ? 1 : 0))
+            }
+            #expect(Kernels.apply(.logicalNot, x, 0) == (x == 0 ? 1 : 0))
+        }
+        #expect(Kernels.integerApply(.invert, 0x0f0f_0f0f, 0) == ~0x0f0f_0f0f)
+        #expect(AluOp.invert.isBitwise && AluOp.invert.isUnary && !AluOp.logicalNot.isBitwise && AluOp.logicalNot.isUnary)
+    }
+}
