@@ -180,7 +180,7 @@ typedef enum vtrn_memory_space {
     VTRN_MEMORY_FORCE32 = 0x7fffffff
 } vtrn_memory_space_t;
 
-/** Arithmetic of TENSOR_TENSOR, TENSOR_SCALAR, TENSOR_REDUCE (add, max, min, multiply) and
+/** Arithmetic of TENSOR_TENSOR, TENSOR_SCALAR, TENSOR_REDUCE (the ops NKI can reduce with) and
  *  AFFINE_SELECT (the comparisons). Two kinds, as NKI's:
  *  - arithmetic ops (all but the bitvec ones) compute in fp32: operands of any dtype are widened
  *    to fp32 and the result rounded to the output's dtype (so int32 values beyond 2^24 round).
@@ -825,8 +825,14 @@ vtrn_status_t vtrn_program_tensor_scalar(vtrn_program_t program, vtrn_engine_fla
                                          vtrn_alu_op_t op1, const vtrn_scalar_t *x1, uint32_t reverse,
                                          const vtrn_sync_t *sync);
 
-/** TENSOR_REDUCE (DVE): dst[P,1] = reduction of each partition's elements (add, max, min or
- *  multiply), negated when `negate`. */
+/** TENSOR_REDUCE (DVE): reduces each partition's elements along the free axes. dst has src's
+ *  partitions and D elements per partition, where D divides src's S elements per partition: dst
+ *  element d is the reduction of src's elements d*S/D to (d+1)*S/D - 1, in the order of src's
+ *  access pattern (the first free dimension fastest); so dst [P,1] reduces everything, and
+ *  listing the reduced axes first in src's pattern reduces just those. op: add, max, min,
+ *  multiply, logical_and/or/xor (arithmetic, in fp32; sums and products accumulate in order;
+ *  logical ones give 1.0 or 0.0) or bitwise_and/or/xor (bitvec: integer src and dst, exact).
+ *  `negate` multiplies arithmetic results by -1; a bitvec reduction refuses it. */
 vtrn_status_t vtrn_program_tensor_reduce(vtrn_program_t program, vtrn_access_t dst, vtrn_access_t src, vtrn_alu_op_t op,
                                          uint32_t negate, const vtrn_sync_t *sync);
 

@@ -41,7 +41,10 @@ public enum AluOp: Int, Sendable, CaseIterable, CustomStringConvertible {
     public var isBitwise: Bool { (AluOp.bitwiseAnd.rawValue...AluOp.shiftRight.rawValue).contains(rawValue) || self == .invert }
     /// Ops of one operand: in TENSOR_SCALAR they ignore their scalar; TENSOR_TENSOR refuses them.
     public var isUnary: Bool { [.abs, .reciprocal, .rsqrt, .logicalNot, .invert].contains(self) }
-    public var isReduction: Bool { self == .add || self == .max || self == .min || self == .multiply }
+    /// NKI's legal reduction ops (its table also lists subtract, whose reduction it does not define).
+    public var isReduction: Bool {
+        [.add, .max, .min, .multiply, .bitwiseAnd, .bitwiseOr, .bitwiseXor, .logicalAnd, .logicalOr, .logicalXor].contains(self)
+    }
 }
 
 public enum ActivationFunction: Int, Sendable, CaseIterable, CustomStringConvertible {

@@ -112,6 +112,7 @@ enum Kernels {
         }
     }
 
+    /// One reduction of `count` values, in order (sums and products round as they go).
     static func reduce(_ op: AluOp, _ source: UnsafePointer<Float>, count: Int) -> Float {
         var result: Float
         switch op {
@@ -124,10 +125,26 @@ enum Kernels {
         case .max:
             result = -.infinity
             for i in 0..<count { result = apply(.max, result, source[i]) }
-        default:
+        case .min:
             result = .infinity
             for i in 0..<count { result = apply(.min, result, source[i]) }
+        case .logicalAnd:
+            result = 1
+            for i in 0..<count where source[i] == 0 { result = 0 }
+        case .logicalOr:
+            result = 0
+            for i in 0..<count where source[i] != 0 { result = 1 }
+        default: // logical_xor: true when an odd number are true
+            result = 0
+            for i in 0..<count where source[i] != 0 { result = 1 - result }
         }
+        return result
+    }
+
+    /// One bitvec reduction of `count` values: and starts from all ones, or and xor from zero.
+    static func integerReduce(_ op: AluOp, _ source: UnsafePointer<Int32>, count: Int) -> Int32 {
+        var result: Int32 = op == .bitwiseAnd ? -1 : 0
+        for i in 0..<count { result = integerApply(op, result, source[i]) }
         return result
     }
 

@@ -172,3 +172,29 @@ import Testing
         #expect(AluOp.invert.isBitwise && AluOp.invert.isUnary && !AluOp.logicalNot.isBitwise && AluOp.logicalNot.isUnary)
     }
 }
+
+@Suite struct ReductionTests {
+    let executor = CoreExecutor(preset: .trn1)
+
+    @Test func eachDestinationElementReducesAConsecutiveGroup() throws {
+        let values: [Float] = (0..<12).map { Float($0) }
+        let floats = executor.sbufPointer(partition: 0, offset: 0).assumingMemoryBound(to: Float.self)
+        for (index, value) in values.enumerated() { floats[index] = value }
+        let ints = executor.sbufPointer(partition: 0, offset: 64).assumingMemoryBound(to: Int32.self)
+        for index in 0..<12 { ints[index] = Int32(bitPattern: 0x8000_0000 | UInt32(1 << index)) }
+        let source = AccessPattern(space: .sbuf, dtype: .fp32, partitions: 1, sizes: [12])
+        let intSource = AccessPattern(space: .sbuf, dtype: .int32, partitions: 1, offset: 64, sizes: [12])
+        let sums = AccessPattern(space: .sbuf, dtype: .fp32, partitions: 1, offset: 128, sizes: [3])
+        let ors = AccessPattern(space: .sbuf, dtype: .int32, partitions: 1, offset: 192, sizes: [2])
+        // The middle axis of a [1, 3, 4] view kept, its last reduced: groups (0,1,2,3), (4,...), (8,...).
+        let program = try LoadedProgram(instructions: [
+            Instruction(engine: .dve, operation: .tensorReduce(destination: sums, source: source, op: .add, negate: true)),
+            Instruction(engine: .dve, operation: .tensorReduce(destination: ors, source: intSource, op: .bitwiseOr, negate: false)),
+        ], parameters: [], preset: .trn1)
+        #expect(executor.run(program, bindings: [], deadline: nil).failure == nil)
+        let result = executor.sbufPointer(partition: 0, offset: 128).assumingMemoryBound(to: Float.self)
+        #expect([result[0], result[1], result[2]] == [-6, -22, -38])
+        let bits = executor.sbufPointer(partition: 0, offset: 192).assumingMemoryBound(to: Int32.self)
+        #expect([UInt32(bitPattern: bits[0]), UInt32(bitPattern: bits[1])] == [0x8000_003f, 0x8000_0fc0])
+    }
+}

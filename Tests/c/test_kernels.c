@@ -558,7 +558,7 @@ static void test_bitvec_ops(void) {
     serial_program_t serial = { new_program(runtime), 0 };
     uint32_t in = add_parameter(serial.program, "in", P * F * 4);
     uint32_t out32 = add_parameter(serial.program, "out32", P * 5 * F * 4), out8 = add_parameter(serial.program, "out8", P * F);
-    uint32_t truth = add_parameter(serial.program, "truth", P * F * 4);
+    uint32_t truth = add_parameter(serial.program, "truth", P * F * 4), halves = add_parameter(serial.program, "halves", P * 2 * 4);
     const vtrn_access_t x = int_tile(P, 0, VTRN_DTYPE_INT32, F);
     const vtrn_scalar_t mask = vtrn_scalar_int32(0x7fffffff), four = vtrn_scalar_int32(4), three = vtrn_scalar_int32(3);
     const vtrn_scalar_t column = tile_scalar(int_tile(P, 0, VTRN_DTYPE_INT32, 1)); /* x[p][0] */
@@ -593,12 +593,19 @@ static void test_bitvec_ops(void) {
                                     int_tile(P, 256, VTRN_DTYPE_INT8, F), &sync));
     sync = in_turn(&serial);
     EXPECT_OK(vtrn_program_dma_copy(serial.program, vtrn_hbm(truth, 0, VTRN_DTYPE_FP32, P, F, F), sbuf(P, 512, F), &sync));
+    sync = in_turn(&serial); /* xor of each half of x's row, exactly */
+    EXPECT_OK(vtrn_program_tensor_reduce(serial.program, int_tile(P, 640, VTRN_DTYPE_INT32, 2), x, VTRN_ALU_BITWISE_XOR, 0,
+                                         &sync));
+    sync = in_turn(&serial);
+    EXPECT_OK(vtrn_program_dma_copy(serial.program, vtrn_hbm(halves, 0, VTRN_DTYPE_INT32, P, 2, 2),
+                                    int_tile(P, 640, VTRN_DTYPE_INT32, 2), &sync));
     vtrn_kernel_t kernel = load(device, 0, serial.program);
     EXPECT_OK(vtrn_program_destroy(serial.program));
 
     int32_t values[P * F], results[P * 5 * F];
     int8_t narrow[P * F];
     float truths[P * F];
+    int32_t xors[P * 2];
     uint32_t state = 12345;
     for (int i = 0; i < P * F; i++) {
         state = state * 1103515245u + 12345u;
@@ -612,10 +619,20 @@ static void test_bitvec_ops(void) {
     values[5] = 15; /* x >> 4 is 0 */
     vtrn_device_memory_t in_memory = allocate(device, sizeof values), out32_memory = allocate(device, sizeof results);
     vtrn_device_memory_t out8_memory = allocate(device, sizeof narrow), truth_memory = allocate(device, sizeof truths);
+    vtrn_device_memory_t halves_memory = allocate(device, sizeof xors);
     write_memory(runtime, device, in_memory, values, sizeof values);
     const vtrn_binding_t bindings[] = { binding("in", in_memory, 0), binding("out32", out32_memory, 0),
-                                        binding("out8", out8_memory, 0), binding("truth", truth_memory, 0) };
-    EXPECT_RUN_OK(kernel, bindings, 4, NULL);
+                                        binding("out8", out8_memory, 0), binding("truth", truth_memory, 0),
+                                        binding("halves", halves_memory, 0) };
+    EXPECT_RUN_OK(kernel, bindings, 5, NULL);
+    read_memory(runtime, device, halves_memory, xors, sizeof xors);
+    for (int p = 0; p < P; p++) {
+        for (int half = 0; half < 2; half++) {
+            uint32_t expected = 0;
+            for (int f = 0; f < F / 2; f++) expected ^= (uint32_t)values[p * F + half * F / 2 + f];
+            EXPECT_EQ_U64((uint32_t)xors[p * 2 + half], expected);
+        }
+    }
     read_memory(runtime, device, out32_memory, results, sizeof results);
     read_memory(runtime, device, out8_memory, narrow, sizeof narrow);
     read_memory(runtime, device, truth_memory, truths, sizeof truths);
@@ -1025,7 +1042,18 @@ static void test_validation_operations(void) {
     EXPECT_REJECTED(device, program, "(TENSOR_REDUCE on DVE): op: ", "subtract does not reduce");
     program = validation_program(runtime);
     EXPECT_OK(vtrn_program_tensor_reduce(program, sbuf(64, 1024, 1), sbuf(128, 0, 8), VTRN_ALU_MAX, 1, NULL));
-    EXPECT_REJECTED(device, program, "dst: ", "is 64 x 1; it must be [128, 1]");
+    EXPECT_REJECTED(device, program, "dst: ", "has 64 partitions but src has 128");
+    program = validation_program(runtime);
+    EXPECT_OK(vtrn_program_tensor_reduce(program, sbuf(128, 1024, 3), sbuf(128, 0, 8), VTRN_ALU_ADD, 0, NULL));
+    EXPECT_REJECTED(device, program, "dst: ", "has 3 elements per partition, which does not divide src's 8");
+    program = validation_program(runtime);
+    EXPECT_OK(vtrn_program_tensor_reduce(program, ints, ints, VTRN_ALU_BITWISE_AND, 1, NULL));
+    EXPECT_REJECTED(device, program, "(TENSOR_REDUCE on DVE): negate: ", "applies to arithmetic reductions");
+    program = validation_program(runtime);
+    EXPECT_OK(vtrn_program_tensor_reduce(program, sbuf(128, 1024, 4), sbuf(128, 0, 8), VTRN_ALU_LOGICAL_XOR, 1, NULL));
+    EXPECT_OK(vtrn_program_tensor_reduce(program, vtrn_sbuf(0, 128, 1024, VTRN_DTYPE_UINT8, 2), ints,
+                                         VTRN_ALU_BITWISE_OR, 0, NULL));
+    EXPECT_ACCEPTED(device, program);
     program = validation_program(runtime);
     const vtrn_access_t bad_bias = sbuf(128, 1024, 3);
     EXPECT_OK(vtrn_program_activate(program, sbuf(128, 0, 8), VTRN_ACT_EXP, sbuf(128, 0, 8), &one, &bad_bias, NULL,

@@ -625,6 +625,59 @@ def test_tensor_reduce(serial, device, op, negate):
         assert np.all(np.abs(y - expected) <= terms.shape[1] * 2.0**-24 * scale)
 
 
+@pytest.mark.parametrize("op", ["add", "max", "min", "multiply"])
+def test_tensor_reduce_keeps_leading_axes(serial, device, op):
+    rng = np.random.default_rng(19)
+    source = rng.uniform(0.5, 1.5, (64, 3, 5, 7)).astype(np.float32)
+    tile = serial.load("x", source)
+    last, two = serial.program.sbuf((64, 3, 5)), serial.program.sbuf((64, 3))
+    middle = serial.program.sbuf((64, 3, 7))
+    serial.program.tensor_reduce(last, tile, op, **serial())  # the last axis: groups of 7
+    serial.program.tensor_reduce(two, tile, op, negate=True, **serial())  # the last two: groups of 35
+    # The middle axis: a view of (64, 3, 7, 5) that puts it last (strides in elements).
+    view = vtrn.AccessPattern("sbuf", "fp32", (64, 3, 7, 5), (None, 35, 1, 7), offset=tile.offset)
+    serial.program.tensor_reduce(middle, view, op, **serial())
+    for name, result in (("last", last), ("two", two), ("middle", middle)):
+        serial.store(name, result)
+    results = serial.run(device)
+    reduce = {"add": np.sum, "max": np.max, "min": np.min, "multiply": np.prod}[op]
+    wide = source.astype(np.float64)
+    for name, expected in (("last", reduce(wide, axis=3)), ("two", -reduce(wide, axis=(2, 3))),
+                           ("middle", reduce(wide, axis=2))):
+        np.testing.assert_allclose(results[name], expected, rtol=40 * 2.0**-24, err_msg=name)
+
+
+@pytest.mark.parametrize("op", ["bitwise_and", "bitwise_or", "bitwise_xor"])
+@pytest.mark.parametrize("dtype", ["int32", "uint8"])
+def test_bitwise_reductions_are_exact(serial, device, op, dtype):
+    source = int32_patterns((32, 4, 9), seed=20).astype(vtrn.numpy_dtype(dtype))
+    tile = serial.load("x", source)
+    out, everything = serial.program.sbuf((32, 4), dtype), serial.program.sbuf((32, 1), "int32")
+    serial.program.tensor_reduce(out, tile, op, **serial())
+    serial.program.tensor_reduce(everything, tile, op, **serial())
+    serial.store("y", out)
+    serial.store("all", everything)
+    results = serial.run(device)
+    function = {"bitwise_and": np.bitwise_and, "bitwise_or": np.bitwise_or, "bitwise_xor": np.bitwise_xor}[op]
+    assert_bits_equal(results["y"], function.reduce(source, axis=2))
+    assert_bits_equal(results["all"], function.reduce(source.astype(np.int32).reshape(32, -1), axis=1, keepdims=True))
+
+
+@pytest.mark.parametrize("op", ["logical_and", "logical_or", "logical_xor"])
+def test_logical_reductions(serial, device, op):
+    source = logical_operands((16, 6, 4), seed=21)
+    source[0] = 1.0  # all true
+    source[1] = 0.0  # all false
+    tile = serial.load("x", source)
+    out = serial.program.sbuf((16, 6), "bf16")
+    serial.program.tensor_reduce(out, tile, op, negate=True, **serial())
+    serial.store("y", out)
+    truth = source != 0
+    expected = {"logical_and": np.all, "logical_or": np.any,
+                "logical_xor": lambda t, axis: np.sum(t, axis=axis) % 2 == 1}[op](truth, axis=2)
+    assert_bits_equal(serial.run(device)["y"], rounded(-expected.astype(np.float32), "bf16"))
+
+
 def test_tensor_reduce_of_one_element_and_into_an_integer(serial, device):
     source = np.array([[2.5], [-7.0], [3.5]], np.float32)
     tile = serial.load("x", source)
