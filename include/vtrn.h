@@ -207,11 +207,28 @@ typedef enum vtrn_alu_op {
     VTRN_ALU_FORCE32 = 0x7fffffff
 } vtrn_alu_op_t;
 
-/** Functions of ACTIVATE: fn(src * scale + bias). */
+/** Functions of ACTIVATE: fn(src * scale + bias), NKI's list for nki.isa.activation. vtrn
+ *  computes each to fp32 accuracy over all inputs (composite ones in double, rounded once, in
+ *  forms that do not cancel: GELU as x/2 * erfc(-x/sqrt 2), GELU_TANH as x * sigmoid(2u)); the
+ *  Scalar Engine's polynomials are valid only in NKI's ranges (SIN in [-pi, pi], ARCTAN in
+ *  [-pi/2, pi/2], LOG in [2^-64, 2^64], ...). */
 typedef enum vtrn_activation {
     VTRN_ACT_COPY = 1, VTRN_ACT_EXP, VTRN_ACT_LOG, VTRN_ACT_TANH, VTRN_ACT_SIGMOID, VTRN_ACT_RELU,
-    VTRN_ACT_GELU, VTRN_ACT_GELU_TANH, VTRN_ACT_SILU, VTRN_ACT_SQUARE, VTRN_ACT_SQRT, VTRN_ACT_RSQRT,
-    VTRN_ACT_RECIPROCAL,
+    VTRN_ACT_GELU,      /**< x * Phi(x), the exact GELU (erf) */
+    VTRN_ACT_GELU_TANH, /**< NKI's gelu_apprx_tanh: x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))) */
+    VTRN_ACT_SILU, VTRN_ACT_SQUARE, VTRN_ACT_SQRT, VTRN_ACT_RSQRT, VTRN_ACT_RECIPROCAL,
+    VTRN_ACT_ABS,
+    VTRN_ACT_SIGN,      /**< -1, 0 or 1 (NaN stays NaN), as numpy.sign */
+    VTRN_ACT_ERF,
+    VTRN_ACT_ERF_DX,    /**< 2/sqrt(pi) * exp(-x^2) */
+    VTRN_ACT_SIN,
+    VTRN_ACT_ARCTAN,
+    VTRN_ACT_SOFTPLUS,  /**< log(1 + exp(x)) */
+    VTRN_ACT_MISH,      /**< x * tanh(softplus(x)) */
+    VTRN_ACT_GELU_DX,   /**< d/dx GELU: Phi(x) + x * phi(x) */
+    VTRN_ACT_SILU_DX,   /**< d/dx x*sigmoid(x): sigmoid(x) * (1 + x * (1 - sigmoid(x))) */
+    VTRN_ACT_GELU_APPRX_SIGMOID,    /**< x * sigmoid(1.702 x) */
+    VTRN_ACT_GELU_APPRX_SIGMOID_DX, /**< its derivative: s + 1.702 x * s * (1 - s), s = sigmoid(1.702 x) */
     VTRN_ACT_FORCE32 = 0x7fffffff
 } vtrn_activation_t;
 

@@ -278,7 +278,8 @@ def test_unknown_names_are_refused_by_the_python_builder(program):
     tile = program.sbuf((4, 4))
     cases = [
         (lambda: program.activate(tile, "exp2", tile), "activation 'exp2' is not one of copy, exp, log, tanh, sigmoid, "
-         "relu, gelu, gelu_tanh, silu, square, sqrt, rsqrt, reciprocal"),
+         "relu, gelu, gelu_tanh, silu, square, sqrt, rsqrt, reciprocal, abs, sign, erf, erf_dx, sin, arctan, softplus, "
+         "mish, gelu_dx, silu_dx, gelu_apprx_sigmoid, gelu_apprx_sigmoid_dx"),
         (lambda: program.tensor_tensor(tile, tile, tile, "mod"), "ALU op 'mod' is not one of add, subtract, multiply, "
          "max, min, equal, not_equal, greater, greater_equal, less, less_equal, pow, abs, reciprocal, rsqrt, divide, "
          "bitwise_and, bitwise_or, bitwise_xor, shift_left, shift_right, bypass, logical_and, logical_or, logical_xor, "
@@ -304,8 +305,8 @@ def test_unknown_names_are_refused_by_the_python_builder(program):
 def test_unknown_enum_numbers_are_refused_by_the_c_builders(program):
     tile = program.sbuf((4, 4))
     cases = [
-        (lambda: program.activate(tile, 14, tile), "vtrn_program_activate: fn is 14; accepted: VTRN_ACT_COPY (1) to "
-         "VTRN_ACT_RECIPROCAL (13)"),
+        (lambda: program.activate(tile, 26, tile), "vtrn_program_activate: fn is 26; accepted: VTRN_ACT_COPY (1) to "
+         "VTRN_ACT_GELU_APPRX_SIGMOID_DX (25)"),
         (lambda: program.tensor_tensor(tile, tile, tile, 0), "vtrn_program_tensor_tensor: op is 0; accepted: "
          "VTRN_ALU_ADD (1) to VTRN_ALU_INVERT (27)"),
         (lambda: program.tensor_scalar(tile, tile, "add", 1.0, 28, 1.0), "vtrn_program_tensor_scalar: op1 is 28; "
