@@ -787,7 +787,8 @@ vtrn_status_t vtrn_memcpy(vtrn_device_t device, vtrn_memory_ref_t dst, vtrn_memo
  * core it is loaded on. The limits (NKI's): partitions 1-128; compute engines start at partition 0,
  * 32, 64 or 96 and stay in that quadrant group (from 32 or 96: at most 32 partitions; from 64: at
  * most 64); MATMUL: K (the partitions of both inputs) <= 128, M <= 128, N <= 512, the result fp32
- * in PSUM within one 2 KiB bank; PSUM is written only by PE instructions and read by the others;
+ * in PSUM within one 2 KiB bank; PSUM is read and written by DVE and ACT instructions and
+ * written by the PE's, while POOL (GpSimd) and DMA do not reach it (as on the hardware);
  * not both inputs of TENSOR_TENSOR in PSUM; shapes of outputs and inputs agree; every access
  * stays inside SBUF, PSUM or its parameter; semaphores 0-255.
  * Every builder: returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT for
@@ -809,14 +810,16 @@ vtrn_status_t vtrn_program_add_parameter(vtrn_program_t program, const char *nam
 vtrn_status_t vtrn_program_instruction_count(vtrn_program_t program, uint32_t *count);
 
 /** DMA_COPY (DMA engine): dst = src, element by element in partition-major order, between HBM and
- *  SBUF in either direction, SBUF to SBUF or HBM to HBM (not PSUM: copy it to SBUF first);
+ *  SBUF in either direction, SBUF to SBUF or HBM to HBM (not PSUM: TENSOR_COPY moves data
+ *  between PSUM and SBUF);
  *  element counts equal; a dtype change goes through fp32. */
 vtrn_status_t vtrn_program_dma_copy(vtrn_program_t program, vtrn_access_t dst, vtrn_access_t src, const vtrn_sync_t *sync);
 
 /** MATMUL (PE): dst[M,N] = (accumulate ? dst : 0) + stationary[K,M]^T . moving[K,N], in fp32 in
  *  PSUM; K is the partition count of both inputs, M the free size of stationary, N of moving.
- *  Narrower inputs are widened to fp32 first. The first matmul into a PSUM tile must not accumulate
- *  (it overwrites). */
+ *  Narrower inputs are widened to fp32 first; stationary and moving may differ in dtype, except
+ *  that an fp32 input needs an fp32 partner (NKI's rule). The first matmul into a PSUM tile must
+ *  not accumulate (it overwrites). */
 vtrn_status_t vtrn_program_matmul(vtrn_program_t program, vtrn_access_t dst, vtrn_access_t stationary,
                                   vtrn_access_t moving, uint32_t accumulate, const vtrn_sync_t *sync);
 

@@ -960,25 +960,50 @@ static void test_validation_psum_and_pe(void) {
     const vtrn_scalar_t one = immediate(1.0f);
     vtrn_program_t program;
 
-    /* Only the PE writes PSUM; the others read it; DMA does not reach it. */
-    program = validation_program(runtime);
-    EXPECT_OK(vtrn_program_tensor_copy(program, VTRN_ENGINE_DVE, psum(128, 0, 8), sbuf(128, 0, 8), NULL));
-    EXPECT_REJECTED(device, program, "(TENSOR_COPY on DVE): dst: ", "writes PSUM",
-                    "only the PE's MATMUL and TRANSPOSE write PSUM");
+    /* PE writes PSUM, DVE and ACT read and write it; POOL (GpSimd) and DMA do not reach it. */
     program = validation_program(runtime);
     EXPECT_OK(vtrn_program_memset(program, VTRN_ENGINE_POOL, psum(128, 0, 8), 0.0f, NULL));
-    EXPECT_REJECTED(device, program, "(MEMSET on POOL): dst: ", "writes PSUM");
+    EXPECT_REJECTED(device, program, "(MEMSET on POOL): dst: ", "is in PSUM, which POOL (GpSimd) cannot access; DVE and ACT can");
     program = validation_program(runtime);
-    EXPECT_OK(vtrn_program_activate(program, psum(128, 0, 8), VTRN_ACT_EXP, psum(128, 0, 8), &one, NULL, NULL, NULL));
-    EXPECT_REJECTED(device, program, "(ACTIVATE on ACT): dst: ", "writes PSUM");
+    EXPECT_OK(vtrn_program_tensor_copy(program, VTRN_ENGINE_POOL, sbuf(128, 64, 8), psum(128, 0, 8), NULL));
+    EXPECT_REJECTED(device, program, "(TENSOR_COPY on POOL): src: ", "POOL (GpSimd) cannot access");
+    program = validation_program(runtime);
+    const int32_t step[1] = { 1 };
+    EXPECT_OK(vtrn_program_iota(program, vtrn_psum(0, 128, 0, VTRN_DTYPE_INT32, 8), step, 0, 1, NULL));
+    EXPECT_REJECTED(device, program, "(IOTA on POOL): dst: ", "POOL (GpSimd) cannot access");
     program = validation_program(runtime);
     EXPECT_OK(vtrn_program_dma_copy(program, sbuf(128, 0, 8), psum(128, 0, 8), NULL));
-    EXPECT_REJECTED(device, program, "(DMA_COPY on DMA): src: ", "DMA does not reach PSUM");
+    EXPECT_REJECTED(device, program, "(DMA_COPY on DMA): src: ", "is in PSUM, which DMA does not reach",
+                    "with TENSOR_COPY on DVE or ACT");
+    program = validation_program(runtime);
+    EXPECT_OK(vtrn_program_dma_copy(program, psum(128, 0, 8), sbuf(128, 0, 8), NULL));
+    EXPECT_REJECTED(device, program, "(DMA_COPY on DMA): dst: ", "is in PSUM, which DMA does not reach");
     program = validation_program(runtime);
     EXPECT_OK(vtrn_program_activate(program, sbuf(128, 0, 8), VTRN_ACT_EXP, psum(128, 0, 8), &one, NULL, NULL, NULL));
-    EXPECT_OK(vtrn_program_tensor_copy(program, VTRN_ENGINE_POOL, sbuf(128, 64, 8), psum(128, 0, 8), NULL));
+    EXPECT_OK(vtrn_program_tensor_copy(program, VTRN_ENGINE_ACT, sbuf(128, 64, 8), psum(128, 0, 8), NULL));
     EXPECT_OK(vtrn_program_tensor_tensor(program, sbuf(128, 128, 8), psum(128, 0, 8), sbuf(128, 0, 8), VTRN_ALU_ADD,
                                          NULL));
+    EXPECT_OK(vtrn_program_tensor_copy(program, VTRN_ENGINE_DVE, psum(128, 0, 8), sbuf(128, 0, 8), NULL));
+    EXPECT_OK(vtrn_program_memset(program, VTRN_ENGINE_DVE, psum(128, 64, 8), 0.0f, NULL));
+    EXPECT_OK(vtrn_program_activate(program, psum(128, 128, 8), VTRN_ACT_EXP, psum(128, 0, 8), &one, NULL, NULL, NULL));
+    EXPECT_OK(vtrn_program_tensor_reduce(program, psum(128, 192, 1), psum(128, 0, 8), VTRN_ALU_MAX, 0, NULL));
+    EXPECT_OK(vtrn_program_tensor_scalar(program, VTRN_ENGINE_ACT, psum(128, 256, 8), sbuf(128, 0, 8), VTRN_ALU_MULTIPLY,
+                                         &one, VTRN_ALU_BYPASS, NULL, 0, NULL));
+    EXPECT_ACCEPTED(device, program);
+
+    /* MATMUL: an fp32 input needs an fp32 partner; other dtypes mix. */
+    program = validation_program(runtime);
+    EXPECT_OK(vtrn_program_matmul(program, psum(128, 0, 512), sbuf(128, 0, 128), vtrn_sbuf(0, 128, 1024, VTRN_DTYPE_BF16, 512),
+                                  0, NULL));
+    EXPECT_REJECTED(device, program, "(MATMUL on PE): moving: ",
+                    "is bf16 but stationary is fp32; an fp32 input of MATMUL needs an fp32 partner");
+    program = validation_program(runtime);
+    EXPECT_OK(vtrn_program_matmul(program, psum(128, 0, 512), vtrn_sbuf(0, 128, 0, VTRN_DTYPE_FP8_E5M2, 128),
+                                  sbuf(128, 1024, 512), 0, NULL));
+    EXPECT_REJECTED(device, program, "moving: ", "is fp32 but stationary is fp8_e5m2");
+    program = validation_program(runtime);
+    EXPECT_OK(vtrn_program_matmul(program, psum(128, 0, 512), vtrn_sbuf(0, 128, 0, VTRN_DTYPE_FP8_E4M3, 128),
+                                  vtrn_sbuf(0, 128, 1024, VTRN_DTYPE_FP16, 512), 0, NULL));
     EXPECT_ACCEPTED(device, program);
 
     /* MATMUL's limits: K (partitions) <= 128, M <= 128, N <= 512, K equal in both inputs. */
@@ -1650,11 +1675,11 @@ static void test_determinism(void) {
     const vtrn_sync_t activated = waits_signals(1, 1, 2), stored = waits(2, 1), sums_stored = waits(2, 1);
     const vtrn_scalar_t scale = immediate(1.0f / 64);
     const vtrn_access_t row_sums = sbuf(128, 16384, 1);
-    EXPECT_OK(vtrn_program_dma_copy(program, sbuf(128, 0, 128), vtrn_hbm(a, 0, VTRN_DTYPE_FP32, 128, 128, 128),
-                                    &a_loaded));
+    EXPECT_OK(vtrn_program_dma_copy(program, vtrn_sbuf(0, 128, 0, VTRN_DTYPE_FP16, 128),
+                                    vtrn_hbm(a, 0, VTRN_DTYPE_FP32, 128, 128, 128), &a_loaded));
     EXPECT_OK(vtrn_program_dma_copy(program, vtrn_sbuf(0, 128, 1024, VTRN_DTYPE_BF16, 512),
                                     vtrn_hbm(b, 0, VTRN_DTYPE_FP32, 128, 512, 512), &b_loaded));
-    EXPECT_OK(vtrn_program_matmul(program, psum(128, 0, 512), sbuf(128, 0, 128),
+    EXPECT_OK(vtrn_program_matmul(program, psum(128, 0, 512), vtrn_sbuf(0, 128, 0, VTRN_DTYPE_FP16, 128),
                                   vtrn_sbuf(0, 128, 1024, VTRN_DTYPE_BF16, 512), 0, &multiplied));
     EXPECT_OK(vtrn_program_activate(program, sbuf(128, 4096, 512), VTRN_ACT_EXP, psum(128, 0, 512), &scale, NULL,
                                     &row_sums, &activated));

@@ -196,13 +196,33 @@ def test_matmul_mixed_dtypes_and_a_quadrant(serial, device):
     stationary = rng.standard_normal((32, 16)).astype(np.float32)
     moving = rng.standard_normal((32, 48)).astype(np.float32)
     s = serial.load("s", stationary, dtype="bf16", partition=96)
-    v = serial.load("v", moving, partition=96)
+    v = serial.load("v", moving, dtype="fp16", partition=96)  # (fp32 mixes with fp32 only)
     result = serial.program.psum((16, 48), partition=64)
     serial.program.matmul(result, s, v, **serial())
     serial.store("c", result)
     c = serial.run(device)["c"]
     seen_s = rounded(stationary, "bf16").astype(np.float64)
-    assert np.all(np.abs(c - seen_s.T @ moving) <= matmul_bound(seen_s, moving.astype(np.float64)))
+    seen_v = rounded(moving, "fp16").astype(np.float64)
+    assert np.all(np.abs(c - seen_s.T @ seen_v) <= matmul_bound(seen_s, seen_v))
+
+
+def test_dve_and_act_write_psum(serial, device):
+    x = np.random.default_rng(22).standard_normal((64, 40)).astype(np.float32)
+    tile = serial.load("x", x)
+    zeros, copied, exps = (serial.program.psum(x.shape) for _ in range(3))
+    sums = serial.program.psum((64, 4))
+    serial.program.memset(zeros, 0.0, **serial())  # nl.zeros in PSUM
+    serial.program.tensor_copy(copied, tile, engine="act", **serial())
+    serial.program.activate(exps, "exp", copied, **serial())  # ACT reads and writes PSUM
+    serial.program.tensor_reduce(sums, exps, "add", **serial())  # DVE too
+    for name, result in (("zeros", zeros), ("copied", copied), ("exps", exps), ("sums", sums)):
+        serial.store(name, result)
+    results = serial.run(device)
+    assert_bits_equal(results["zeros"], np.zeros_like(x))
+    assert_bits_equal(results["copied"], x)
+    np.testing.assert_allclose(results["exps"], np.exp(x.astype(np.float64)), rtol=2e-7)
+    np.testing.assert_allclose(results["sums"], results["exps"].astype(np.float64).reshape(64, 4, 10).sum(axis=2),
+                               rtol=1e-6)
 
 
 def test_matmul_accumulates_across_instructions(serial, device):
