@@ -242,6 +242,21 @@ typedef enum vtrn_scalar_kind {
     VTRN_SCALAR_FORCE32 = 0x7fffffff
 } vtrn_scalar_kind_t;
 
+/** Which operand of a DMA_COPY an index tile addresses (vtrn_dma_copy_options_t.indirect). */
+typedef enum vtrn_dma_indirect {
+    VTRN_DMA_INDIRECT_NONE = 0, /**< a direct copy */
+    VTRN_DMA_INDIRECT_SRC = 1,  /**< gather: dst row p = src row index[p] */
+    VTRN_DMA_INDIRECT_DST = 2,  /**< scatter: dst row index[p] = src row p */
+    VTRN_DMA_INDIRECT_FORCE32 = 0x7fffffff
+} vtrn_dma_indirect_t;
+
+/** What an indirect DMA_COPY does with an index outside its tensor's rows (NKI's oob_mode). */
+typedef enum vtrn_dma_oob_mode {
+    VTRN_DMA_OOB_ERROR = 0, /**< the execution fails with VTRN_ERROR_OUT_OF_BOUNDS naming the index */
+    VTRN_DMA_OOB_SKIP = 1,  /**< that row is not moved */
+    VTRN_DMA_OOB_FORCE32 = 0x7fffffff
+} vtrn_dma_oob_mode_t;
+
 /** How SEM_SIGNAL (and an instruction's signal) changes a semaphore. */
 typedef enum vtrn_semaphore_op {
     VTRN_SEMAPHORE_ADD = 1,
@@ -531,8 +546,26 @@ typedef struct vtrn_dma_copy_options {
      *  dst = dst + src element by element, both widened to fp32 and the sum rounded to dst's dtype
      *  (NKI supports add only; other ops are refused at load). */
     vtrn_alu_op_t dst_rmw_op;
+    /** Indirect (gather/scatter) addressing, NKI's vector_offset with indirect_dim 0.
+     *  VTRN_DMA_INDIRECT_SRC or _DST makes that operand, which must be in HBM, a table of N rows
+     *  (its `partitions`, `partition_stride` elements apart, each as its free dimensions say);
+     *  the other operand's partition p pairs with the table's row index[p]. Each row moves as a
+     *  direct copy would (bits for equal dtypes, else through fp32; accumulated with dst_rmw_op
+     *  add), one after the other in index order, so a scatter-add with repeated indices adds
+     *  them all. VTRN_DMA_INDIRECT_NONE (the default): a direct copy. */
+    vtrn_dma_indirect_t indirect;
+    /** [in] for an indirect copy: the [P,1] tile of row indices, integers (int32, int8, uint8)
+     *  in SBUF, P the other operand's partitions, read when the instruction runs; the other
+     *  operand has as many elements per partition as a row of the table. NULL otherwise. The
+     *  builder copies it. */
+    const vtrn_access_t *index;
+    /** An index outside 0..N-1: VTRN_DMA_OOB_ERROR (the default) fails the execution with
+     *  VTRN_ERROR_OUT_OF_BOUNDS, naming the index (the rows before it are done); VTRN_DMA_OOB_SKIP
+     *  skips the row. Unused by a direct copy. */
+    vtrn_dma_oob_mode_t oob_mode;
 } vtrn_dma_copy_options_t;
-#define VTRN_DMA_COPY_OPTIONS_INIT { sizeof(vtrn_dma_copy_options_t), VTRN_ALU_BYPASS }
+#define VTRN_DMA_COPY_OPTIONS_INIT \
+    { sizeof(vtrn_dma_copy_options_t), VTRN_ALU_BYPASS, VTRN_DMA_INDIRECT_NONE, NULL, VTRN_DMA_OOB_ERROR }
 
 /** A kernel parameter bound to device memory for one execution. */
 typedef struct vtrn_binding {
@@ -828,9 +861,11 @@ vtrn_status_t vtrn_program_dma_copy(vtrn_program_t program, vtrn_access_t dst, v
 
 /** DMA_COPY with options (vtrn_dma_copy_options_t): as vtrn_program_dma_copy, and with
  *  dst_rmw_op VTRN_ALU_ADD an accumulating copy, dst = dst + src through fp32 (src is read whole
- *  before dst is written; the DMA's cost counts the bytes of both). [in][optional] options: NULL
- *  for the defaults (a plain copy). Also VTRN_ERROR_INVALID_ARGUMENT for a struct_size smaller
- *  than the first version's or an unknown dst_rmw_op. */
+ *  before dst is written; the DMA's cost counts the bytes of both); with `indirect`, a gather or
+ *  scatter of HBM rows by an index tile. [in][optional] options: NULL for the defaults (a plain
+ *  copy). Also VTRN_ERROR_INVALID_ARGUMENT for a struct_size smaller than the first version's, an
+ *  unknown dst_rmw_op, indirect or oob_mode, an indirect copy with a NULL index, or an index
+ *  given to a direct copy. */
 vtrn_status_t vtrn_program_dma_copy_ex(vtrn_program_t program, vtrn_access_t dst, vtrn_access_t src,
                                        const vtrn_dma_copy_options_t *options, const vtrn_sync_t *sync);
 

@@ -131,10 +131,31 @@ public func vtrn_program_dma_copy_ex(_ program: vtrn_program_t?, _ dst: vtrn_acc
                                      _ sync: UnsafePointer<vtrn_sync_t>?) -> vtrn_status_t {
     exported {
         try append(program) { () throws(VtrnError) in
-            let defaults = vtrn_dma_copy_options_t(struct_size: MemoryLayout<vtrn_dma_copy_options_t>.size, dst_rmw_op: VTRN_ALU_BYPASS)
+            let defaults = vtrn_dma_copy_options_t(struct_size: MemoryLayout<vtrn_dma_copy_options_t>.size, dst_rmw_op: VTRN_ALU_BYPASS,
+                                                   indirect: VTRN_DMA_INDIRECT_NONE, index: nil, oob_mode: VTRN_DMA_OOB_ERROR)
             let options = try vtrn_dma_copy_options_t.read(options, name: "options", defaults: defaults) ?? defaults
+            guard let outOfBounds = DmaIndirection.OutOfBounds(rawValue: Int(options.oob_mode.rawValue)) else {
+                throw .invalidArgument("options.oob_mode is \(options.oob_mode.rawValue); accepted: VTRN_DMA_OOB_ERROR, VTRN_DMA_OOB_SKIP")
+            }
+            var indirection: DmaIndirection?
+            switch options.indirect {
+            case VTRN_DMA_INDIRECT_NONE:
+                guard options.index == nil else {
+                    throw .invalidArgument("options.index is set but options.indirect is VTRN_DMA_INDIRECT_NONE")
+                }
+            case VTRN_DMA_INDIRECT_SRC, VTRN_DMA_INDIRECT_DST:
+                guard let index = options.index else {
+                    throw .invalidArgument("options.index is NULL; an indirect copy needs its index tile")
+                }
+                indirection = DmaIndirection(operand: options.indirect == VTRN_DMA_INDIRECT_SRC ? .source : .destination,
+                                             index: try accessPattern(index.pointee, "options.index"), outOfBounds: outOfBounds)
+            default:
+                throw .invalidArgument("options.indirect is \(options.indirect.rawValue); accepted: VTRN_DMA_INDIRECT_NONE, "
+                                       + "VTRN_DMA_INDIRECT_SRC, VTRN_DMA_INDIRECT_DST")
+            }
             return Instruction(engine: .dma, operation: .dmaCopy(destination: try accessPattern(dst, "dst"), source: try accessPattern(src, "src"),
-                                                                 readModifyWrite: try aluOp(options.dst_rmw_op, "options.dst_rmw_op")),
+                                                                 readModifyWrite: try aluOp(options.dst_rmw_op, "options.dst_rmw_op"),
+                                                                 indirection: indirection),
                                sync: try synchronization(sync))
         }
     }

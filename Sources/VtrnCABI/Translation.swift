@@ -143,7 +143,7 @@ extension vtrn_dma_queue_info_t: VersionedStruct {
 
 extension vtrn_dma_copy_options_t: VersionedStruct {
     static let cName = "vtrn_dma_copy_options_t"
-    static let firstVersionSize = 16
+    static let firstVersionSize = 32
 }
 
 extension vtrn_execution_info_t: VersionedStruct {

@@ -158,9 +158,30 @@ public struct Synchronization: Sendable, Equatable {
     public static let none = Synchronization()
 }
 
+/// Indirect (gather/scatter) addressing of a DMA_COPY, NKI's `vector_offset` with `indirect_dim`
+/// 0: the indexed operand, an HBM tensor of N rows (its partitions), gives row `index[p]` where a
+/// direct copy would give row p, for each partition p of the [P,1] integer `index` tile in SBUF.
+public struct DmaIndirection: Sendable, Equatable {
+    public enum Operand: Int, Sendable { case source = 1, destination }
+    /// NKI's oob_mode: an index outside 0..<N fails the execution, or skips its row.
+    public enum OutOfBounds: Int, Sendable { case error = 0, skip }
+
+    public var operand: Operand
+    public var index: AccessPattern
+    public var outOfBounds: OutOfBounds
+
+    public init(operand: Operand, index: AccessPattern, outOfBounds: OutOfBounds = .error) {
+        self.operand = operand
+        self.index = index
+        self.outOfBounds = outOfBounds
+    }
+}
+
 public enum Operation: Sendable, Equatable {
-    /// dst = src; with `readModifyWrite` `.add` (NKI's dst_rmw_op), dst = dst + src through fp32.
-    case dmaCopy(destination: AccessPattern, source: AccessPattern, readModifyWrite: AluOp = .bypass)
+    /// dst = src; with `readModifyWrite` `.add` (NKI's dst_rmw_op), dst = dst + src through fp32;
+    /// with `indirection`, a gather (source indexed) or scatter (destination indexed) of rows.
+    case dmaCopy(destination: AccessPattern, source: AccessPattern, readModifyWrite: AluOp = .bypass,
+                 indirection: DmaIndirection? = nil)
     case matmul(destination: AccessPattern, stationary: AccessPattern, moving: AccessPattern, accumulate: Bool)
     case transpose(destination: AccessPattern, source: AccessPattern)
     case activate(destination: AccessPattern, function: ActivationFunction, source: AccessPattern, scale: ScalarOperand,
@@ -199,7 +220,8 @@ public enum Operation: Sendable, Equatable {
     /// Every access pattern, with its operand name, for validation.
     public var operands: [(name: String, access: AccessPattern, writes: Bool)] {
         switch self {
-        case .dmaCopy(let d, let s, _): [("dst", d, true), ("src", s, false)]
+        case .dmaCopy(let d, let s, _, let indirection):
+            [("dst", d, true), ("src", s, false)] + (indirection.map { [("index", $0.index, false)] } ?? [])
         case .matmul(let d, let st, let mv, _): [("dst", d, true), ("stationary", st, false), ("moving", mv, false)]
         case .transpose(let d, let s): [("dst", d, true), ("src", s, false)]
         case .activate(let d, _, let s, let scale, let bias, let out):

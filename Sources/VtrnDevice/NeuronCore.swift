@@ -222,10 +222,12 @@ public final class CoreExecutor: @unchecked Sendable {
             cycles = max(64, Double(source.elementsPerPartition))
         case .transpose(_, let source):
             cycles = Double(max(source.elementsPerPartition, 64)) * (source.dtype == .fp32 ? 4 : 1)
-        case .dmaCopy(let destination, let source, let readModifyWrite):
-            // A read-modify-write also reads the destination.
-            let read = readModifyWrite == .bypass ? 0 : destination.elementCount * destination.dtype.size
-            let nanoseconds = Double(source.elementCount * source.dtype.size + read) / Double(preset.dmaEngineBandwidth) * 1e9
+        case .dmaCopy(let destination, let source, let readModifyWrite, let indirection):
+            // The elements moved (an indexed HBM tensor moves only the rows the index picks), and
+            // for a read-modify-write the destination's read too.
+            let moved = indirection?.operand == .source ? destination : source
+            let read = readModifyWrite == .bypass ? 0 : moved.elementCount * destination.dtype.size
+            let nanoseconds = Double(moved.elementCount * source.dtype.size + read) / Double(preset.dmaEngineBandwidth) * 1e9
             return max(64.0 / Double(clock) * 1e9, nanoseconds)
         case .tensorTensor(let destination, _, _, _):
             cycles = max(64, Double(2 * destination.elementsPerPartition))
@@ -403,9 +405,13 @@ public final class CoreExecutor: @unchecked Sendable {
         }
         let a = scratch[0], b = scratch[1], c = scratch[2]
         switch operation {
-        case .dmaCopy(let destination, let source, let readModifyWrite) where readModifyWrite != .bypass:
+        case .dmaCopy(let destination, let source, let readModifyWrite, let indirection?):
+            if let failure = indirectCopy(to: destination, from: source, readModifyWrite, indirection, index: index, bindings) {
+                return failure
+            }
+        case .dmaCopy(let destination, let source, let readModifyWrite, nil) where readModifyWrite != .bypass:
             accumulateFlat(readModifyWrite, to: destination, from: source, bindings)
-        case .dmaCopy(let destination, let source, _):
+        case .dmaCopy(let destination, let source, _, nil):
             if destination.dtype == source.dtype && Self.isTransposedGather(destination, source) {
                 transposedGather(to: destination, from: source, bindings)
             } else if destination.dtype == source.dtype && destination.partitions == source.partitions
@@ -619,6 +625,63 @@ public final class CoreExecutor: @unchecked Sendable {
         defer { all.deallocate() }
         for p in 0..<source.partitions { load(source, p, bindings, into: all + p * source.elementsPerPartition) }
         for p in 0..<destination.partitions { store(destination, p, bindings, from: all + p * destination.elementsPerPartition) }
+    }
+
+    /// An indirect DMA_COPY, row by row in index order: row p of the other operand and row index[p]
+    /// of the indexed HBM tensor. A row index outside the tensor's rows fails the execution (rows
+    /// before it are done) or, with oob_mode skip, is skipped. Same dtypes without accumulation
+    /// copy bits; otherwise through fp32, as a direct copy.
+    private func indirectCopy(to destination: AccessPattern, from source: AccessPattern, _ readModifyWrite: AluOp,
+                              _ indirection: DmaIndirection, index: Int, _ bindings: [ParameterBinding]) -> ExecutionOutcome.Failure? {
+        let gather = indirection.operand == .source
+        let table = gather ? source : destination
+        let count = source.elementsPerPartition
+        // Rows of HBM-to-HBM copies may exceed the scratch buffers.
+        let owned = count > scratchCount ? (UnsafeMutablePointer<Float>.allocate(capacity: count),
+                                            UnsafeMutablePointer<Float>.allocate(capacity: count)) : nil
+        defer {
+            owned?.0.deallocate()
+            owned?.1.deallocate()
+        }
+        let (a, b) = owned ?? (scratch[0], scratch[1])
+        for p in 0..<indirection.index.partitions {
+            var row: Int32 = 0
+            loadIntegers(indirection.index, p, bindings, into: &row)
+            guard row >= 0 && Int(row) < table.partitions else {
+                if indirection.outOfBounds == .skip { continue }
+                return .outOfBounds("instruction \(index) (DMA_COPY on DMA): index[\(p)] is \(row), outside the \(table.partitions) "
+                                    + "rows of \(gather ? "src" : "dst") (oob_mode error; the rows before it were copied)")
+            }
+            let (to, from) = gather ? (p, Int(row)) : (Int(row), p)
+            if readModifyWrite == .bypass && destination.dtype == source.dtype {
+                copyRow(to: destination, to, from: source, from, through: UnsafeMutableRawPointer(a), bindings)
+                continue
+            }
+            load(source, from, bindings, into: a)
+            if readModifyWrite != .bypass {
+                load(destination, to, bindings, into: b)
+                Kernels.binary(readModifyWrite, b, a, count: count, into: a)
+            }
+            store(destination, to, bindings, from: a)
+        }
+        return nil
+    }
+
+    /// Copies row `from` of `source` to row `to` of `destination` (same dtype, same element count)
+    /// bit for bit, through `bytes`.
+    private func copyRow(to destination: AccessPattern, _ to: Int, from source: AccessPattern, _ from: Int,
+                         through bytes: UnsafeMutableRawPointer, _ bindings: [ParameterBinding]) {
+        let size = source.dtype.size
+        let start = base(source, from, bindings)
+        forEachRun(source) { offset, element in
+            Self.moveElements(to: bytes + element * size, toStride: size, from: start + offset, fromStride: source.strides[0] * size,
+                              count: source.sizes[0], size: size)
+        }
+        let target = base(destination, to, bindings)
+        forEachRun(destination) { offset, element in
+            Self.moveElements(to: target + offset, toStride: destination.strides[0] * size, from: bytes + element * size,
+                              fromStride: size, count: destination.sizes[0], size: size)
+        }
     }
 
     /// dst = dst op src element by element in flat (partition-major) order, through fp32: src is

@@ -177,9 +177,29 @@ public enum Validator {
         }
 
         switch operation {
-        case .dmaCopy(let destination, let source, let readModifyWrite):
+        case .dmaCopy(let destination, let source, let readModifyWrite, let indirection):
             guard readModifyWrite == .bypass || readModifyWrite == .add else {
                 throw fail("dst_rmw_op", "\(readModifyWrite) is not supported; DMA_COPY accumulates with add only (bypass copies)")
+            }
+            if let indirection {
+                // Row p of the other operand pairs with row index[p] of the indexed HBM tensor.
+                let (tableName, table, otherName, other) = indirection.operand == .source
+                    ? ("src", source, "dst", destination) : ("dst", destination, "src", source)
+                guard table.space == .hbm else {
+                    throw fail(tableName, "is in \(table.space); an indirect DMA_COPY indexes the rows of an HBM tensor")
+                }
+                guard indirection.index.space == .sbuf, indirection.index.dtype.isInteger else {
+                    throw fail("index", "is \(indirection.index.dtype) in \(indirection.index.space); indices are an integer tile in SBUF")
+                }
+                try requireColumn("index", indirection.index, partitions: other.partitions)
+                guard other.elementsPerPartition == table.elementsPerPartition else {
+                    throw fail(otherName, "has \(other.elementsPerPartition) elements per partition but a row of \(tableName) has "
+                               + "\(table.elementsPerPartition); an indirect DMA_COPY moves whole rows")
+                }
+                guard other.elementCount <= maxDmaElements else {
+                    throw fail(otherName, "moves \(other.elementCount) elements; one DMA_COPY moves at most \(maxDmaElements) (split it)")
+                }
+                break
             }
             guard source.elementCount <= maxDmaElements else {
                 throw fail("src", "moves \(source.elementCount) elements; one DMA_COPY moves at most \(maxDmaElements) (split it)")

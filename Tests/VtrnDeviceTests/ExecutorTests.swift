@@ -254,4 +254,41 @@ import Glibc
         let copy = executor.cost(of: Instruction(engine: .dma, operation: .dmaCopy(destination: rows, source: tile)))
         #expect(executor.cost(of: program.instructions[1]) > copy)
     }
+
+    @Test func gatherAndScatterRowsByIndex() throws {
+        let executor = CoreExecutor(preset: .trn1)
+        let host = UnsafeMutableRawPointer.allocate(byteCount: 200 * 2 * 4, alignment: 64)
+        defer { host.deallocate() }
+        let values = host.bindMemory(to: Int32.self, capacity: 400)
+        for index in 0..<400 { values[index] = Int32(index) }
+        let table = AccessPattern(space: .hbm, dtype: .int32, partitions: 200, sizes: [2], partitionStride: 2)
+        let index = AccessPattern(space: .sbuf, dtype: .int32, partitions: 4, sizes: [1])
+        let rows = AccessPattern(space: .sbuf, dtype: .int32, partitions: 4, offset: 64, sizes: [2])
+        let indices: [Int32] = [199, -1, 3, 200]
+        for (p, value) in indices.enumerated() {
+            executor.sbufPointer(partition: p, offset: 0).storeBytes(of: value, as: Int32.self)
+            executor.sbufPointer(partition: p, offset: 64).storeBytes(of: Int32(-7), as: Int32.self)
+            executor.sbufPointer(partition: p, offset: 68).storeBytes(of: Int32(-7), as: Int32.self)
+        }
+        let gather = Instruction(engine: .dma, operation: .dmaCopy(
+            destination: rows, source: table, indirection: DmaIndirection(operand: .source, index: index, outOfBounds: .skip)),
+            sync: Synchronization(signalSemaphore: 0, signalValue: 1))
+        // Scatter-add the gathered rows to rows index + 1: 200, 0, 4, 201; 200 and 201 are out of
+        // bounds and skipped.
+        let shifted = AccessPattern(space: .sbuf, dtype: .int32, partitions: 4, offset: 128, sizes: [1])
+        for (p, value) in indices.enumerated() { executor.sbufPointer(partition: p, offset: 128).storeBytes(of: value &+ 1, as: Int32.self) }
+        let scatter = Instruction(engine: .dma, operation: .dmaCopy(
+            destination: table, source: rows, readModifyWrite: .add,
+            indirection: DmaIndirection(operand: .destination, index: shifted, outOfBounds: .skip)))
+        let program = try LoadedProgram(instructions: [gather, scatter], parameters: [Parameter(name: "table", bytes: 1600)],
+                                        preset: .trn1)
+        #expect(executor.run(program, bindings: [ParameterBinding(base: host, bytes: 1600)], deadline: nil).failure == nil)
+        let gathered = (0..<4).flatMap { p in
+            (0..<2).map { executor.sbufPointer(partition: p, offset: 64 + 4 * $0).load(as: Int32.self) }
+        }
+        #expect(gathered == [398, 399, -7, -7, 6, 7, -7, -7])
+        // Row 0 gets partition 1's -7s (its gather was skipped), row 4 gets table row 3.
+        #expect([values[0], values[1]] == [-7, -6] && [values[8], values[9]] == [8 + 6, 9 + 7])
+        #expect([values[398], values[399]] == [398, 399])
+    }
 }

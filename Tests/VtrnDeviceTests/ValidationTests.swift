@@ -109,4 +109,26 @@ import Testing
                 == "instruction 0 (DMA_COPY on DMA): dst_rmw_op: max is not supported; DMA_COPY accumulates with add only "
                 + "(bypass copies)")
     }
+
+    @Test func indirectDmaCopyIndexesHbmRowsWithAnIntegerColumn() {
+        let parameters = [Parameter(name: "table", bytes: 100 * 6 * 4)]
+        let table = AccessPattern(space: .hbm, dtype: .fp32, partitions: 100, sizes: [6], partitionStride: 6)
+        func gather(_ destination: AccessPattern, _ source: AccessPattern, index: AccessPattern) -> String? {
+            problem(.dma, .dmaCopy(destination: destination, source: source,
+                                   indirection: DmaIndirection(operand: .source, index: index, outOfBounds: .skip)), parameters: parameters)
+        }
+        #expect(gather(sbuf(4, 6), table, index: sbuf(4, 1, .uint8, offset: 64)) == nil)
+        #expect(gather(sbuf(4, 6), sbuf(8, 6, offset: 128), index: sbuf(4, 1, .int32, offset: 64))
+                == "instruction 0 (DMA_COPY on DMA): src: is in SBUF; an indirect DMA_COPY indexes the rows of an HBM tensor")
+        #expect(gather(sbuf(4, 6), table, index: sbuf(4, 1, .bf16, offset: 64))
+                == "instruction 0 (DMA_COPY on DMA): index: is bf16 in SBUF; indices are an integer tile in SBUF")
+        #expect(gather(sbuf(4, 6), table, index: sbuf(5, 1, .int32, offset: 64))
+                == "instruction 0 (DMA_COPY on DMA): index: is 5 x 1; it must be [4, 1]")
+        #expect(gather(sbuf(4, 7), table, index: sbuf(4, 1, .int32, offset: 64))
+                == "instruction 0 (DMA_COPY on DMA): dst: has 7 elements per partition but a row of src has 6; an indirect "
+                + "DMA_COPY moves whole rows")
+        let scatter = Operation.dmaCopy(destination: table, source: sbuf(4, 6), readModifyWrite: .add,
+                                        indirection: DmaIndirection(operand: .destination, index: sbuf(4, 1, .int32, offset: 64)))
+        #expect(problem(.dma, scatter, parameters: parameters) == nil)
+    }
 }

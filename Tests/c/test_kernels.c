@@ -838,7 +838,7 @@ static void test_dma_copy_extensions(void) {
     vtrn_dma_copy_options_t small = VTRN_DMA_COPY_OPTIONS_INIT;
     small.struct_size = 8;
     EXPECT_ERROR(vtrn_program_dma_copy_ex(program, sbuf(8, 0, 8), sbuf(8, 64, 8), &small, NULL), VTRN_ERROR_INVALID_ARGUMENT,
-                 "options.struct_size is 8, smaller than 16", "VTRN_DMA_COPY_OPTIONS_INIT");
+                 "options.struct_size is 8, smaller than 32", "VTRN_DMA_COPY_OPTIONS_INIT");
     vtrn_dma_copy_options_t unknown = VTRN_DMA_COPY_OPTIONS_INIT;
     unknown.dst_rmw_op = (vtrn_alu_op_t)0;
     EXPECT_ERROR(vtrn_program_dma_copy_ex(program, sbuf(8, 0, 8), sbuf(8, 64, 8), &unknown, NULL), VTRN_ERROR_INVALID_ARGUMENT,
@@ -851,6 +851,99 @@ static void test_dma_copy_extensions(void) {
     EXPECT_OK(vtrn_program_dma_copy(program, vtrn_hbm(huge, 0, VTRN_DTYPE_FP32, (1u << 24) + 1, 1, 1),
                                     vtrn_hbm(huge, 0, VTRN_DTYPE_FP32, (1u << 24) + 1, 1, 1), NULL));
     EXPECT_REJECTED(device, program, "(DMA_COPY on DMA): dst: ", "16777217 rows; an HBM access has 1 to 16777216");
+    EXPECT_OK(vtrn_runtime_destroy(runtime));
+}
+
+/* Indirect DMA_COPY: gather and scatter(-add) HBM rows by an index tile; out-of-bounds indices. */
+static void test_dma_copy_indirect(void) {
+    GROUP("DMA_COPY: gather, scatter, scatter-add, oob_mode");
+    vtrn_runtime_t runtime = create_runtime("trn1");
+    vtrn_device_t device = get_device(runtime, 0);
+    enum { N = 300, E = 4, P = 6 };
+    serial_program_t serial = { new_program(runtime), 0 };
+    uint32_t table = add_parameter(serial.program, "table", N * E * 4), rows = add_parameter(serial.program, "rows", P * 4);
+    uint32_t acc = add_parameter(serial.program, "acc", N * E * 4);
+    const vtrn_access_t index = vtrn_sbuf(0, P, 0, VTRN_DTYPE_INT32, 1), gathered = sbuf(P, 64, E);
+    vtrn_sync_t sync = in_turn(&serial);
+    EXPECT_OK(vtrn_program_dma_copy(serial.program, index, vtrn_hbm(rows, 0, VTRN_DTYPE_INT32, P, 1, 1), &sync));
+    sync = in_turn(&serial); /* gathered[p] = table[rows[p]], rows out of range skipped */
+    vtrn_dma_copy_options_t gather = VTRN_DMA_COPY_OPTIONS_INIT;
+    EXPECT(gather.indirect == VTRN_DMA_INDIRECT_NONE && gather.index == NULL && gather.oob_mode == VTRN_DMA_OOB_ERROR);
+    gather.indirect = VTRN_DMA_INDIRECT_SRC;
+    gather.index = &index;
+    gather.oob_mode = VTRN_DMA_OOB_SKIP;
+    EXPECT_OK(vtrn_program_memset(serial.program, VTRN_ENGINE_DVE, gathered, -1.0f, &sync));
+    sync = in_turn(&serial);
+    EXPECT_OK(vtrn_program_dma_copy_ex(serial.program, gathered, vtrn_hbm(table, 0, VTRN_DTYPE_FP32, N, E, E), &gather, &sync));
+    sync = in_turn(&serial); /* acc[rows[p]] += gathered[p], repeated rows added twice */
+    vtrn_dma_copy_options_t scatter = gather;
+    scatter.indirect = VTRN_DMA_INDIRECT_DST;
+    scatter.dst_rmw_op = VTRN_ALU_ADD;
+    EXPECT_OK(vtrn_program_dma_copy_ex(serial.program, vtrn_hbm(acc, 0, VTRN_DTYPE_FP32, N, E, E), gathered, &scatter, &sync));
+    vtrn_kernel_t kernel = load(device, 0, serial.program);
+    EXPECT_OK(vtrn_program_destroy(serial.program));
+    static float table_values[N * E], acc_values[N * E];
+    for (int i = 0; i < N * E; i++) table_values[i] = (float)i;
+    memset(acc_values, 0, sizeof acc_values);
+    const int32_t row_values[P] = { 299, 0, 300, 17, -5, 17 };
+    vtrn_device_memory_t table_memory = allocate(device, sizeof table_values), rows_memory = allocate(device, sizeof row_values);
+    vtrn_device_memory_t acc_memory = allocate(device, sizeof acc_values);
+    write_memory(runtime, device, table_memory, table_values, sizeof table_values);
+    write_memory(runtime, device, rows_memory, row_values, sizeof row_values);
+    write_memory(runtime, device, acc_memory, acc_values, sizeof acc_values);
+    const vtrn_binding_t bindings[] = { binding("table", table_memory, 0), binding("rows", rows_memory, 0),
+                                        binding("acc", acc_memory, 0) };
+    EXPECT_RUN_OK(kernel, bindings, 3, NULL);
+    read_memory(runtime, device, acc_memory, acc_values, sizeof acc_values);
+    int wrong = 0;
+    for (int r = 0; r < N; r++) {
+        for (int e = 0; e < E; e++) {
+            float expected = r == 299 || r == 0 ? (float)(r * E + e) : r == 17 ? 2.0f * (float)(r * E + e) : 0.0f;
+            if (acc_values[r * E + e] != expected) wrong++;
+        }
+    }
+    EXPECT_MSG(wrong == 0, "%d of %d elements of the scatter-added table are wrong", wrong, N * E);
+
+    /* The same gather with oob_mode error fails the execution at index[2] = 300. */
+    serial.program = new_program(runtime);
+    serial.count = 0;
+    add_parameter(serial.program, "table", N * E * 4);
+    add_parameter(serial.program, "rows", P * 4);
+    sync = in_turn(&serial);
+    EXPECT_OK(vtrn_program_dma_copy(serial.program, index, vtrn_hbm(rows, 0, VTRN_DTYPE_INT32, P, 1, 1), &sync));
+    gather.oob_mode = VTRN_DMA_OOB_ERROR;
+    sync = in_turn(&serial);
+    EXPECT_OK(vtrn_program_dma_copy_ex(serial.program, gathered, vtrn_hbm(table, 0, VTRN_DTYPE_FP32, N, E, E), &gather, &sync));
+    vtrn_kernel_t strict = load(device, 0, serial.program);
+    EXPECT_OK(vtrn_program_destroy(serial.program));
+    EXPECT_EQ_U64(run(strict, bindings, 2, NULL), VTRN_ERROR_OUT_OF_BOUNDS);
+    EXPECT_CONTAINS(vtrn_last_error(), "instruction 1 (DMA_COPY on DMA): index[2] is 300, outside the 300 rows of src");
+
+    /* What the builder and the load refuse. */
+    vtrn_program_t program = validation_program(runtime);
+    vtrn_dma_copy_options_t bad = VTRN_DMA_COPY_OPTIONS_INIT;
+    bad.indirect = VTRN_DMA_INDIRECT_DST;
+    EXPECT_ERROR(vtrn_program_dma_copy_ex(program, sbuf(8, 0, 8), sbuf(8, 64, 8), &bad, NULL), VTRN_ERROR_INVALID_ARGUMENT,
+                 "options.index is NULL; an indirect copy needs its index tile");
+    bad.indirect = VTRN_DMA_INDIRECT_NONE;
+    bad.index = &index;
+    EXPECT_ERROR(vtrn_program_dma_copy_ex(program, sbuf(8, 0, 8), sbuf(8, 64, 8), &bad, NULL), VTRN_ERROR_INVALID_ARGUMENT,
+                 "options.index is set but options.indirect is VTRN_DMA_INDIRECT_NONE");
+    bad.indirect = (vtrn_dma_indirect_t)7;
+    EXPECT_ERROR(vtrn_program_dma_copy_ex(program, sbuf(8, 0, 8), sbuf(8, 64, 8), &bad, NULL), VTRN_ERROR_INVALID_ARGUMENT,
+                 "options.indirect is 7");
+    bad.indirect = VTRN_DMA_INDIRECT_SRC;
+    bad.oob_mode = (vtrn_dma_oob_mode_t)2;
+    EXPECT_ERROR(vtrn_program_dma_copy_ex(program, sbuf(8, 0, 8), sbuf(8, 64, 8), &bad, NULL), VTRN_ERROR_INVALID_ARGUMENT,
+                 "options.oob_mode is 2");
+    bad.oob_mode = VTRN_DMA_OOB_SKIP;
+    EXPECT_OK(vtrn_program_dma_copy_ex(program, sbuf(P, 256, E), sbuf(8, 64, E), &bad, NULL));
+    EXPECT_REJECTED(device, program, "(DMA_COPY on DMA): src: ", "is in SBUF; an indirect DMA_COPY indexes the rows of an HBM tensor");
+    program = validation_program(runtime);
+    const vtrn_access_t wide_index = vtrn_sbuf(0, P, 0, VTRN_DTYPE_INT32, 2);
+    bad.index = &wide_index;
+    EXPECT_OK(vtrn_program_dma_copy_ex(program, sbuf(P, 256, E), vtrn_hbm(0, 0, VTRN_DTYPE_FP32, 8, E, E), &bad, NULL));
+    EXPECT_REJECTED(device, program, "(DMA_COPY on DMA): index: ", "is 6 x 2; it must be [6, 1]");
     EXPECT_OK(vtrn_runtime_destroy(runtime));
 }
 
@@ -2024,6 +2117,7 @@ int main(void) {
     test_activation_functions();
     test_transpose_on_dve();
     test_dma_copy_extensions();
+    test_dma_copy_indirect();
     test_info_per_engine();
     test_validation_engines_and_partitions();
     test_validation_access_patterns();

@@ -87,6 +87,8 @@ SCALARS = {
     "vtrn_alu_op_t": ctypes.c_uint32,
     "vtrn_activation_t": ctypes.c_uint32,
     "vtrn_semaphore_op_t": ctypes.c_uint32,
+    "vtrn_dma_indirect_t": ctypes.c_uint32,
+    "vtrn_dma_oob_mode_t": ctypes.c_uint32,
     "vtrn_runtime_t": RuntimeHandle,
     "vtrn_device_t": DeviceHandle,
     "vtrn_host_buffer_t": HostBufferHandle,
@@ -173,8 +175,9 @@ def test_init_helper_matches_init_macro(typedef):
     for (field, _), text in zip(mirror._fields_, values):
         if text == f"sizeof({typedef})":
             expected = ctypes.sizeof(mirror)
-        elif text == "NULL":
-            expected = None
+        elif text == "NULL":  # None for char pointers, a false NULL pointer object for others
+            assert not getattr(made, field), f"{macro}: {field}"
+            continue
         elif text == "{0}":
             expected = b""
         elif text.startswith("{"):  # a numeric array: "{ 0, 0, 0, 0, 0 }"
@@ -245,6 +248,8 @@ def test_memory_refs_mirror_the_inline_helpers():
     ("vtrn_activation", "VTRN_ACT_", _library.ACTIVATIONS),
     ("vtrn_semaphore_op", "VTRN_SEMAPHORE_", _library.SEMAPHORE_OPS),
     ("vtrn_scalar_kind", "VTRN_SCALAR_", _library.SCALAR_KINDS),
+    ("vtrn_dma_indirect", "VTRN_DMA_INDIRECT_", _library.DMA_INDIRECT),
+    ("vtrn_dma_oob_mode", "VTRN_DMA_OOB_", _library.DMA_OOB_MODES),
 ])
 def test_instruction_set_enums_match_header(enum, prefix, table):
     members = HEADER.enums[enum]

@@ -9,7 +9,7 @@ import pytest
 
 import vtrn
 
-from support import SerialProgram, open_runtime
+from support import SerialProgram, failure, open_runtime
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
 
@@ -191,6 +191,69 @@ def test_dma_copy_accumulates_with_dst_rmw_op_add(serial, device):
     step = addend.reshape(initial.shape)
     assert_bits_equal(results["acc"], (initial + step) + step)
     assert_bits_equal(results["narrow"], rounded(np.float32(0.5) + addend, "bf16"))
+
+
+def test_dma_gather_and_scatter_by_index_tiles(serial, device):
+    rng = np.random.default_rng(25)
+    table = rng.standard_normal((1000, 6)).astype(np.float32)
+    rows = rng.integers(0, 1000, (64, 1)).astype(np.int32)
+    rows[:3, 0] = [0, 999, 0]  # the edges, and a repeat
+    targets = rng.permutation(1000)[:64].reshape(64, 1).astype(np.int32)
+    table_hbm = serial.hbm["table"] = serial.program.parameter("table", table.shape, "fp32")
+    serial.inputs["table"] = table
+    index, target_index = serial.load("rows", rows), serial.load("targets", targets)
+    gathered, narrow = serial.program.sbuf((64, 6)), serial.program.sbuf((64, 6), "bf16")
+    serial.program.dma_copy(gathered, table_hbm, src_index=index, **serial())
+    serial.program.dma_copy(narrow, table_hbm, src_index=index, **serial())  # through fp32
+    scattered = serial.output("scattered", table.shape, "fp32")
+    serial.inputs["scattered"] = np.zeros_like(table)
+    serial.program.dma_copy(scattered, gathered, dst_index=target_index, **serial())
+    serial.store("gathered", gathered)
+    serial.store("narrow", narrow)
+    results = serial.run(device)
+    assert_bits_equal(results["gathered"], table[rows[:, 0]])
+    assert_bits_equal(results["narrow"], rounded(table[rows[:, 0]], "bf16"))
+    expected = np.zeros_like(table)
+    expected[targets[:, 0]] = table[rows[:, 0]]
+    assert_bits_equal(results["scattered"], expected)
+
+
+def test_dma_scatter_add_accumulates_repeated_indices(serial, device):
+    rng = np.random.default_rng(26)
+    updates = rng.integers(-8, 8, (96, 4)).astype(np.float32)
+    rows = rng.integers(0, 10, (96, 1)).astype(np.uint8)  # many repeats; uint8 indices
+    initial = rng.integers(-8, 8, (10, 4)).astype(np.float32)
+    tile, index = serial.load("updates", updates), serial.load("rows", rows)
+    acc = serial.output("acc", initial.shape, "fp32")
+    serial.inputs["acc"] = initial
+    serial.program.dma_copy(acc, tile, dst_index=index, dst_rmw_op="add", **serial())
+    expected = initial.copy()
+    np.add.at(expected, rows[:, 0], updates)  # small integers: exact in any order
+    assert_bits_equal(serial.run(device)["acc"], expected)
+
+
+def test_dma_indices_out_of_bounds_skip_or_fail(serial, device, runtime):
+    table = np.arange(5 * 3, dtype=np.int32).reshape(5, 3)
+    rows = np.array([[4], [-1], [5], [0]], np.int32)
+    table_hbm = serial.hbm["table"] = serial.program.parameter("table", table.shape, "int32")
+    serial.inputs["table"] = table
+    index = serial.load("rows", rows)
+    gathered = serial.program.sbuf((4, 3), "int32")
+    serial.program.memset(gathered, 7, **serial())
+    serial.program.dma_copy(gathered, table_hbm, src_index=index, oob_mode="skip", **serial())
+    serial.store("gathered", gathered)
+    assert serial.run(device)["gathered"].tolist() == [[12, 13, 14], [7, 7, 7], [7, 7, 7], [0, 1, 2]]
+
+    failing = SerialProgram(runtime)
+    failing_table = failing.hbm["table"] = failing.program.parameter("table", table.shape, "int32")
+    failing.inputs["table"] = table
+    failing_index = failing.load("rows", rows)
+    failing_gathered = failing.program.sbuf((4, 3), "int32")
+    failing.program.dma_copy(failing_gathered, failing_table, src_index=failing_index, **failing())
+    failing.store("gathered", failing_gathered)
+    assert failure(vtrn.OutOfBoundsError, lambda: failing.run(device)) == (
+        "vtrn_fence_wait: instruction 1 (DMA_COPY on DMA): index[1] is -1, outside the 5 rows of src (oob_mode error; the rows before "
+        "it were copied)")
 
 
 # -- MATMUL and TRANSPOSE ---------------------------------------------------------------------------

@@ -3,6 +3,7 @@ exact message the library gives at vtrn_kernel_load; the builders' own checks (u
 values, NULL pointers, access patterns of 0 or 5 dimensions, parameter names); and the
 Python builder's."""
 
+import ctypes
 import re
 from ctypes import byref
 
@@ -67,6 +68,16 @@ RULES = [
      "0 (DMA_COPY on DMA): src: 16777217 rows; an HBM access has 1 to 16777216"),
     ("dst_rmw_op multiply", lambda p: p.dma_copy(p.sbuf((4, 4)), p.sbuf((4, 4), offset=64), dst_rmw_op="multiply"),
      "0 (DMA_COPY on DMA): dst_rmw_op: multiply is not supported; DMA_COPY accumulates with add only (bypass copies)"),
+    ("gather from SBUF", lambda p: p.dma_copy(p.sbuf((4, 6)), p.sbuf((8, 6)), src_index=p.sbuf((4, 1), "int32")),
+     "0 (DMA_COPY on DMA): src: is in SBUF; an indirect DMA_COPY indexes the rows of an HBM tensor"),
+    ("float indices", lambda p: p.dma_copy(p.sbuf((4, 6)), hbm(p, shape=(8, 6)), src_index=p.sbuf((4, 1))),
+     "0 (DMA_COPY on DMA): index: is fp32 in SBUF; indices are an integer tile in SBUF"),
+    ("index [P,2]", lambda p: p.dma_copy(hbm(p, shape=(8, 6)), p.sbuf((4, 6)), dst_index=p.sbuf((4, 2), "int32")),
+     "0 (DMA_COPY on DMA): index: is 4 x 2; it must be [4, 1]"),
+    ("gathered rows of another width", lambda p: p.dma_copy(p.sbuf((4, 5)), hbm(p, shape=(8, 6)),
+                                                            src_index=p.sbuf((4, 1), "int8")),
+     "0 (DMA_COPY on DMA): dst: has 5 elements per partition but a row of src has 6; an indirect DMA_COPY moves whole "
+     "rows"),
     ("DMA start 120 with 9 partitions", lambda p: p.dma_copy(p.sbuf((9, 4), partition=120), p.sbuf((9, 4))),
      "0 (DMA_COPY on DMA): dst: partitions 120..<129 run past partition 127"),
     ("0 partitions", lambda p: p.tensor_copy(p.sbuf((0, 4)), p.sbuf((0, 4))),
@@ -392,9 +403,22 @@ def test_operand_structs_the_c_builders_refuse(program):
     options = DmaCopyOptionsStruct.init(dst_rmw_op=99)
     assert raw_failure(invalid, lambda: lib.vtrn_program_dma_copy_ex(program.handle, tile, tile, byref(options), None)) == \
         "vtrn_program_dma_copy_ex: options.dst_rmw_op is 99; accepted: VTRN_ALU_ADD (1) to VTRN_ALU_INVERT (27)"
+    options = DmaCopyOptionsStruct.init(indirect=1)
+    assert raw_failure(invalid, lambda: lib.vtrn_program_dma_copy_ex(program.handle, tile, tile, byref(options), None)) == \
+        "vtrn_program_dma_copy_ex: options.index is NULL; an indirect copy needs its index tile"
+    options = DmaCopyOptionsStruct.init(index=ctypes.pointer(tile))
+    assert raw_failure(invalid, lambda: lib.vtrn_program_dma_copy_ex(program.handle, tile, tile, byref(options), None)) == \
+        "vtrn_program_dma_copy_ex: options.index is set but options.indirect is VTRN_DMA_INDIRECT_NONE"
+    options = DmaCopyOptionsStruct.init(indirect=3, index=ctypes.pointer(tile))
+    assert raw_failure(invalid, lambda: lib.vtrn_program_dma_copy_ex(program.handle, tile, tile, byref(options), None)) == \
+        "vtrn_program_dma_copy_ex: options.indirect is 3; accepted: VTRN_DMA_INDIRECT_NONE, VTRN_DMA_INDIRECT_SRC, " \
+        "VTRN_DMA_INDIRECT_DST"
+    options = DmaCopyOptionsStruct.init(oob_mode=2)
+    assert raw_failure(invalid, lambda: lib.vtrn_program_dma_copy_ex(program.handle, tile, tile, byref(options), None)) == \
+        "vtrn_program_dma_copy_ex: options.oob_mode is 2; accepted: VTRN_DMA_OOB_ERROR, VTRN_DMA_OOB_SKIP"
     options = DmaCopyOptionsStruct.init(struct_size=8)
     assert raw_failure(invalid, lambda: lib.vtrn_program_dma_copy_ex(program.handle, tile, tile, byref(options), None)) == \
-        "vtrn_program_dma_copy_ex: options.struct_size is 8, smaller than 16, the size of the first " \
+        "vtrn_program_dma_copy_ex: options.struct_size is 8, smaller than 32, the size of the first " \
         "vtrn_dma_copy_options_t; initialize it with VTRN_DMA_COPY_OPTIONS_INIT"
     sync = SyncStruct.none()
     sync.signal_op = 7
@@ -465,6 +489,11 @@ def test_python_argument_checks(program):
     with pytest.raises(ValueError) as caught:
         program.iota(tile, [2**31])
     assert str(caught.value) == "step 2147483648 is out of range: it must fit an int32_t"
+    with pytest.raises(ValueError) as caught:
+        program.dma_copy(tile, tile, src_index=tile, dst_index=tile)
+    assert str(caught.value) == "give src_index (a gather) or dst_index (a scatter), not both"
+    assert failure(vtrn.InvalidArgumentError, lambda: program.dma_copy(tile, tile, src_index=tile, oob_mode="clamp")) == \
+        "oob_mode 'clamp' is not one of error, skip"
     for immediate in (2**32, -(2**31) - 1):
         with pytest.raises(ValueError) as caught:
             program.tensor_scalar(tile, tile, "bitwise_and", immediate)

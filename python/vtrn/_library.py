@@ -55,6 +55,8 @@ vtrn_dtype_t = c_uint32
 vtrn_memory_space_t = c_uint32
 vtrn_alu_op_t = c_uint32
 vtrn_activation_t = c_uint32
+vtrn_dma_indirect_t = c_uint32
+vtrn_dma_oob_mode_t = c_uint32
 vtrn_semaphore_op_t = c_uint32
 
 # Limits of DMA (VTRN_DMA_* macros).
@@ -118,6 +120,8 @@ ALU_ALIASES = {"maximum": "max", "minimum": "min", "power": "pow", "left_shift":
                "right_shift": "shift_right"}
 SEMAPHORE_OPS = {"add": 1, "set": 2}  # vtrn_semaphore_op_t (VTRN_SEMAPHORE_*)
 SCALAR_KINDS = {"immediate": 0, "tile": 1, "int32": 2}  # vtrn_scalar_kind_t (VTRN_SCALAR_*)
+DMA_INDIRECT = {"none": 0, "src": 1, "dst": 2}  # vtrn_dma_indirect_t (VTRN_DMA_INDIRECT_*)
+DMA_OOB_MODES = {"error": 0, "skip": 1}  # vtrn_dma_oob_mode_t (VTRN_DMA_OOB_*)
 
 
 class _VersionedStruct(ctypes.Structure):
@@ -394,6 +398,9 @@ class DmaCopyOptionsStruct(_VersionedStruct):
     _fields_ = [
         ("struct_size", c_size_t),
         ("dst_rmw_op", vtrn_alu_op_t),
+        ("indirect", vtrn_dma_indirect_t),
+        ("index", POINTER(AccessStruct)),
+        ("oob_mode", vtrn_dma_oob_mode_t),
     ]
     _init_defaults_ = {"dst_rmw_op": ALU_OPS["bypass"]}
 

@@ -60,6 +60,8 @@ from ._library import (
     ACTIVATIONS,
     ALU_ALIASES,
     ALU_OPS,
+    DMA_INDIRECT,
+    DMA_OOB_MODES,
     DTYPE_SIZES,
     DTYPES,
     ENGINE_FLAGS,
@@ -447,16 +449,32 @@ class Program(_Resource):
 
     # -- instructions --
 
-    def dma_copy(self, dst, src, *, dst_rmw_op=None, wait=None, signal=None, signal_set=None):
+    def dma_copy(self, dst, src, *, dst_rmw_op=None, src_index=None, dst_index=None, oob_mode="error", wait=None,
+                 signal=None, signal_set=None):
         """DMA_COPY (DMA): dst = src element by element in flat (partition-major) order (HBM<->SBUF,
         SBUF<->SBUF, HBM<->HBM, whose rows are not limited to 128); a dtype change goes through
         fp32. ``dst_rmw_op="add"`` (NKI's dst_rmw_op) accumulates instead: dst = dst + src, through
-        fp32."""
-        if dst_rmw_op is None:
+        fp32.
+
+        Indirect addressing (NKI's ``vector_offset``): ``src_index`` gathers, dst[p] = src[index[p]];
+        ``dst_index`` scatters, dst[index[p]] = src[p]. The index is a [P,1] integer SBUF tile, P
+        the other operand's partitions; the indexed operand is an HBM tensor whose first axis is its
+        rows. ``oob_mode`` "error" fails the execution on an index outside the rows, "skip" skips
+        that row."""
+        if src_index is not None and dst_index is not None:
+            raise ValueError("give src_index (a gather) or dst_index (a scatter), not both")
+        if dst_rmw_op is None and src_index is None and dst_index is None:
             check(lib.vtrn_program_dma_copy(self._handle, _operand(dst, "dst"), _operand(src, "src"),
                                             _sync(wait, signal, signal_set)))
             return
-        options = DmaCopyOptionsStruct.init(dst_rmw_op=_enum_value(dst_rmw_op, ALU_OPS, "dst_rmw_op", ALU_ALIASES))
+        options = DmaCopyOptionsStruct.init(oob_mode=_enum_value(oob_mode, DMA_OOB_MODES, "oob_mode"))
+        if dst_rmw_op is not None:
+            options.dst_rmw_op = _enum_value(dst_rmw_op, ALU_OPS, "dst_rmw_op", ALU_ALIASES)
+        index = None
+        if src_index is not None or dst_index is not None:
+            options.indirect = DMA_INDIRECT["src" if src_index is not None else "dst"]
+            index = _operand(src_index if src_index is not None else dst_index, "index")
+            options.index = ctypes.pointer(index)  # `index` lives until the call returns
         check(lib.vtrn_program_dma_copy_ex(self._handle, _operand(dst, "dst"), _operand(src, "src"), byref(options),
                                            _sync(wait, signal, signal_set)))
 
