@@ -266,6 +266,9 @@ class Index:
         return f"<nki index {terms} + {self.const}>"
 
 
+builtins_min, builtins_max = min, max
+
+
 def _int(value):
     if isinstance(value, bool) or not isinstance(value, (numbers.Integral, numpy.integer)):
         fail(f"index arithmetic takes ints and indices, not {type(value).__name__} ({value!r})")
@@ -391,9 +394,9 @@ class View:
     """A view of a buffer: ``shape``, per-axis ``strides`` in elements (on chip: the partition
     axis's stride counts partitions; ``paxis`` is its position, None once it is indexed away),
     and ``offset`` in elements (on chip: into each partition) plus ``partition`` (the first)."""
-    __slots__ = ("buffer", "shape", "strides", "offset", "partition", "paxis", "vars")
+    __slots__ = ("buffer", "shape", "strides", "offset", "partition", "paxis", "vars", "checks", "ranges")
 
-    def __init__(self, buffer, shape, strides, offset, partition, paxis, vars_=None):
+    def __init__(self, buffer, shape, strides, offset, partition, paxis, vars_=None, checks=(), ranges=None):
         self.buffer = buffer
         self.shape = shape
         self.strides = strides
@@ -401,6 +404,27 @@ class View:
         self.partition = partition
         self.paxis = paxis
         self.vars = vars_ or (None,) * len(shape)   # the index variable behind each axis, for masks
+        # Bounds of index expressions, checked when an operation uses the view (after its mask):
+        # (dimension, size, const, {var: coefficient}); ranges: {var: (low, high)} a mask kept.
+        self.checks = checks
+        self.ranges = ranges or {}
+
+    def check_bounds(self, api):
+        """NKIError when an index expression, as far as the mask keeps it, leaves its dimension."""
+        for dimension, size, const, terms in self.checks:
+            low = high = const
+            empty = False
+            for var, c in terms.items():
+                first, end = self.ranges.get(var, (0, var.extent))
+                if end <= first:
+                    empty = True
+                    break
+                a, b = c * first, c * (end - 1)
+                low, high = low + builtins_min(a, b), high + builtins_max(a, b)
+            if not empty and (low < 0 or high >= size):
+                name = self.buffer.name or "tile"
+                fail(f"Out-of-bound access for tensor `{name}` on dimension {dimension}: index range "
+                     f"[{low}, {high}] exceed dimension size of {size} (cut it off with mask=)", api)
 
     @staticmethod
     def whole(buffer):
@@ -420,7 +444,8 @@ class View:
                 and self.offset == other.offset and self.partition == other.partition and self.paxis == other.paxis)
 
     def with_vars(self, vars_):
-        return View(self.buffer, self.shape, self.strides, self.offset, self.partition, self.paxis, tuple(vars_))
+        return View(self.buffer, self.shape, self.strides, self.offset, self.partition, self.paxis, tuple(vars_),
+                    self.checks, self.ranges)
 
     def index(self, key, api):
         """The view ``key`` selects: ints, slices (steps allowed on free axes), nl.ds, Ellipsis,
@@ -501,6 +526,7 @@ class View:
         out_vars = [None] * ndim
         offset, partition = self.offset, self.partition
         extra_shape, extra_strides, extra_kind, extra_vars = [], [], [], []
+        checks = list(self.checks)
         for axis, (item, size, stride) in enumerate(zip(key, self.shape, self.strides)):
             kind = "p" if axis == self.paxis else "f"
             if isinstance(item, Index):
@@ -518,8 +544,7 @@ class View:
                     span = c * (var.extent - 1)
                     low, high = (low + span, high) if span < 0 else (low, high + span)
                 if low < 0 or high >= size:
-                    fail(f"index expression reaches {low if low < 0 else high} on dimension {axis} of size {size} "
-                         f"(tensor shape {list(self.shape)}); use mask= to cut off the out-of-range part", api)
+                    checks.append((axis, size, item.const, {v: c for v, c in item.terms.items() if c}))
                 if kind == "p":
                     partition += item.const * stride
                 else:
@@ -554,18 +579,24 @@ class View:
         if self.paxis is not None and paxis is None and self.buffer.space != "hbm":
             # The partition was indexed by a constant expression: keep one partition in front.
             shape, strides, vars_, paxis = (1,) + shape, (1,) + strides, [None] + vars_, 0
-        return View(self.buffer, shape, strides, offset, partition, paxis, vars_)
+        return View(self.buffer, shape, strides, offset, partition, paxis, vars_, tuple(checks), dict(self.ranges))
 
     def restrict(self, boxes):
         """The view cut to ``boxes``: {axis: (low, high)}."""
         shape, offset, partition = list(self.shape), self.offset, self.partition
+        ranges = dict(self.ranges)
         for axis, (low, high) in boxes.items():
+            var = self.vars[axis]
+            if var is not None:
+                first, _ = ranges.get(var, (0, var.extent))
+                ranges[var] = (first + low, first + high)
             shape[axis] = high - low
             if axis == self.paxis:
                 partition += low * self.strides[axis]
             else:
                 offset += low * self.strides[axis]
-        return View(self.buffer, tuple(shape), self.strides, offset, partition, self.paxis, self.vars)
+        return View(self.buffer, tuple(shape), self.strides, offset, partition, self.paxis, self.vars, self.checks,
+                    ranges)
 
     def reshape(self, shape, api):
         """A contiguous view with another shape (HBM tensors; on chip, the free axes)."""

@@ -76,6 +76,26 @@ class Tensor:
         shape = tuple(shape) if not isinstance(shape, numbers.Integral) else (shape,)
         return Tensor(self._view.reshape(shape, "reshape"))
 
+    def broadcast_to(self, shape):
+        from . import language
+        return language.broadcast_to(self, shape)
+
+    def expand_dims(self, axis):
+        view = self._view
+        axis = axis % (len(view.shape) + 1)
+        if axis == 0 and view.buffer.space != "hbm":
+            fail("cannot add a dimension before a tile's partition dimension", "expand_dims")
+        shape = view.shape[:axis] + (1,) + view.shape[axis:]
+        strides = view.strides[:axis] + (0,) + view.strides[axis:]
+        vars_ = view.vars[:axis] + (None,) + view.vars[axis:]
+        paxis = view.paxis if view.paxis is None or view.paxis < axis else view.paxis + 1
+        return Tensor(View(view.buffer, shape, strides, view.offset, view.partition, paxis, vars_, view.checks,
+                           view.ranges))
+
+    def astype(self, dtype):
+        from . import language
+        return language.copy(self, dtype=dtype)
+
     def ap(self, pattern, offset=0, **kwargs):
         from ._core import unsupported
         unsupported("tensor.ap", "explicit access patterns")
@@ -222,6 +242,15 @@ def squeeze_equal(a, b):
 def retarget(value, op, target):
     """Makes ``op`` write ``target`` instead of the temporary ``value`` stands for."""
     old = op.writes[0]
+    whole = View.whole(old.buffer)
+    if old.shape != whole.shape:
+        # The op writes part of its temporary (a mask): write the same part of the target.
+        boxes = _boxes(old, whole)
+        if target.shape != whole.shape:
+            mapping = [axis for axis, size in enumerate(target.shape) if size != 1]
+            sources = [axis for axis, size in enumerate(whole.shape) if size != 1]
+            boxes = {mapping[sources.index(axis)]: box for axis, box in boxes.items() if axis in sources}
+        target = target.restrict(boxes)
     op.writes[0] = target
     old.buffer.first = old.buffer.last = None
     if target.buffer.space != "hbm":
@@ -229,6 +258,20 @@ def retarget(value, op, target):
             target.buffer.first = op.index
         target.buffer.last = max(target.buffer.last or 0, op.index)
     value._view = target
+
+
+def _boxes(part, whole):
+    """{axis: (low, high)} of a sub-box ``part`` of a contiguous view ``whole`` of one buffer."""
+    boxes = {}
+    delta = part.offset - whole.offset
+    for axis, (size, stride) in enumerate(zip(whole.shape, whole.strides)):
+        if axis == whole.paxis:
+            low = part.partition - whole.partition
+        else:
+            low = (delta // stride) % size if stride else 0
+        if part.shape[axis] != size or low:
+            boxes[axis] = (low, low + part.shape[axis])
+    return boxes
 
 
 def assign(target, value, api):

@@ -289,7 +289,10 @@ def tensor_scalar(*args, op0=None, operand0=None, reverse0=False, op1=None, oper
     out_dtype = nl._dtype_or(dtype, view.buffer.dtype, api)
     tile = nl._new("sbuf", view.shape, out_dtype, api)
     dst_view, src = nl._mask_views(mask, [tile._view, view], api)
-    reads = [src] + [x for x in (x0, x1) if not isinstance(x, (int, float))]
+    if mask is not None:
+        x0 = x0 if isinstance(x0, float) else nl._mask_views(mask, [tile._view, x0], api)[1]
+        x1 = x1 if x1 is None or isinstance(x1, float) else nl._mask_views(mask, [tile._view, x1], api)[1]
+    reads = [src] + [x for x in (x0, x1) if x is not None and not isinstance(x, float)]
     if not nl._empty([dst_view]):
         nl._record(chosen, "tensor_scalar", [dst_view], reads, api, src=src, op0=_op_name(op0, api, "op0"), x0=x0,
                    op1=name1, x1=x1, reverse=(1 if reverse0 else 0) | (2 if reverse1 else 0))

@@ -146,6 +146,12 @@ def _new(space, shape, dtype, api, partition_axis=0, name=None, kind=None):
 
 def _record(engine, kind, writes, reads, api, **args):
     trace = current(api)
+    for view in writes:
+        if view.checks:
+            view.check_bounds(api)
+    for view in reads:
+        if view.checks:
+            view.check_bounds(api)
     return trace.add(Op(engine, kind, writes, reads, args, _where(), api))
 
 
@@ -381,10 +387,52 @@ def _copy_into(target, view, api):
 
 
 def broadcast_to(src, shape, **kwargs):
-    """A view of src repeated along free axes of size 1 (stride 0)."""
+    """src repeated along axes of size 1: free axes as a view (stride 0); the partition axis
+    (1 -> P) by the tensor engine, which multiplies a ones vector [1, P] by the row (as NKI's
+    compiler does it), into a new SBUF tile."""
     api = "nl.broadcast_to"
     view = _onchip(src, api, "src")
-    return Tensor(_broadcast_to(view, tuple(shape), api))
+    shape = tuple(shape)
+    if len(shape) == len(view.shape) and view.shape[0] == 1 and shape[0] > 1:
+        view = _partition_broadcast(view, shape[0], api)
+    return Tensor(_broadcast_to(view, shape, api))
+
+
+def _partition_broadcast(view, partitions, api):
+    """A new SBUF tile [partitions, F...] whose every partition is the one partition of ``view``."""
+    if partitions > PMAX:
+        fail(f"cannot broadcast to {partitions} partitions; at most {PMAX}", api)
+    free = _free_size(view)
+    dtype = view.buffer.dtype
+    row = view
+    if view.buffer.space != "sbuf" or not _core.is_float(dtype) or len(view.shape) > 2 and \
+            any(s != 1 for s in view.shape[1:-1]):
+        staged = _new("sbuf", (1, free), "fp32" if not _core.is_float(dtype) else dtype, api)
+        flat = View(view.buffer, (1, free), (1, 1), view.offset, view.partition, 0) if len(view.shape) == 2 else None
+        if flat is None:
+            unsupported(api, "broadcasting a multi-dimensional row along partitions")
+        _record("act", "activate", [staged._view], [flat], api, function="copy", src=flat, scale=1.0)
+        row = staged._view
+    elif len(view.shape) != 2:
+        row = View(view.buffer, (1, free), (1, view.strides[-1]), view.offset, view.partition, 0)
+    ones_dtype = "fp32" if row.buffer.dtype == "fp32" else "bf16"
+    if row.buffer.dtype not in ("fp32", ones_dtype):
+        staged = _new("sbuf", (1, free), "bf16", api)
+        _record("act", "activate", [staged._view], [row], api, function="copy", src=row, scale=1.0)
+        row = staged._view
+    ones = _new("sbuf", (1, partitions), ones_dtype, api)
+    _record("dve", "memset", [ones._view], [], api, value=1.0)
+    out = _new("sbuf", (partitions,) + view.shape[1:], dtype, api)
+    flat_out = View(out._view.buffer, (partitions, free), (1, 1), 0, 0, 0)
+    for start in range(0, free, 512):
+        width = builtins.min(512, free - start)
+        moving = View(row.buffer, (1, width), row.strides, row.offset + start * row.strides[1], row.partition, 0)
+        product = _new("psum", (partitions, width), "fp32", api)
+        _record("pe", "matmul", [product._view], [ones._view, moving], api, stationary=ones._view, moving=moving,
+                accumulate=False)
+        target = View(flat_out.buffer, (partitions, width), (1, 1), start, 0, 0)
+        _record("act", "activate", [target], [product._view], api, function="copy", src=product._view, scale=1.0)
+    return out._view
 
 
 def _broadcast_to(view, shape, api):
@@ -542,6 +590,8 @@ def _activate(api, function, x, dtype=None, scale=1.0, bias=None, reduce_out=Non
     reads = [src]
     if isinstance(scale, Tensor):
         scale = _column(scale, api, "scale", view.shape[0])
+        if mask is not None:
+            scale = _mask_views(mask, [tile._view, scale], api)[1]
         reads.append(scale)
     elif not isinstance(scale, numbers.Number):
         fail(f"scale is a {type(scale).__name__}; a number or a [P, 1] tile", api)
@@ -549,9 +599,13 @@ def _activate(api, function, x, dtype=None, scale=1.0, bias=None, reduce_out=Non
         scale = float(scale)
     if bias is not None:
         bias = _column(bias, api, "bias", view.shape[0])
+        if mask is not None:
+            bias = _mask_views(mask, [tile._view, bias], api)[1]
         reads.append(bias)
     writes = [dst]
     if reduce_out is not None:
+        if mask is not None:
+            reduce_out = _mask_views(mask, [tile._view, reduce_out], api)[1]
         writes.append(reduce_out)
     if not _empty([dst]):
         _record("act", "activate", writes, reads, api, function=function, src=src, scale=scale, bias=bias,
@@ -660,10 +714,14 @@ def _binary(api, x, y, op, dtype=None, mask=None, engine="dve"):
     a, b = _onchip(x, api, "x"), _onchip(y, api, "y")
     out_dtype = _dtype_or(dtype, promote(a.buffer.dtype, b.buffer.dtype), api)
     if a.shape[0] != b.shape[0]:
-        if 1 in (a.shape[0], b.shape[0]):
-            fail(f"x has shape {list(a.shape)} and y {list(b.shape)}: broadcasting along the partition dimension "
-                 "is not supported (engines read each partition in its own lane)", api)
-        fail(f"x has {a.shape[0]} partitions and y {b.shape[0]}", api)
+        if 1 not in (a.shape[0], b.shape[0]):
+            fail(f"number of partitions (dimension 0 size of a tile) mismatch in parameters (x{list(a.shape)}, "
+                 f"y{list(b.shape)})", api)
+        # numpy broadcasting along partitions: the tensor engine replicates the row.
+        if a.shape[0] == 1:
+            a = _partition_broadcast(a, b.shape[0], api)
+        else:
+            b = _partition_broadcast(b, a.shape[0], api)
     if _free_size(b) == 1 and _free_size(a) != 1:
         return _tile_scalar(api, a, b, op, out_dtype, mask, engine, reverse=False)
     if _free_size(a) == 1 and _free_size(b) != 1:
@@ -695,7 +753,7 @@ def _broadcast_shapes(a, b, api):
 
 def _tile_scalar(api, data, column, op, out_dtype, mask, engine, reverse):
     tile = _new("sbuf", data.shape, out_dtype, api)
-    dst, src = _mask_views(mask, [tile._view, data], api)
+    dst, src, column = _mask_views(mask, [tile._view, data, column], api)
     if not _empty([dst]):
         _record(engine, "tensor_scalar", [dst], [src, column], api, src=src, op0=op, x0=column,
                 reverse=1 if reverse else 0)
