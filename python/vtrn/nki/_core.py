@@ -57,10 +57,20 @@ class NKIUnsupportedAttribute(NKIUnsupportedError, AttributeError):
         NKIUnsupportedError.__init__(self, "is not supported by vtrn.nki yet", where(), api)
 
 
+_inside = {}
+
+
+def _inside_package(filename):
+    found = _inside.get(filename)
+    if found is None:
+        found = _inside[filename] = os.path.abspath(filename).startswith(_PACKAGE_DIR + os.sep)
+    return found
+
+
 def where():
     """(file, line) of the innermost frame outside this package: the kernel's line."""
     frame = sys._getframe(1)
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+    while frame is not None and _inside_package(frame.f_code.co_filename):
         frame = frame.f_back
     if frame is None:
         return ("<unknown>", 0)
@@ -351,7 +361,7 @@ class Buffer:
     On chip, the axis ``partition_axis`` of ``shape`` spreads over partitions and the other axes
     are contiguous in each partition; ``offset`` (bytes) is given by the allocator."""
     __slots__ = ("space", "shape", "dtype", "name", "partition_axis", "where", "kind", "parameter", "offset",
-                 "first", "last", "record", "predecessors", "number", "bank")
+                 "first", "last", "record", "predecessors", "number", "bank", "group", "zeroing")
     _count = 0
 
     def __init__(self, space, shape, dtype, name=None, partition_axis=0, where_=None, kind=None):
@@ -370,6 +380,8 @@ class Buffer:
         self.record = None          # dependency bookkeeping (_lower)
         self.predecessors = ()      # on chip: buffers that held its bytes before it
         self.bank = None
+        self.group = None           # PSUM: the box of an open matmul accumulation group, until read
+        self.zeroing = None         # PSUM: (memset op, [boxes touched since]) of nl.zeros
 
     @property
     def partitions(self):
@@ -630,6 +642,15 @@ class View:
         return (p_low, p_high + 1, low * size, (high + 1) * size)
 
 
+def overlap(a, b):
+    """Whether two (p0, p1, b0, b1) boxes share a byte."""
+    return a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]
+
+
+def _contains(outer, inner):
+    return outer[0] <= inner[0] and inner[1] <= outer[1] and outer[2] <= inner[2] and inner[3] <= outer[3]
+
+
 # -- recorded operations ---------------------------------------------------------------------------
 
 class Op:
@@ -675,6 +696,39 @@ class Trace:
         if buffer.first is None:
             buffer.first = index
         buffer.last = index
+
+    def finish(self):
+        """Drops the memsets of nl.zeros in PSUM that matmuls overwrite before anything reads the
+        zeros (NKI's compiler turns such a first matmul into an overwrite: on the chip,
+        accumulating onto a memset is undefined), then renumbers the ops."""
+        dead = set()
+        for op in self.ops:
+            if op.kind == "memset" and op.args.get("zeroing"):
+                buffer = op.writes[0].buffer
+                covered, needed = [], False
+                for later in self.ops[op.index + 1:]:
+                    for view in later.reads:
+                        if view.buffer is buffer and not any(_contains(box, view.byte_box()) for box in covered):
+                            needed = True
+                    for view in later.writes:
+                        if view.buffer is buffer:
+                            if later.kind == "matmul" and later.args.get("overwrites_zeros"):
+                                covered.append(view.byte_box())
+                            elif not any(_contains(box, view.byte_box()) for box in covered):
+                                needed = True
+                    if needed:
+                        break
+                if not needed:
+                    dead.add(op.index)
+        if not dead:
+            return
+        self.ops = [op for op in self.ops if op.index not in dead]
+        for buffer in {view.buffer for op in self.ops for view in op.writes + op.reads}:
+            buffer.first = buffer.last = None
+        for index, op in enumerate(self.ops):
+            op.index = index
+            for view in op.writes + op.reads:
+                self._touch(view.buffer, index)
 
     def hbm(self, shape, dtype, name, kind, where_):
         base = name or f"{kind}{len(self.parameters)}"

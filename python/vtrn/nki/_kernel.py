@@ -303,6 +303,7 @@ def _compile(ctx, kernel, grid, ids, items, core):
     started = time.perf_counter()
     trace, inputs, result = _trace(kernel, grid, ids, items, ctx.target)
     outputs = _outputs(result, kernel)
+    trace.finish()
     traced = time.perf_counter()
     _lower.allocate(trace)
     plan = _lower.schedule(trace)

@@ -252,6 +252,8 @@ def retarget(value, op, target):
             boxes = {mapping[sources.index(axis)]: box for axis, box in boxes.items() if axis in sources}
         target = target.restrict(boxes)
     op.writes[0] = target
+    if target.buffer.space == "psum":
+        target.buffer.group = target.byte_box() if op.kind == "matmul" else None
     old.buffer.first = old.buffer.last = None
     if target.buffer.space != "hbm":
         if target.buffer.first is None:

@@ -125,6 +125,11 @@ def nc_matmul(*args, is_stationary_onezero=False, is_moving_onezero=False, is_tr
     moving = args[1] if len(args) > 1 else kwargs.pop("moving")
     if is_transpose:
         return nc_transpose(moving, dst=dst)
+    if dst is not None and accumulate is None:
+        # NKI 0.2+: the first matmul into a PSUM tile overwrites it, the next ones accumulate, until
+        # something reads it.
+        group = dst._view.buffer.group
+        accumulate = group is not None and _core.overlap(group, dst._view.byte_box())
     result = _nc_matmul(api, stationary, moving, mask=mask, tile_position=tile_position, tile_size=tile_size)
     if dst is not None and accumulate:
         nl._in_place(dst._view, result, "add", api)

@@ -152,6 +152,13 @@ def _record(engine, kind, writes, reads, api, **args):
     for view in reads:
         if view.checks:
             view.check_bounds(api)
+        if view.buffer.group is not None:
+            view.buffer.group = None  # reading PSUM ends its accumulation group
+        if view.buffer.zeroing is not None:
+            view.buffer.zeroing[1].append(view.byte_box())
+    for view in writes:
+        if view.buffer.space == "psum":
+            view.buffer.group = view.byte_box() if kind == "matmul" else None
     return trace.add(Op(engine, kind, writes, reads, args, _where(), api))
 
 
@@ -243,8 +250,12 @@ def _filled(shape, dtype, buffer, value, api, name=""):
     tensor = ndarray(shape, dtype, buffer=buffer, name=name)
     view = tensor._view
     if view.buffer.space == "hbm":
-        unsupported(api, "filling an HBM tensor (fill a tile and nl.store it)")
+        fail("Creating HBM tensor with init value is not supported.", api)
     _memset_views(view, value, api)
+    if view.buffer.space == "psum" and value == 0 and view.buffer.partition_axis == 0:
+        op = current(api).ops[-1]
+        op.args["zeroing"] = True
+        view.buffer.zeroing = (op, [])
     return tensor
 
 
@@ -767,7 +778,15 @@ def _in_place(view, other, op, api):
         if op_record is not None and op_record.kind == "matmul" and op == "add" and view.buffer.space == "psum" \
                 and _core_shape(other._view.shape) == _core_shape(view.shape):
             retarget(other, op_record, view)
-            op_record.args["accumulate"] = True
+            box = view.byte_box()
+            zeroing = view.buffer.zeroing
+            if zeroing is not None and not builtins.any(_core.overlap(box, seen) for seen in zeroing[1]):
+                op_record.args["overwrites_zeros"] = True   # accumulating onto nl.zeros: overwrite
+            else:
+                op_record.args["accumulate"] = True
+            view.buffer.group = box
+            if zeroing is not None:
+                zeroing[1].append(box)
             return
     if view.buffer.space == "hbm":
         unsupported(api, "arithmetic on HBM tensors (load, compute, store)")
