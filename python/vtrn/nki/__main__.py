@@ -42,7 +42,8 @@ def _run(arguments):
         runpy.run_path(path, run_name="__main__")
     except NKIError as error:
         location = f"{error.file}:{error.line}: " if error.file else ""
-        print(f"{location}error: {error.api + ': ' if error.api else ''}{error.reason}", file=sys.stderr)
+        separator = " " if error.reason.startswith("is ") else ": "
+        print(f"{location}error: {error.api + separator if error.api else ''}{error.reason}", file=sys.stderr)
         return 1
     return 0
 

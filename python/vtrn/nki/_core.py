@@ -43,7 +43,8 @@ class NKIError(Exception):
         self.api = api
         self.reason = message
         prefix = f"{os.path.basename(self.file)}:{self.line}: " if self.file else ""
-        super().__init__(f"{prefix}{api + ': ' if api else ''}{message}")
+        separator = " " if message.startswith("is ") else ": "
+        super().__init__(f"{prefix}{api + separator if api else ''}{message}")
 
 
 class NKIUnsupportedError(NKIError):
@@ -750,8 +751,8 @@ def current(api):
     """The trace being recorded on this thread; NKIError outside a kernel."""
     trace = getattr(_state, "trace", None)
     if trace is None:
-        fail("is called outside a kernel: NKI functions run inside an @nki.jit kernel being simulated "
-             "(nki.simulate_kernel(kernel, *arrays), or call the kernel with numpy arrays)", api)
+        fail("Calling NKI API outside of NKI kernels is not supported. (Run the kernel with "
+             "nki.simulate_kernel(kernel, *arrays), or call the @nki.jit kernel with numpy arrays.)", api)
     return trace
 
 

@@ -351,6 +351,12 @@ def run(kernel, grid, args, kwargs, trace_path=None):
     """Runs a kernel (all instances of its grid) on numpy arrays: (outputs, Report)."""
     topology = _topology(kernel)
     if trace_path is not None:
+        # A trace is written by a runtime of its own (VTRN_TRACE), which needs the cores the
+        # shared runtime holds: that one closes (its cache with it) and reopens on the next run.
+        with _contexts_lock:
+            shared = _contexts.pop(topology, None)
+        if shared is not None:
+            shared.close()
         ctx = _Context(topology, trace_path)
     else:
         ctx = context(topology)

@@ -129,8 +129,7 @@ def _new(space, shape, dtype, api, partition_axis=0, name=None, kind=None):
         fail("a tile has at least one dimension, the partition dimension", api)
     partitions = shape[partition_axis]
     if partitions > PMAX:
-        fail(f"tile shape {list(shape)} has {partitions} partitions; the partition dimension (the first, or the "
-             f"one marked nl.par_dim) is at most {PMAX} (nl.tile_size.pmax)", api)
+        fail(f"Size of partition dimension {partitions} exceeds architecture limitation of {PMAX}.", api)
     buffer = Buffer(space, shape, dtype, name, partition_axis, _where())
     if space == "psum":
         per_partition = buffer.bytes_per_partition

@@ -1,0 +1,353 @@
+"""vtrn.nki itself: errors in NKI's terms with the kernel's file and line, the cache, reports and
+traces, launch grids, both of NKI's calling conventions, engine overlap from the inserted
+semaphores, the import shim and `python -m vtrn.nki run`."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from support import PYTHON_FOLDER, REPOSITORY, child_environment
+
+import vtrn.nki as nki
+from vtrn.nki import NKIError, NKIUnsupportedError
+from vtrn.nki import isa as nisa
+from vtrn.nki import language as nl
+
+HERE = os.path.basename(__file__)
+
+
+def line_of(marker):
+    """The line of this file holding ``marker`` (a comment), for asserting error locations."""
+    with open(__file__) as file:
+        for number, text in enumerate(file, start=1):
+            if marker in text and "line_of(" not in text:
+                return number
+    raise AssertionError(marker)
+
+
+def rand(*shape, dtype=np.float32, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+@nki.jit
+def add_kernel(a, b):
+    out = nl.ndarray(a.shape, dtype=a.dtype, buffer=nl.shared_hbm)
+    nl.store(out, value=nl.add(nl.load(a), nl.load(b)))
+    return out
+
+
+# -- results --------------------------------------------------------------------------------------
+
+def test_simulate_kernel_returns_numpy_like_nki():
+    a, b = rand(128, 512), rand(128, 512, seed=1)
+    out = nki.simulate_kernel(add_kernel, a, b)
+    assert isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == (128, 512)
+    np.testing.assert_array_equal(out, a + b)
+    np.testing.assert_array_equal(add_kernel(a, b), a + b)          # calling the kernel does the same
+    np.testing.assert_array_equal(nki.simulate(add_kernel)(a, b), a + b)
+
+
+def test_cache_loads_a_kernel_once_per_shape_and_dtype():
+    a, b = rand(64, 256), rand(64, 256, seed=1)
+    nki.simulate_kernel(add_kernel, a, b)
+    nki.simulate_kernel(add_kernel, a, b)
+    assert nki.last_report().cached and nki.last_report().trace_ms == 0
+    nki.simulate_kernel(add_kernel, rand(32, 256), rand(32, 256))
+    assert not nki.last_report().cached
+    nki.simulate_kernel(add_kernel, a.astype(np.float16), b.astype(np.float16))
+    assert not nki.last_report().cached
+
+
+def test_report_counts_engines_and_is_deterministic():
+    a, b = rand(128, 512), rand(128, 512, seed=1)
+    first = nki.simulate_with_report(add_kernel, a, b)[1]
+    second = nki.simulate_with_report(add_kernel, a, b)[1]
+    assert first.instructions["dma"] == 3 and first.instructions["dve"] == 1
+    assert first.instructions["pe"] == first.instructions["act"] == 0
+    assert first.device_ns > 0 and first.device_ns == second.device_ns
+    assert 0 < first.utilisation["dma"] <= 1
+    assert "estimated device time" in str(first) and "vector (DVE)" in str(first)
+
+
+@nki.jit
+def pipelined_matmul(lhsT, rhs):
+    K, M = lhsT.shape
+    _, N = rhs.shape
+    out = nl.ndarray((M, N), dtype=nl.float32, buffer=nl.shared_hbm)
+    for m in nl.affine_range(M // 128):
+        acc = nl.zeros((128, N), nl.float32, buffer=nl.psum)
+        for k in nl.affine_range(K // 128):
+            acc += nisa.nc_matmul(nl.load(lhsT[k * 128:(k + 1) * 128, m * 128:(m + 1) * 128]),
+                                  nl.load(rhs[k * 128:(k + 1) * 128, :]))
+        nl.store(out[m * 128:(m + 1) * 128, :], value=nl.copy(acc))
+    return out
+
+
+def test_semaphores_let_engines_overlap_and_keep_results_right():
+    lhsT, rhs = rand(512, 256), rand(512, 512, seed=1)
+    out, report = nki.simulate_with_report(pipelined_matmul, lhsT, rhs)
+    np.testing.assert_allclose(out, lhsT.T @ rhs, rtol=1e-4, atol=1e-3)
+    busy = sum(report.busy_ns.values())
+    assert report.device_ns < busy, "the PE, ACT and DMA should overlap across iterations"
+    # nl.zeros in PSUM followed by += matmul: the first matmul overwrites, no memset is emitted.
+    assert report.instructions["dve"] == 0 and report.instructions["pe"] == 8
+
+
+@nki.jit
+def dst_style_matmul(lhsT, rhs):
+    K, M = lhsT.shape
+    _, N = rhs.shape
+    out = nl.ndarray((M, N), dtype=nl.float32, buffer=nl.shared_hbm)
+    acc = nl.ndarray((M, N), dtype=nl.float32, buffer=nl.psum)
+    for k in nl.affine_range(K // 128):
+        a = nl.ndarray((128, M), dtype=lhsT.dtype, buffer=nl.sbuf)
+        b = nl.ndarray((128, N), dtype=rhs.dtype, buffer=nl.sbuf)
+        nisa.dma_copy(dst=a, src=lhsT[k * 128:(k + 1) * 128, :])
+        nisa.dma_copy(dst=b, src=rhs[k * 128:(k + 1) * 128, :])
+        nisa.nc_matmul(dst=acc, stationary=a, moving=b)    # first overwrites, then accumulates
+    res = nl.ndarray((M, N), dtype=nl.float32, buffer=nl.sbuf)
+    nisa.tensor_copy(dst=res, src=acc)
+    nisa.dma_copy(dst=out, src=res)
+    return out
+
+
+def test_newer_api_with_dst_arguments():
+    lhsT, rhs = rand(384, 64), rand(384, 128, seed=1)
+    np.testing.assert_allclose(nki.simulate_kernel(dst_style_matmul, lhsT, rhs), lhsT.T @ rhs, rtol=1e-4, atol=1e-3)
+
+
+@nki.jit
+def grid_kernel(a):
+    out = nl.ndarray(a.shape, dtype=a.dtype, buffer=nl.shared_hbm)
+    i = nl.program_id(0)
+    j = nl.program_id(1)
+    tile = nl.load(a[i * 64:(i + 1) * 64, j * 32:(j + 1) * 32])
+    scaled = nl.multiply(tile, float(nl.num_programs(0) * 10 + nl.num_programs(1)))
+    nl.store(out[i * 64:(i + 1) * 64, j * 32:(j + 1) * 32], value=nl.add(scaled, float(i * 100 + j)))
+    return out
+
+
+def test_launch_grid_instances_see_their_program_ids():
+    a = rand(128, 96)
+    out = nki.simulate_kernel(grid_kernel[2, 3], a)
+    expected = a * 23
+    for i in range(2):
+        for j in range(3):
+            expected[i * 64:(i + 1) * 64, j * 32:(j + 1) * 32] += i * 100 + j
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+    assert nki.last_report().instances == 6
+
+
+@nki.jit
+def masked_rows(a):
+    rows, columns = a.shape
+    out = nl.ndarray(a.shape, dtype=a.dtype, buffer=nl.shared_hbm)
+    i_p = nl.arange(128)[:, None]
+    i_f = nl.arange(columns)[None, :]
+    for t in nl.affine_range((rows + 127) // 128):
+        tile = nl.load(a[t * 128 + i_p, i_f], mask=(t * 128 + i_p < rows))
+        nl.store(out[t * 128 + i_p, i_f], value=nl.exp(tile), mask=(t * 128 + i_p < rows))
+    return out
+
+
+def test_masks_cut_ragged_edges():
+    a = rand(200, 64)
+    np.testing.assert_allclose(nki.simulate_kernel(masked_rows, a), np.exp(a), rtol=1e-5)
+
+
+def test_trace_file_labels_instructions_with_nki_calls(tmp_path):
+    path = str(tmp_path / "trace.json")
+    _, report = nki.simulate_with_report(add_kernel, rand(128, 64), rand(128, 64), trace_file=path)
+    assert report.trace_file == path
+    with open(path) as file:
+        events = json.load(file)["traceEvents"]
+    labelled = [e for e in events if e.get("cat") == "instruction"]
+    assert {e["args"]["nki"] for e in labelled} == {"nl.load", "nl.add", "nl.store"}
+    assert all(e["args"]["line"].startswith(HERE + ":") for e in labelled)
+
+
+# -- errors, in NKI's terms, at the kernel's line --------------------------------------------------
+
+def expect_error(kernel, *args, match, line_marker, cls=NKIError):
+    with pytest.raises(cls) as caught:
+        nki.simulate_kernel(kernel, *args)
+    error = caught.value
+    assert os.path.basename(error.file) == HERE and error.line == line_of(line_marker), str(error)
+    assert match in str(error), str(error)
+    return error
+
+
+@nki.jit
+def too_many_partitions(a):
+    return nl.ndarray((256, 4), dtype=nl.float32, buffer=nl.sbuf)  # LINE:partitions
+
+
+def test_more_than_128_partitions():
+    expect_error(too_many_partitions, rand(4, 4), line_marker="LINE:partitions",
+                 match="Size of partition dimension 256 exceeds architecture limitation of 128")
+
+
+@nki.jit
+def contraction_too_large(a, b):
+    out = nl.ndarray((128, 128), dtype=nl.float32, buffer=nl.shared_hbm)
+    x = nl.load(a)
+    y = nl.load(b)
+    nl.store(out, value=nl.copy(nisa.nc_matmul(x[0:128], y[0:128])))
+    wide = nl.ndarray((128, 600), dtype=nl.float32, buffer=nl.sbuf)
+    nisa.nc_matmul(x, wide)  # LINE:moving
+    return out
+
+
+def test_matmul_limits():
+    expect_error(contraction_too_large, rand(128, 128), rand(128, 128), line_marker="LINE:moving",
+                 match="moving has free size 600; at most 512")
+
+
+@nki.jit
+def mixed_precision(a, b):
+    x = nl.load(a)
+    y = nl.load(b)
+    nisa.nc_matmul(x, y)  # LINE:mixed
+    return None
+
+
+def test_matmul_mixing_fp32_with_another_dtype_is_refused():
+    expect_error(mixed_precision, rand(128, 64), rand(128, 64).astype(np.float16), line_marker="LINE:mixed",
+                 match="float32 input takes float32 for both")
+
+
+@nki.jit
+def psum_hog(a):
+    x = nl.load(a)
+    tiles = [nisa.nc_matmul(x, x) for _ in range(8)]
+    ninth = nisa.nc_matmul(x, x)  # LINE:psum
+    for tile in tiles + [ninth]:
+        nl.copy(tile)
+    return None
+
+
+def test_psum_overflow_names_the_tile_and_what_holds_psum():
+    error = expect_error(psum_hog, rand(128, 128), line_marker="LINE:psum", match="PSUM overflow")
+    assert "8 banks" in str(error) and "held by tiles still in use" in str(error)
+
+
+@nki.jit
+def unsupported_call(a):
+    x = nl.load(a)
+    nl.where(x, x, x)  # LINE:where
+    return None
+
+
+@nki.jit
+def unknown_call(a):
+    x = nl.load(a)
+    nisa.bn_stats(x)  # LINE:bn
+    return None
+
+
+def test_unsupported_apis_are_named():
+    error = expect_error(unsupported_call, rand(8, 8), line_marker="LINE:where", match="nl.where",
+                         cls=NKIUnsupportedError)
+    assert "not supported by vtrn.nki yet" in str(error)
+    expect_error(unknown_call, rand(8, 8), line_marker="LINE:bn", match="nisa.bn_stats", cls=NKIUnsupportedError)
+    with pytest.raises(NKIUnsupportedError, match="nl.gather_flattened is not supported"):
+        nl.gather_flattened
+
+
+@nki.jit
+def out_of_bounds(a):
+    i_p = nl.arange(128)[:, None]
+    i_f = nl.arange(8)[None, :]
+    nl.load(a[i_p + 64, i_f])  # LINE:bounds
+    return None
+
+
+def test_out_of_bound_index_without_a_mask():
+    expect_error(out_of_bounds, rand(128, 8), line_marker="LINE:bounds",
+                 match="Out-of-bound access for tensor `a` on dimension 0: index range [64, 191] exceed dimension "
+                       "size of 128")
+
+
+@nki.jit
+def hbm_operand(a):
+    nl.exp(a)  # LINE:hbm
+    return None
+
+
+def test_compute_on_hbm_is_refused():
+    expect_error(hbm_operand, rand(8, 8), line_marker="LINE:hbm", match="is in HBM")
+
+
+def test_nki_calls_outside_a_kernel_are_refused():
+    with pytest.raises(NKIError, match="Calling NKI API outside of NKI kernels is not supported"):
+        nl.zeros((128, 4), nl.float32)
+
+
+# -- the import shim and the command --------------------------------------------------------------
+
+def run_python(code, tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(code))
+    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          env=child_environment(PYTHONPATH=PYTHON_FOLDER), cwd=str(tmp_path), timeout=300)
+
+
+def test_import_shim_resolves_both_spellings_only_when_asked(tmp_path):
+    completed = run_python("""
+        import importlib.util, vtrn.nki
+        assert importlib.util.find_spec("nki") is None or importlib.util.find_spec("nki").origin is None
+        try:
+            import nki.language
+        except ImportError:
+            pass
+        else:
+            raise SystemExit("nki imported before the shim was installed")
+        print(vtrn.nki.install_import_shim())
+        import nki, nki.language as nl, nki.isa as nisa
+        from neuronxcc import nki as legacy
+        import neuronxcc.nki.language as legacy_nl
+        assert nki is vtrn.nki and legacy is vtrn.nki and legacy_nl is nl and nisa is vtrn.nki.isa
+        vtrn.nki.uninstall_import_shim()
+        import sys
+        assert "nki" not in sys.modules and "neuronxcc" not in sys.modules
+        print("ok")
+    """, tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.split() == ["['nki',", "'neuronxcc']", "ok"]
+
+
+def test_python_m_run_reports_kernel_errors_at_their_line(tmp_path):
+    kernel = tmp_path / "bad_kernel.py"
+    kernel.write_text(textwrap.dedent("""\
+        import numpy as np
+        import nki
+        import nki.language as nl
+
+        @nki.jit
+        def kernel(a):
+            t = nl.ndarray((129, 4), dtype=nl.float32, buffer=nl.sbuf)
+            return a
+
+        nki.simulate_kernel(kernel, np.ones((4, 4), np.float32))
+    """))
+    completed = subprocess.run([sys.executable, "-m", "vtrn.nki", "run", str(kernel)], capture_output=True, text=True,
+                               env=child_environment(PYTHONPATH=PYTHON_FOLDER), cwd=REPOSITORY, timeout=300)
+    assert completed.returncode == 1
+    assert completed.stderr.strip() == (f"{kernel}:7: error: nl.ndarray: Size of partition dimension 129 exceeds "
+                                        "architecture limitation of 128.")
+    assert "Traceback" not in completed.stderr
+
+
+def test_python_m_run_usage_errors(tmp_path):
+    environment = child_environment(PYTHONPATH=PYTHON_FOLDER)
+    missing = subprocess.run([sys.executable, "-m", "vtrn.nki", "run", str(tmp_path / "nope.py")],
+                             capture_output=True, text=True, env=environment, timeout=300)
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+    unknown = subprocess.run([sys.executable, "-m", "vtrn.nki", "frobnicate"], capture_output=True, text=True,
+                             env=environment, timeout=300)
+    assert unknown.returncode == 2 and "unknown command 'frobnicate'" in unknown.stderr
