@@ -34,7 +34,8 @@ class Report:
     utilisation: dict                # engine -> busy time / (device time x cores used)
     instances: int = 1
     cores: int = 1
-    wall_ns: int = 0                 # host time of the executions
+    wall_ns: int = 0                 # host time of the call's device work: binding, executions, reading back
+    execution_ns: int = 0            # host time the cores spent executing (sum over instances)
     trace_ms: float = 0.0            # host time tracing the kernel (0 when cached)
     load_ms: float = 0.0             # host time allocating, scheduling, emitting and loading (0 when cached)
     cached: bool = False
@@ -471,7 +472,7 @@ def _report(kernel, ctx, compiled, infos, wall, cached):
     utilisation = {engine: (busy[engine] / (device_ns * cores) if device_ns else 0.0) for engine in _lower.ENGINES}
     report = Report(kernel=kernel.__name__, target=ctx.target["name"], device_ns=device_ns,
                     instructions=instructions, busy_ns=busy, utilisation=utilisation, instances=len(infos),
-                    cores=cores, wall_ns=wall, trace_ms=0.0 if cached else sum(c.trace_ms for c in compiled),
+                    cores=cores, wall_ns=wall, execution_ns=sum(info.wall_ns for info in infos), trace_ms=0.0 if cached else sum(c.trace_ms for c in compiled),
                     load_ms=0.0 if cached else sum(c.load_ms for c in compiled), cached=cached,
                     program_instructions=sum(c.instruction_count for c in compiled))
     report._origins = [c.origin for c in compiled]

@@ -17,6 +17,7 @@
 4. Emission through the C builders (vtrn_program_*), then vtrn_kernel_load validates it.
 """
 
+import bisect
 import ctypes
 from ctypes import byref
 
@@ -51,7 +52,7 @@ class _Space:
         self.unit = unit            # bytes per unit
         self.free = [(0, capacity)]  # sorted, disjoint [start, end)
         self.cursor = 0
-        self.history = [(0, capacity, None)]  # (start, end, last buffer) covering the space
+        self.owner = [None] * capacity  # the last buffer that held each unit
         self.live = {}
 
     def allocate(self, buffer, units):
@@ -60,14 +61,22 @@ class _Space:
             return None
         self._take(start, start + units)
         self.cursor = start + units
-        buffer.predecessors = self._replace_history(start, start + units, buffer)
+        previous = []
+        seen = set()
+        for unit in range(start, start + units):
+            owner = self.owner[unit]
+            if owner is not None and owner.number not in seen:
+                seen.add(owner.number)
+                previous.append(owner)
+            self.owner[unit] = buffer
+        buffer.predecessors = tuple(previous)
         self.live[buffer] = (start, start + units)
         return start
 
     def _find(self, units, cursor):
         # The first free run that fits at or after the cursor, else the first from the start.
         for start, end in self.free:
-            begin = max(start, cursor)
+            begin = start if start >= cursor else cursor
             if end - begin >= units:
                 return begin
         for start, end in self.free:
@@ -87,32 +96,15 @@ class _Space:
 
     def release(self, buffer):
         start, end = self.live.pop(buffer)
-        self.free.append((start, end))
-        self.free.sort()
-        merged = []
-        for a, b in self.free:
-            if merged and merged[-1][1] == a:
-                merged[-1] = (merged[-1][0], b)
-            else:
-                merged.append((a, b))
-        self.free = merged
-
-    def _replace_history(self, start, end, buffer):
-        before, previous = [], []
-        for a, b, owner in self.history:
-            if b <= start or a >= end:
-                before.append((a, b, owner))
-                continue
-            if owner is not None and owner not in previous:
-                previous.append(owner)
-            if a < start:
-                before.append((a, start, owner))
-            if b > end:
-                before.append((end, b, owner))
-        before.append((start, end, buffer))
-        before.sort(key=lambda item: item[0])
-        self.history = before
-        return tuple(previous)
+        position = bisect.bisect_left(self.free, (start, end))
+        if position > 0 and self.free[position - 1][1] == start:
+            position -= 1
+            start = self.free[position][0]
+            del self.free[position]
+        if position < len(self.free) and self.free[position][0] == end:
+            end = self.free[position][1]
+            del self.free[position]
+        self.free.insert(position, (start, end))
 
 
 def allocate(trace):
