@@ -140,7 +140,13 @@ def test_launch_grid_instances_see_their_program_ids():
         for j in range(3):
             expected[i * 64:(i + 1) * 64, j * 32:(j + 1) * 32] += i * 100 + j
     np.testing.assert_allclose(out, expected, rtol=1e-6)
-    assert nki.last_report().instances == 6
+    serial = nki.last_report()
+    assert serial.instances == 6 and serial.cores == 1        # NKI runs a grid's instances in turn on a core
+    spread = nki.simulate_with_report(grid_kernel[nl.nc(2), 3], a)
+    np.testing.assert_allclose(spread[0], expected, rtol=1e-6)
+    assert spread[1].cores == 2 and spread[1].instances == 6   # nl.nc(2): two cores side by side
+    assert spread[1].device_ns < serial.device_ns
+    np.testing.assert_allclose(nki.simulate_kernel(grid_kernel[nl.spmd_dim(nl.nc(2), 1), 3], a), expected, rtol=1e-6)
 
 
 @nki.jit

@@ -67,8 +67,7 @@ def baremetal(kernel=None, **kwargs):
     """@nki.baremetal: on vtrn the same as simulating (the virtual device is the device)."""
     if kernel is None:
         return lambda k: baremetal(k, **kwargs)
-    function, grid = as_kernel(kernel)
-    return function if not grid else function[grid]
+    return kernel if isinstance(kernel, (Launch, JitKernel)) else as_kernel(kernel)[0]
 
 
 def benchmark(kernel=None, warmup=10, iters=100, **kwargs):

@@ -75,7 +75,7 @@ class JitKernel:
         self.__wrapped__ = func
 
     def __call__(self, *args, **kwargs):
-        return run(self, (), args, kwargs)[0]
+        return run(self, ((), 1), args, kwargs)[0]
 
     def __getitem__(self, grid):
         return Launch(self, grid)
@@ -90,14 +90,17 @@ class Launch:
     def __init__(self, kernel, grid):
         grid = grid if isinstance(grid, tuple) else (grid,)
         sizes = []
+        cores = 1
         for size in grid:
             if hasattr(size, "_nki_spmd"):
+                cores *= size.cores
                 size = size._nki_spmd
             if isinstance(size, bool) or not isinstance(size, (int, numpy.integer)) or size < 1:
-                raise NKIError(f"launch grid {grid!r}: each dimension is a positive int", _core.where(), "kernel[grid]")
+                raise NKIError(f"launch grid {grid!r}: each dimension is a positive int (or nl.nc / nl.spmd_dim)",
+                               _core.where(), "kernel[grid]")
             sizes.append(int(size))
         self.kernel = kernel
-        self.grid = tuple(sizes)
+        self.grid = (tuple(sizes), cores)
         self.__name__ = kernel.__name__
 
     def __call__(self, *args, **kwargs):
@@ -105,13 +108,13 @@ class Launch:
 
 
 def as_kernel(kernel):
-    """(JitKernel, grid) of what simulate_kernel and friends are given."""
+    """(JitKernel, grid) of what simulate_kernel and friends are given; a grid is (sizes, cores)."""
     if isinstance(kernel, Launch):
         return kernel.kernel, kernel.grid
     if isinstance(kernel, JitKernel):
-        return kernel, ()
+        return kernel, ((), 1)
     if callable(kernel):
-        return JitKernel(getattr(kernel, "__wrapped__", kernel) if not isinstance(kernel, type) else kernel), ()
+        return JitKernel(getattr(kernel, "__wrapped__", kernel) if not isinstance(kernel, type) else kernel), ((), 1)
     raise TypeError(f"expected an NKI kernel (an @nki.jit function), got {type(kernel).__name__}")
 
 
@@ -379,13 +382,19 @@ def last_report():
 
 
 def _run(ctx, kernel, grid, args, kwargs):
+    grid, spread = grid
     items = _bind_arguments(kernel.func, args, kwargs)
     signature = tuple((key, _signature(value)) for key, _, value in items)
     instances = list(itertools.product(*(range(size) for size in grid))) if grid else [()]
+    # As NKI runs a grid: instances one after another on a NeuronCore; nl.nc(n) dimensions
+    # spread them over n cores (as many as the device has visible).
+    cores = ctx.cores[:max(1, min(spread, len(ctx.cores)))]
     compiled = []
+    placement = []
     cached = True
     for number, ids in enumerate(instances):
-        core = ctx.cores[number % len(ctx.cores)]
+        core = cores[number % len(cores)]
+        placement.append(core)
         key = (kernel.func, grid, ids, signature, core)
         with ctx.lock:
             found = ctx.cache.get(key)
@@ -443,7 +452,7 @@ def _run(ctx, kernel, grid, args, kwargs):
             if target.flags.writeable:
                 target[...] = results[name].astype(target.dtype, copy=False)
     outputs = _fill(first.outputs, results)
-    report = _report(kernel, ctx, compiled, infos, wall, cached)
+    report = _report(kernel, ctx, compiled, infos, wall, cached, placement)
     return outputs, report
 
 
@@ -457,12 +466,12 @@ def _fill(structure, results):
     return {key: _fill(value, results) for key, value in structure.items()}
 
 
-def _report(kernel, ctx, compiled, infos, wall, cached):
+def _report(kernel, ctx, compiled, infos, wall, cached, placement):
     per_core = {}
     instructions = dict.fromkeys(_lower.ENGINES, 0)
     busy = dict.fromkeys(_lower.ENGINES, 0.0)
     for number, info in enumerate(infos):
-        core = ctx.cores[number % len(ctx.cores)]
+        core = placement[number]
         per_core[core] = per_core.get(core, 0) + info.device_ns
         for engine in _lower.ENGINES:
             instructions[engine] += info.instructions[engine]

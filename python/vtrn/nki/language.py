@@ -484,6 +484,26 @@ def arange(*args):
     return Index({var: step}, start, {var: 0}, 1)
 
 
+class _Grid(tuple):
+    """nl.mgrid's result: unpacks as (i_p, i_f, ...), and names them .p, .x, .y, .z."""
+
+    @property
+    def p(self):
+        return self[0]
+
+    @property
+    def x(self):
+        return self[1]
+
+    @property
+    def y(self):
+        return self[2]
+
+    @property
+    def z(self):
+        return self[3]
+
+
 class _MGrid:
     def __getitem__(self, key):
         key = key if isinstance(key, tuple) else (key,)
@@ -495,7 +515,7 @@ class _MGrid:
             step = 1 if item.step is None else item.step
             var = IndexVar(len(range(start, item.stop, step)))
             indices.append(Index({var: step}, start, {var: len(key) - 1 - position}, len(key)))
-        return indices if len(indices) > 1 else indices[0]
+        return _Grid(indices) if len(indices) > 1 else indices[0]
 
 
 mgrid = _MGrid()
@@ -520,6 +540,40 @@ def sequential_range(*args, **kwargs):
 def static_range(*args, **kwargs):
     """A loop unrolled at trace time."""
     return range(*args)
+
+
+class _SpmdDim:
+    """A launch-grid dimension: ``size`` instances, ``cores`` of them side by side on NeuronCores
+    (nl.nc(n)); the rest run one after another on a core, as NKI runs SPMD instances."""
+
+    def __init__(self, size, cores):
+        self._nki_spmd = size
+        self.cores = cores
+
+    def __mul__(self, other):
+        other = other if isinstance(other, _SpmdDim) else _SpmdDim(_core._int(other), 1)
+        return _SpmdDim(self._nki_spmd * other._nki_spmd, self.cores * other.cores)
+
+    __rmul__ = __mul__
+
+    def __repr__(self):
+        return f"spmd_dim({self._nki_spmd}, cores={self.cores})"
+
+
+def nc(count):
+    """nl.nc(n): a grid dimension of n instances spread over n physical NeuronCores."""
+    count = _core._int(count)
+    if count < 1:
+        fail(f"nl.nc({count}): at least 1 core", "nl.nc")
+    return _SpmdDim(count, count)
+
+
+def spmd_dim(*sizes):
+    """nl.spmd_dim(a, b, ...): one grid dimension of a * b * ... instances (nl.nc parts on cores)."""
+    result = _SpmdDim(1, 1)
+    for size in sizes:
+        result = result * size
+    return result
 
 
 def program_id(axis=0):
