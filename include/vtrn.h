@@ -41,6 +41,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -180,8 +181,17 @@ typedef enum vtrn_memory_space {
 } vtrn_memory_space_t;
 
 /** Arithmetic of TENSOR_TENSOR, TENSOR_SCALAR, TENSOR_REDUCE (add, max, min, multiply) and
- *  AFFINE_SELECT (the comparisons). Comparisons give 1.0 or 0.0. Bitwise ops and shifts take
- *  integer dtypes only. */
+ *  AFFINE_SELECT (the comparisons). Two kinds, as NKI's:
+ *  - arithmetic ops (all but the bitvec ones) compute in fp32: operands of any dtype are widened
+ *    to fp32 and the result rounded to the output's dtype (so int32 values beyond 2^24 round).
+ *    Comparisons give 1.0 or 0.0.
+ *  - bitvec ops (BITWISE_AND/OR/XOR, SHIFT_LEFT, SHIFT_RIGHT) take integer dtypes only and act on
+ *    32-bit two's complement patterns, exactly: int8 is sign-extended, uint8 zero-extended, and a
+ *    result written to int8/uint8 keeps its low 8 bits (no saturation). Shift amounts count modulo
+ *    32; SHIFT_RIGHT is logical (zeros come in, as NKI's right_shift). An fp32 immediate or tile
+ *    operand of a bitvec op stands for the int32 it rounds to (nearest even, saturated); use
+ *    vtrn_scalar_int32 for exact 32-bit immediates. TENSOR_SCALAR runs bitvec ops on DVE only,
+ *    and its two stages are both bitvec or both arithmetic. */
 typedef enum vtrn_alu_op {
     VTRN_ALU_ADD = 1, VTRN_ALU_SUBTRACT, VTRN_ALU_MULTIPLY, VTRN_ALU_MAX, VTRN_ALU_MIN,
     VTRN_ALU_EQUAL, VTRN_ALU_NOT_EQUAL, VTRN_ALU_GREATER, VTRN_ALU_GREATER_EQUAL, VTRN_ALU_LESS, VTRN_ALU_LESS_EQUAL,
@@ -198,6 +208,16 @@ typedef enum vtrn_activation {
     VTRN_ACT_RECIPROCAL,
     VTRN_ACT_FORCE32 = 0x7fffffff
 } vtrn_activation_t;
+
+/** What a vtrn_scalar_t holds, in its `is_tile` field. */
+typedef enum vtrn_scalar_kind {
+    VTRN_SCALAR_IMMEDIATE = 0, /**< the float `value` */
+    VTRN_SCALAR_TILE = 1,      /**< the [P,1] `tile`, one value per partition */
+    /** an int32 immediate, exact, whose 32 bits are stored in `value`'s bytes (vtrn_scalar_int32
+     *  makes one): bitvec ops use the bits as they are, arithmetic ops its nearest fp32 */
+    VTRN_SCALAR_INT32 = 2,
+    VTRN_SCALAR_FORCE32 = 0x7fffffff
+} vtrn_scalar_kind_t;
 
 /** How SEM_SIGNAL (and an instruction's signal) changes a semaphore. */
 typedef enum vtrn_semaphore_op {
@@ -455,10 +475,18 @@ static inline vtrn_access_t vtrn_hbm(uint32_t parameter, uint64_t offset, vtrn_d
 
 /** A scale or scalar operand: an immediate, or a [P,1] tile broadcast along the free axes. */
 typedef struct vtrn_scalar {
-    uint32_t is_tile;     /**< 0: `value`; 1: `tile` */
+    uint32_t is_tile;     /**< a vtrn_scalar_kind_t: 0 `value`; 1 `tile`; 2 an int32 in `value`'s bytes */
     float value;
     vtrn_access_t tile;
 } vtrn_scalar_t;
+
+/** An exact int32 immediate (VTRN_SCALAR_INT32) for the bitvec ALU ops, whose operands need all 32
+ *  bits (0x7fffffff has no fp32); arithmetic ops see its nearest fp32. */
+static inline vtrn_scalar_t vtrn_scalar_int32(int32_t value) {
+    vtrn_scalar_t scalar = { VTRN_SCALAR_INT32, 0.0f, vtrn_sbuf(0, 1, 0, VTRN_DTYPE_INT32, 1) };
+    memcpy(&scalar.value, &value, sizeof value);
+    return scalar;
+}
 
 /** Semaphore work attached to an instruction: wait until semaphore `wait_semaphore` is at least
  *  `wait_value` before starting (-1: no wait), and change `signal_semaphore` by `signal_op` with
@@ -833,7 +861,9 @@ vtrn_status_t vtrn_program_sem_wait(vtrn_program_t program, vtrn_engine_flags_t 
  * and the same virtual timeline every run. Each instruction has a cost in cycles of its engine's
  * clock (matmul max(N, 64) cycles per pass, x4 for fp32 inputs; vector ops about one cycle per
  * element; at least 64 cycles; DMA at the engine's bandwidth); the engines' timelines, with
- * semaphore waits honoured, give the estimated device time.
+ * semaphore waits honoured, give the estimated device time. A signal lands when its instruction
+ * ends; a wait for "semaphore >= v" starts when the semaphore first reached v, however far its
+ * producers have signalled since (a SET starts the count again from its own time).
  * ============================================================================================ */
 
 /** Validates `program` for `core` of `device` and loads it (the program may then be destroyed).

@@ -24,8 +24,17 @@ private func accessPattern(_ access: vtrn_access_t, _ name: String) throws(VtrnE
 
 private func scalarOperand(_ scalar: UnsafePointer<vtrn_scalar_t>?, _ name: String) throws(VtrnError) -> ScalarOperand? {
     guard let scalar else { return nil }
-    if scalar.pointee.is_tile == 0 { return .immediate(scalar.pointee.value) }
-    return .tile(try accessPattern(scalar.pointee.tile, "\(name).tile"))
+    switch scalar.pointee.is_tile {
+    case UInt32(VTRN_SCALAR_IMMEDIATE.rawValue): return .immediate(scalar.pointee.value)
+    case UInt32(VTRN_SCALAR_TILE.rawValue): return .tile(try accessPattern(scalar.pointee.tile, "\(name).tile"))
+    case UInt32(VTRN_SCALAR_INT32.rawValue):
+        // The int32's bits, read as bits: a float load could quiet a NaN pattern.
+        let offset = MemoryLayout<vtrn_scalar_t>.offset(of: \vtrn_scalar_t.value)!
+        return .integer(UnsafeRawPointer(scalar).load(fromByteOffset: offset, as: Int32.self))
+    default:
+        throw .invalidArgument("\(name).is_tile is \(scalar.pointee.is_tile); accepted: VTRN_SCALAR_IMMEDIATE (0), "
+                               + "VTRN_SCALAR_TILE (1), VTRN_SCALAR_INT32 (2)")
+    }
 }
 
 private func synchronization(_ sync: UnsafePointer<vtrn_sync_t>?) throws(VtrnError) -> Synchronization {

@@ -241,15 +241,49 @@ public enum Conversion {
         }
     }
 
+    /// Reads `count` elements of `type` as Int32, for the integer (bitvec) ALU ops: int32 as it is,
+    /// int8 sign-extended, uint8 zero-extended; a float becomes the int32 it rounds to (nearest even,
+    /// saturated, NaN 0), as every float-to-int32 conversion here. `stride` as in `load`.
+    public static func loadInt32(_ type: DataType, from source: UnsafeRawPointer, stride: Int, count: Int,
+                                 into destination: UnsafeMutablePointer<Int32>) {
+        guard count > 0 else { return }
+        switch type {
+        case .int32: loadElements(UInt32.self, source, stride, count, destination) { Int32(bitPattern: $0) }
+        case .int8: loadElements(UInt8.self, source, stride, count, destination) { Int32(Int8(bitPattern: $0)) }
+        case .uint8: loadElements(UInt8.self, source, stride, count, destination) { Int32($0) }
+        case .fp32: loadElements(UInt32.self, source, stride, count, destination) { int32(Float(bitPattern: $0)) }
+        case .bf16: loadElements(UInt16.self, source, stride, count, destination) { int32(float(bf16Bits: $0)) }
+        case .fp16: loadElements(UInt16.self, source, stride, count, destination) { int32(float(fp16Bits: $0)) }
+        case .fp8e4m3: loadElements(UInt8.self, source, stride, count, destination) { int32(float(fp8e4m3Bits: $0)) }
+        case .fp8e5m2: loadElements(UInt8.self, source, stride, count, destination) { int32(float(fp8e5m2Bits: $0)) }
+        }
+    }
+
+    /// Writes `count` Int32 values as `type` as bit patterns: int32 as they are, int8 and uint8
+    /// their low 8 bits (two's complement wrap, no saturation); a float type gets the nearest value.
+    public static func storeInt32Bits(_ type: DataType, from source: UnsafePointer<Int32>, count: Int,
+                                      to destination: UnsafeMutableRawPointer, stride: Int) {
+        guard count > 0 else { return }
+        switch type {
+        case .int32: storeElements(UInt32.self, source, count, destination, stride) { UInt32(bitPattern: $0) }
+        case .int8, .uint8: storeElements(UInt8.self, source, count, destination, stride) { UInt8(truncatingIfNeeded: $0) }
+        case .fp32: storeElements(UInt32.self, source, count, destination, stride) { Float($0).bitPattern }
+        case .bf16: storeElements(UInt16.self, source, count, destination, stride) { bf16Bits(Float($0)) }
+        case .fp16: storeElements(UInt16.self, source, count, destination, stride) { fp16Bits(Float($0)) }
+        case .fp8e4m3: storeElements(UInt8.self, source, count, destination, stride) { fp8e4m3Bits(Float($0)) }
+        case .fp8e5m2: storeElements(UInt8.self, source, count, destination, stride) { fp8e5m2Bits(Float($0)) }
+        }
+    }
+
     /// Every fp8 code decoded once, so bulk loads are a table lookup.
     static let fp8e4m3Table: [Float] = (0...255).map { float(fp8e4m3Bits: UInt8($0)) }
     static let fp8e5m2Table: [Float] = (0...255).map { float(fp8e5m2Bits: UInt8($0)) }
 
     /// One loop per storage type; `decode` is inlined into it, so there is no per-element dispatch.
     @inline(__always)
-    static func loadElements<Storage: FixedWidthInteger>(
+    static func loadElements<Storage: FixedWidthInteger, Value>(
         _: Storage.Type, _ source: UnsafeRawPointer, _ stride: Int, _ count: Int,
-        _ destination: UnsafeMutablePointer<Float>, _ decode: (Storage) -> Float
+        _ destination: UnsafeMutablePointer<Value>, _ decode: (Storage) -> Value
     ) {
         let size = MemoryLayout<Storage>.size
         switch stride {
@@ -272,9 +306,9 @@ public enum Conversion {
     }
 
     @inline(__always)
-    static func storeElements<Storage: FixedWidthInteger>(
-        _: Storage.Type, _ source: UnsafePointer<Float>, _ count: Int,
-        _ destination: UnsafeMutableRawPointer, _ stride: Int, _ encode: (Float) -> Storage
+    static func storeElements<Storage: FixedWidthInteger, Value>(
+        _: Storage.Type, _ source: UnsafePointer<Value>, _ count: Int,
+        _ destination: UnsafeMutableRawPointer, _ stride: Int, _ encode: (Value) -> Storage
     ) {
         let size = MemoryLayout<Storage>.size
         switch stride {

@@ -30,6 +30,9 @@ public enum AluOp: Int, Sendable, CaseIterable, CustomStringConvertible {
          "shift_left", "shift_right", "bypass"][rawValue - 1]
     }
     public var isComparison: Bool { (AluOp.equal.rawValue...AluOp.lessEqual.rawValue).contains(rawValue) }
+    /// NKI's bitvec operators: they take integer dtypes and act on the 32-bit two's complement
+    /// patterns of the values (int8 sign-extended, uint8 zero-extended), never through fp32. The
+    /// others are arithmetic: the engines compute them in fp32.
     public var isBitwise: Bool { (AluOp.bitwiseAnd.rawValue...AluOp.shiftRight.rawValue).contains(rawValue) }
     public var isReduction: Bool { self == .add || self == .max || self == .min || self == .multiply }
 }
@@ -115,6 +118,9 @@ public struct AccessPattern: Sendable, Equatable {
 public enum ScalarOperand: Sendable, Equatable {
     case immediate(Float)
     case tile(AccessPattern)
+    /// An exact 32-bit immediate for the bitvec ops (`0x7fffffff` has no fp32); arithmetic ops
+    /// see it as the nearest fp32.
+    case integer(Int32)
 }
 
 /// Semaphore work of an instruction: wait before, signal after.

@@ -24,19 +24,57 @@ enum Kernels {
         case .reciprocal: return 1 / x
         case .rsqrt: return 1 / sqrtf(x)
         case .divide: return x / y
-        case .bitwiseAnd: return Float(integer(x) & integer(y))
-        case .bitwiseOr: return Float(integer(x) | integer(y))
-        case .bitwiseXor: return Float(integer(x) ^ integer(y))
-        case .shiftLeft: return Float(integer(x) &<< (integer(y) & 31))
-        case .shiftRight: return Float(integer(x) &>> (integer(y) & 31))
+        case .bitwiseAnd, .bitwiseOr, .bitwiseXor, .shiftLeft, .shiftRight:
+            // The engines run bitvec ops on integers (`integerApply`); an fp32 operand stands for
+            // the int32 it rounds to.
+            return Float(integerApply(op, integer(x), integer(y)))
         case .bypass: return x
         }
     }
 
-    /// The int32 an fp32 operand of a bitwise op stands for (the engines carry integers in fp32):
-    /// rounded to nearest even and saturated, as every float-to-int32 conversion here.
+    /// The int32 an fp32 operand of a bitwise op stands for: rounded to nearest even and
+    /// saturated, as every float-to-int32 conversion here.
     @inline(__always)
     static func integer(_ value: Float) -> Int32 { Conversion.int32(value) }
+
+    /// A bitvec op on 32-bit patterns. Shift amounts count modulo 32; shift_right is logical (NKI's
+    /// right_shift: zeros come in from the left; it has no arithmetic right shift).
+    @inline(__always)
+    static func integerApply(_ op: AluOp, _ x: Int32, _ y: Int32) -> Int32 {
+        switch op {
+        case .bitwiseAnd: return x & y
+        case .bitwiseOr: return x | y
+        case .bitwiseXor: return x ^ y
+        case .shiftLeft: return x &<< (y & 31)
+        case .shiftRight: return Int32(bitPattern: UInt32(bitPattern: x) &>> UInt32(y & 31))
+        default: return x
+        }
+    }
+
+    @inline(__always)
+    private static func map(_ count: Int, into out: UnsafeMutablePointer<Int32>, _ body: (Int) -> Int32) {
+        for i in 0..<count { out[i] = body(i) }
+    }
+
+    static func integerBinary(_ op: AluOp, _ a: UnsafePointer<Int32>, _ b: UnsafePointer<Int32>, count: Int,
+                              into out: UnsafeMutablePointer<Int32>) {
+        switch op {
+        case .bitwiseAnd: map(count, into: out) { a[$0] & b[$0] }
+        case .bitwiseOr: map(count, into: out) { a[$0] | b[$0] }
+        case .bitwiseXor: map(count, into: out) { a[$0] ^ b[$0] }
+        default: map(count, into: out) { integerApply(op, a[$0], b[$0]) }
+        }
+    }
+
+    /// out = src op x, or x op src when `reversed`, on integers.
+    static func integerScalar(_ op: AluOp, _ source: UnsafePointer<Int32>, _ x: Int32, reversed: Bool, count: Int,
+                              into out: UnsafeMutablePointer<Int32>) {
+        if reversed {
+            map(count, into: out) { integerApply(op, x, source[$0]) }
+        } else {
+            map(count, into: out) { integerApply(op, source[$0], x) }
+        }
+    }
 
     @inline(__always)
     private static func map(_ count: Int, into out: UnsafeMutablePointer<Float>, _ body: (Int) -> Float) {

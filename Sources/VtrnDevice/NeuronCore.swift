@@ -76,7 +76,13 @@ public final class CoreExecutor: @unchecked Sendable {
     let sbufPitch: Int
     let psumPitch: Int
     private var semaphores = [UInt32](repeating: 0, count: 256)
+    /// Per semaphore, how it reached its value: see `SemaphoreHistory`.
+    private var semaphoreHistories = [SemaphoreHistory](repeating: SemaphoreHistory(), count: 256)
+    /// The semaphores signalled in this execution, whose histories the next one clears.
+    private var signalledSemaphores: [Int] = []
     private var scratch: [UnsafeMutablePointer<Float>] = []
+    /// The same for the integer (bitvec) path; untouched pages cost nothing until a program uses it.
+    private var integerScratch: [UnsafeMutablePointer<Int32>] = []
     private let scratchCount: Int
 
     public init(preset: ChipPreset) {
@@ -92,12 +98,14 @@ public final class CoreExecutor: @unchecked Sendable {
         // Enough for any operand: a whole partition of SBUF in fp32, or a 128 x 512 matrix.
         scratchCount = max(sbufPitch, 128 * 512) * 2
         for _ in 0..<4 { scratch.append(.allocate(capacity: scratchCount)) }
+        for _ in 0..<3 { integerScratch.append(.allocate(capacity: scratchCount)) }
     }
 
     deinit {
         munmap(sbuf, sbufPitch * 128)
         munmap(psum, psumPitch * 128)
         for buffer in scratch { buffer.deallocate() }
+        for buffer in integerScratch { buffer.deallocate() }
     }
 
     public func sbufPointer(partition: Int, offset: Int) -> UnsafeMutableRawPointer { sbuf + partition * sbufPitch + offset }
@@ -108,7 +116,8 @@ public final class CoreExecutor: @unchecked Sendable {
     public func run(_ program: LoadedProgram, bindings: [ParameterBinding], deadline: UInt64?, trace: Bool = false) -> ExecutionOutcome {
         var outcome = ExecutionOutcome()
         for index in semaphores.indices { semaphores[index] = 0 }
-        var semaphoreTime = [Double](repeating: 0, count: semaphores.count)
+        for semaphore in signalledSemaphores { semaphoreHistories[semaphore].clear() }
+        signalledSemaphores.removeAll(keepingCapacity: true)
         let engineCount = Engine.allCases.count
         var position = [Int](repeating: 0, count: engineCount)
         var time = [Double](repeating: 0, count: engineCount)
@@ -122,7 +131,7 @@ public final class CoreExecutor: @unchecked Sendable {
                 var start = time[engine]
                 if let (semaphore, value) = Self.wait(of: instruction) {
                     if semaphores[semaphore] < value { continue }
-                    start = max(start, semaphoreTime[semaphore])
+                    start = max(start, semaphoreHistories[semaphore].firstTime(reaching: value))
                 }
                 if start < chosenStart {
                     chosen = engine
@@ -153,8 +162,13 @@ public final class CoreExecutor: @unchecked Sendable {
             }
             if case .semaphoreSignal(let semaphore, let op, let value) = instruction.operation { signal = (semaphore, op, value) }
             if let (semaphore, op, value) = signal {
-                semaphores[semaphore] = op == .add ? semaphores[semaphore] &+ value : value
-                semaphoreTime[semaphore] = max(semaphoreTime[semaphore], time[chosen])
+                if semaphoreHistories[semaphore].isEmpty { signalledSemaphores.append(semaphore) }
+                if op == .add {
+                    semaphores[semaphore] = semaphoreHistories[semaphore].add(value, to: semaphores[semaphore], at: time[chosen])
+                } else {
+                    semaphoreHistories[semaphore].set(value, at: time[chosen])
+                    semaphores[semaphore] = value
+                }
             }
             position[chosen] += 1
             if let deadline, vtrnsys_monotonic_ns() > deadline {
@@ -267,6 +281,25 @@ public final class CoreExecutor: @unchecked Sendable {
         forEachRun(access) { offset, element in
             Conversion.store(access.dtype, from: source + element, count: access.sizes[0], to: start + offset,
                              stride: access.strides[0])
+        }
+    }
+
+    /// Partition `p`'s elements of an integer operand as Int32, for the bitvec ops (`Conversion.loadInt32`).
+    private func loadIntegers(_ access: AccessPattern, _ p: Int, _ bindings: [ParameterBinding],
+                              into destination: UnsafeMutablePointer<Int32>) {
+        let start = base(access, p, bindings)
+        forEachRun(access) { offset, element in
+            Conversion.loadInt32(access.dtype, from: start + offset, stride: access.strides[0], count: access.sizes[0],
+                                 into: destination + element)
+        }
+    }
+
+    /// Writes Int32 results of the bitvec ops to partition `p` as bit patterns (`Conversion.storeInt32Bits`).
+    private func storeIntegers(_ access: AccessPattern, _ p: Int, _ bindings: [ParameterBinding], from source: UnsafePointer<Int32>) {
+        let start = base(access, p, bindings)
+        forEachRun(access) { offset, element in
+            Conversion.storeInt32Bits(access.dtype, from: source + element, count: access.sizes[0], to: start + offset,
+                                      stride: access.strides[0])
         }
     }
 
@@ -422,6 +455,15 @@ public final class CoreExecutor: @unchecked Sendable {
                     store(accumulateOut, p, bindings, from: &value)
                 }
             }
+        case .tensorTensor(let destination, let first, let second, let op) where op.isBitwise:
+            let count = destination.elementsPerPartition
+            let (x, y, z) = (integerScratch[0], integerScratch[1], integerScratch[2])
+            for p in 0..<destination.partitions {
+                loadIntegers(first, p, bindings, into: x)
+                loadIntegers(second, p, bindings, into: y)
+                Kernels.integerBinary(op, x, y, count: count, into: z)
+                storeIntegers(destination, p, bindings, from: z)
+            }
         case .tensorTensor(let destination, let first, let second, let op):
             let count = destination.elementsPerPartition
             for p in 0..<destination.partitions {
@@ -429,6 +471,18 @@ public final class CoreExecutor: @unchecked Sendable {
                 load(second, p, bindings, into: b)
                 Kernels.binary(op, a, b, count: count, into: c)
                 store(destination, p, bindings, from: c)
+            }
+        case .tensorScalar(let destination, let source, let op0, let x0, let op1, let x1, let reverse) where op0.isBitwise || op1.isBitwise:
+            // Validation keeps both stages bitvec (or one of them bypass).
+            let count = source.elementsPerPartition
+            let (x, z) = (integerScratch[0], integerScratch[2])
+            for p in 0..<source.partitions {
+                loadIntegers(source, p, bindings, into: x)
+                Kernels.integerScalar(op0, x, integerScalar(x0, p, bindings), reversed: reverse & 1 != 0, count: count, into: z)
+                if op1 != .bypass, let x1 {
+                    Kernels.integerScalar(op1, z, integerScalar(x1, p, bindings), reversed: reverse & 2 != 0, count: count, into: z)
+                }
+                storeIntegers(destination, p, bindings, from: z)
             }
         case .tensorScalar(let destination, let source, let op0, let x0, let op1, let x1, let reverse):
             let count = source.elementsPerPartition
@@ -464,7 +518,7 @@ public final class CoreExecutor: @unchecked Sendable {
         case .iota(let destination, let steps, let offset, let channelMultiplier):
             for p in 0..<destination.partitions {
                 let values = affineValues(destination, steps: steps, offset: offset, channelMultiplier: channelMultiplier, partition: p)
-                storeIntegers(destination, p, bindings, values)
+                storeAffineValues(destination, p, bindings, values)
             }
         case .affineSelect(let destination, let steps, let offset, let channelMultiplier, let compare, let onTrue, let onFalse):
             let count = destination.elementsPerPartition
@@ -485,9 +539,22 @@ public final class CoreExecutor: @unchecked Sendable {
     private func scalar(_ operand: ScalarOperand, _ p: Int, _ bindings: [ParameterBinding]) -> Float {
         switch operand {
         case .immediate(let value): return value
+        case .integer(let value): return Float(value)
         case .tile(let access):
             var value: Float = 0
             Conversion.load(access.dtype, from: base(access, p, bindings), stride: 1, count: 1, into: &value)
+            return value
+        }
+    }
+
+    /// A scalar operand of a bitvec op: an fp32 immediate or tile element stands for the int32 it rounds to.
+    private func integerScalar(_ operand: ScalarOperand, _ p: Int, _ bindings: [ParameterBinding]) -> Int32 {
+        switch operand {
+        case .immediate(let value): return Conversion.int32(value)
+        case .integer(let value): return value
+        case .tile(let access):
+            var value: Int32 = 0
+            Conversion.loadInt32(access.dtype, from: base(access, p, bindings), stride: 1, count: 1, into: &value)
             return value
         }
     }
@@ -513,7 +580,8 @@ public final class CoreExecutor: @unchecked Sendable {
         return values
     }
 
-    private func storeIntegers(_ access: AccessPattern, _ p: Int, _ bindings: [ParameterBinding], _ values: [Int32]) {
+    /// IOTA's values: int32 exactly, other dtypes through fp32 (rounded and saturated).
+    private func storeAffineValues(_ access: AccessPattern, _ p: Int, _ bindings: [ParameterBinding], _ values: [Int32]) {
         if access.dtype == .int32 {
             let start = base(access, p, bindings)
             forEachRun(access) { offset, element in
@@ -564,5 +632,86 @@ public final class CoreExecutor: @unchecked Sendable {
             }
             store(destination, row, bindings, from: c + row * Int(n))
         }
+    }
+}
+
+/// How one semaphore reached its value during an execution, so that a wait for `>= v` starts when
+/// the value first reached v, not at the semaphore's latest signal (a counting semaphore's producer
+/// often runs far ahead of its consumer).
+///
+/// Since the last `set` (or the execution's start) values only grow, so the history is a list of
+/// (time, value from then on) in time order with non-decreasing values, and the first time a value
+/// was reached is a binary search. Signals usually arrive in time order (one engine's instructions
+/// end in order) and append; a signal timed before one already applied (another engine's, ending
+/// earlier) is inserted in its place and raises the values after it. An add that wraps the 32-bit
+/// value starts the history again, as a `set` does.
+struct SemaphoreHistory {
+    /// Empty: value 0 since time 0 (the execution's start).
+    private var times: [Double] = []
+    private var values: [UInt32] = []
+
+    var isEmpty: Bool { times.isEmpty }
+
+    mutating func clear() {
+        times.removeAll(keepingCapacity: true)
+        values.removeAll(keepingCapacity: true)
+    }
+
+    mutating func set(_ value: UInt32, at time: Double) {
+        clear()
+        times.append(time)
+        values.append(value)
+    }
+
+    /// Adds `amount` at `time` to a semaphore whose value is `current`; returns the new value.
+    mutating func add(_ amount: UInt32, to current: UInt32, at time: Double) -> UInt32 {
+        let result = current &+ amount
+        guard amount != 0 else { return result }
+        guard result > current else {
+            set(result, at: time)
+            return result
+        }
+        if times.isEmpty {
+            times.append(0)
+            values.append(0)
+        }
+        let last = times.count - 1
+        if time > times[last] {
+            times.append(time)
+            values.append(result)
+        } else if time == times[last] {
+            values[last] = result
+        } else {
+            // Earlier than a signal already applied: the value from `time` on grows by `amount`.
+            // A signal cannot land before the history's start (a set, or time 0).
+            let index = firstIndex { times[$0] > time }
+            if index == 0 {
+                for entry in values.indices { values[entry] &+= amount }
+            } else if times[index - 1] == time {
+                for entry in (index - 1)..<values.count { values[entry] &+= amount }
+            } else {
+                times.insert(time, at: index)
+                values.insert(values[index - 1] &+ amount, at: index)
+                for entry in (index + 1)..<values.count { values[entry] &+= amount }
+            }
+        }
+        return result
+    }
+
+    /// The earliest time at which the value was at least `value` (it is, now).
+    func firstTime(reaching value: UInt32) -> Double {
+        if times.isEmpty { return 0 }
+        let index = firstIndex { values[$0] >= value }
+        return index < times.count ? times[index] : times[times.count - 1]
+    }
+
+    /// The first index of the history for which `isPast` holds (it holds for all later ones), or the count.
+    private func firstIndex(where isPast: (Int) -> Bool) -> Int {
+        var low = 0, high = times.count
+        while low < high {
+            let middle = (low + high) / 2
+            if isPast(middle) { high = middle } else { low = middle + 1 }
+        }
+        return low
     }
 }

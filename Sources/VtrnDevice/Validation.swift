@@ -225,6 +225,16 @@ public enum Validator {
             }
             try requireIntegers(op0, [("dst", destination), ("src", source)])
             try requireIntegers(op1, [("dst", destination), ("src", source)])
+            // NKI: both operators of one tensor_scalar are bitvec or both arithmetic, and bitvec
+            // ones run on the Vector Engine.
+            if op0 != .bypass && op1 != .bypass && op0.isBitwise != op1.isBitwise {
+                func kind(_ op: AluOp) -> String { op.isBitwise ? "a bitvec op" : "an arithmetic op" }
+                throw fail("op1", "\(op1) is \(kind(op1)) but op0 \(op0) is \(kind(op0)); the two stages of TENSOR_SCALAR "
+                           + "are both bitvec or both arithmetic")
+            }
+            if let bitvec = [op0, op1].first(where: \.isBitwise), engine != .dve {
+                throw fail(bitvec == op0 ? "op0" : "op1", "\(bitvec) is a bitvec op; TENSOR_SCALAR runs bitvec ops on DVE only")
+            }
         case .tensorReduce(let destination, let source, let op, _):
             guard op.isReduction else { throw fail("op", "\(op) does not reduce; TENSOR_REDUCE takes add, max, min or multiply") }
             try requireColumn("dst", destination, partitions: source.partitions)

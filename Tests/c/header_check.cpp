@@ -112,6 +112,10 @@ int main() {
         failures += check(none.wait_semaphore == -1 && none.signal_semaphore == -1 &&
                               none.signal_op == VTRN_SEMAPHORE_ADD,
                           "VTRN_SYNC_NONE");
+        const vtrn_scalar_t mask = vtrn_scalar_int32(INT32_MIN + 5);
+        int32_t bits = 0;
+        memcpy(&bits, &mask.value, sizeof bits);
+        failures += check(mask.is_tile == VTRN_SCALAR_INT32 && bits == INT32_MIN + 5, "vtrn_scalar_int32");
     }
 
     // The functions link with C linkage (extern "C") and behave as declared.

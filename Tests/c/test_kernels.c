@@ -536,6 +536,93 @@ static void test_matmul_accumulates(void) {
     EXPECT_OK(vtrn_runtime_destroy(runtime));
 }
 
+/* A program whose instructions run one after another whatever their engines: each waits for
+ * semaphore 200 to count the instructions before it and adds 1 (SerialProgram in the Python suite). */
+typedef struct serial_program {
+    vtrn_program_t program;
+    uint32_t count;
+} serial_program_t;
+
+static vtrn_sync_t in_turn(serial_program_t *serial) { return waits_signals(200, serial->count++, 200); }
+
+static vtrn_access_t int_tile(uint32_t partitions, uint64_t offset, vtrn_dtype_t dtype, uint32_t elements) {
+    return vtrn_sbuf(0, partitions, offset, dtype, elements);
+}
+
+/* Bitvec ops act on 32-bit patterns, exactly; vtrn_scalar_int32 gives exact immediates. */
+static void test_bitvec_ops(void) {
+    GROUP("bitvec ops: exact on 32 bits, int32 immediates and tiles, narrow results wrap");
+    vtrn_runtime_t runtime = create_runtime("trn1");
+    vtrn_device_t device = get_device(runtime, 0);
+    enum { P = 4, F = 8 };
+    serial_program_t serial = { new_program(runtime), 0 };
+    uint32_t in = add_parameter(serial.program, "in", P * F * 4);
+    uint32_t out32 = add_parameter(serial.program, "out32", P * 4 * F * 4), out8 = add_parameter(serial.program, "out8", P * F);
+    const vtrn_access_t x = int_tile(P, 0, VTRN_DTYPE_INT32, F);
+    const vtrn_scalar_t mask = vtrn_scalar_int32(0x7fffffff), four = vtrn_scalar_int32(4), three = vtrn_scalar_int32(3);
+    const vtrn_scalar_t column = tile_scalar(int_tile(P, 0, VTRN_DTYPE_INT32, 1)); /* x[p][0] */
+    vtrn_sync_t sync = in_turn(&serial);
+    EXPECT_OK(vtrn_program_dma_copy(serial.program, x, vtrn_hbm(in, 0, VTRN_DTYPE_INT32, P, F, F), &sync));
+    sync = in_turn(&serial); /* y1 = x & 0x7fffffff */
+    EXPECT_OK(vtrn_program_tensor_scalar(serial.program, VTRN_ENGINE_DVE, int_tile(P, 64, VTRN_DTYPE_INT32, F), x,
+                                         VTRN_ALU_BITWISE_AND, &mask, VTRN_ALU_BYPASS, NULL, 0, &sync));
+    sync = in_turn(&serial); /* y2 = x >> 4, logical */
+    EXPECT_OK(vtrn_program_tensor_scalar(serial.program, VTRN_ENGINE_DVE, int_tile(P, 96, VTRN_DTYPE_INT32, F), x,
+                                         VTRN_ALU_SHIFT_RIGHT, &four, VTRN_ALU_BYPASS, NULL, 0, &sync));
+    sync = in_turn(&serial); /* y3 = 3 << (x ^ x[p][0]) */
+    EXPECT_OK(vtrn_program_tensor_scalar(serial.program, VTRN_ENGINE_DVE, int_tile(P, 128, VTRN_DTYPE_INT32, F), x,
+                                         VTRN_ALU_BITWISE_XOR, &column, VTRN_ALU_SHIFT_LEFT, &three, 2, &sync));
+    sync = in_turn(&serial); /* y4 = x | y1 */
+    EXPECT_OK(vtrn_program_tensor_tensor(serial.program, int_tile(P, 160, VTRN_DTYPE_INT32, F), x,
+                                         int_tile(P, 64, VTRN_DTYPE_INT32, F), VTRN_ALU_BITWISE_OR, &sync));
+    sync = in_turn(&serial); /* y5 = x << 3 into int8: the low 8 bits */
+    EXPECT_OK(vtrn_program_tensor_scalar(serial.program, VTRN_ENGINE_DVE, int_tile(P, 192, VTRN_DTYPE_INT8, F), x,
+                                         VTRN_ALU_SHIFT_LEFT, &three, VTRN_ALU_BYPASS, NULL, 0, &sync));
+    sync = in_turn(&serial);
+    EXPECT_OK(vtrn_program_dma_copy(serial.program, vtrn_hbm(out32, 0, VTRN_DTYPE_INT32, P, 4 * F, 4 * F),
+                                    int_tile(P, 64, VTRN_DTYPE_INT32, 4 * F), &sync));
+    sync = in_turn(&serial);
+    EXPECT_OK(vtrn_program_dma_copy(serial.program, vtrn_hbm(out8, 0, VTRN_DTYPE_INT8, P, F, F),
+                                    int_tile(P, 192, VTRN_DTYPE_INT8, F), &sync));
+    vtrn_kernel_t kernel = load(device, 0, serial.program);
+    EXPECT_OK(vtrn_program_destroy(serial.program));
+
+    int32_t values[P * F], results[P * 4 * F];
+    int8_t narrow[P * F];
+    uint32_t state = 12345;
+    for (int i = 0; i < P * F; i++) {
+        state = state * 1103515245u + 12345u;
+        values[i] = (int32_t)(state ^ (state << 13));
+    }
+    values[0] = INT32_MAX;
+    values[1] = 0x12345679;
+    values[2] = -1;
+    values[3] = INT32_MIN;
+    vtrn_device_memory_t in_memory = allocate(device, sizeof values), out32_memory = allocate(device, sizeof results);
+    vtrn_device_memory_t out8_memory = allocate(device, sizeof narrow);
+    write_memory(runtime, device, in_memory, values, sizeof values);
+    const vtrn_binding_t bindings[] = { binding("in", in_memory, 0), binding("out32", out32_memory, 0),
+                                        binding("out8", out8_memory, 0) };
+    EXPECT_RUN_OK(kernel, bindings, 3, NULL);
+    read_memory(runtime, device, out32_memory, results, sizeof results);
+    read_memory(runtime, device, out8_memory, narrow, sizeof narrow);
+    int wrong = 0;
+    for (int p = 0; p < P; p++) {
+        for (int f = 0; f < F; f++) {
+            uint32_t v = (uint32_t)values[p * F + f], first = (uint32_t)values[p * F];
+            uint32_t expected[4] = { v & 0x7fffffffu, v >> 4, 3u << ((v ^ first) & 31), v | (v & 0x7fffffffu) };
+            for (int k = 0; k < 4; k++) {
+                if ((uint32_t)results[p * 4 * F + k * F + f] != expected[k]) wrong++;
+            }
+            if ((uint8_t)narrow[p * F + f] != (uint8_t)(v << 3)) wrong++;
+        }
+    }
+    EXPECT_MSG(wrong == 0, "%d of %d bitvec results differ from C's uint32_t arithmetic", wrong, P * F * 5);
+    EXPECT_EQ_U64((uint32_t)results[0], 0x7fffffffu);
+    EXPECT_EQ_U64((uint32_t)results[F + 2], 0x0fffffffu); /* -1 >> 4, logical */
+    EXPECT_OK(vtrn_runtime_destroy(runtime));
+}
+
 /* Every engine's instructions are counted, SEM_SIGNAL and SEM_WAIT included. */
 static void test_info_per_engine(void) {
     GROUP("execution info: instructions and busy time per engine");
@@ -870,6 +957,25 @@ static void test_validation_operations(void) {
                                          NULL));
     EXPECT_REJECTED(device, program, "b: ", "is 128 x 9 but dst is 128 x 8", "shapes must agree");
 
+    /* TENSOR_SCALAR: bitvec ops on DVE only, both stages bitvec or both arithmetic. */
+    const vtrn_access_t ints = vtrn_sbuf(0, 128, 0, VTRN_DTYPE_INT32, 8);
+    const vtrn_scalar_t bits = vtrn_scalar_int32(0x0f0f0f0f);
+    program = validation_program(runtime);
+    EXPECT_OK(vtrn_program_tensor_scalar(program, VTRN_ENGINE_DVE, ints, ints, VTRN_ALU_BITWISE_AND, &bits, VTRN_ALU_ADD,
+                                         &one, 0, NULL));
+    EXPECT_REJECTED(device, program, "(TENSOR_SCALAR on DVE): op1: ",
+                    "add is an arithmetic op but op0 bitwise_and is a bitvec op; the two stages of TENSOR_SCALAR are both "
+                    "bitvec or both arithmetic");
+    program = validation_program(runtime);
+    EXPECT_OK(vtrn_program_tensor_scalar(program, VTRN_ENGINE_ACT, ints, ints, VTRN_ALU_BITWISE_OR, &bits,
+                                         VTRN_ALU_BYPASS, NULL, 0, NULL));
+    EXPECT_REJECTED(device, program, "(TENSOR_SCALAR on ACT): op0: ",
+                    "bitwise_or is a bitvec op; TENSOR_SCALAR runs bitvec ops on DVE only");
+    program = validation_program(runtime);
+    EXPECT_OK(vtrn_program_tensor_scalar(program, VTRN_ENGINE_DVE, ints, ints, VTRN_ALU_SHIFT_LEFT, &bits,
+                                         VTRN_ALU_BITWISE_XOR, &one, 3, NULL));
+    EXPECT_ACCEPTED(device, program);
+
     /* TENSOR_SCALAR: x1 unless op1 is bypass; reverse bits 0-1; [P,1] tiles. */
     program = validation_program(runtime);
     EXPECT_OK(vtrn_program_tensor_scalar(program, VTRN_ENGINE_DVE, sbuf(128, 0, 8), sbuf(128, 0, 8), VTRN_ALU_ADD, &one,
@@ -964,6 +1070,11 @@ static void test_builder_arguments(void) {
     EXPECT_ERROR(vtrn_program_tensor_scalar(program, VTRN_ENGINE_DVE, tile, tile, VTRN_ALU_ADD, &bad_tile,
                                             VTRN_ALU_BYPASS, NULL, 0, NULL),
                  VTRN_ERROR_INVALID_ARGUMENT, "x0.tile.dtype is 0");
+    vtrn_scalar_t bad_kind = immediate(1.0f);
+    bad_kind.is_tile = 3;
+    EXPECT_ERROR(vtrn_program_tensor_scalar(program, VTRN_ENGINE_DVE, tile, tile, VTRN_ALU_ADD, &bad_kind,
+                                            VTRN_ALU_BYPASS, NULL, 0, NULL),
+                 VTRN_ERROR_INVALID_ARGUMENT, "x0.is_tile is 3", "VTRN_SCALAR_INT32 (2)");
     EXPECT_ERROR(vtrn_program_tensor_tensor(program, tile, tile, tile, (vtrn_alu_op_t)0, NULL),
                  VTRN_ERROR_INVALID_ARGUMENT, "op is 0", "VTRN_ALU_ADD");
     EXPECT_ERROR(vtrn_program_tensor_reduce(program, sbuf(128, 64, 1), tile, (vtrn_alu_op_t)23, 0, NULL),
@@ -1615,6 +1726,7 @@ int main(void) {
     test_basics();
     test_semaphores_reset();
     test_matmul_accumulates();
+    test_bitvec_ops();
     test_info_per_engine();
     test_validation_engines_and_partitions();
     test_validation_access_patterns();

@@ -242,11 +242,24 @@ def test_memory_refs_mirror_the_inline_helpers():
     ("vtrn_alu_op", "VTRN_ALU_", _library.ALU_OPS),
     ("vtrn_activation", "VTRN_ACT_", _library.ACTIVATIONS),
     ("vtrn_semaphore_op", "VTRN_SEMAPHORE_", _library.SEMAPHORE_OPS),
+    ("vtrn_scalar_kind", "VTRN_SCALAR_", _library.SCALAR_KINDS),
 ])
 def test_instruction_set_enums_match_header(enum, prefix, table):
     members = HEADER.enums[enum]
     in_header = {name[len(prefix):].lower(): value for name, value in members.items() if not name.endswith("FORCE32")}
     assert table == in_header
+
+
+def test_scalar_int32_mirrors_the_inline_helper():
+    # vtrn_scalar_int32: kind VTRN_SCALAR_INT32, the int32's bits in value, tile vtrn_sbuf(0, 1, 0, INT32, 1).
+    for number in (0x7fffffff, -1, -(2**31), 0x7fc00001, 0x7f800001):  # the last two read as NaNs
+        scalar = ScalarStruct.int32(number)
+        assert scalar.is_tile == HEADER.enums["vtrn_scalar_kind"]["VTRN_SCALAR_INT32"] == 2
+        assert bytes(scalar)[ScalarStruct.value.offset:ScalarStruct.value.offset + 4] == number.to_bytes(4, "little",
+                                                                                                          signed=True)
+    tile = ScalarStruct.int32(5).tile
+    assert (tile.space, tile.dtype, tile.start_partition, tile.partitions, tile.offset, tile.dims) == (1, 6, 0, 1, 0, 1)
+    assert list(tile.size) == [1, 1, 1, 1] and list(tile.stride) == [1, 0, 0, 0]
 
 
 def test_sync_none_matches_macro():

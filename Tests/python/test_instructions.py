@@ -331,16 +331,25 @@ def as_int32(values):
     return rounded(values, "int32")
 
 
+def bitvec(op, a, b):
+    """The engines' bitvec ops on the 32-bit two's complement patterns of integer arrays (int8
+    sign-extended, uint8 zero-extended): int32 results. Shift amounts count modulo 32 and
+    shift_right is logical."""
+    a = np.asarray(a).astype(np.int32).view(np.uint32)
+    b = np.asarray(b).astype(np.int32).view(np.uint32)
+    function = {"bitwise_and": np.bitwise_and, "bitwise_or": np.bitwise_or, "bitwise_xor": np.bitwise_xor,
+                "shift_left": lambda a, b: np.left_shift(a, b & 31),
+                "shift_right": lambda a, b: np.right_shift(a, b & 31)}[op]
+    return np.asarray(function(a, b), np.uint32).view(np.int32)
+
+
 def alu(op, x, y):
-    """The engines' ALU in fp32 (comparisons give 1.0 or 0.0)."""
+    """The engines' ALU in fp32 (comparisons give 1.0 or 0.0); a bitvec op's fp32 operands stand
+    for the int32s they round to."""
     x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
     with np.errstate(all="ignore"):
-        if op in ("bitwise_and", "bitwise_or", "bitwise_xor", "shift_left", "shift_right"):
-            a, b = as_int32(x), as_int32(y)
-            function = {"bitwise_and": np.bitwise_and, "bitwise_or": np.bitwise_or, "bitwise_xor": np.bitwise_xor,
-                        "shift_left": lambda a, b: np.left_shift(a, b & 31),
-                        "shift_right": lambda a, b: np.right_shift(a, b & 31)}[op]
-            return function(a, b).astype(np.float32)
+        if op in BITWISE_OPS:
+            return bitvec(op, as_int32(x), as_int32(y)).astype(np.float32)
         return {
             "add": lambda: x + y, "subtract": lambda: x - y, "multiply": lambda: x * y, "divide": lambda: x / y,
             "max": lambda: np.maximum(x, y), "min": lambda: np.minimum(x, y),
@@ -407,9 +416,87 @@ def test_tensor_tensor_integer_ops_are_exact(serial, device, op, dtype):
     out = serial.program.sbuf(a.shape, dtype)
     serial.program.tensor_tensor(out, a_tile, b_tile, op, **serial())
     serial.store("y", out)
-    # Integers pass through fp32 (exact below 2^24) and saturate into the output dtype.
-    expected = rounded(alu(op, a.astype(np.float32), b.astype(np.float32)), dtype)
+    if op in BITWISE_OPS:
+        # Bitvec ops act on the bits; a narrow output keeps the low bits (numpy's astype wraps too).
+        expected = bitvec(op, a, b).astype(vtrn.numpy_dtype(dtype))
+    else:
+        # Arithmetic passes through fp32 (exact below 2^24) and saturates into the output dtype.
+        expected = rounded(alu(op, a.astype(np.float32), b.astype(np.float32)), dtype)
     assert_bits_equal(serial.run(device)["y"], expected)
+
+
+def int32_patterns(shape, seed):
+    """int32 values over the whole range, with the edge patterns first."""
+    values = np.random.default_rng(seed).integers(-2**31, 2**31, shape, dtype=np.int64)
+    values.ravel()[:8] = [0x7fffffff, 0x12345679, -1, -2**31, 0, 1, 0x55555555, -0x55555556]
+    return values.astype(np.int32)
+
+
+@pytest.mark.parametrize("op", BITWISE_OPS)
+def test_bitvec_ops_keep_all_32_bits(serial, device, op):
+    a = int32_patterns((64, 50), seed=10)
+    b = int32_patterns((64, 50), seed=11)
+    if op.startswith("shift"):
+        b = np.random.default_rng(12).integers(0, 40, a.shape).astype(np.int32)  # 32 and more count modulo 32
+    a_tile, b_tile = serial.load("a", a), serial.load("b", b)
+    out = serial.program.sbuf(a.shape, "int32")
+    serial.program.tensor_tensor(out, a_tile, b_tile, op, **serial())
+    serial.store("y", out)
+    assert_bits_equal(serial.run(device)["y"], bitvec(op, a, b))
+
+
+def test_bitvec_example_that_fp32_loses(serial, device):
+    a = np.array([[0x7fffffff, -8, 0x12345679]], np.int32)
+    b = np.array([[0x12345679, 1, 0x7fffffff]], np.int32)
+    tiles = serial.load("a", a), serial.load("b", b)
+    anded, shifted = serial.program.sbuf(a.shape, "int32"), serial.program.sbuf(a.shape, "int32")
+    serial.program.tensor_tensor(anded, *tiles, "bitwise_and", **serial())
+    serial.program.tensor_tensor(shifted, *tiles, "shift_right", **serial())
+    serial.store("and", anded)
+    serial.store("shift", shifted)
+    results = serial.run(device)
+    assert results["and"].tolist() == [[0x12345679, 0, 0x12345679]]
+    assert results["shift"].tolist() == [[63, 0x7ffffffc, 0]]  # shift by 25, 1, 31: logical, zeros come in
+
+
+def test_tensor_scalar_int32_immediates_and_tiles_are_exact(serial, device):
+    source = int32_patterns((32, 40), seed=13)
+    column = int32_patterns((32, 1), seed=14)
+    tile, column_tile = serial.load("x", source), serial.load("column", column)
+    masked, mixed = serial.program.sbuf(source.shape, "int32"), serial.program.sbuf(source.shape, "int32")
+    # Python integers are exact 32-bit immediates; 0xffffffff is the pattern of -1.
+    serial.program.tensor_scalar(masked, tile, "bitwise_and", 0x7ffffff5, "bitwise_xor", 0xffffffff, **serial())
+    serial.program.tensor_scalar(mixed, tile, "bitwise_or", column_tile, "shift_left", 3, reverse=2, **serial())
+    serial.store("masked", masked)
+    serial.store("mixed", mixed)
+    results = serial.run(device)
+    assert_bits_equal(results["masked"], (source & np.int32(0x7ffffff5)) ^ np.int32(-1))
+    assert_bits_equal(results["mixed"], bitvec("shift_left", np.full_like(source, 3), source | column))
+
+
+@pytest.mark.parametrize("dtype", ["int8", "uint8"])
+def test_bitvec_results_wrap_into_narrow_integers(serial, device, dtype):
+    # int8 sign-extends and uint8 zero-extends to 32 bits; the result keeps its low 8 bits.
+    values = np.arange(256, dtype=np.uint8).view(vtrn.numpy_dtype(dtype)).reshape(8, 32)
+    tile = serial.load("x", values)
+    shifted, wide = serial.program.sbuf(values.shape, dtype), serial.program.sbuf(values.shape, "int32")
+    serial.program.tensor_scalar(shifted, tile, "shift_left", 3, **serial())
+    serial.program.tensor_scalar(wide, tile, "shift_right", 1, **serial())
+    serial.store("shifted", shifted)
+    serial.store("wide", wide)
+    results = serial.run(device)
+    assert_bits_equal(results["shifted"], bitvec("shift_left", values, 3).astype(values.dtype))
+    assert_bits_equal(results["wide"], bitvec("shift_right", values, 1))
+
+
+def test_arithmetic_ops_on_int32_go_through_fp32(serial, device):
+    # The Vector Engine computes add in fp32, as NKI documents: 2^24 + 1 has no fp32.
+    a = np.array([[2**24 + 1, 2**31 - 1, 7]], np.int32)
+    tile = serial.load("a", a)
+    out = serial.program.sbuf(a.shape, "int32")
+    serial.program.tensor_scalar(out, tile, "add", 0, **serial())
+    serial.store("y", out)
+    assert serial.run(device)["y"].tolist() == [[2**24, 2**31 - 1, 7]]  # 2^31 - 1 -> 2^31 -> saturates back
 
 
 def test_tensor_tensor_reads_one_input_from_psum_and_rounds_its_output(serial, device):

@@ -168,6 +168,13 @@ RULES = [
     ("shift into a float", lambda p: p.tensor_scalar(p.sbuf((4, 4), "bf16"), p.sbuf((4, 4), "int8"), "add", 1.0,
                                                      "shift_left", 2.0),
      "0 (TENSOR_SCALAR on DVE): dst: is bf16; shift_left takes integer dtypes only"),
+    ("bitvec and arithmetic stages", lambda p: p.tensor_scalar(p.sbuf((4, 4), "int32"), p.sbuf((4, 4), "int32"),
+                                                             "bitwise_and", 3, "add", 1),
+     "0 (TENSOR_SCALAR on DVE): op1: add is an arithmetic op but op0 bitwise_and is a bitvec op; the two stages of "
+     "TENSOR_SCALAR are both bitvec or both arithmetic"),
+    ("bitvec op on POOL", lambda p: p.tensor_scalar(p.sbuf((4, 4), "int32"), p.sbuf((4, 4), "int32"), "bypass", 0,
+                                                    "shift_right", 1, engine="pool"),
+     "0 (TENSOR_SCALAR on POOL): op1: shift_right is a bitvec op; TENSOR_SCALAR runs bitvec ops on DVE only"),
     ("tensor_reduce with subtract", lambda p: p.tensor_reduce(p.sbuf((4, 1)), p.sbuf((4, 4)), "subtract"),
      "0 (TENSOR_REDUCE on DVE): op: subtract does not reduce; TENSOR_REDUCE takes add, max, min or multiply"),
     ("tensor_reduce dst", lambda p: p.tensor_reduce(p.sbuf((4, 2)), p.sbuf((4, 4)), "add"),
@@ -331,6 +338,11 @@ def test_operand_structs_the_c_builders_refuse(program):
     assert raw_failure(invalid, lambda: lib.vtrn_program_activate(program.handle, tile, 2, tile, byref(scale), None,
                                                                   None, None)) == \
         "vtrn_program_activate: scale.tile.dtype is 9; accepted: VTRN_DTYPE_FP32 (1) to VTRN_DTYPE_UINT8 (8)"
+    kind = ScalarStruct(is_tile=3, value=1.0, tile=tile)
+    assert raw_failure(invalid, lambda: lib.vtrn_program_tensor_scalar(program.handle, 4, tile, tile, 1, byref(kind), 22,
+                                                                       None, 0, None)) == \
+        "vtrn_program_tensor_scalar: x0.is_tile is 3; accepted: VTRN_SCALAR_IMMEDIATE (0), VTRN_SCALAR_TILE (1), " \
+        "VTRN_SCALAR_INT32 (2)"
     sync = SyncStruct.none()
     sync.signal_op = 7
     assert raw_failure(invalid, lambda: lib.vtrn_program_memset(program.handle, 4, tile, 1.0, byref(sync))) == \
@@ -400,6 +412,10 @@ def test_python_argument_checks(program):
     with pytest.raises(ValueError) as caught:
         program.iota(tile, [2**31])
     assert str(caught.value) == "step 2147483648 is out of range: it must fit an int32_t"
+    for immediate in (2**32, -(2**31) - 1):
+        with pytest.raises(ValueError) as caught:
+            program.tensor_scalar(tile, tile, "bitwise_and", immediate)
+        assert str(caught.value) == f"x0 {immediate} is out of range: an integer immediate is 32 bits (-2^31 to 2^32 - 1)"
     with pytest.raises(TypeError) as caught:
         program.tensor_tensor(tile, tile, tile, 1.5)
     assert str(caught.value) == "ALU op is a float; give its name (add, subtract, multiply, max, min, equal, not_equal, " \

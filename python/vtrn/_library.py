@@ -112,6 +112,7 @@ ACTIVATIONS = {name: value for value, name in enumerate((  # vtrn_activation_t (
     "copy", "exp", "log", "tanh", "sigmoid", "relu", "gelu", "gelu_tanh", "silu", "square", "sqrt", "rsqrt",
     "reciprocal"), start=1)}
 SEMAPHORE_OPS = {"add": 1, "set": 2}  # vtrn_semaphore_op_t (VTRN_SEMAPHORE_*)
+SCALAR_KINDS = {"immediate": 0, "tile": 1, "int32": 2}  # vtrn_scalar_kind_t (VTRN_SCALAR_*)
 
 
 class _VersionedStruct(ctypes.Structure):
@@ -334,13 +335,24 @@ class AccessStruct(ctypes.Structure):
 
 
 class ScalarStruct(ctypes.Structure):
-    """vtrn_scalar_t: an immediate (is_tile 0) or a [P,1] tile (is_tile 1)."""
+    """vtrn_scalar_t: an immediate (is_tile 0), a [P,1] tile (is_tile 1), or an int32 immediate
+    whose bits are value's bytes (is_tile 2; ``int32`` makes one)."""
 
     _fields_ = [
         ("is_tile", c_uint32),
         ("value", c_float),
         ("tile", AccessStruct),
     ]
+
+    @classmethod
+    def int32(cls, value):
+        """vtrn_scalar_int32 (static inline in the header): the int32's bits stored into ``value``
+        as bits (through a Python float, an int32 that reads as a signalling NaN would be quieted)."""
+        tile = AccessStruct(space=MEMORY_SPACES["sbuf"], dtype=DTYPES["int32"], start_partition=0, partitions=1, offset=0,
+                            parameter=0, dims=1, size=(1, 1, 1, 1), stride=(1, 0, 0, 0), partition_stride=0)
+        scalar = cls(is_tile=SCALAR_KINDS["int32"], value=0.0, tile=tile)
+        c_int32.from_buffer(scalar, cls.value.offset).value = value
+        return scalar
 
 
 class SyncStruct(ctypes.Structure):

@@ -60,6 +60,7 @@ from ._library import (
     DTYPES,
     ENGINE_FLAGS,
     MEMORY_SPACES,
+    SCALAR_KINDS,
     SEMAPHORE_OPS,
     WAIT_FOREVER,
     AccessStruct,
@@ -320,13 +321,20 @@ def _operand(value, what):
     return value.struct()
 
 
-def _scalar(value, what):
-    """A vtrn_scalar_t: a number, or a [P,1] AccessPattern."""
+def _scalar(value, what, integers=False):
+    """A vtrn_scalar_t: a number, or a [P,1] AccessPattern. With ``integers``, a Python or numpy
+    integer becomes an exact int32 immediate (VTRN_SCALAR_INT32): -2^31 to 2^32 - 1, taken as 32
+    bits (0xffffffff is -1); otherwise every number is passed as fp32."""
     if isinstance(value, AccessPattern):
-        return ScalarStruct(is_tile=1, value=0.0, tile=value.struct())
+        return ScalarStruct(is_tile=SCALAR_KINDS["tile"], value=0.0, tile=value.struct())
     if isinstance(value, bool) or not isinstance(value, (int, float, numpy.integer, numpy.floating)):
         raise TypeError(f"{what} is a {type(value).__name__}; it is a number or a [P,1] AccessPattern")
-    return ScalarStruct(is_tile=0, value=float(value))
+    if integers and isinstance(value, (int, numpy.integer)):
+        value = int(value)
+        if not -(1 << 31) <= value < (1 << 32):
+            raise ValueError(f"{what} {value} is out of range: an integer immediate is 32 bits (-2^31 to 2^32 - 1)")
+        return ScalarStruct.int32(value - (1 << 32) if value >= (1 << 31) else value)
+    return ScalarStruct(is_tile=SCALAR_KINDS["immediate"], value=float(value))
 
 
 def _semaphore_pair(pair, what):
@@ -472,12 +480,13 @@ class Program(_Resource):
                       signal_set=None):
         """TENSOR_SCALAR (DVE, ACT or POOL): dst = (src op0 x0) op1 x1; x a number or a [P,1]
         tile; op1 None skips the second stage. Bit 0 of ``reverse`` makes the first stage
-        x0 op0 src, bit 1 the second x1 op1 (...)."""
+        x0 op0 src, bit 1 the second x1 op1 (...). An integer x is an exact 32-bit immediate
+        (what the bitvec ops need; arithmetic ops see its nearest fp32), a float x an fp32 one."""
         engine = _enum_value(engine, ENGINE_FLAGS, "engine")
         op0 = _enum_value(op0, ALU_OPS, "ALU op")
         op1 = ALU_OPS["bypass"] if op1 is None else _enum_value(op1, ALU_OPS, "ALU op")
-        x0 = _scalar(x0, "x0")
-        x1 = None if x1 is None else byref(_scalar(x1, "x1"))
+        x0 = _scalar(x0, "x0", integers=True)
+        x1 = None if x1 is None else byref(_scalar(x1, "x1", integers=True))
         check(lib.vtrn_program_tensor_scalar(self._handle, engine, _operand(dst, "dst"), _operand(src, "src"), op0,
                                              byref(x0), op1, x1, unsigned(reverse, "uint32_t", "reverse"),
                                              _sync(wait, signal, signal_set)))

@@ -1,0 +1,157 @@
+import Testing
+@testable import VtrnDevice
+
+/// The core executor driven directly: programs of a few instructions, their virtual timelines.
+@Suite struct ExecutorTests {
+    let executor = CoreExecutor(preset: .trn1)
+
+    func tile(_ elements: Int, offset: Int = 0) -> AccessPattern {
+        AccessPattern(space: .sbuf, dtype: .fp32, partitions: 1, offset: offset, sizes: [elements])
+    }
+
+    /// Runs `instructions` traced; each instruction's start on the timeline, by index.
+    func starts(_ instructions: [Instruction]) throws -> [Int: Double] {
+        let program = try LoadedProgram(instructions: instructions, parameters: [], preset: .trn1)
+        let outcome = executor.run(program, bindings: [], deadline: nil, trace: true)
+        #expect(outcome.failure == nil)
+        return Dictionary(uniqueKeysWithValues: outcome.trace.map { ($0.instruction, $0.start) })
+    }
+
+    func end(of instruction: Instruction, startingAt start: Double) -> Double { start + executor.cost(of: instruction) }
+
+    @Test func aWaitStartsWhenTheSemaphoreFirstReachedItsValue() throws {
+        // DVE signals semaphore 0 twice: early (a short memset) and late (a long one). ACT's second
+        // instruction waits for the first signal only, so it starts when ACT is free, not after
+        // DVE's second signal (the executor runs DVE's second instruction before it).
+        let short = Instruction(engine: .dve, operation: .memset(destination: tile(1), value: 1),
+                                sync: Synchronization(signalSemaphore: 0, signalValue: 1))
+        let long = Instruction(engine: .dve, operation: .memset(destination: tile(16_384, offset: 64), value: 2),
+                               sync: Synchronization(signalSemaphore: 0, signalValue: 1))
+        let busy = Instruction(engine: .act, operation: .tensorCopy(destination: tile(2048, offset: 65_600),
+                                                                      source: tile(2048, offset: 65_600)))
+        let first = Instruction(engine: .act, operation: .tensorCopy(destination: tile(1, offset: 80_000), source: tile(1)),
+                                sync: Synchronization(waitSemaphore: 0, waitValue: 1))
+        let second = Instruction(engine: .pool, operation: .tensorCopy(destination: tile(1, offset: 80_064), source: tile(1)),
+                                 sync: Synchronization(waitSemaphore: 0, waitValue: 2))
+        let start = try starts([busy, short, long, first, second])
+        let busyEnd = end(of: busy, startingAt: 0), shortEnd = end(of: short, startingAt: 0)
+        let longEnd = end(of: long, startingAt: shortEnd)
+        #expect(shortEnd < busyEnd && busyEnd < longEnd)
+        #expect(start[2] == shortEnd)
+        #expect(start[3] == busyEnd)  // the latest signal's time would be longEnd
+        #expect(start[4] == longEnd)
+    }
+
+    @Test func aSignalEndingBeforeOneAppliedEarlierCountsFromItsOwnTime() throws {
+        // DVE and POOL both signal semaphore 1. Both start at 0, and the executor applies DVE's
+        // (ending late) first, then POOL's (ending early): the value 1 was first reached at POOL's end.
+        let late = Instruction(engine: .dve, operation: .memset(destination: tile(16_384), value: 1),
+                               sync: Synchronization(signalSemaphore: 1, signalValue: 1))
+        let early = Instruction(engine: .pool, operation: .memset(destination: tile(2000, offset: 65_536), value: 1),
+                                sync: Synchronization(signalSemaphore: 1, signalValue: 1))
+        let quick = Instruction(engine: .act, operation: .tensorCopy(destination: tile(1, offset: 80_000), source: tile(1, offset: 80_000)))
+        let one = Instruction(engine: .act, operation: .tensorCopy(destination: tile(1, offset: 80_064), source: tile(1)),
+                              sync: Synchronization(waitSemaphore: 1, waitValue: 1))
+        let two = Instruction(engine: .act, operation: .tensorCopy(destination: tile(1, offset: 80_128), source: tile(1)),
+                              sync: Synchronization(waitSemaphore: 1, waitValue: 2))
+        let start = try starts([quick, late, early, one, two])
+        let earlyEnd = end(of: early, startingAt: 0), lateEnd = end(of: late, startingAt: 0)
+        #expect(end(of: quick, startingAt: 0) < earlyEnd && earlyEnd < lateEnd)
+        #expect(start[3] == earlyEnd)
+        #expect(start[4] == lateEnd)
+    }
+
+    @Test func aSetStartsTheHistoryAgain() throws {
+        // Four adds reach 4; a SET to 5 then gives the value the waiter wants: it starts when the SET ends.
+        var instructions: [Instruction] = []
+        for index in 0..<4 {
+            instructions.append(Instruction(engine: .dve, operation: .memset(destination: tile(512, offset: index * 2048), value: 0),
+                                            sync: Synchronization(signalSemaphore: 2, signalValue: 1)))
+        }
+        let set = Instruction(engine: .dve, operation: .semaphoreSignal(semaphore: 2, op: .set, value: 5))
+        let waiter = Instruction(engine: .act, operation: .semaphoreWait(semaphore: 2, value: 5))
+        let start = try starts(instructions + [set, waiter])
+        let setEnd = end(of: set, startingAt: start[4]!)
+        #expect(start[5] == setEnd)
+    }
+
+    @Test func semaphoreHistoryAnswersTheFirstTimeAValueWasReached() {
+        var history = SemaphoreHistory()
+        #expect(history.firstTime(reaching: 0) == 0)
+        var value: UInt32 = 0
+        value = history.add(1, to: value, at: 10)
+        value = history.add(2, to: value, at: 30)
+        value = history.add(1, to: value, at: 20)  // out of order: 1 at 10, 2 at 20, 4 at 30
+        #expect(value == 4)
+        #expect(history.firstTime(reaching: 1) == 10)
+        #expect(history.firstTime(reaching: 2) == 20)
+        #expect(history.firstTime(reaching: 3) == 30 && history.firstTime(reaching: 4) == 30)
+        value = history.add(3, to: value, at: 5)  // before every other: 3 at 5, 4 at 10, 5 at 20, 7 at 30
+        #expect(history.firstTime(reaching: 3) == 5 && history.firstTime(reaching: 5) == 20)
+        value = history.add(0, to: value, at: 1)
+        #expect(value == 7 && history.firstTime(reaching: 3) == 5)
+        value = history.add(.max, to: value, at: 40)  // wraps: starts again
+        #expect(value == 6 && history.firstTime(reaching: 1) == 40)
+        history.set(2, at: 50)
+        #expect(history.firstTime(reaching: 1) == 50)
+    }
+}
+
+/// The integer (bitvec) path: exact on 32 bits, whatever fp32 could hold.
+@Suite struct BitvecTests {
+    let executor = CoreExecutor(preset: .trn1)
+
+    func int32s(_ count: Int, offset: Int) -> AccessPattern {
+        AccessPattern(space: .sbuf, dtype: .int32, partitions: 1, offset: offset, sizes: [count])
+    }
+
+    func write(_ values: [Int32], at offset: Int) {
+        let pointer = executor.sbufPointer(partition: 0, offset: offset).assumingMemoryBound(to: Int32.self)
+        for (index, value) in values.enumerated() { pointer[index] = value }
+    }
+
+    func read(_ count: Int, at offset: Int) -> [Int32] {
+        let pointer = executor.sbufPointer(partition: 0, offset: offset).assumingMemoryBound(to: Int32.self)
+        return (0..<count).map { pointer[$0] }
+    }
+
+    func run(_ operations: [Operation]) throws {
+        let program = try LoadedProgram(instructions: operations.map { Instruction(engine: .dve, operation: $0) }, parameters: [],
+                                        preset: .trn1)
+        #expect(executor.run(program, bindings: [], deadline: nil).failure == nil)
+    }
+
+    @Test func bitwiseOpsKeepEveryBit() throws {
+        write([0x7fff_ffff, -8, .min, 0x1234_5679], at: 0)
+        write([0x1234_5679, 1, 31, 33], at: 64)
+        let a = int32s(4, offset: 0), b = int32s(4, offset: 64)
+        try run([
+            .tensorTensor(destination: int32s(4, offset: 128), a: a, b: b, op: .bitwiseAnd),
+            .tensorTensor(destination: int32s(4, offset: 192), a: a, b: b, op: .shiftRight),
+            .tensorScalar(destination: int32s(4, offset: 256), source: a, op0: .bitwiseXor, x0: .integer(-1), op1: .shiftLeft,
+                          x1: .integer(4), reverse: 0),
+        ])
+        #expect(read(4, at: 128) == [0x1234_5679, 0, 0, 0x1234_5679 & 33])
+        // Logical right shifts by 0x1234_5679 & 31 = 25, 1, 31 and 33 & 31 = 1.
+        let shifted: [Int32] = [0x7fff_ffff >> 25, 0x7fff_fffc, 1, 0x1234_5679 >> 1]
+        #expect(read(4, at: 192) == shifted)
+        let expected: [Int32] = [(~0x7fff_ffff) &<< 4, 7 &<< 4, 0x7fff_ffff &<< 4, (~0x1234_5679) &<< 4]
+        #expect(read(4, at: 256) == expected)
+    }
+
+    @Test func int32ConversionsSignExtendAndWrap() {
+        var loaded = [Int32](repeating: 0, count: 4)
+        let bytes: [UInt8] = [0x80, 0xff, 0x7f, 0x01]
+        bytes.withUnsafeBytes { Conversion.loadInt32(.int8, from: $0.baseAddress!, stride: 1, count: 4, into: &loaded) }
+        #expect(loaded == [-128, -1, 127, 1])
+        bytes.withUnsafeBytes { Conversion.loadInt32(.uint8, from: $0.baseAddress!, stride: 1, count: 4, into: &loaded) }
+        #expect(loaded == [128, 255, 127, 1])
+        let floats: [Float] = [2.5, -3.5, 3e9, .nan]
+        floats.withUnsafeBytes { Conversion.loadInt32(.fp32, from: $0.baseAddress!, stride: 1, count: 4, into: &loaded) }
+        #expect(loaded == [2, -4, .max, 0])
+        var stored = [UInt8](repeating: 0, count: 4)
+        let values: [Int32] = [0x1ff, -129, 256, -1]
+        stored.withUnsafeMutableBytes { Conversion.storeInt32Bits(.int8, from: values, count: 4, to: $0.baseAddress!, stride: 1) }
+        #expect(stored == [0xff, 0x7f, 0x00, 0xff])
+    }
+}
