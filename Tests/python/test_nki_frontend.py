@@ -357,3 +357,34 @@ def test_python_m_run_usage_errors(tmp_path):
     unknown = subprocess.run([sys.executable, "-m", "vtrn.nki", "frobnicate"], capture_output=True, text=True,
                              env=environment, timeout=300)
     assert unknown.returncode == 2 and "unknown command 'frobnicate'" in unknown.stderr
+
+
+# -- functions built from several instructions ------------------------------------------------------
+
+@nki.jit
+def composites(a):
+    rows, columns = a.shape
+    sums = nl.ndarray((1, columns), dtype=nl.float32, buffer=nl.shared_hbm)
+    peaks = nl.ndarray((1, columns), dtype=nl.float32, buffer=nl.shared_hbm)
+    identity = nl.ndarray((rows, rows), dtype=nl.float32, buffer=nl.shared_hbm)
+    transposed = nl.ndarray((columns, rows), dtype=nl.float32, buffer=nl.shared_hbm)
+    variance = nl.ndarray((rows, 1), dtype=nl.float32, buffer=nl.shared_hbm)
+    x = nl.load(a)
+    nl.store(sums, value=nisa.tensor_partition_reduce(nl.add, x))
+    nl.store(peaks, value=nisa.tensor_partition_reduce(nl.max, x))
+    nl.store(identity, value=nl.shared_identity_matrix(rows, dtype=nl.float32))
+    nl.store(transposed, value=nisa.dma_transpose(a))
+    offsets = nl.load(nl.shared_constant(np.arange(rows * columns, dtype=np.float32).reshape(rows, columns)))
+    nl.store(variance, value=nl.var(nl.add(x, offsets), axis=1))
+    return sums, peaks, identity, transposed, variance
+
+
+def test_partition_reductions_identity_constants_and_variance():
+    a = rand(128, 100)
+    sums, peaks, identity, transposed, variance = nki.simulate_kernel(composites, a)
+    np.testing.assert_allclose(sums[0], a.sum(axis=0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(peaks[0], a.max(axis=0))
+    np.testing.assert_array_equal(identity, np.eye(128, dtype=np.float32))
+    np.testing.assert_array_equal(transposed, a.T)
+    shifted = a.astype(np.float64) + np.arange(a.size).reshape(a.shape)
+    np.testing.assert_allclose(variance[:, 0], shifted.var(axis=1), rtol=1e-4)

@@ -680,6 +680,7 @@ class Trace:
         self.program_ids = program_ids
         self.grid = grid
         self.names = set()
+        self.constants = {}             # parameter name -> numpy array (nl.shared_constant)
 
     def add(self, op):
         op.index = len(self.ops)

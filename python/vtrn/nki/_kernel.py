@@ -197,6 +197,7 @@ class Compiled:
     kernel: object                     # vtrn.Kernel
     parameters: list                   # [(name, shape, dtype, kind)]
     inputs: dict                       # argument key -> parameter name
+    constants: dict                    # parameter name -> numpy array (nl.shared_constant)
     outputs: object                    # the return structure, parameter names in place of tensors
     written_inputs: list               # input parameter names the kernel writes
     origin: list                       # program instruction index -> op
@@ -332,7 +333,7 @@ def _compile(ctx, kernel, grid, ids, items, core):
     parameters = [(b.name, b.shape, b.dtype, b.kind) for b in trace.parameters]
     written_inputs = [b.name for b in trace.parameters if b.kind == "input" and b.name in written]
     loaded_at = time.perf_counter()
-    return Compiled(loaded, parameters, inputs, outputs, written_inputs, origin, count,
+    return Compiled(loaded, parameters, inputs, trace.constants, outputs, written_inputs, origin, count,
                     (traced - started) * 1000, (loaded_at - traced) * 1000)
 
 
@@ -417,8 +418,9 @@ def _run(ctx, kernel, grid, args, kwargs):
                 memory = memories.get(name) if kind != "scratch" else None
                 if memory is None:
                     argument = next((key for key, value in instance.inputs.items() if value == name), None)
-                    if argument is not None:
-                        array = numpy.ascontiguousarray(values[argument], dtype=numpy_dtype(dtype))
+                    if argument is not None or name in instance.constants:
+                        array = instance.constants[name] if argument is None else \
+                            numpy.ascontiguousarray(values[argument], dtype=numpy_dtype(dtype))
                         memory = ctx.device.to_device(array) if array.nbytes else ctx.device.allocate(1)
                     else:
                         memory = ctx.device.allocate(max(1, int(numpy.prod(shape, dtype=numpy.int64)) *

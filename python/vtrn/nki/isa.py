@@ -494,10 +494,84 @@ def _not_yet(name, detail=""):
     return function
 
 
-for _name in ("tensor_partition_reduce", "tensor_tensor_scan", "tensor_scalar_reduce", "tensor_copy_predicated",
-              "range_select", "select_reduce", "bn_stats", "bn_aggr", "local_gather", "nc_n_gather", "dma_transpose",
+def tensor_partition_reduce(*args, mask=None, dtype=None, dst=None, **kwargs):
+    """op over the partitions of data [P, F] into [1, F]: add as a matmul by a ones vector on the
+    tensor engine; max and min by transposing 128-column blocks on the PE, reducing their free
+    axis on the vector engine and transposing back."""
+    api = "nisa.tensor_partition_reduce"
+    args = list(args)
+    if dst is None and args and isinstance(args[0], Tensor):
+        dst = args.pop(0)
+    op = args[0] if args else kwargs.pop("op")
+    data = args[1] if len(args) > 1 else kwargs.pop("data")
+    name = _op_name(op, api)
+    view = nl._onchip(data, api, "data")
+    if len(view.shape) != 2:
+        unsupported(api, "data with more than one free dimension")
+    partitions, free = view.shape
+    out_dtype = nl._dtype_or(dtype, view.buffer.dtype, api)
+    result = nl._new("sbuf", (1, free), out_dtype, api)
+    if name == "add":
+        source = view
+        if view.buffer.space != "sbuf" or not _core.is_float(view.buffer.dtype):
+            source = nl._new("sbuf", view.shape, "fp32", api)._view
+            nl._record("act", "activate", [source], [view], api, function="copy", src=view, scale=1.0)
+        ones_dtype = "fp32" if source.buffer.dtype == "fp32" else "bf16"
+        if source.buffer.dtype not in ("fp32", "bf16"):
+            staged = nl._new("sbuf", view.shape, "bf16", api)._view
+            nl._record("act", "activate", [staged], [source], api, function="copy", src=source, scale=1.0)
+            source = staged
+        ones = nl._new("sbuf", (partitions, 1), ones_dtype, api)._view
+        nl._record("dve", "memset", [ones], [], api, value=1.0)
+        for start in range(0, free, GEMM_MOVING_FMAX):
+            width = min(GEMM_MOVING_FMAX, free - start)
+            moving = source.index((slice(None), slice(start, start + width)), api)
+            total = nl._new("psum", (1, width), "fp32", api)._view
+            nl._record("pe", "matmul", [total], [ones, moving], api, stationary=ones, moving=moving, accumulate=False)
+            target = result._view.index((slice(None), slice(start, start + width)), api)
+            nl._record("act", "activate", [target], [total], api, function="copy", src=total, scale=1.0)
+    elif name in ("max", "min"):
+        for start in range(0, free, PMAX):
+            width = min(PMAX, free - start)
+            block = view.index((slice(None), slice(start, start + width)), api)
+            flipped = nl._transpose(api, block, "pe")                       # [width, P] in PSUM
+            column = nl._reduce(api, name, flipped, 1, "fp32", True, None)     # [width, 1]
+            back = nl._transpose(api, column._view, "pe")                    # [1, width] in PSUM
+            target = result._view.index((slice(None), slice(start, start + width)), api)
+            nl._record("act", "activate", [target], [back._view], api, function="copy", src=back._view, scale=1.0)
+    else:
+        unsupported(api, f"the operator {name} (add, max and min are supported)")
+    return _finish(dst, result, api)
+
+
+def reciprocal(*args, dtype=None, mask=None, dst=None, **kwargs):
+    """1 / data, element by element (vector engine)."""
+    api = "nisa.reciprocal"
+    args = list(args)
+    if dst is None and len(args) == 2:
+        dst = args.pop(0)
+    data = args[0] if args else kwargs.pop("data")
+    return _finish(dst, nl._scalar_op(api, data, "reciprocal", 0.0, dtype, mask), api)
+
+
+def dma_transpose(*args, axes=None, mask=None, dtype=None, dst=None, **kwargs):
+    """A 2-D HBM tensor read transposed into SBUF by the DMA engine: tile[j, i] = src[i, j]."""
+    api = "nisa.dma_transpose"
+    args = list(args)
+    if dst is None and len(args) == 2:
+        dst = args.pop(0)
+    src = args[0] if args else kwargs.pop("src")
+    if not isinstance(src, Tensor) or src._view.buffer.space != "hbm" or len(src.shape) != 2:
+        unsupported(api, "sources other than a 2-D HBM tensor")
+    if axes not in (None, (1, 0), [1, 0]):
+        unsupported(api, f"axes {axes!r} (a 2-D transpose, axes=(1, 0))")
+    return _finish(dst, nl.load(src.T, mask=mask, dtype=dtype), api)
+
+
+for _name in ("tensor_tensor_scan", "tensor_scalar_reduce", "tensor_copy_predicated",
+              "range_select", "select_reduce", "bn_stats", "bn_aggr", "local_gather", "nc_n_gather",
               "dma_compute", "max8", "nc_find_index8", "nc_match_replace8", "nc_stream_shuffle", "dropout", "rng",
-              "rand2", "sendrecv", "core_barrier", "nc_matmul_mx", "quantize_mx", "exponential", "reciprocal",
+              "rand2", "sendrecv", "core_barrier", "nc_matmul_mx", "quantize_mx", "exponential",
               "tensor_scalar_cumulative", "sequence_bounds", "nonzero_with_count", "register_alloc",
               "register_load", "register_move", "register_store", "rand_set_state", "rand_get_state",
               "set_rng_seed"):

@@ -299,6 +299,34 @@ def full_like(a, fill_value, dtype=None, buffer=None, name="", **kwargs):
     return full(a.shape, fill_value, a.dtype if dtype is None else dtype, buffer=buffer or a.buffer, name=name)
 
 
+def shared_constant(constant, dtype=None, **kwargs):
+    """An HBM tensor holding ``constant`` (a numpy array, or the path of a .npy file)."""
+    api = "nl.shared_constant"
+    if isinstance(constant, str):
+        constant = numpy.load(constant)
+    if not isinstance(constant, numpy.ndarray):
+        fail(f"constant is a {type(constant).__name__}; a numpy array or a .npy path", api)
+    vtrn_name = _dtype_or(dtype, None, api) if dtype is not None else vtrn_dtype(constant.dtype, api)
+    trace = current(api)
+    buffer = trace.hbm(constant.shape, vtrn_name, "constant", "constant", _where())
+    trace.constants[buffer.name] = numpy.ascontiguousarray(constant, dtype=_core.numpy_dtype(vtrn_name))
+    return Tensor(View.whole(buffer))
+
+
+def shared_identity_matrix(n, dtype=uint8, **kwargs):
+    """An [n, n] identity tile in SBUF (gpsimd: affine_select on the partition and column index)."""
+    api = "nl.shared_identity_matrix"
+    n = _core._int(n)
+    if not 0 < n <= PMAX:
+        fail(f"n is {n}; an identity tile has 1 to {PMAX} partitions", api)
+    out_dtype = vtrn_dtype(dtype, api)
+    ones = _filled((n, n), dtype, sbuf, 1.0, api)
+    tile = _new("sbuf", (n, n), out_dtype, api)
+    _record("pool", "affine_select", [tile._view], [ones._view], api, steps=[-1], offset=0, channel_multiplier=1,
+            cmp="equal", on_true=ones._view, on_false=0.0)
+    return tile
+
+
 def _memset_view(view, value, api, engine="dve"):
     if view.buffer.space == "hbm":
         unsupported(api, "filling HBM directly (fill a tile and nl.store it)")
@@ -929,6 +957,15 @@ def mean(x, axis, dtype=None, keepdims=False, mask=None, **kwargs):
     out = total._view
     _record("dve", "tensor_scalar", [out], [out], api, src=out, op0="multiply", x0=1.0 / count, reverse=0)
     return total
+
+
+def var(x, axis, dtype=None, keepdims=False, mask=None, **kwargs):
+    """nl.var: the mean of squared deviations from the mean over ``axis`` (population variance)."""
+    api = "nl.var"
+    centre = mean(x, axis, dtype="float32", keepdims=True, mask=mask)
+    deviation = _binary(api, x, centre, "subtract", dtype="float32", mask=mask)
+    squared = _binary(api, deviation, deviation, "multiply", dtype="float32", mask=mask)
+    return mean(squared, axis, dtype=dtype or x.dtype, keepdims=keepdims, mask=mask)
 
 
 def all(x, axis, dtype=None, keepdims=False, mask=None, **kwargs):  # noqa: A001
