@@ -19,6 +19,14 @@ from vtrn.nki import isa as nisa
 from vtrn.nki import language as nl
 
 HERE = os.path.basename(__file__)
+vtrn_nki_close = nki.close
+
+@pytest.fixture(autouse=True, scope="module")
+def release_nki_runtime():
+    """vtrn.nki holds the cores of the runtime it opens; later test modules need them back."""
+    yield
+    vtrn_nki_close()
+
 
 
 def line_of(marker):
@@ -388,3 +396,19 @@ def test_partition_reductions_identity_constants_and_variance():
     np.testing.assert_array_equal(transposed, a.T)
     shifted = a.astype(np.float64) + np.arange(a.size).reshape(a.shape)
     np.testing.assert_allclose(variance[:, 0], shifted.var(axis=1), rtol=1e-4)
+
+
+def test_kernels_run_on_a_device_of_the_callers_runtime():
+    import vtrn
+    nki.close()
+    with vtrn.Runtime(topology="trn2") as runtime:
+        nki.use_device(runtime.device(0))
+        try:
+            a, b = rand(16, 8), rand(16, 8, seed=1)
+            np.testing.assert_array_equal(nki.simulate_kernel(add_kernel, a, b), a + b)
+            assert nki.last_report().target == "trn2"
+            runtime.device(0).load(runtime.program(), core=0).close()   # the same runtime holds core 0
+        finally:
+            nki.use_device(None)
+    np.testing.assert_array_equal(nki.simulate_kernel(add_kernel, a, b), a + b)   # back on vtrn.nki's own
+    assert nki.last_report().target == "trn1"

@@ -32,6 +32,14 @@ from support import PYTHON_FOLDER, REPOSITORY, child_environment
 import vtrn.nki as vtrn_nki  # noqa: E402
 
 vtrn_nki.install_import_shim()
+vtrn_nki_close = vtrn_nki.close
+
+@pytest.fixture(autouse=True, scope="module")
+def release_nki_runtime():
+    """vtrn.nki holds the cores of the runtime it opens; later test modules need them back."""
+    yield
+    vtrn_nki_close()
+
 
 try:
     import ml_dtypes

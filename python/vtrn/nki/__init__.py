@@ -20,16 +20,21 @@ How it works: the kernel runs once in Python to be recorded (loops unroll; tiles
 buffers), buffers get SBUF/PSUM places, engine dependencies become semaphore waits, and the
 program is loaded on a virtual core (cached: the same kernel, shapes, dtypes and constant
 arguments load once) and executed with the numpy inputs in HBM. See the README's NKI section.
+
+Devices: vtrn.nki opens a runtime of its own on first use (VTRN_TOPOLOGY's first device, or the
+kernel's platform_target) and holds the cores it runs on until ``vtrn.nki.close()`` or exit, as a
+process holds NeuronCores. To run kernels on a device of your own runtime instead (and share the
+process with it), call ``vtrn.nki.use_device(device)``.
 """
 
 from . import isa, language, typing
 from ._core import NKIError, NKIUnsupportedError
-from ._kernel import JitKernel, Launch, Report, as_kernel, last_report, run
+from ._kernel import JitKernel, Launch, Report, as_kernel, close, last_report, run, use_device
 from ._shim import install_import_shim, uninstall_import_shim
 
 __all__ = ["jit", "simulate_kernel", "simulate", "baremetal", "benchmark", "profile", "language", "isa", "typing",
            "NKIError", "NKIUnsupportedError", "Report", "last_report", "simulate_with_report",
-           "install_import_shim", "uninstall_import_shim"]
+           "install_import_shim", "uninstall_import_shim", "use_device", "close"]
 
 
 def jit(func=None, mode="auto", **kwargs):

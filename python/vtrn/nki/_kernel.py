@@ -123,19 +123,24 @@ def as_kernel(kernel):
 class _Context:
     """A runtime and device to run kernels on, with the loaded kernels cached."""
 
-    def __init__(self, topology=None, trace_path=None):
-        previous = os.environ.get("VTRN_TRACE")
-        try:
-            if trace_path is not None:
-                os.environ["VTRN_TRACE"] = trace_path
-            self.runtime = Runtime(topology=topology)
-        finally:
-            if trace_path is not None:
-                if previous is None:
-                    os.environ.pop("VTRN_TRACE", None)
-                else:
-                    os.environ["VTRN_TRACE"] = previous
-        self.device = self.runtime.device(0)
+    def __init__(self, topology=None, trace_path=None, device=None):
+        self.owned = device is None
+        if device is None:
+            previous = os.environ.get("VTRN_TRACE")
+            try:
+                if trace_path is not None:
+                    os.environ["VTRN_TRACE"] = trace_path
+                self.runtime = Runtime(topology=topology)
+            finally:
+                if trace_path is not None:
+                    if previous is None:
+                        os.environ.pop("VTRN_TRACE", None)
+                    else:
+                        os.environ["VTRN_TRACE"] = previous
+            device = self.runtime.device(0)
+        else:
+            self.runtime = device.runtime
+        self.device = device
         info = self.device.info
         cores = [core for core in self.device.cores() if core.visible]
         if not cores:
@@ -152,8 +157,11 @@ class _Context:
         self.lock = threading.Lock()
 
     def close(self):
+        for compiled in self.cache.values():
+            compiled.kernel.close()
         self.cache.clear()
-        self.runtime.close()
+        if self.owned:
+            self.runtime.close()
 
 
 _contexts = {}
@@ -162,10 +170,30 @@ _contexts_lock = threading.Lock()
 
 def context(topology=None):
     with _contexts_lock:
+        chosen = _contexts.get("device")
+        if chosen is not None and not chosen.runtime.closed:
+            return chosen
         found = _contexts.get(topology)
         if found is None or found.runtime.closed:
             found = _contexts[topology] = _Context(topology)
         return found
+
+
+def use_device(device):
+    """Runs kernels of every target on ``device`` (a vtrn.Device of your runtime) from now on,
+    instead of a runtime of vtrn.nki's own; None goes back to vtrn.nki's own."""
+    with _contexts_lock:
+        previous = _contexts.pop("device", None)
+        if previous is not None:
+            previous.close()
+        if device is not None:
+            _contexts["device"] = _Context(device=device)
+
+
+def close():
+    """Unloads vtrn.nki's kernels and closes the runtime it opened (releasing its cores); the next
+    kernel run opens a new one. Called at exit."""
+    _close_all()
 
 
 @atexit.register

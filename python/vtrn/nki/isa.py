@@ -36,6 +36,22 @@ class engine:
     sync = "sp"
 
 
+# The legacy module-level names of the engines.
+tensor_engine = engine.tensor
+vector_engine = engine.vector
+scalar_engine = engine.scalar
+gpsimd_engine = engine.gpsimd
+unknown_engine = engine.unknown
+dma_engine = "dma"
+
+
+class matmul_perf_mode:
+    """nki.isa.matmul_perf_mode: double_row (trn2, fp8) runs two rows per PE pass."""
+    none = "none"
+    double_row = "double_row"
+    double_row_gen3 = "double_row_gen3"
+
+
 class reduce_cmd:
     """nki.isa.reduce_cmd for activation's reduction register."""
     idle = "idle"
@@ -125,6 +141,15 @@ def nc_matmul(*args, is_stationary_onezero=False, is_moving_onezero=False, is_tr
     moving = args[1] if len(args) > 1 else kwargs.pop("moving")
     if is_transpose:
         return nc_transpose(moving, dst=dst)
+    if perf_mode not in (None, "none", matmul_perf_mode.none):
+        if perf_mode not in (matmul_perf_mode.double_row, matmul_perf_mode.double_row_gen3):
+            fail(f"perf_mode {perf_mode!r} is not none or double_row", api)
+        if get_nc_version() < nc_version.gen3:
+            fail("perf_mode double_row needs a NeuronCore-v3 (trn2); this kernel is traced for trn1", api)
+        for operand, what in ((stationary, "stationary"), (moving, "moving")):
+            if not isinstance(operand, Tensor) or not operand._view.buffer.dtype.startswith("fp8"):
+                fail(f"perf_mode double_row takes float8 operands; {what} is "
+                     f"{getattr(operand, 'dtype', type(operand).__name__)}", api)
     if dst is not None and accumulate is None:
         # NKI 0.2+: the first matmul into a PSUM tile overwrites it, the next ones accumulate, until
         # something reads it.

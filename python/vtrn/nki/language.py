@@ -653,6 +653,7 @@ _ACTIVATION_NAMES = {
     "cos": "cos", "arctan": "arctan", "softplus": "softplus", "mish": "mish", "gelu_dx": "gelu_dx",
     "silu_dx": "silu_dx", "erf_dx": "erf_dx", "gelu_apprx_sigmoid": "gelu_apprx_sigmoid",
     "gelu_apprx_sigmoid_dx": "gelu_apprx_sigmoid_dx", "identity": "copy", "tan": "tan", "exp2": "exp2",
+    "absolute": "abs", "prelu": "prelu",
 }
 
 
@@ -762,7 +763,8 @@ _ALU_NAMES = {
     "greater_equal": "greater_equal", "less": "less", "less_equal": "less_equal", "bitwise_and": "bitwise_and",
     "bitwise_or": "bitwise_or", "bitwise_xor": "bitwise_xor", "left_shift": "shift_left",
     "right_shift": "shift_right", "logical_and": "logical_and", "logical_or": "logical_or",
-    "logical_xor": "logical_xor", "max": "max", "min": "min",
+    "logical_xor": "logical_xor", "max": "max", "min": "min", "amax": "max", "amin": "min", "sum": "add",
+    "prod": "multiply", "true_divide": "divide",
 }
 
 
