@@ -180,24 +180,30 @@ typedef enum vtrn_memory_space {
     VTRN_MEMORY_FORCE32 = 0x7fffffff
 } vtrn_memory_space_t;
 
-/** Arithmetic of TENSOR_TENSOR, TENSOR_SCALAR, TENSOR_REDUCE (add, max, min, multiply) and
+/** Arithmetic of TENSOR_TENSOR, TENSOR_SCALAR, TENSOR_REDUCE (the ops NKI can reduce with) and
  *  AFFINE_SELECT (the comparisons). Two kinds, as NKI's:
  *  - arithmetic ops (all but the bitvec ones) compute in fp32: operands of any dtype are widened
  *    to fp32 and the result rounded to the output's dtype (so int32 values beyond 2^24 round).
  *    Comparisons give 1.0 or 0.0.
- *  - bitvec ops (BITWISE_AND/OR/XOR, SHIFT_LEFT, SHIFT_RIGHT) take integer dtypes only and act on
+ *  - bitvec ops (BITWISE_AND/OR/XOR, SHIFT_LEFT, SHIFT_RIGHT, INVERT) take integer dtypes only and act on
  *    32-bit two's complement patterns, exactly: int8 is sign-extended, uint8 zero-extended, and a
  *    result written to int8/uint8 keeps its low 8 bits (no saturation). Shift amounts count modulo
  *    32; SHIFT_RIGHT is logical (zeros come in, as NKI's right_shift). An fp32 immediate or tile
  *    operand of a bitvec op stands for the int32 it rounds to (nearest even, saturated); use
  *    vtrn_scalar_int32 for exact 32-bit immediates. TENSOR_SCALAR runs bitvec ops on DVE only,
- *    and its two stages are both bitvec or both arithmetic. */
+ *    and its two stages are both bitvec or both arithmetic.
+ *  One-operand ops (ABS, RECIPROCAL, RSQRT, LOGICAL_NOT, INVERT) ignore TENSOR_SCALAR's scalar
+ *  and are refused by TENSOR_TENSOR. */
 typedef enum vtrn_alu_op {
     VTRN_ALU_ADD = 1, VTRN_ALU_SUBTRACT, VTRN_ALU_MULTIPLY, VTRN_ALU_MAX, VTRN_ALU_MIN,
     VTRN_ALU_EQUAL, VTRN_ALU_NOT_EQUAL, VTRN_ALU_GREATER, VTRN_ALU_GREATER_EQUAL, VTRN_ALU_LESS, VTRN_ALU_LESS_EQUAL,
     VTRN_ALU_POW, VTRN_ALU_ABS, VTRN_ALU_RECIPROCAL, VTRN_ALU_RSQRT, VTRN_ALU_DIVIDE,
     VTRN_ALU_BITWISE_AND, VTRN_ALU_BITWISE_OR, VTRN_ALU_BITWISE_XOR, VTRN_ALU_SHIFT_LEFT, VTRN_ALU_SHIFT_RIGHT,
     VTRN_ALU_BYPASS, /**< the first operand as it is (an empty second stage of TENSOR_SCALAR) */
+    /** NKI's logical ops, arithmetic: nonzero (NaN included) is true; the result is 1.0 or 0.0. */
+    VTRN_ALU_LOGICAL_AND, VTRN_ALU_LOGICAL_OR, VTRN_ALU_LOGICAL_XOR,
+    VTRN_ALU_LOGICAL_NOT, /**< one operand: 1.0 where it is 0, else 0.0 */
+    VTRN_ALU_INVERT,      /**< bitvec, one operand: bitwise not (~x) */
     VTRN_ALU_FORCE32 = 0x7fffffff
 } vtrn_alu_op_t;
 
@@ -819,8 +825,14 @@ vtrn_status_t vtrn_program_tensor_scalar(vtrn_program_t program, vtrn_engine_fla
                                          vtrn_alu_op_t op1, const vtrn_scalar_t *x1, uint32_t reverse,
                                          const vtrn_sync_t *sync);
 
-/** TENSOR_REDUCE (DVE): dst[P,1] = reduction of each partition's elements (add, max, min or
- *  multiply), negated when `negate`. */
+/** TENSOR_REDUCE (DVE): reduces each partition's elements along the free axes. dst has src's
+ *  partitions and D elements per partition, where D divides src's S elements per partition: dst
+ *  element d is the reduction of src's elements d*S/D to (d+1)*S/D - 1, in the order of src's
+ *  access pattern (the first free dimension fastest); so dst [P,1] reduces everything, and
+ *  listing the reduced axes first in src's pattern reduces just those. op: add, max, min,
+ *  multiply, logical_and/or/xor (arithmetic, in fp32; sums and products accumulate in order;
+ *  logical ones give 1.0 or 0.0) or bitwise_and/or/xor (bitvec: integer src and dst, exact).
+ *  `negate` multiplies arithmetic results by -1; a bitvec reduction refuses it. */
 vtrn_status_t vtrn_program_tensor_reduce(vtrn_program_t program, vtrn_access_t dst, vtrn_access_t src, vtrn_alu_op_t op,
                                          uint32_t negate, const vtrn_sync_t *sync);
 

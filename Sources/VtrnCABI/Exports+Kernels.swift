@@ -49,7 +49,9 @@ private func synchronization(_ sync: UnsafePointer<vtrn_sync_t>?) throws(VtrnErr
 
 private func aluOp(_ op: vtrn_alu_op_t, _ name: String) throws(VtrnError) -> AluOp {
     guard let value = AluOp(rawValue: Int(op.rawValue)) else {
-        throw .invalidArgument("\(name) is \(op.rawValue); accepted: VTRN_ALU_ADD (1) to VTRN_ALU_BYPASS (\(AluOp.bypass.rawValue))")
+        let last = AluOp.allCases.last!
+        throw .invalidArgument("\(name) is \(op.rawValue); accepted: VTRN_ALU_ADD (1) to VTRN_ALU_\(last.description.uppercased()) "
+                               + "(\(last.rawValue))")
     }
     return value
 }

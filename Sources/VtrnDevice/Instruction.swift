@@ -23,18 +23,28 @@ public enum AluOp: Int, Sendable, CaseIterable, CustomStringConvertible {
     case pow, abs, reciprocal, rsqrt, divide
     case bitwiseAnd, bitwiseOr, bitwiseXor, shiftLeft, shiftRight
     case bypass
+    /// NKI's logical ops: arithmetic, nonzero (NaN included) is true, the result 1.0 or 0.0.
+    case logicalAnd, logicalOr, logicalXor, logicalNot
+    /// Bitwise not, a bitvec op.
+    case invert
 
     public var description: String {
         ["add", "subtract", "multiply", "max", "min", "equal", "not_equal", "greater", "greater_equal", "less",
          "less_equal", "pow", "abs", "reciprocal", "rsqrt", "divide", "bitwise_and", "bitwise_or", "bitwise_xor",
-         "shift_left", "shift_right", "bypass"][rawValue - 1]
+         "shift_left", "shift_right", "bypass", "logical_and", "logical_or", "logical_xor", "logical_not",
+         "invert"][rawValue - 1]
     }
     public var isComparison: Bool { (AluOp.equal.rawValue...AluOp.lessEqual.rawValue).contains(rawValue) }
     /// NKI's bitvec operators: they take integer dtypes and act on the 32-bit two's complement
     /// patterns of the values (int8 sign-extended, uint8 zero-extended), never through fp32. The
     /// others are arithmetic: the engines compute them in fp32.
-    public var isBitwise: Bool { (AluOp.bitwiseAnd.rawValue...AluOp.shiftRight.rawValue).contains(rawValue) }
-    public var isReduction: Bool { self == .add || self == .max || self == .min || self == .multiply }
+    public var isBitwise: Bool { (AluOp.bitwiseAnd.rawValue...AluOp.shiftRight.rawValue).contains(rawValue) || self == .invert }
+    /// Ops of one operand: in TENSOR_SCALAR they ignore their scalar; TENSOR_TENSOR refuses them.
+    public var isUnary: Bool { [.abs, .reciprocal, .rsqrt, .logicalNot, .invert].contains(self) }
+    /// NKI's legal reduction ops (its table also lists subtract, whose reduction it does not define).
+    public var isReduction: Bool {
+        [.add, .max, .min, .multiply, .bitwiseAnd, .bitwiseOr, .bitwiseXor, .logicalAnd, .logicalOr, .logicalXor].contains(self)
+    }
 }
 
 public enum ActivationFunction: Int, Sendable, CaseIterable, CustomStringConvertible {

@@ -24,7 +24,11 @@ enum Kernels {
         case .reciprocal: return 1 / x
         case .rsqrt: return 1 / sqrtf(x)
         case .divide: return x / y
-        case .bitwiseAnd, .bitwiseOr, .bitwiseXor, .shiftLeft, .shiftRight:
+        case .logicalAnd: return x != 0 && y != 0 ? 1 : 0
+        case .logicalOr: return x != 0 || y != 0 ? 1 : 0
+        case .logicalXor: return (x != 0) != (y != 0) ? 1 : 0
+        case .logicalNot: return x == 0 ? 1 : 0
+        case .bitwiseAnd, .bitwiseOr, .bitwiseXor, .shiftLeft, .shiftRight, .invert:
             // The engines run bitvec ops on integers (`integerApply`); an fp32 operand stands for
             // the int32 it rounds to.
             return Float(integerApply(op, integer(x), integer(y)))
@@ -47,6 +51,7 @@ enum Kernels {
         case .bitwiseXor: return x ^ y
         case .shiftLeft: return x &<< (y & 31)
         case .shiftRight: return Int32(bitPattern: UInt32(bitPattern: x) &>> UInt32(y & 31))
+        case .invert: return ~x
         default: return x
         }
     }
@@ -107,6 +112,7 @@ enum Kernels {
         }
     }
 
+    /// One reduction of `count` values, in order (sums and products round as they go).
     static func reduce(_ op: AluOp, _ source: UnsafePointer<Float>, count: Int) -> Float {
         var result: Float
         switch op {
@@ -119,10 +125,26 @@ enum Kernels {
         case .max:
             result = -.infinity
             for i in 0..<count { result = apply(.max, result, source[i]) }
-        default:
+        case .min:
             result = .infinity
             for i in 0..<count { result = apply(.min, result, source[i]) }
+        case .logicalAnd:
+            result = 1
+            for i in 0..<count where source[i] == 0 { result = 0 }
+        case .logicalOr:
+            result = 0
+            for i in 0..<count where source[i] != 0 { result = 1 }
+        default: // logical_xor: true when an odd number are true
+            result = 0
+            for i in 0..<count where source[i] != 0 { result = 1 - result }
         }
+        return result
+    }
+
+    /// One bitvec reduction of `count` values: and starts from all ones, or and xor from zero.
+    static func integerReduce(_ op: AluOp, _ source: UnsafePointer<Int32>, count: Int) -> Int32 {
+        var result: Int32 = op == .bitwiseAnd ? -1 : 0
+        for i in 0..<count { result = integerApply(op, result, source[i]) }
         return result
     }
 

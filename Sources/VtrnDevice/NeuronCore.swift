@@ -494,13 +494,24 @@ public final class CoreExecutor: @unchecked Sendable {
                 }
                 store(destination, p, bindings, from: c)
             }
+        case .tensorReduce(let destination, let source, let op, _) where op.isBitwise:
+            // Each dst element reduces a consecutive group of src's elements (validation: they divide).
+            let groups = destination.elementsPerPartition, size = source.elementsPerPartition / groups
+            let (x, z) = (integerScratch[0], integerScratch[2])
+            for p in 0..<source.partitions {
+                loadIntegers(source, p, bindings, into: x)
+                for group in 0..<groups { z[group] = Kernels.integerReduce(op, x + group * size, count: size) }
+                storeIntegers(destination, p, bindings, from: z)
+            }
         case .tensorReduce(let destination, let source, let op, let negate):
-            let count = source.elementsPerPartition
+            let groups = destination.elementsPerPartition, size = source.elementsPerPartition / groups
             for p in 0..<source.partitions {
                 load(source, p, bindings, into: a)
-                var value = Kernels.reduce(op, a, count: count)
-                if negate { value = -value }
-                store(destination, p, bindings, from: &value)
+                for group in 0..<groups {
+                    let value = Kernels.reduce(op, a + group * size, count: size)
+                    c[group] = negate ? -value : value
+                }
+                store(destination, p, bindings, from: c)
             }
         case .tensorCopy(let destination, let source):
             if destination.dtype == source.dtype {

@@ -211,7 +211,7 @@ public enum Validator {
             guard !(a.space == .psum && b.space == .psum) else {
                 throw fail("b", "is in PSUM as a is; TENSOR_TENSOR reads at most one input from PSUM")
             }
-            guard ![AluOp.abs, .reciprocal, .rsqrt, .bypass].contains(op) else {
+            guard !op.isUnary && op != .bypass else {
                 throw fail("op", "\(op) takes one operand; TENSOR_TENSOR needs a binary op")
             }
             try requireIntegers(op, [("dst", destination), ("a", a), ("b", b)])
@@ -235,9 +235,24 @@ public enum Validator {
             if let bitvec = [op0, op1].first(where: \.isBitwise), engine != .dve {
                 throw fail(bitvec == op0 ? "op0" : "op1", "\(bitvec) is a bitvec op; TENSOR_SCALAR runs bitvec ops on DVE only")
             }
-        case .tensorReduce(let destination, let source, let op, _):
-            guard op.isReduction else { throw fail("op", "\(op) does not reduce; TENSOR_REDUCE takes add, max, min or multiply") }
-            try requireColumn("dst", destination, partitions: source.partitions)
+        case .tensorReduce(let destination, let source, let op, let negate):
+            guard op.isReduction else {
+                throw fail("op", "\(op) does not reduce; TENSOR_REDUCE takes add, max, min, multiply, bitwise_and, bitwise_or, "
+                           + "bitwise_xor, logical_and, logical_or or logical_xor")
+            }
+            try requireIntegers(op, [("dst", destination), ("src", source)])
+            guard !(negate && op.isBitwise) else {
+                throw fail("negate", "applies to arithmetic reductions; \(op) is a bitvec op")
+            }
+            guard destination.partitions == source.partitions else {
+                throw fail("dst", "has \(destination.partitions) partitions but src has \(source.partitions); TENSOR_REDUCE "
+                           + "reduces along the free axes only")
+            }
+            let kept = destination.elementsPerPartition, reduced = source.elementsPerPartition
+            guard reduced % kept == 0 else {
+                throw fail("dst", "has \(kept) elements per partition, which does not divide src's \(reduced); each dst element "
+                           + "reduces a consecutive group of src's elements")
+            }
         case .tensorCopy(let destination, let source):
             try requireSameShape(("dst", destination), ("src", source))
         case .memset:

@@ -15,7 +15,8 @@ import VtrnDevice
             (VTRN_ALU_POW, .pow), (VTRN_ALU_ABS, .abs), (VTRN_ALU_RECIPROCAL, .reciprocal), (VTRN_ALU_RSQRT, .rsqrt),
             (VTRN_ALU_DIVIDE, .divide), (VTRN_ALU_BITWISE_AND, .bitwiseAnd), (VTRN_ALU_BITWISE_OR, .bitwiseOr),
             (VTRN_ALU_BITWISE_XOR, .bitwiseXor), (VTRN_ALU_SHIFT_LEFT, .shiftLeft), (VTRN_ALU_SHIFT_RIGHT, .shiftRight),
-            (VTRN_ALU_BYPASS, .bypass),
+            (VTRN_ALU_BYPASS, .bypass), (VTRN_ALU_LOGICAL_AND, .logicalAnd), (VTRN_ALU_LOGICAL_OR, .logicalOr),
+            (VTRN_ALU_LOGICAL_XOR, .logicalXor), (VTRN_ALU_LOGICAL_NOT, .logicalNot), (VTRN_ALU_INVERT, .invert),
         ]
         #expect(header.count == AluOp.allCases.count)
         for (c, swift) in header { #expect(Int(c.rawValue) == swift.rawValue, "\(swift)") }

@@ -155,3 +155,46 @@ import Testing
         #expect(stored == [0xff, 0x7f, 0x00, 0xff])
     }
 }
+
+@Suite struct LogicalOpTests {
+    @Test func nonzeroIsTrueAndNaNIsNonzero() {
+        let values: [Float] = [0, -0.0, 1, -2.5, .nan, .infinity, .leastNonzeroMagnitude]
+        for x in values {
+            for y in values {
+                let (a, b) = (x != 0, y != 0)
+                #expect(Kernels.apply(.logicalAnd, x, y) == (a && b ? 1 : 0))
+                #expect(Kernels.apply(.logicalOr, x, y) == (a || b ? 1 : 0))
+                #expect(Kernels.apply(.logicalXor, x, y) == (a != b ? 1 : 0))
+            }
+            #expect(Kernels.apply(.logicalNot, x, 0) == (x == 0 ? 1 : 0))
+        }
+        #expect(Kernels.integerApply(.invert, 0x0f0f_0f0f, 0) == ~0x0f0f_0f0f)
+        #expect(AluOp.invert.isBitwise && AluOp.invert.isUnary && !AluOp.logicalNot.isBitwise && AluOp.logicalNot.isUnary)
+    }
+}
+
+@Suite struct ReductionTests {
+    let executor = CoreExecutor(preset: .trn1)
+
+    @Test func eachDestinationElementReducesAConsecutiveGroup() throws {
+        let values: [Float] = (0..<12).map { Float($0) }
+        let floats = executor.sbufPointer(partition: 0, offset: 0).assumingMemoryBound(to: Float.self)
+        for (index, value) in values.enumerated() { floats[index] = value }
+        let ints = executor.sbufPointer(partition: 0, offset: 64).assumingMemoryBound(to: Int32.self)
+        for index in 0..<12 { ints[index] = Int32(bitPattern: 0x8000_0000 | UInt32(1 << index)) }
+        let source = AccessPattern(space: .sbuf, dtype: .fp32, partitions: 1, sizes: [12])
+        let intSource = AccessPattern(space: .sbuf, dtype: .int32, partitions: 1, offset: 64, sizes: [12])
+        let sums = AccessPattern(space: .sbuf, dtype: .fp32, partitions: 1, offset: 128, sizes: [3])
+        let ors = AccessPattern(space: .sbuf, dtype: .int32, partitions: 1, offset: 192, sizes: [2])
+        // The middle axis of a [1, 3, 4] view kept, its last reduced: groups (0,1,2,3), (4,...), (8,...).
+        let program = try LoadedProgram(instructions: [
+            Instruction(engine: .dve, operation: .tensorReduce(destination: sums, source: source, op: .add, negate: true)),
+            Instruction(engine: .dve, operation: .tensorReduce(destination: ors, source: intSource, op: .bitwiseOr, negate: false)),
+        ], parameters: [], preset: .trn1)
+        #expect(executor.run(program, bindings: [], deadline: nil).failure == nil)
+        let result = executor.sbufPointer(partition: 0, offset: 128).assumingMemoryBound(to: Float.self)
+        #expect([result[0], result[1], result[2]] == [-6, -22, -38])
+        let bits = executor.sbufPointer(partition: 0, offset: 192).assumingMemoryBound(to: Int32.self)
+        #expect([UInt32(bitPattern: bits[0]), UInt32(bitPattern: bits[1])] == [0x8000_003f, 0x8000_0fc0])
+    }
+}

@@ -557,7 +557,8 @@ static void test_bitvec_ops(void) {
     enum { P = 4, F = 8 };
     serial_program_t serial = { new_program(runtime), 0 };
     uint32_t in = add_parameter(serial.program, "in", P * F * 4);
-    uint32_t out32 = add_parameter(serial.program, "out32", P * 4 * F * 4), out8 = add_parameter(serial.program, "out8", P * F);
+    uint32_t out32 = add_parameter(serial.program, "out32", P * 5 * F * 4), out8 = add_parameter(serial.program, "out8", P * F);
+    uint32_t truth = add_parameter(serial.program, "truth", P * F * 4), halves = add_parameter(serial.program, "halves", P * 2 * 4);
     const vtrn_access_t x = int_tile(P, 0, VTRN_DTYPE_INT32, F);
     const vtrn_scalar_t mask = vtrn_scalar_int32(0x7fffffff), four = vtrn_scalar_int32(4), three = vtrn_scalar_int32(3);
     const vtrn_scalar_t column = tile_scalar(int_tile(P, 0, VTRN_DTYPE_INT32, 1)); /* x[p][0] */
@@ -575,20 +576,36 @@ static void test_bitvec_ops(void) {
     sync = in_turn(&serial); /* y4 = x | y1 */
     EXPECT_OK(vtrn_program_tensor_tensor(serial.program, int_tile(P, 160, VTRN_DTYPE_INT32, F), x,
                                          int_tile(P, 64, VTRN_DTYPE_INT32, F), VTRN_ALU_BITWISE_OR, &sync));
-    sync = in_turn(&serial); /* y5 = x << 3 into int8: the low 8 bits */
-    EXPECT_OK(vtrn_program_tensor_scalar(serial.program, VTRN_ENGINE_DVE, int_tile(P, 192, VTRN_DTYPE_INT8, F), x,
+    sync = in_turn(&serial); /* y5 = ~x */
+    EXPECT_OK(vtrn_program_tensor_scalar(serial.program, VTRN_ENGINE_DVE, int_tile(P, 192, VTRN_DTYPE_INT32, F), x,
+                                         VTRN_ALU_INVERT, &three, VTRN_ALU_BYPASS, NULL, 0, &sync));
+    sync = in_turn(&serial); /* x << 3 into int8: the low 8 bits */
+    EXPECT_OK(vtrn_program_tensor_scalar(serial.program, VTRN_ENGINE_DVE, int_tile(P, 256, VTRN_DTYPE_INT8, F), x,
                                          VTRN_ALU_SHIFT_LEFT, &three, VTRN_ALU_BYPASS, NULL, 0, &sync));
+    sync = in_turn(&serial); /* logical_and(x, x >> 4): arithmetic, 1.0 where both are nonzero */
+    EXPECT_OK(vtrn_program_tensor_tensor(serial.program, sbuf(P, 512, F), x, int_tile(P, 96, VTRN_DTYPE_INT32, F),
+                                         VTRN_ALU_LOGICAL_AND, &sync));
     sync = in_turn(&serial);
-    EXPECT_OK(vtrn_program_dma_copy(serial.program, vtrn_hbm(out32, 0, VTRN_DTYPE_INT32, P, 4 * F, 4 * F),
-                                    int_tile(P, 64, VTRN_DTYPE_INT32, 4 * F), &sync));
+    EXPECT_OK(vtrn_program_dma_copy(serial.program, vtrn_hbm(out32, 0, VTRN_DTYPE_INT32, P, 5 * F, 5 * F),
+                                    int_tile(P, 64, VTRN_DTYPE_INT32, 5 * F), &sync));
     sync = in_turn(&serial);
     EXPECT_OK(vtrn_program_dma_copy(serial.program, vtrn_hbm(out8, 0, VTRN_DTYPE_INT8, P, F, F),
-                                    int_tile(P, 192, VTRN_DTYPE_INT8, F), &sync));
+                                    int_tile(P, 256, VTRN_DTYPE_INT8, F), &sync));
+    sync = in_turn(&serial);
+    EXPECT_OK(vtrn_program_dma_copy(serial.program, vtrn_hbm(truth, 0, VTRN_DTYPE_FP32, P, F, F), sbuf(P, 512, F), &sync));
+    sync = in_turn(&serial); /* xor of each half of x's row, exactly */
+    EXPECT_OK(vtrn_program_tensor_reduce(serial.program, int_tile(P, 640, VTRN_DTYPE_INT32, 2), x, VTRN_ALU_BITWISE_XOR, 0,
+                                         &sync));
+    sync = in_turn(&serial);
+    EXPECT_OK(vtrn_program_dma_copy(serial.program, vtrn_hbm(halves, 0, VTRN_DTYPE_INT32, P, 2, 2),
+                                    int_tile(P, 640, VTRN_DTYPE_INT32, 2), &sync));
     vtrn_kernel_t kernel = load(device, 0, serial.program);
     EXPECT_OK(vtrn_program_destroy(serial.program));
 
-    int32_t values[P * F], results[P * 4 * F];
+    int32_t values[P * F], results[P * 5 * F];
     int8_t narrow[P * F];
+    float truths[P * F];
+    int32_t xors[P * 2];
     uint32_t state = 12345;
     for (int i = 0; i < P * F; i++) {
         state = state * 1103515245u + 12345u;
@@ -598,26 +615,41 @@ static void test_bitvec_ops(void) {
     values[1] = 0x12345679;
     values[2] = -1;
     values[3] = INT32_MIN;
+    values[4] = 0;
+    values[5] = 15; /* x >> 4 is 0 */
     vtrn_device_memory_t in_memory = allocate(device, sizeof values), out32_memory = allocate(device, sizeof results);
-    vtrn_device_memory_t out8_memory = allocate(device, sizeof narrow);
+    vtrn_device_memory_t out8_memory = allocate(device, sizeof narrow), truth_memory = allocate(device, sizeof truths);
+    vtrn_device_memory_t halves_memory = allocate(device, sizeof xors);
     write_memory(runtime, device, in_memory, values, sizeof values);
     const vtrn_binding_t bindings[] = { binding("in", in_memory, 0), binding("out32", out32_memory, 0),
-                                        binding("out8", out8_memory, 0) };
-    EXPECT_RUN_OK(kernel, bindings, 3, NULL);
+                                        binding("out8", out8_memory, 0), binding("truth", truth_memory, 0),
+                                        binding("halves", halves_memory, 0) };
+    EXPECT_RUN_OK(kernel, bindings, 5, NULL);
+    read_memory(runtime, device, halves_memory, xors, sizeof xors);
+    for (int p = 0; p < P; p++) {
+        for (int half = 0; half < 2; half++) {
+            uint32_t expected = 0;
+            for (int f = 0; f < F / 2; f++) expected ^= (uint32_t)values[p * F + half * F / 2 + f];
+            EXPECT_EQ_U64((uint32_t)xors[p * 2 + half], expected);
+        }
+    }
     read_memory(runtime, device, out32_memory, results, sizeof results);
     read_memory(runtime, device, out8_memory, narrow, sizeof narrow);
+    read_memory(runtime, device, truth_memory, truths, sizeof truths);
     int wrong = 0;
     for (int p = 0; p < P; p++) {
         for (int f = 0; f < F; f++) {
             uint32_t v = (uint32_t)values[p * F + f], first = (uint32_t)values[p * F];
-            uint32_t expected[4] = { v & 0x7fffffffu, v >> 4, 3u << ((v ^ first) & 31), v | (v & 0x7fffffffu) };
-            for (int k = 0; k < 4; k++) {
-                if ((uint32_t)results[p * 4 * F + k * F + f] != expected[k]) wrong++;
+            uint32_t expected[5] = { v & 0x7fffffffu, v >> 4, 3u << ((v ^ first) & 31), v | (v & 0x7fffffffu), ~v };
+            for (int k = 0; k < 5; k++) {
+                if ((uint32_t)results[p * 5 * F + k * F + f] != expected[k]) wrong++;
             }
             if ((uint8_t)narrow[p * F + f] != (uint8_t)(v << 3)) wrong++;
+            if (truths[p * F + f] != (v != 0 && (v >> 4) != 0 ? 1.0f : 0.0f)) wrong++;
         }
     }
-    EXPECT_MSG(wrong == 0, "%d of %d bitvec results differ from C's uint32_t arithmetic", wrong, P * F * 5);
+    EXPECT_MSG(wrong == 0, "%d of %d bitvec and logical results differ from C's uint32_t arithmetic", wrong, P * F * 7);
+    EXPECT(truths[4] == 0.0f && truths[5] == 0.0f && truths[6] == 1.0f);
     EXPECT_EQ_U64((uint32_t)results[0], 0x7fffffffu);
     EXPECT_EQ_U64((uint32_t)results[F + 2], 0x0fffffffu); /* -1 >> 4, logical */
     EXPECT_OK(vtrn_runtime_destroy(runtime));
@@ -953,6 +985,14 @@ static void test_validation_operations(void) {
                                          NULL));
     EXPECT_REJECTED(device, program, "op: ", "abs takes one operand");
     program = validation_program(runtime);
+    EXPECT_OK(vtrn_program_tensor_tensor(program, sbuf(128, 0, 8), sbuf(128, 64, 8), sbuf(128, 128, 8),
+                                         VTRN_ALU_LOGICAL_NOT, NULL));
+    EXPECT_REJECTED(device, program, "op: ", "logical_not takes one operand; TENSOR_TENSOR needs a binary op");
+    program = validation_program(runtime);
+    EXPECT_OK(vtrn_program_tensor_scalar(program, VTRN_ENGINE_DVE, vtrn_sbuf(0, 128, 0, VTRN_DTYPE_INT32, 8),
+                                         sbuf(128, 64, 8), VTRN_ALU_INVERT, &one, VTRN_ALU_BYPASS, NULL, 0, NULL));
+    EXPECT_REJECTED(device, program, "(TENSOR_SCALAR on DVE): src: ", "is fp32; invert takes integer dtypes only");
+    program = validation_program(runtime);
     EXPECT_OK(vtrn_program_tensor_tensor(program, sbuf(128, 0, 8), sbuf(128, 64, 8), sbuf(128, 128, 9), VTRN_ALU_ADD,
                                          NULL));
     EXPECT_REJECTED(device, program, "b: ", "is 128 x 9 but dst is 128 x 8", "shapes must agree");
@@ -1002,7 +1042,18 @@ static void test_validation_operations(void) {
     EXPECT_REJECTED(device, program, "(TENSOR_REDUCE on DVE): op: ", "subtract does not reduce");
     program = validation_program(runtime);
     EXPECT_OK(vtrn_program_tensor_reduce(program, sbuf(64, 1024, 1), sbuf(128, 0, 8), VTRN_ALU_MAX, 1, NULL));
-    EXPECT_REJECTED(device, program, "dst: ", "is 64 x 1; it must be [128, 1]");
+    EXPECT_REJECTED(device, program, "dst: ", "has 64 partitions but src has 128");
+    program = validation_program(runtime);
+    EXPECT_OK(vtrn_program_tensor_reduce(program, sbuf(128, 1024, 3), sbuf(128, 0, 8), VTRN_ALU_ADD, 0, NULL));
+    EXPECT_REJECTED(device, program, "dst: ", "has 3 elements per partition, which does not divide src's 8");
+    program = validation_program(runtime);
+    EXPECT_OK(vtrn_program_tensor_reduce(program, ints, ints, VTRN_ALU_BITWISE_AND, 1, NULL));
+    EXPECT_REJECTED(device, program, "(TENSOR_REDUCE on DVE): negate: ", "applies to arithmetic reductions");
+    program = validation_program(runtime);
+    EXPECT_OK(vtrn_program_tensor_reduce(program, sbuf(128, 1024, 4), sbuf(128, 0, 8), VTRN_ALU_LOGICAL_XOR, 1, NULL));
+    EXPECT_OK(vtrn_program_tensor_reduce(program, vtrn_sbuf(0, 128, 1024, VTRN_DTYPE_UINT8, 2), ints,
+                                         VTRN_ALU_BITWISE_OR, 0, NULL));
+    EXPECT_ACCEPTED(device, program);
     program = validation_program(runtime);
     const vtrn_access_t bad_bias = sbuf(128, 1024, 3);
     EXPECT_OK(vtrn_program_activate(program, sbuf(128, 0, 8), VTRN_ACT_EXP, sbuf(128, 0, 8), &one, &bad_bias, NULL,
@@ -1077,8 +1128,8 @@ static void test_builder_arguments(void) {
                  VTRN_ERROR_INVALID_ARGUMENT, "x0.is_tile is 3", "VTRN_SCALAR_INT32 (2)");
     EXPECT_ERROR(vtrn_program_tensor_tensor(program, tile, tile, tile, (vtrn_alu_op_t)0, NULL),
                  VTRN_ERROR_INVALID_ARGUMENT, "op is 0", "VTRN_ALU_ADD");
-    EXPECT_ERROR(vtrn_program_tensor_reduce(program, sbuf(128, 64, 1), tile, (vtrn_alu_op_t)23, 0, NULL),
-                 VTRN_ERROR_INVALID_ARGUMENT, "op is 23", "VTRN_ALU_BYPASS");
+    EXPECT_ERROR(vtrn_program_tensor_reduce(program, sbuf(128, 64, 1), tile, (vtrn_alu_op_t)(VTRN_ALU_INVERT + 1), 0, NULL),
+                 VTRN_ERROR_INVALID_ARGUMENT, "op is 28", "VTRN_ALU_ADD (1) to VTRN_ALU_INVERT (27)");
     EXPECT_ERROR(vtrn_program_tensor_scalar(program, VTRN_ENGINE_DVE, tile, tile, VTRN_ALU_ADD, &one, (vtrn_alu_op_t)99,
                                             &one, 0, NULL),
                  VTRN_ERROR_INVALID_ARGUMENT, "op1 is 99");

@@ -339,7 +339,7 @@ def bitvec(op, a, b):
     b = np.asarray(b).astype(np.int32).view(np.uint32)
     function = {"bitwise_and": np.bitwise_and, "bitwise_or": np.bitwise_or, "bitwise_xor": np.bitwise_xor,
                 "shift_left": lambda a, b: np.left_shift(a, b & 31),
-                "shift_right": lambda a, b: np.right_shift(a, b & 31)}[op]
+                "shift_right": lambda a, b: np.right_shift(a, b & 31), "invert": lambda a, b: np.invert(a)}[op]
     return np.asarray(function(a, b), np.uint32).view(np.int32)
 
 
@@ -348,8 +348,12 @@ def alu(op, x, y):
     for the int32s they round to."""
     x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
     with np.errstate(all="ignore"):
-        if op in BITWISE_OPS:
+        if op in BITWISE_OPS + ["invert"]:
             return bitvec(op, as_int32(x), as_int32(y)).astype(np.float32)
+        if op.startswith("logical_"):
+            truth = {"logical_and": lambda: (x != 0) & (y != 0), "logical_or": lambda: (x != 0) | (y != 0),
+                     "logical_xor": lambda: (x != 0) ^ (y != 0), "logical_not": lambda: x == 0}[op]()
+            return truth.astype(np.float32)  # NaN != 0: true
         return {
             "add": lambda: x + y, "subtract": lambda: x - y, "multiply": lambda: x * y, "divide": lambda: x / y,
             "max": lambda: np.maximum(x, y), "min": lambda: np.minimum(x, y),
@@ -364,13 +368,15 @@ def alu(op, x, y):
 BINARY_FLOAT_OPS = ["add", "subtract", "multiply", "divide", "max", "min", "equal", "not_equal", "greater",
                     "greater_equal", "less", "less_equal", "pow"]
 BITWISE_OPS = ["bitwise_and", "bitwise_or", "bitwise_xor", "shift_left", "shift_right"]
-UNARY_OPS = ["abs", "reciprocal", "rsqrt"]
+LOGICAL_OPS = ["logical_and", "logical_or", "logical_xor"]
+UNARY_OPS = ["abs", "reciprocal", "rsqrt", "logical_not"]
 # Ops whose fp32 result may differ from numpy's by the last bit (libm's powf, a reciprocal square root).
 INEXACT = {"pow", "rsqrt"}
 
 
 def test_every_alu_op_is_tested():
-    assert sorted(BINARY_FLOAT_OPS + BITWISE_OPS + UNARY_OPS + ["bypass"]) == sorted(vtrn._library.ALU_OPS)
+    assert sorted(BINARY_FLOAT_OPS + BITWISE_OPS + LOGICAL_OPS + UNARY_OPS + ["bypass", "invert"]) == \
+        sorted(vtrn._library.ALU_OPS)
 
 
 def float_operands(op, shape, seed=0):
@@ -489,6 +495,41 @@ def test_bitvec_results_wrap_into_narrow_integers(serial, device, dtype):
     assert_bits_equal(results["wide"], bitvec("shift_right", values, 1))
 
 
+def logical_operands(shape, seed):
+    """fp32 values where zeros (both signs), NaN, infinities and tiny numbers are common."""
+    rng = np.random.default_rng(seed)
+    choices = np.array([0.0, -0.0, np.nan, np.inf, -np.inf, 1e-45, -2.5, 1.0, 0.0, 0.0], np.float32)
+    return rng.choice(choices, shape)
+
+
+@pytest.mark.parametrize("op", LOGICAL_OPS)
+def test_logical_ops_treat_nonzero_as_true(serial, device, op):
+    a, b = logical_operands((32, 64), seed=15), logical_operands((32, 64), seed=16)
+    a_tile, b_tile = serial.load("a", a), serial.load("b", b)
+    out, narrow = serial.program.sbuf(a.shape), serial.program.sbuf(a.shape, "uint8")
+    serial.program.tensor_tensor(out, a_tile, b_tile, op, **serial())
+    serial.program.tensor_scalar(narrow, a_tile, op, 0.0, **serial())  # x op 0: 0 for and, the truth of x else
+    serial.store("y", out)
+    serial.store("narrow", narrow)
+    results = serial.run(device)
+    assert_bits_equal(results["y"], alu(op, a, b))
+    assert_bits_equal(results["narrow"], alu(op, a, np.float32(0)).astype(np.uint8))
+
+
+def test_logical_not_and_invert(serial, device):
+    a = logical_operands((16, 40), seed=17)
+    ints = int32_patterns((16, 40), seed=18)
+    a_tile, int_tile = serial.load("a", a), serial.load("ints", ints)
+    negated, inverted = serial.program.sbuf(a.shape, "bf16"), serial.program.sbuf(ints.shape, "int32")
+    serial.program.tensor_scalar(negated, a_tile, "logical_not", 0.0, **serial())
+    serial.program.tensor_scalar(inverted, int_tile, "invert", 0, "bitwise_and", 0x7fffffff, **serial())
+    serial.store("negated", negated)
+    serial.store("inverted", inverted)
+    results = serial.run(device)
+    assert_bits_equal(results["negated"], rounded(alu("logical_not", a, 0), "bf16"))
+    assert_bits_equal(results["inverted"], ~ints & np.int32(0x7fffffff))
+
+
 def test_arithmetic_ops_on_int32_go_through_fp32(serial, device):
     # The Vector Engine computes add in fp32, as NKI documents: 2^24 + 1 has no fp32.
     a = np.array([[2**24 + 1, 2**31 - 1, 7]], np.int32)
@@ -582,6 +623,59 @@ def test_tensor_reduce(serial, device, op, negate):
         terms = np.abs(source.astype(np.float64).reshape(128, -1))
         scale = np.sum(terms, axis=1, keepdims=True) if op == "add" else np.abs(expected)
         assert np.all(np.abs(y - expected) <= terms.shape[1] * 2.0**-24 * scale)
+
+
+@pytest.mark.parametrize("op", ["add", "max", "min", "multiply"])
+def test_tensor_reduce_keeps_leading_axes(serial, device, op):
+    rng = np.random.default_rng(19)
+    source = rng.uniform(0.5, 1.5, (64, 3, 5, 7)).astype(np.float32)
+    tile = serial.load("x", source)
+    last, two = serial.program.sbuf((64, 3, 5)), serial.program.sbuf((64, 3))
+    middle = serial.program.sbuf((64, 3, 7))
+    serial.program.tensor_reduce(last, tile, op, **serial())  # the last axis: groups of 7
+    serial.program.tensor_reduce(two, tile, op, negate=True, **serial())  # the last two: groups of 35
+    # The middle axis: a view of (64, 3, 7, 5) that puts it last (strides in elements).
+    view = vtrn.AccessPattern("sbuf", "fp32", (64, 3, 7, 5), (None, 35, 1, 7), offset=tile.offset)
+    serial.program.tensor_reduce(middle, view, op, **serial())
+    for name, result in (("last", last), ("two", two), ("middle", middle)):
+        serial.store(name, result)
+    results = serial.run(device)
+    reduce = {"add": np.sum, "max": np.max, "min": np.min, "multiply": np.prod}[op]
+    wide = source.astype(np.float64)
+    for name, expected in (("last", reduce(wide, axis=3)), ("two", -reduce(wide, axis=(2, 3))),
+                           ("middle", reduce(wide, axis=2))):
+        np.testing.assert_allclose(results[name], expected, rtol=40 * 2.0**-24, err_msg=name)
+
+
+@pytest.mark.parametrize("op", ["bitwise_and", "bitwise_or", "bitwise_xor"])
+@pytest.mark.parametrize("dtype", ["int32", "uint8"])
+def test_bitwise_reductions_are_exact(serial, device, op, dtype):
+    source = int32_patterns((32, 4, 9), seed=20).astype(vtrn.numpy_dtype(dtype))
+    tile = serial.load("x", source)
+    out, everything = serial.program.sbuf((32, 4), dtype), serial.program.sbuf((32, 1), "int32")
+    serial.program.tensor_reduce(out, tile, op, **serial())
+    serial.program.tensor_reduce(everything, tile, op, **serial())
+    serial.store("y", out)
+    serial.store("all", everything)
+    results = serial.run(device)
+    function = {"bitwise_and": np.bitwise_and, "bitwise_or": np.bitwise_or, "bitwise_xor": np.bitwise_xor}[op]
+    assert_bits_equal(results["y"], function.reduce(source, axis=2))
+    assert_bits_equal(results["all"], function.reduce(source.astype(np.int32).reshape(32, -1), axis=1, keepdims=True))
+
+
+@pytest.mark.parametrize("op", ["logical_and", "logical_or", "logical_xor"])
+def test_logical_reductions(serial, device, op):
+    source = logical_operands((16, 6, 4), seed=21)
+    source[0] = 1.0  # all true
+    source[1] = 0.0  # all false
+    tile = serial.load("x", source)
+    out = serial.program.sbuf((16, 6), "bf16")
+    serial.program.tensor_reduce(out, tile, op, negate=True, **serial())
+    serial.store("y", out)
+    truth = source != 0
+    expected = {"logical_and": np.all, "logical_or": np.any,
+                "logical_xor": lambda t, axis: np.sum(t, axis=axis) % 2 == 1}[op](truth, axis=2)
+    assert_bits_equal(serial.run(device)["y"], rounded(-expected.astype(np.float32), "bf16"))
 
 
 def test_tensor_reduce_of_one_element_and_into_an_integer(serial, device):

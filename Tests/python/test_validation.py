@@ -160,6 +160,11 @@ RULES = [
      "0 (TENSOR_TENSOR on DVE): b: is in PSUM as a is; TENSOR_TENSOR reads at most one input from PSUM"),
     ("unary op in tensor_tensor", lambda p: p.tensor_tensor(p.sbuf((4, 4)), p.sbuf((4, 4)), p.sbuf((4, 4)), "rsqrt"),
      "0 (TENSOR_TENSOR on DVE): op: rsqrt takes one operand; TENSOR_TENSOR needs a binary op"),
+    ("logical_not in tensor_tensor", lambda p: p.tensor_tensor(p.sbuf((4, 4)), p.sbuf((4, 4)), p.sbuf((4, 4)),
+                                                               "logical_not"),
+     "0 (TENSOR_TENSOR on DVE): op: logical_not takes one operand; TENSOR_TENSOR needs a binary op"),
+    ("invert on floats", lambda p: p.tensor_scalar(p.sbuf((4, 4), "int32"), p.sbuf((4, 4)), "invert", 0),
+     "0 (TENSOR_SCALAR on DVE): src: is fp32; invert takes integer dtypes only"),
     ("bypass in tensor_tensor", lambda p: p.tensor_tensor(p.sbuf((4, 4)), p.sbuf((4, 4)), p.sbuf((4, 4)), "bypass"),
      "0 (TENSOR_TENSOR on DVE): op: bypass takes one operand; TENSOR_TENSOR needs a binary op"),
     ("bitwise op on floats", lambda p: p.tensor_tensor(p.sbuf((4, 4), "int32"), p.sbuf((4, 4), "int32"),
@@ -176,9 +181,18 @@ RULES = [
                                                     "shift_right", 1, engine="pool"),
      "0 (TENSOR_SCALAR on POOL): op1: shift_right is a bitvec op; TENSOR_SCALAR runs bitvec ops on DVE only"),
     ("tensor_reduce with subtract", lambda p: p.tensor_reduce(p.sbuf((4, 1)), p.sbuf((4, 4)), "subtract"),
-     "0 (TENSOR_REDUCE on DVE): op: subtract does not reduce; TENSOR_REDUCE takes add, max, min or multiply"),
-    ("tensor_reduce dst", lambda p: p.tensor_reduce(p.sbuf((4, 2)), p.sbuf((4, 4)), "add"),
-     "0 (TENSOR_REDUCE on DVE): dst: is 4 x 2; it must be [4, 1]"),
+     "0 (TENSOR_REDUCE on DVE): op: subtract does not reduce; TENSOR_REDUCE takes add, max, min, multiply, "
+     "bitwise_and, bitwise_or, bitwise_xor, logical_and, logical_or or logical_xor"),
+    ("tensor_reduce dst", lambda p: p.tensor_reduce(p.sbuf((4, 3)), p.sbuf((4, 4)), "add"),
+     "0 (TENSOR_REDUCE on DVE): dst: has 3 elements per partition, which does not divide src's 4; each dst element "
+     "reduces a consecutive group of src's elements"),
+    ("tensor_reduce partitions", lambda p: p.tensor_reduce(p.sbuf((2, 1)), p.sbuf((4, 4)), "max"),
+     "0 (TENSOR_REDUCE on DVE): dst: has 2 partitions but src has 4; TENSOR_REDUCE reduces along the free axes only"),
+    ("bitwise reduction of floats", lambda p: p.tensor_reduce(p.sbuf((4, 1), "int32"), p.sbuf((4, 4)), "bitwise_or"),
+     "0 (TENSOR_REDUCE on DVE): src: is fp32; bitwise_or takes integer dtypes only"),
+    ("negated bitwise reduction", lambda p: p.tensor_reduce(p.sbuf((4, 1), "int32"), p.sbuf((4, 4), "int32"),
+                                                            "bitwise_xor", negate=True),
+     "0 (TENSOR_REDUCE on DVE): negate: applies to arithmetic reductions; bitwise_xor is a bitvec op"),
     ("scale [P,2]", lambda p: p.activate(p.sbuf((4, 4)), "exp", p.sbuf((4, 4)), scale=p.sbuf((4, 2))),
      "0 (ACTIVATE on ACT): scale: is 4 x 2; it must be [4, 1]"),
     ("bias of other partitions", lambda p: p.activate(p.sbuf((4, 4)), "exp", p.sbuf((4, 4)), bias=p.sbuf((3, 1))),
@@ -267,7 +281,8 @@ def test_unknown_names_are_refused_by_the_python_builder(program):
          "relu, gelu, gelu_tanh, silu, square, sqrt, rsqrt, reciprocal"),
         (lambda: program.tensor_tensor(tile, tile, tile, "mod"), "ALU op 'mod' is not one of add, subtract, multiply, "
          "max, min, equal, not_equal, greater, greater_equal, less, less_equal, pow, abs, reciprocal, rsqrt, divide, "
-         "bitwise_and, bitwise_or, bitwise_xor, shift_left, shift_right, bypass"),
+         "bitwise_and, bitwise_or, bitwise_xor, shift_left, shift_right, bypass, logical_and, logical_or, logical_xor, "
+         "logical_not, invert"),
         (lambda: program.tensor_copy(tile, tile, engine="gpsimd"), "engine 'gpsimd' is not one of pe, act, dve, pool, dma"),
         (lambda: program.sem_signal("pe", 1, 1, op="subtract"), "semaphore op 'subtract' is not one of add, set"),
         (lambda: program.sbuf((4, 4), "float64"), "dtype 'float64' is not one of fp32, bf16, fp16, fp8_e4m3, fp8_e5m2, "
@@ -292,13 +307,13 @@ def test_unknown_enum_numbers_are_refused_by_the_c_builders(program):
         (lambda: program.activate(tile, 14, tile), "vtrn_program_activate: fn is 14; accepted: VTRN_ACT_COPY (1) to "
          "VTRN_ACT_RECIPROCAL (13)"),
         (lambda: program.tensor_tensor(tile, tile, tile, 0), "vtrn_program_tensor_tensor: op is 0; accepted: "
-         "VTRN_ALU_ADD (1) to VTRN_ALU_BYPASS (22)"),
-        (lambda: program.tensor_scalar(tile, tile, "add", 1.0, 23, 1.0), "vtrn_program_tensor_scalar: op1 is 23; "
-         "accepted: VTRN_ALU_ADD (1) to VTRN_ALU_BYPASS (22)"),
+         "VTRN_ALU_ADD (1) to VTRN_ALU_INVERT (27)"),
+        (lambda: program.tensor_scalar(tile, tile, "add", 1.0, 28, 1.0), "vtrn_program_tensor_scalar: op1 is 28; "
+         "accepted: VTRN_ALU_ADD (1) to VTRN_ALU_INVERT (27)"),
         (lambda: program.tensor_reduce(program.sbuf((4, 1)), tile, 99), "vtrn_program_tensor_reduce: op is 99; "
-         "accepted: VTRN_ALU_ADD (1) to VTRN_ALU_BYPASS (22)"),
+         "accepted: VTRN_ALU_ADD (1) to VTRN_ALU_INVERT (27)"),
         (lambda: program.affine_select(tile, [1], 0, 0, 0, tile, 0.0), "vtrn_program_affine_select: cmp is 0; accepted: "
-         "VTRN_ALU_ADD (1) to VTRN_ALU_BYPASS (22)"),
+         "VTRN_ALU_ADD (1) to VTRN_ALU_INVERT (27)"),
         (lambda: program.memset(tile, 1.0, engine=0x20), "vtrn_program_memset: engine is 0x20; accepted: one of "
          "VTRN_ENGINE_PE, VTRN_ENGINE_ACT, VTRN_ENGINE_DVE, VTRN_ENGINE_POOL, VTRN_ENGINE_DMA"),
         (lambda: program.tensor_copy(tile, tile, engine=0x6), "vtrn_program_tensor_copy: engine is 0x6; accepted: one of "
@@ -420,7 +435,8 @@ def test_python_argument_checks(program):
         program.tensor_tensor(tile, tile, tile, 1.5)
     assert str(caught.value) == "ALU op is a float; give its name (add, subtract, multiply, max, min, equal, not_equal, " \
                                 "greater, greater_equal, less, less_equal, pow, abs, reciprocal, rsqrt, divide, " \
-                                "bitwise_and, bitwise_or, bitwise_xor, shift_left, shift_right, bypass)"
+                                "bitwise_and, bitwise_or, bitwise_xor, shift_left, shift_right, bypass, logical_and, " \
+                                "logical_or, logical_xor, logical_not, invert)"
     assert program.instruction_count == 0
 
 

@@ -107,7 +107,7 @@ ALU_OPS = {name: value for value, name in enumerate((  # vtrn_alu_op_t (VTRN_ALU
     "equal", "not_equal", "greater", "greater_equal", "less", "less_equal",
     "pow", "abs", "reciprocal", "rsqrt", "divide",
     "bitwise_and", "bitwise_or", "bitwise_xor", "shift_left", "shift_right",
-    "bypass"), start=1)}
+    "bypass", "logical_and", "logical_or", "logical_xor", "logical_not", "invert"), start=1)}
 ACTIVATIONS = {name: value for value, name in enumerate((  # vtrn_activation_t (VTRN_ACT_*)
     "copy", "exp", "log", "tanh", "sigmoid", "relu", "gelu", "gelu_tanh", "silu", "square", "sqrt", "rsqrt",
     "reciprocal"), start=1)}

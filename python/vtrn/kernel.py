@@ -492,8 +492,12 @@ class Program(_Resource):
                                              _sync(wait, signal, signal_set)))
 
     def tensor_reduce(self, dst, src, op, negate=False, *, wait=None, signal=None, signal_set=None):
-        """TENSOR_REDUCE (DVE): dst[P,1] = op over each partition's elements (add, max, min,
-        multiply), negated when ``negate``."""
+        """TENSOR_REDUCE (DVE): op over each partition's elements, negated when ``negate``
+        (arithmetic ops only). dst is [P,1], or keeps leading axes: with src's free elements in
+        the order of its shape (the last axis fastest), dst's k elements per partition each
+        reduce one of k consecutive groups, so ``dst`` of shape (P, A) reduces the last axis of
+        a (P, A, B) src; reduce other axes by passing a view that puts them last. op: add, max,
+        min, multiply, logical_and/or/xor, or bitwise_and/or/xor (integer tiles)."""
         op = _enum_value(op, ALU_OPS, "ALU op")
         check(lib.vtrn_program_tensor_reduce(self._handle, _operand(dst, "dst"), _operand(src, "src"), op,
                                              1 if negate else 0, _sync(wait, signal, signal_set)))

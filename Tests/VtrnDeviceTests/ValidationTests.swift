@@ -1,0 +1,58 @@
+import Testing
+@testable import VtrnDevice
+
+/// Load-time rules of the instruction set, each broken once: the message names the instruction,
+/// the operand and the rule.
+@Suite struct ValidationTests {
+    func sbuf(_ partitions: Int, _ elements: Int, _ dtype: DataType = .fp32, offset: Int = 0) -> AccessPattern {
+        AccessPattern(space: .sbuf, dtype: dtype, partitions: partitions, offset: offset, sizes: [elements])
+    }
+
+    func psum(_ partitions: Int, _ elements: Int, _ dtype: DataType = .fp32, offset: Int = 0) -> AccessPattern {
+        AccessPattern(space: .psum, dtype: dtype, partitions: partitions, offset: offset, sizes: [elements])
+    }
+
+    /// The message of the first broken rule, or nil when the instruction is valid.
+    func problem(_ engine: Engine, _ operation: Operation, parameters: [Parameter] = []) -> String? {
+        do {
+            try Validator.validate([Instruction(engine: engine, operation: operation)], parameters: parameters, preset: .trn1)
+            return nil
+        } catch {
+            return error.message
+        }
+    }
+
+    @Test func tensorReduceKeepsPartitionsAndGroupsOfElements() {
+        let ints = sbuf(8, 12, .int32)
+        #expect(problem(.dve, .tensorReduce(destination: sbuf(8, 3), source: sbuf(8, 12), op: .add, negate: true)) == nil)
+        #expect(problem(.dve, .tensorReduce(destination: sbuf(8, 5), source: sbuf(8, 12), op: .max, negate: false))
+                == "instruction 0 (TENSOR_REDUCE on DVE): dst: has 5 elements per partition, which does not divide src's 12; "
+                + "each dst element reduces a consecutive group of src's elements")
+        #expect(problem(.dve, .tensorReduce(destination: sbuf(4, 1), source: sbuf(8, 12), op: .min, negate: false))
+                == "instruction 0 (TENSOR_REDUCE on DVE): dst: has 4 partitions but src has 8; TENSOR_REDUCE reduces along the "
+                + "free axes only")
+        #expect(problem(.dve, .tensorReduce(destination: sbuf(8, 1, .int32), source: ints, op: .bitwiseXor, negate: true))
+                == "instruction 0 (TENSOR_REDUCE on DVE): negate: applies to arithmetic reductions; bitwise_xor is a bitvec op")
+        #expect(problem(.dve, .tensorReduce(destination: sbuf(8, 1, .int32), source: sbuf(8, 12), op: .bitwiseAnd, negate: false))
+                == "instruction 0 (TENSOR_REDUCE on DVE): src: is fp32; bitwise_and takes integer dtypes only")
+        #expect(problem(.dve, .tensorReduce(destination: sbuf(8, 1), source: sbuf(8, 12), op: .divide, negate: false))
+                == "instruction 0 (TENSOR_REDUCE on DVE): op: divide does not reduce; TENSOR_REDUCE takes add, max, min, "
+                + "multiply, bitwise_and, bitwise_or, bitwise_xor, logical_and, logical_or or logical_xor")
+        for op in [AluOp.logicalAnd, .logicalOr, .logicalXor] {
+            #expect(problem(.dve, .tensorReduce(destination: sbuf(8, 2), source: sbuf(8, 12), op: op, negate: true)) == nil)
+        }
+    }
+
+    @Test func tensorScalarKeepsBitvecOnDveAndStagesOfOneKind() {
+        let ints = sbuf(8, 12, .int32)
+        #expect(problem(.dve, .tensorScalar(destination: ints, source: ints, op0: .bitwiseAnd, x0: .integer(3), op1: .add,
+                                            x1: .immediate(1), reverse: 0))
+                == "instruction 0 (TENSOR_SCALAR on DVE): op1: add is an arithmetic op but op0 bitwise_and is a bitvec op; the "
+                + "two stages of TENSOR_SCALAR are both bitvec or both arithmetic")
+        #expect(problem(.pool, .tensorScalar(destination: ints, source: ints, op0: .invert, x0: .integer(0), op1: .bypass,
+                                             x1: nil, reverse: 0))
+                == "instruction 0 (TENSOR_SCALAR on POOL): op0: invert is a bitvec op; TENSOR_SCALAR runs bitvec ops on DVE only")
+        #expect(problem(.dve, .tensorTensor(destination: sbuf(8, 12), a: sbuf(8, 12), b: sbuf(8, 12), op: .logicalNot))
+                == "instruction 0 (TENSOR_TENSOR on DVE): op: logical_not takes one operand; TENSOR_TENSOR needs a binary op")
+    }
+}
