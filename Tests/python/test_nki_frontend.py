@@ -412,3 +412,30 @@ def test_kernels_run_on_a_device_of_the_callers_runtime():
             nki.use_device(None)
     np.testing.assert_array_equal(nki.simulate_kernel(add_kernel, a, b), a + b)   # back on vtrn.nki's own
     assert nki.last_report().target == "trn1"
+
+
+@nki.jit
+def integer_ops(a, b):
+    masked = nl.ndarray(a.shape, dtype=nl.int32, buffer=nl.shared_hbm)
+    inverted = nl.ndarray(a.shape, dtype=nl.int32, buffer=nl.shared_hbm)
+    mixed = nl.ndarray(a.shape, dtype=nl.int32, buffer=nl.shared_hbm)
+    both = nl.ndarray(a.shape, dtype=nl.float32, buffer=nl.shared_hbm)
+    x = nl.load(a)
+    y = nl.load(b)
+    nl.store(masked, value=nl.bitwise_and(x, 0x12345679))
+    nl.store(inverted, value=nl.invert(x))
+    nl.store(mixed, value=nisa.tensor_tensor(x, y, op=nl.bitwise_xor))
+    nl.store(both, value=nl.logical_and(x, y, dtype=nl.float32))
+    return masked, inverted, mixed, both
+
+
+def test_integer_operators_keep_every_bit():
+    rng = np.random.default_rng(3)
+    a = rng.integers(-2**31, 2**31 - 1, size=(128, 64), dtype=np.int64).astype(np.int32)
+    b = rng.integers(-2**31, 2**31 - 1, size=(128, 64), dtype=np.int64).astype(np.int32)
+    b[::3] = 0
+    masked, inverted, mixed, both = nki.simulate_kernel(integer_ops, a, b)
+    np.testing.assert_array_equal(masked, a & 0x12345679)
+    np.testing.assert_array_equal(inverted, ~a)
+    np.testing.assert_array_equal(mixed, a ^ b)
+    np.testing.assert_array_equal(both, ((a != 0) & (b != 0)).astype(np.float32))

@@ -118,7 +118,7 @@ def _store(memory, view, values):
 
 
 def _scalar(memory, value, partitions):
-    if isinstance(value, float):
+    if isinstance(value, (int, float)):
         return numpy.float32(value)
     return _f32(memory.view(value)).reshape(partitions, *([1] * 0), -1)[:, :1]
 

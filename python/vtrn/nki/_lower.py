@@ -302,8 +302,10 @@ def free_dims(view):
 
 
 def _scalar(value):
-    if isinstance(value, (int, float)):
-        return ScalarStruct(is_tile=0, value=float(value))
+    if isinstance(value, int):
+        return ScalarStruct.int32(value)
+    if isinstance(value, float):
+        return ScalarStruct(is_tile=0, value=value)
     return ScalarStruct(is_tile=1, value=0.0, tile=access(value))
 
 

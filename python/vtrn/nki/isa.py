@@ -308,32 +308,32 @@ def tensor_scalar(*args, op0=None, operand0=None, reverse0=False, op1=None, oper
     chosen = _engine(engine, ("dve", "act", "pool"), "dve", api)
     if op0 is None or operand0 is None:
         fail("op0 and operand0 are required", api)
-    x0 = _operand(operand0, api, "operand0", view.shape[0])
+    x0 = _operand(operand0, api, "operand0", view.shape[0], _op_name(op0, api, "op0"))
     x1 = None
     name1 = None
     if op1 is not None:
         if operand1 is None:
             fail("op1 needs operand1", api)
-        x1 = _operand(operand1, api, "operand1", view.shape[0])
         name1 = _op_name(op1, api, "op1")
+        x1 = _operand(operand1, api, "operand1", view.shape[0], name1)
     out_dtype = nl._dtype_or(dtype, view.buffer.dtype, api)
     tile = nl._new("sbuf", view.shape, out_dtype, api)
     dst_view, src = nl._mask_views(mask, [tile._view, view], api)
     if mask is not None:
-        x0 = x0 if isinstance(x0, float) else nl._mask_views(mask, [tile._view, x0], api)[1]
-        x1 = x1 if x1 is None or isinstance(x1, float) else nl._mask_views(mask, [tile._view, x1], api)[1]
-    reads = [src] + [x for x in (x0, x1) if x is not None and not isinstance(x, float)]
+        x0 = x0 if isinstance(x0, (int, float)) else nl._mask_views(mask, [tile._view, x0], api)[1]
+        x1 = x1 if x1 is None or isinstance(x1, (int, float)) else nl._mask_views(mask, [tile._view, x1], api)[1]
+    reads = [src] + [x for x in (x0, x1) if x is not None and not isinstance(x, (int, float))]
     if not nl._empty([dst_view]):
         nl._record(chosen, "tensor_scalar", [dst_view], reads, api, src=src, op0=_op_name(op0, api, "op0"), x0=x0,
                    op1=name1, x1=x1, reverse=(1 if reverse0 else 0) | (2 if reverse1 else 0))
     return _finish(dst, tile, api)
 
 
-def _operand(value, api, what, partitions):
+def _operand(value, api, what, partitions, op=None):
     if isinstance(value, bool):
         return float(value)
     if isinstance(value, numbers.Number):
-        return float(value)
+        return nl._immediate(op, value)
     return nl._column(value, api, what, partitions)
 
 

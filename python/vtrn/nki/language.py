@@ -741,9 +741,35 @@ abs._alu = "abs"
 abs._activation = "abs"
 
 
+def invert(x, dtype=None, mask=None, **kwargs):
+    """nl.invert(x) = ~x, bitwise, on integer tiles (vector engine)."""
+    return _scalar_op("nl.invert", x, _alu("invert", "nl.invert"), 0, dtype, mask)
+
+
+invert._alu = "invert"
+
+
+def logical_not(x, dtype=None, mask=None, **kwargs):
+    """nl.logical_not(x): 1 where x is 0, else 0 (vector engine)."""
+    return _scalar_op("nl.logical_not", x, _alu("logical_not", "nl.logical_not"), 0.0, dtype, mask)
+
+
+logical_not._alu = "logical_not"
+
+
 def negative(x, dtype=None, mask=None, **kwargs):
     """nl.negative(x) = -x (vector engine)."""
     return _scalar_op("nl.negative", x, "multiply", -1.0, dtype, mask)
+
+
+_BITVEC = ("bitwise_and", "bitwise_or", "bitwise_xor", "shift_left", "shift_right", "invert")
+
+
+def _immediate(op, value):
+    """An immediate operand: an exact int32 for the bitvec ops, else fp32."""
+    if op in _BITVEC and isinstance(value, (numbers.Integral, numpy.integer)) and not isinstance(value, bool):
+        return int(value)
+    return float(value)
 
 
 def _scalar_op(api, x, op, operand, dtype, mask, engine="dve", reverse=False):
@@ -752,7 +778,8 @@ def _scalar_op(api, x, op, operand, dtype, mask, engine="dve", reverse=False):
     tile = _new("sbuf", view.shape, out_dtype, api)
     dst, src = _mask_views(mask, [tile._view, view], api)
     if not _empty([dst]):
-        _record(engine, "tensor_scalar", [dst], [src], api, src=src, op0=op, x0=float(operand), reverse=1 if reverse else 0)
+        _record(engine, "tensor_scalar", [dst], [src], api, src=src, op0=op, x0=_immediate(op, operand),
+                reverse=1 if reverse else 0)
     return tile
 
 
@@ -875,7 +902,8 @@ def _in_place(view, other, op, api):
         unsupported(api, "arithmetic on HBM tensors (load, compute, store)")
     target = _onchip(Tensor(view), api, "target")
     if isinstance(other, numbers.Number):
-        _record("dve", "tensor_scalar", [target], [target], api, src=target, op0=op, x0=float(other), reverse=0)
+        _record("dve", "tensor_scalar", [target], [target], api, src=target, op0=op, x0=_immediate(op, other),
+                reverse=0)
         return
     src = _onchip(other, api, "value")
     if _free_size(src) == 1 and _free_size(target) != 1:
