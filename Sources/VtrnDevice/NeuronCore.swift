@@ -414,23 +414,25 @@ public final class CoreExecutor: @unchecked Sendable {
         case .matmul(let destination, let stationary, let moving, let accumulate):
             matmul(destination, stationary, moving, accumulate, bindings)
         case .transpose(let destination, let source):
+            // Through a [columns][partitions] staging buffer, with typed strided moves (not a
+            // memcpy call per element).
             let size = source.dtype.size
             let columns = source.elementsPerPartition
+            let partitions = source.partitions
             let bytes = UnsafeMutableRawPointer(c)
-            for p in 0..<source.partitions {
+            for p in 0..<partitions {
                 let start = base(source, p, bindings)
                 forEachRun(source) { offset, element in
-                    for i in 0..<source.sizes[0] {
-                        memcpy(bytes + ((element + i) * source.partitions + p) * size, start + offset + i * source.strides[0] * size, size)
-                    }
+                    Self.moveElements(to: bytes + (element * partitions + p) * size, toStride: partitions * size,
+                                      from: start + offset, fromStride: source.strides[0] * size, count: source.sizes[0], size: size)
                 }
             }
             for f in 0..<columns {
                 let start = base(destination, f, bindings)
                 forEachRun(destination) { offset, element in
-                    for i in 0..<destination.sizes[0] {
-                        memcpy(start + offset + i * destination.strides[0] * size, bytes + (f * source.partitions + element + i) * size, size)
-                    }
+                    Self.moveElements(to: start + offset, toStride: destination.strides[0] * size,
+                                      from: bytes + (f * partitions + element) * size, fromStride: size,
+                                      count: destination.sizes[0], size: size)
                 }
             }
         case .activate(let destination, let function, let source, let scale, let bias, let accumulateOut):
