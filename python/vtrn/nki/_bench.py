@@ -7,7 +7,7 @@ import time
 
 import numpy
 
-from . import _eager, _kernel, _lower, isa as nisa, language as nl
+from . import _eager, _kernel, isa as nisa, language as nl
 from . import jit
 
 
@@ -82,9 +82,8 @@ def _eager_inputs(kernel, args):
     return trace, {inputs[key]: value for key, _, value in items if key in inputs}
 
 
-def bench(runs=3):
+def bench(runs=5):
     rng = numpy.random.default_rng(7)
-    rows = []
     size = 1024
     lhsT = rng.standard_normal((size, size), dtype=numpy.float32)
     rhs = rng.standard_normal((size, size), dtype=numpy.float32)
@@ -110,9 +109,7 @@ def bench(runs=3):
               f"{sum(report.instructions.values())}{'' if agree else ' (results differ!)'} |")
     x = rng.standard_normal((128, 64), dtype=numpy.float32)
     repeats = 2500
-    started = time.perf_counter()
     many_instructions(x, repeats)
-    first_call = time.perf_counter() - started
     report = _kernel.last_report()
     rerun = _best(lambda: many_instructions(x, repeats), runs)
     rerun_report = _kernel.last_report()

@@ -9,7 +9,7 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy
 
@@ -282,8 +282,7 @@ def _trace(kernel, grid, ids, items, target):
     previous = _core.set_current(trace)
     try:
         signature = inspect.signature(kernel.func)
-        positional, keywords = [], {}
-        names = list(signature.parameters)
+        keywords = {}
         for key, name, value in items:
             keywords[key] = call_args[key]
         args, kwargs = _rebuild(signature, keywords)
@@ -343,7 +342,7 @@ def _compile(ctx, kernel, grid, ids, items, core):
     program = ctx.runtime.program()
     try:
         for buffer in trace.parameters:
-            parameter = program.parameter(buffer.name, buffer.shape if buffer.shape else (1,), buffer.dtype)
+            program.parameter(buffer.name, buffer.shape if buffer.shape else (1,), buffer.dtype)
             assert program.parameters[buffer.name].index == buffer.parameter
         origin = _lower.emit(program.handle, trace, plan)
         try:

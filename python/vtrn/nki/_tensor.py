@@ -1,12 +1,9 @@
 """NKI's tensors and tiles as the kernel sees them: a view of a buffer with numpy-like indexing,
 assignment and arithmetic. Operators are the nl functions of the same meaning."""
 
-import math
 import numbers
 
-import numpy
-
-from ._core import Buffer, Index, NKIError, Op, View, current, fail, numpy_dtype, where
+from ._core import View, current, fail, numpy_dtype
 
 
 class Tensor:

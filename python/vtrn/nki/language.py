@@ -21,8 +21,6 @@ from ._core import (
     Index,
     IndexVar,
     Mask,
-    NKIError,
-    NKIUnsupportedError,
     Op,
     View,
     current,
@@ -33,7 +31,7 @@ from ._core import (
     vtrn_dtype,
 )
 from ._core import where as _where
-from ._tensor import Tensor, assign, fresh, retarget
+from ._tensor import Tensor, fresh, retarget
 
 # -- dtypes (numpy's and ml_dtypes' types, which compare equal to a tile's dtype) -------------------
 
