@@ -207,11 +207,28 @@ typedef enum vtrn_alu_op {
     VTRN_ALU_FORCE32 = 0x7fffffff
 } vtrn_alu_op_t;
 
-/** Functions of ACTIVATE: fn(src * scale + bias). */
+/** Functions of ACTIVATE: fn(src * scale + bias), NKI's list for nki.isa.activation. vtrn
+ *  computes each to fp32 accuracy over all inputs (composite ones in double, rounded once, in
+ *  forms that do not cancel: GELU as x/2 * erfc(-x/sqrt 2), GELU_TANH as x * sigmoid(2u)); the
+ *  Scalar Engine's polynomials are valid only in NKI's ranges (SIN in [-pi, pi], ARCTAN in
+ *  [-pi/2, pi/2], LOG in [2^-64, 2^64], ...). */
 typedef enum vtrn_activation {
     VTRN_ACT_COPY = 1, VTRN_ACT_EXP, VTRN_ACT_LOG, VTRN_ACT_TANH, VTRN_ACT_SIGMOID, VTRN_ACT_RELU,
-    VTRN_ACT_GELU, VTRN_ACT_GELU_TANH, VTRN_ACT_SILU, VTRN_ACT_SQUARE, VTRN_ACT_SQRT, VTRN_ACT_RSQRT,
-    VTRN_ACT_RECIPROCAL,
+    VTRN_ACT_GELU,      /**< x * Phi(x), the exact GELU (erf) */
+    VTRN_ACT_GELU_TANH, /**< NKI's gelu_apprx_tanh: x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))) */
+    VTRN_ACT_SILU, VTRN_ACT_SQUARE, VTRN_ACT_SQRT, VTRN_ACT_RSQRT, VTRN_ACT_RECIPROCAL,
+    VTRN_ACT_ABS,
+    VTRN_ACT_SIGN,      /**< -1, 0 or 1 (NaN stays NaN), as numpy.sign */
+    VTRN_ACT_ERF,
+    VTRN_ACT_ERF_DX,    /**< 2/sqrt(pi) * exp(-x^2) */
+    VTRN_ACT_SIN,
+    VTRN_ACT_ARCTAN,
+    VTRN_ACT_SOFTPLUS,  /**< log(1 + exp(x)) */
+    VTRN_ACT_MISH,      /**< x * tanh(softplus(x)) */
+    VTRN_ACT_GELU_DX,   /**< d/dx GELU: Phi(x) + x * phi(x) */
+    VTRN_ACT_SILU_DX,   /**< d/dx x*sigmoid(x): sigmoid(x) * (1 + x * (1 - sigmoid(x))) */
+    VTRN_ACT_GELU_APPRX_SIGMOID,    /**< x * sigmoid(1.702 x) */
+    VTRN_ACT_GELU_APPRX_SIGMOID_DX, /**< its derivative: s + 1.702 x * s * (1 - s), s = sigmoid(1.702 x) */
     VTRN_ACT_FORCE32 = 0x7fffffff
 } vtrn_activation_t;
 
@@ -770,7 +787,8 @@ vtrn_status_t vtrn_memcpy(vtrn_device_t device, vtrn_memory_ref_t dst, vtrn_memo
  * core it is loaded on. The limits (NKI's): partitions 1-128; compute engines start at partition 0,
  * 32, 64 or 96 and stay in that quadrant group (from 32 or 96: at most 32 partitions; from 64: at
  * most 64); MATMUL: K (the partitions of both inputs) <= 128, M <= 128, N <= 512, the result fp32
- * in PSUM within one 2 KiB bank; PSUM is written only by PE instructions and read by the others;
+ * in PSUM within one 2 KiB bank; PSUM is read and written by DVE and ACT instructions and
+ * written by the PE's, while POOL (GpSimd) and DMA do not reach it (as on the hardware);
  * not both inputs of TENSOR_TENSOR in PSUM; shapes of outputs and inputs agree; every access
  * stays inside SBUF, PSUM or its parameter; semaphores 0-255.
  * Every builder: returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT for
@@ -792,14 +810,16 @@ vtrn_status_t vtrn_program_add_parameter(vtrn_program_t program, const char *nam
 vtrn_status_t vtrn_program_instruction_count(vtrn_program_t program, uint32_t *count);
 
 /** DMA_COPY (DMA engine): dst = src, element by element in partition-major order, between HBM and
- *  SBUF in either direction, SBUF to SBUF or HBM to HBM (not PSUM: copy it to SBUF first);
+ *  SBUF in either direction, SBUF to SBUF or HBM to HBM (not PSUM: TENSOR_COPY moves data
+ *  between PSUM and SBUF);
  *  element counts equal; a dtype change goes through fp32. */
 vtrn_status_t vtrn_program_dma_copy(vtrn_program_t program, vtrn_access_t dst, vtrn_access_t src, const vtrn_sync_t *sync);
 
 /** MATMUL (PE): dst[M,N] = (accumulate ? dst : 0) + stationary[K,M]^T . moving[K,N], in fp32 in
  *  PSUM; K is the partition count of both inputs, M the free size of stationary, N of moving.
- *  Narrower inputs are widened to fp32 first. The first matmul into a PSUM tile must not accumulate
- *  (it overwrites). */
+ *  Narrower inputs are widened to fp32 first; stationary and moving may differ in dtype, except
+ *  that an fp32 input needs an fp32 partner (NKI's rule). The first matmul into a PSUM tile must
+ *  not accumulate (it overwrites). */
 vtrn_status_t vtrn_program_matmul(vtrn_program_t program, vtrn_access_t dst, vtrn_access_t stationary,
                                   vtrn_access_t moving, uint32_t accumulate, const vtrn_sync_t *sync);
 

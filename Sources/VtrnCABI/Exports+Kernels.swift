@@ -156,7 +156,9 @@ public func vtrn_program_activate(_ program: vtrn_program_t?, _ dst: vtrn_access
     exported {
         try append(program) { () throws(VtrnError) in
             guard let function = ActivationFunction(rawValue: Int(fn.rawValue)) else {
-                throw .invalidArgument("fn is \(fn.rawValue); accepted: VTRN_ACT_COPY (1) to VTRN_ACT_RECIPROCAL (13)")
+                let last = ActivationFunction.allCases.last!
+                throw .invalidArgument("fn is \(fn.rawValue); accepted: VTRN_ACT_COPY (1) to VTRN_ACT_\(last.description.uppercased()) "
+                                       + "(\(last.rawValue))")
             }
             guard let scale = try scalarOperand(scale, "scale") else { throw .invalidArgument("scale is NULL") }
             return Instruction(engine: .act, operation: .activate(

@@ -47,11 +47,16 @@ public enum AluOp: Int, Sendable, CaseIterable, CustomStringConvertible {
     }
 }
 
+/// ACTIVATE's functions: NKI's list for nki.isa.activation (its "Supported Activation Functions"),
+/// computed to fp32 accuracy over the whole input range (the Scalar Engine's piecewise polynomials
+/// are valid only in NKI's stated ranges, e.g. sin in [-pi, pi], arctan in [-pi/2, pi/2]).
 public enum ActivationFunction: Int, Sendable, CaseIterable, CustomStringConvertible {
     case copy = 1, exp, log, tanh, sigmoid, relu, gelu, geluTanh, silu, square, sqrt, rsqrt, reciprocal
+    case abs, sign, erf, erfDx, sin, arctan, softplus, mish, geluDx, siluDx, geluApprxSigmoid, geluApprxSigmoidDx
     public var description: String {
         ["copy", "exp", "log", "tanh", "sigmoid", "relu", "gelu", "gelu_tanh", "silu", "square", "sqrt", "rsqrt",
-         "reciprocal"][rawValue - 1]
+         "reciprocal", "abs", "sign", "erf", "erf_dx", "sin", "arctan", "softplus", "mish", "gelu_dx", "silu_dx",
+         "gelu_apprx_sigmoid", "gelu_apprx_sigmoid_dx"][rawValue - 1]
     }
 }
 

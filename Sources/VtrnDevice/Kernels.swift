@@ -185,17 +185,53 @@ enum Kernels {
         case .tanh: map(count, into: out) { tanhf(out[$0]) }
         case .sigmoid: map(count, into: out) { 1 / (1 + expf(-out[$0])) }
         case .relu: map(count, into: out) { Swift.max(out[$0], 0) }
-        case .gelu: map(count, into: out) { 0.5 * out[$0] * (1 + erff(out[$0] * 0.70710678118654752)) }
-        case .geluTanh:
-            map(count, into: out) { x in
-                let v = out[x]
-                return 0.5 * v * (1 + tanhf(0.7978845608028654 * (v + 0.044715 * v * v * v)))
-            }
         case .silu: map(count, into: out) { out[$0] / (1 + expf(-out[$0])) }
         case .square: map(count, into: out) { out[$0] * out[$0] }
         case .sqrt: map(count, into: out) { sqrtf(out[$0]) }
         case .rsqrt: map(count, into: out) { 1 / sqrtf(out[$0]) }
         case .reciprocal: map(count, into: out) { 1 / out[$0] }
+        case .abs: map(count, into: out) { Swift.abs(out[$0]) }
+        case .sign: map(count, into: out) { x in out[x] > 0 ? 1 : out[x] < 0 ? -1 : out[x] == 0 ? 0 : out[x] }
+        case .erf: map(count, into: out) { erff(out[$0]) }
+        case .sin: map(count, into: out) { sinf(out[$0]) }
+        case .arctan: map(count, into: out) { atanf(out[$0]) }
+        default:
+            // Compositions, in double and rounded once, so that no intermediate rounding or
+            // cancellation shows in the fp32 result.
+            map(count, into: out) { Float(composite(function, Double(out[$0]))) }
         }
     }
+
+    static let sqrtHalf = 0.70710678118654752440
+    static let sqrtTwoOverPi = 0.79788456080286535588
+
+    /// The functions made of several steps, in stable forms: gelu through erfc (1 + erf(x/sqrt2)
+    /// cancels for negative x), gelu_tanh as x * sigmoid(2u) (1 + tanh(u) cancels), softplus as
+    /// max(x, 0) + log1p(exp(-|x|)).
+    static func composite(_ function: ActivationFunction, _ x: Double) -> Double {
+        switch function {
+        case .gelu: return 0.5 * x * erfc(-x * sqrtHalf)
+        case .geluTanh: return x / (1 + Glibc.exp(-2 * sqrtTwoOverPi * (x + 0.044715 * x * x * x)))
+        case .erfDx: return 2 / 1.7724538509055160273 * Glibc.exp(-x * x)
+        case .softplus: return softplus(x)
+        case .mish: return x * Glibc.tanh(softplus(x))
+        case .geluDx:
+            // d/dx x·Phi(x) = Phi(x) + x·phi(x)
+            return 0.5 * erfc(-x * sqrtHalf) + x * Glibc.exp(-0.5 * x * x) * 0.39894228040143267794
+        case .siluDx:
+            let s = sigmoid(x)
+            return s * (1 + x * (1 - s))
+        case .geluApprxSigmoid: return x * sigmoid(1.702 * x)
+        case .geluApprxSigmoidDx:
+            let s = sigmoid(1.702 * x)
+            return s + 1.702 * x * s * (1 - s)
+        default: return x
+        }
+    }
+
+    @inline(__always)
+    static func sigmoid(_ x: Double) -> Double { 1 / (1 + Glibc.exp(-x)) }
+
+    @inline(__always)
+    static func softplus(_ x: Double) -> Double { Swift.max(x, 0) + log1p(Glibc.exp(-Swift.abs(x))) }
 }

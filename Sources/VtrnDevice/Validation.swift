@@ -62,7 +62,7 @@ public enum Validator {
         }
 
         // Every operand on its own.
-        for (name, access, writes) in operation.operands {
+        for (name, access, _) in operation.operands {
             guard (1...4).contains(access.sizes.count), access.strides.count == access.sizes.count else {
                 throw fail(name, "has \(access.sizes.count) free dimensions; an access pattern has 1 to 4")
             }
@@ -113,10 +113,15 @@ public enum Validator {
                     }
                 }
                 if access.space == .psum {
-                    if writes && engine != .pe {
-                        throw fail(name, "writes PSUM; only the PE's MATMUL and TRANSPOSE write PSUM (other engines read it)")
+                    // NKI: PE writes PSUM; DVE and ACT read and write it; GpSimd and the DMA engines
+                    // do not reach it.
+                    if engine == .dma {
+                        throw fail(name, "is in PSUM, which DMA does not reach; move data between PSUM and SBUF with TENSOR_COPY "
+                                   + "on DVE or ACT")
                     }
-                    if engine == .dma { throw fail(name, "DMA does not reach PSUM; copy it to SBUF with TENSOR_COPY first") }
+                    if engine == .pool {
+                        throw fail(name, "is in PSUM, which POOL (GpSimd) cannot access; DVE and ACT can")
+                    }
                 }
             case .hbm:
                 guard engine == .dma else { throw fail(name, "is in HBM; only DMA_COPY reaches HBM") }
@@ -170,6 +175,10 @@ public enum Validator {
             }
             for (name, access) in [("stationary", stationary), ("moving", moving)] where !access.dtype.isFloat {
                 throw fail(name, "is \(access.dtype); the PE multiplies floating-point dtypes")
+            }
+            guard (stationary.dtype == .fp32) == (moving.dtype == .fp32) else {
+                throw fail("moving", "is \(moving.dtype) but stationary is \(stationary.dtype); an fp32 input of MATMUL needs an "
+                           + "fp32 partner (other dtypes mix freely)")
             }
             let k = stationary.partitions, m = stationary.elementsPerPartition, n = moving.elementsPerPartition
             guard moving.partitions == k else {

@@ -22,6 +22,20 @@ import VtrnDevice
         for (c, swift) in header { #expect(Int(c.rawValue) == swift.rawValue, "\(swift)") }
     }
 
+    @Test func activationsMatchTheHeader() {
+        let header: [(vtrn_activation_t, ActivationFunction)] = [
+            (VTRN_ACT_COPY, .copy), (VTRN_ACT_EXP, .exp), (VTRN_ACT_LOG, .log), (VTRN_ACT_TANH, .tanh),
+            (VTRN_ACT_SIGMOID, .sigmoid), (VTRN_ACT_RELU, .relu), (VTRN_ACT_GELU, .gelu), (VTRN_ACT_GELU_TANH, .geluTanh),
+            (VTRN_ACT_SILU, .silu), (VTRN_ACT_SQUARE, .square), (VTRN_ACT_SQRT, .sqrt), (VTRN_ACT_RSQRT, .rsqrt),
+            (VTRN_ACT_RECIPROCAL, .reciprocal), (VTRN_ACT_ABS, .abs), (VTRN_ACT_SIGN, .sign), (VTRN_ACT_ERF, .erf),
+            (VTRN_ACT_ERF_DX, .erfDx), (VTRN_ACT_SIN, .sin), (VTRN_ACT_ARCTAN, .arctan), (VTRN_ACT_SOFTPLUS, .softplus),
+            (VTRN_ACT_MISH, .mish), (VTRN_ACT_GELU_DX, .geluDx), (VTRN_ACT_SILU_DX, .siluDx),
+            (VTRN_ACT_GELU_APPRX_SIGMOID, .geluApprxSigmoid), (VTRN_ACT_GELU_APPRX_SIGMOID_DX, .geluApprxSigmoidDx),
+        ]
+        #expect(header.count == ActivationFunction.allCases.count)
+        for (c, swift) in header { #expect(Int(c.rawValue) == swift.rawValue, "\(swift)") }
+    }
+
     @Test func scalarKindsMatchTheHeader() {
         #expect(VTRN_SCALAR_IMMEDIATE.rawValue == 0 && VTRN_SCALAR_TILE.rawValue == 1 && VTRN_SCALAR_INT32.rawValue == 2)
     }

@@ -1,6 +1,10 @@
 import Testing
 @testable import VtrnDevice
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The core executor driven directly: programs of a few instructions, their virtual timelines.
 @Suite struct ExecutorTests {
     let executor = CoreExecutor(preset: .trn1)
@@ -196,5 +200,31 @@ import Testing
         #expect([result[0], result[1], result[2]] == [-6, -22, -38])
         let bits = executor.sbufPointer(partition: 0, offset: 192).assumingMemoryBound(to: Int32.self)
         #expect([UInt32(bitPattern: bits[0]), UInt32(bitPattern: bits[1])] == [0x8000_003f, 0x8000_0fc0])
+    }
+}
+
+@Suite struct ActivationTests {
+    func activate(_ function: ActivationFunction, _ x: Float) -> Float {
+        var input = x, output: Float = 0
+        Kernels.activate(function, &input, count: 1, scale: 1, bias: 0, into: &output)
+        return output
+    }
+
+    @Test func geluDoesNotCancelForNegativeInputs() {
+        // 0.5 x (1 + erf(x / sqrt 2)) is exactly 0 in fp32 at -10; the true value is -7.6e-23.
+        let exact = 0.5 * -10 * erfc(10 / 2.0.squareRoot())
+        #expect(Swift.abs(Double(activate(.gelu, -10)) - exact) <= 1e-7 * Swift.abs(exact))
+        let u = 0.7978845608028654 * (-5 - 0.044715 * 125)
+        let tanhForm = -5 / (1 + Glibc.exp(-2 * u))
+        #expect(Swift.abs(Double(activate(.geluTanh, -5)) - tanhForm) <= 1e-7 * Swift.abs(tanhForm))
+    }
+
+    @Test func signAndDerivatives() {
+        #expect(activate(.sign, -0.0).bitPattern == Float(0).bitPattern && activate(.sign, -3) == -1 && activate(.sign, 2) == 1)
+        #expect(activate(.sign, .nan).isNaN)
+        #expect(activate(.siluDx, 0) == 0.5 && activate(.geluDx, 0) == 0.5 && activate(.geluApprxSigmoidDx, 0) == 0.5)
+        #expect(Swift.abs(activate(.erfDx, 0) - 1.1283791) < 1e-6)
+        #expect(activate(.softplus, 100) == 100 && activate(.softplus, -100) > 0)
+        #expect(activate(.mish, -0.0) == 0)
     }
 }

@@ -55,4 +55,30 @@ import Testing
         #expect(problem(.dve, .tensorTensor(destination: sbuf(8, 12), a: sbuf(8, 12), b: sbuf(8, 12), op: .logicalNot))
                 == "instruction 0 (TENSOR_TENSOR on DVE): op: logical_not takes one operand; TENSOR_TENSOR needs a binary op")
     }
+
+    @Test func psumIsForPeDveAndActOnly() {
+        #expect(problem(.dve, .memset(destination: psum(8, 4), value: 0)) == nil)
+        #expect(problem(.act, .tensorCopy(destination: psum(8, 4), source: psum(8, 4, offset: 64))) == nil)
+        #expect(problem(.act, .activate(destination: psum(8, 4), function: .exp, source: sbuf(8, 4), scale: .immediate(1),
+                                        bias: nil, accumulateOut: psum(8, 1, offset: 64))) == nil)
+        #expect(problem(.pool, .memset(destination: psum(8, 4), value: 0))
+                == "instruction 0 (MEMSET on POOL): dst: is in PSUM, which POOL (GpSimd) cannot access; DVE and ACT can")
+        #expect(problem(.pool, .tensorCopy(destination: sbuf(8, 4), source: psum(8, 4)))
+                == "instruction 0 (TENSOR_COPY on POOL): src: is in PSUM, which POOL (GpSimd) cannot access; DVE and ACT can")
+        #expect(problem(.dma, .dmaCopy(destination: psum(8, 4), source: sbuf(8, 4)))
+                == "instruction 0 (DMA_COPY on DMA): dst: is in PSUM, which DMA does not reach; move data between PSUM and SBUF "
+                + "with TENSOR_COPY on DVE or ACT")
+    }
+
+    @Test func matmulTakesFp32OnlyWithFp32() {
+        func matmul(_ stationary: DataType, _ moving: DataType) -> String? {
+            problem(.pe, .matmul(destination: psum(4, 8), stationary: sbuf(16, 4, stationary), moving: sbuf(16, 8, moving, offset: 64),
+                                 accumulate: false))
+        }
+        #expect(matmul(.fp32, .fp32) == nil && matmul(.bf16, .fp8e4m3) == nil && matmul(.fp16, .bf16) == nil)
+        #expect(matmul(.fp32, .bf16) == "instruction 0 (MATMUL on PE): moving: is bf16 but stationary is fp32; an fp32 input of "
+                + "MATMUL needs an fp32 partner (other dtypes mix freely)")
+        #expect(matmul(.fp8e5m2, .fp32) == "instruction 0 (MATMUL on PE): moving: is fp32 but stationary is fp8_e5m2; an fp32 "
+                + "input of MATMUL needs an fp32 partner (other dtypes mix freely)")
+    }
 }

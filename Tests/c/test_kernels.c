@@ -655,6 +655,84 @@ static void test_bitvec_ops(void) {
     EXPECT_OK(vtrn_runtime_destroy(runtime));
 }
 
+/* Reference activation functions in double, in forms that do not cancel. */
+static double sigmoid_reference(double x) { return 1 / (1 + exp(-x)); }
+static double softplus_reference(double x) { return fmax(x, 0) + log1p(exp(-fabs(x))); }
+
+static double activation_reference(vtrn_activation_t fn, double x) {
+    const double pi = 3.14159265358979323846;
+    switch (fn) {
+    case VTRN_ACT_GELU: return 0.5 * x * erfc(-x / sqrt(2));
+    case VTRN_ACT_GELU_TANH: return x / (1 + exp(-2 * sqrt(2 / pi) * (x + 0.044715 * x * x * x)));
+    case VTRN_ACT_ABS: return fabs(x);
+    case VTRN_ACT_SIGN: return x > 0 ? 1 : x < 0 ? -1 : 0;
+    case VTRN_ACT_ERF: return erf(x);
+    case VTRN_ACT_ERF_DX: return 2 / sqrt(pi) * exp(-x * x);
+    case VTRN_ACT_SIN: return sin(x);
+    case VTRN_ACT_ARCTAN: return atan(x);
+    case VTRN_ACT_SOFTPLUS: return softplus_reference(x);
+    case VTRN_ACT_MISH: return x * tanh(softplus_reference(x));
+    case VTRN_ACT_GELU_DX: return 0.5 * erfc(-x / sqrt(2)) + x * exp(-x * x / 2) / sqrt(2 * pi);
+    case VTRN_ACT_SILU_DX: return sigmoid_reference(x) * (1 + x * (1 - sigmoid_reference(x)));
+    case VTRN_ACT_GELU_APPRX_SIGMOID: return x * sigmoid_reference(1.702 * x);
+    case VTRN_ACT_GELU_APPRX_SIGMOID_DX: {
+        double s = sigmoid_reference(1.702 * x);
+        return s + 1.702 * x * s * (1 - s);
+    }
+    default: return NAN;
+    }
+}
+
+/* NKI's activation functions, against double references; GELU keeps its relative accuracy for
+ * strongly negative inputs, where 1 + erf(x / sqrt 2) cancels in fp32. */
+static void test_activation_functions(void) {
+    GROUP("ACTIVATE: NKI's functions, accurate for negative GELU inputs");
+    vtrn_runtime_t runtime = create_runtime("trn1");
+    vtrn_device_t device = get_device(runtime, 0);
+    const vtrn_activation_t functions[] = {
+        VTRN_ACT_GELU, VTRN_ACT_GELU_TANH, VTRN_ACT_ABS, VTRN_ACT_SIGN, VTRN_ACT_ERF, VTRN_ACT_ERF_DX, VTRN_ACT_SIN,
+        VTRN_ACT_ARCTAN, VTRN_ACT_SOFTPLUS, VTRN_ACT_MISH, VTRN_ACT_GELU_DX, VTRN_ACT_SILU_DX,
+        VTRN_ACT_GELU_APPRX_SIGMOID, VTRN_ACT_GELU_APPRX_SIGMOID_DX,
+    };
+    enum { COUNT = sizeof functions / sizeof functions[0], F = 16 };
+    const float inputs[F] = { -10, -7.5f, -5, -3, -1.5f, -0.75f, -0.25f, 0, 0.125f, 0.5f, 1, 1.75f, 2.5f, 3, 5, 9 };
+    serial_program_t serial = { new_program(runtime), 0 };
+    uint32_t in = add_parameter(serial.program, "in", F * 4), out = add_parameter(serial.program, "out", COUNT * F * 4);
+    vtrn_sync_t sync = in_turn(&serial);
+    EXPECT_OK(vtrn_program_dma_copy(serial.program, sbuf(1, 0, F), vtrn_hbm(in, 0, VTRN_DTYPE_FP32, 1, F, F), &sync));
+    const vtrn_scalar_t one = immediate(1.0f);
+    for (int k = 0; k < COUNT; k++) {
+        sync = in_turn(&serial);
+        EXPECT_OK(vtrn_program_activate(serial.program, sbuf(1, 64 + (uint64_t)k * F * 4, F), functions[k], sbuf(1, 0, F), &one,
+                                        NULL, NULL, &sync));
+    }
+    sync = in_turn(&serial);
+    EXPECT_OK(vtrn_program_dma_copy(serial.program, vtrn_hbm(out, 0, VTRN_DTYPE_FP32, 1, COUNT * F, COUNT * F),
+                                    sbuf(1, 64, COUNT * F), &sync));
+    vtrn_kernel_t kernel = load(device, 0, serial.program);
+    EXPECT_OK(vtrn_program_destroy(serial.program));
+    vtrn_device_memory_t in_memory = allocate(device, sizeof inputs), out_memory = allocate(device, COUNT * F * 4);
+    write_memory(runtime, device, in_memory, inputs, sizeof inputs);
+    const vtrn_binding_t bindings[] = { binding("in", in_memory, 0), binding("out", out_memory, 0) };
+    EXPECT_RUN_OK(kernel, bindings, 2, NULL);
+    float results[COUNT * F];
+    read_memory(runtime, device, out_memory, results, sizeof results);
+    for (int k = 0; k < COUNT; k++) {
+        for (int f = 0; f < F; f++) {
+            double expected = activation_reference(functions[k], inputs[f]), got = results[k * F + f];
+            /* Within a few fp32 roundings of the value (plus fp32's subnormal step, 1.4e-45), or of 1e-7
+             * where derivatives cross zero. */
+            const int derivative = functions[k] == VTRN_ACT_GELU_DX || functions[k] == VTRN_ACT_SILU_DX ||
+                                   functions[k] == VTRN_ACT_GELU_APPRX_SIGMOID_DX;
+            EXPECT_MSG(fabs(got - expected) <= 4e-7 * fabs(expected) + 1.5e-45 + (derivative ? 1e-7 : 0),
+                       "function %d of %f: %.9g, expected %.9g", (int)functions[k], (double)inputs[f], got, expected);
+        }
+    }
+    /* GELU(-10) is about -7.6e-23: not 0, as 1 + erf would make it. */
+    EXPECT_MSG(results[0] < -7.6e-23f && results[0] > -7.7e-23f, "gelu(-10) = %g", (double)results[0]);
+    EXPECT_OK(vtrn_runtime_destroy(runtime));
+}
+
 /* Every engine's instructions are counted, SEM_SIGNAL and SEM_WAIT included. */
 static void test_info_per_engine(void) {
     GROUP("execution info: instructions and busy time per engine");
@@ -882,25 +960,50 @@ static void test_validation_psum_and_pe(void) {
     const vtrn_scalar_t one = immediate(1.0f);
     vtrn_program_t program;
 
-    /* Only the PE writes PSUM; the others read it; DMA does not reach it. */
-    program = validation_program(runtime);
-    EXPECT_OK(vtrn_program_tensor_copy(program, VTRN_ENGINE_DVE, psum(128, 0, 8), sbuf(128, 0, 8), NULL));
-    EXPECT_REJECTED(device, program, "(TENSOR_COPY on DVE): dst: ", "writes PSUM",
-                    "only the PE's MATMUL and TRANSPOSE write PSUM");
+    /* PE writes PSUM, DVE and ACT read and write it; POOL (GpSimd) and DMA do not reach it. */
     program = validation_program(runtime);
     EXPECT_OK(vtrn_program_memset(program, VTRN_ENGINE_POOL, psum(128, 0, 8), 0.0f, NULL));
-    EXPECT_REJECTED(device, program, "(MEMSET on POOL): dst: ", "writes PSUM");
+    EXPECT_REJECTED(device, program, "(MEMSET on POOL): dst: ", "is in PSUM, which POOL (GpSimd) cannot access; DVE and ACT can");
     program = validation_program(runtime);
-    EXPECT_OK(vtrn_program_activate(program, psum(128, 0, 8), VTRN_ACT_EXP, psum(128, 0, 8), &one, NULL, NULL, NULL));
-    EXPECT_REJECTED(device, program, "(ACTIVATE on ACT): dst: ", "writes PSUM");
+    EXPECT_OK(vtrn_program_tensor_copy(program, VTRN_ENGINE_POOL, sbuf(128, 64, 8), psum(128, 0, 8), NULL));
+    EXPECT_REJECTED(device, program, "(TENSOR_COPY on POOL): src: ", "POOL (GpSimd) cannot access");
+    program = validation_program(runtime);
+    const int32_t step[1] = { 1 };
+    EXPECT_OK(vtrn_program_iota(program, vtrn_psum(0, 128, 0, VTRN_DTYPE_INT32, 8), step, 0, 1, NULL));
+    EXPECT_REJECTED(device, program, "(IOTA on POOL): dst: ", "POOL (GpSimd) cannot access");
     program = validation_program(runtime);
     EXPECT_OK(vtrn_program_dma_copy(program, sbuf(128, 0, 8), psum(128, 0, 8), NULL));
-    EXPECT_REJECTED(device, program, "(DMA_COPY on DMA): src: ", "DMA does not reach PSUM");
+    EXPECT_REJECTED(device, program, "(DMA_COPY on DMA): src: ", "is in PSUM, which DMA does not reach",
+                    "with TENSOR_COPY on DVE or ACT");
+    program = validation_program(runtime);
+    EXPECT_OK(vtrn_program_dma_copy(program, psum(128, 0, 8), sbuf(128, 0, 8), NULL));
+    EXPECT_REJECTED(device, program, "(DMA_COPY on DMA): dst: ", "is in PSUM, which DMA does not reach");
     program = validation_program(runtime);
     EXPECT_OK(vtrn_program_activate(program, sbuf(128, 0, 8), VTRN_ACT_EXP, psum(128, 0, 8), &one, NULL, NULL, NULL));
-    EXPECT_OK(vtrn_program_tensor_copy(program, VTRN_ENGINE_POOL, sbuf(128, 64, 8), psum(128, 0, 8), NULL));
+    EXPECT_OK(vtrn_program_tensor_copy(program, VTRN_ENGINE_ACT, sbuf(128, 64, 8), psum(128, 0, 8), NULL));
     EXPECT_OK(vtrn_program_tensor_tensor(program, sbuf(128, 128, 8), psum(128, 0, 8), sbuf(128, 0, 8), VTRN_ALU_ADD,
                                          NULL));
+    EXPECT_OK(vtrn_program_tensor_copy(program, VTRN_ENGINE_DVE, psum(128, 0, 8), sbuf(128, 0, 8), NULL));
+    EXPECT_OK(vtrn_program_memset(program, VTRN_ENGINE_DVE, psum(128, 64, 8), 0.0f, NULL));
+    EXPECT_OK(vtrn_program_activate(program, psum(128, 128, 8), VTRN_ACT_EXP, psum(128, 0, 8), &one, NULL, NULL, NULL));
+    EXPECT_OK(vtrn_program_tensor_reduce(program, psum(128, 192, 1), psum(128, 0, 8), VTRN_ALU_MAX, 0, NULL));
+    EXPECT_OK(vtrn_program_tensor_scalar(program, VTRN_ENGINE_ACT, psum(128, 256, 8), sbuf(128, 0, 8), VTRN_ALU_MULTIPLY,
+                                         &one, VTRN_ALU_BYPASS, NULL, 0, NULL));
+    EXPECT_ACCEPTED(device, program);
+
+    /* MATMUL: an fp32 input needs an fp32 partner; other dtypes mix. */
+    program = validation_program(runtime);
+    EXPECT_OK(vtrn_program_matmul(program, psum(128, 0, 512), sbuf(128, 0, 128), vtrn_sbuf(0, 128, 1024, VTRN_DTYPE_BF16, 512),
+                                  0, NULL));
+    EXPECT_REJECTED(device, program, "(MATMUL on PE): moving: ",
+                    "is bf16 but stationary is fp32; an fp32 input of MATMUL needs an fp32 partner");
+    program = validation_program(runtime);
+    EXPECT_OK(vtrn_program_matmul(program, psum(128, 0, 512), vtrn_sbuf(0, 128, 0, VTRN_DTYPE_FP8_E5M2, 128),
+                                  sbuf(128, 1024, 512), 0, NULL));
+    EXPECT_REJECTED(device, program, "moving: ", "is fp32 but stationary is fp8_e5m2");
+    program = validation_program(runtime);
+    EXPECT_OK(vtrn_program_matmul(program, psum(128, 0, 512), vtrn_sbuf(0, 128, 0, VTRN_DTYPE_FP8_E4M3, 128),
+                                  vtrn_sbuf(0, 128, 1024, VTRN_DTYPE_FP16, 512), 0, NULL));
     EXPECT_ACCEPTED(device, program);
 
     /* MATMUL's limits: K (partitions) <= 128, M <= 128, N <= 512, K equal in both inputs. */
@@ -1137,8 +1240,9 @@ static void test_builder_arguments(void) {
                  VTRN_ERROR_INVALID_ARGUMENT, "cmp is 1000");
     EXPECT_ERROR(vtrn_program_activate(program, tile, (vtrn_activation_t)0, tile, &one, NULL, NULL, NULL),
                  VTRN_ERROR_INVALID_ARGUMENT, "fn is 0", "VTRN_ACT_COPY");
-    EXPECT_ERROR(vtrn_program_activate(program, tile, (vtrn_activation_t)14, tile, &one, NULL, NULL, NULL),
-                 VTRN_ERROR_INVALID_ARGUMENT, "fn is 14", "VTRN_ACT_RECIPROCAL");
+    EXPECT_ERROR(vtrn_program_activate(program, tile, (vtrn_activation_t)(VTRN_ACT_GELU_APPRX_SIGMOID_DX + 1), tile, &one,
+                                       NULL, NULL, NULL),
+                 VTRN_ERROR_INVALID_ARGUMENT, "fn is 26", "VTRN_ACT_COPY (1) to VTRN_ACT_GELU_APPRX_SIGMOID_DX (25)");
     EXPECT_ERROR(vtrn_program_sem_signal(program, VTRN_ENGINE_DVE, 0, (vtrn_semaphore_op_t)3, 1),
                  VTRN_ERROR_INVALID_ARGUMENT, "op is 3", "VTRN_SEMAPHORE_ADD");
     vtrn_sync_t bad_sync = signals(0);
@@ -1571,11 +1675,11 @@ static void test_determinism(void) {
     const vtrn_sync_t activated = waits_signals(1, 1, 2), stored = waits(2, 1), sums_stored = waits(2, 1);
     const vtrn_scalar_t scale = immediate(1.0f / 64);
     const vtrn_access_t row_sums = sbuf(128, 16384, 1);
-    EXPECT_OK(vtrn_program_dma_copy(program, sbuf(128, 0, 128), vtrn_hbm(a, 0, VTRN_DTYPE_FP32, 128, 128, 128),
-                                    &a_loaded));
+    EXPECT_OK(vtrn_program_dma_copy(program, vtrn_sbuf(0, 128, 0, VTRN_DTYPE_FP16, 128),
+                                    vtrn_hbm(a, 0, VTRN_DTYPE_FP32, 128, 128, 128), &a_loaded));
     EXPECT_OK(vtrn_program_dma_copy(program, vtrn_sbuf(0, 128, 1024, VTRN_DTYPE_BF16, 512),
                                     vtrn_hbm(b, 0, VTRN_DTYPE_FP32, 128, 512, 512), &b_loaded));
-    EXPECT_OK(vtrn_program_matmul(program, psum(128, 0, 512), sbuf(128, 0, 128),
+    EXPECT_OK(vtrn_program_matmul(program, psum(128, 0, 512), vtrn_sbuf(0, 128, 0, VTRN_DTYPE_FP16, 128),
                                   vtrn_sbuf(0, 128, 1024, VTRN_DTYPE_BF16, 512), 0, &multiplied));
     EXPECT_OK(vtrn_program_activate(program, sbuf(128, 4096, 512), VTRN_ACT_EXP, psum(128, 0, 512), &scale, NULL,
                                     &row_sums, &activated));
@@ -1778,6 +1882,7 @@ int main(void) {
     test_semaphores_reset();
     test_matmul_accumulates();
     test_bitvec_ops();
+    test_activation_functions();
     test_info_per_engine();
     test_validation_engines_and_partitions();
     test_validation_access_patterns();

@@ -196,13 +196,33 @@ def test_matmul_mixed_dtypes_and_a_quadrant(serial, device):
     stationary = rng.standard_normal((32, 16)).astype(np.float32)
     moving = rng.standard_normal((32, 48)).astype(np.float32)
     s = serial.load("s", stationary, dtype="bf16", partition=96)
-    v = serial.load("v", moving, partition=96)
+    v = serial.load("v", moving, dtype="fp16", partition=96)  # (fp32 mixes with fp32 only)
     result = serial.program.psum((16, 48), partition=64)
     serial.program.matmul(result, s, v, **serial())
     serial.store("c", result)
     c = serial.run(device)["c"]
     seen_s = rounded(stationary, "bf16").astype(np.float64)
-    assert np.all(np.abs(c - seen_s.T @ moving) <= matmul_bound(seen_s, moving.astype(np.float64)))
+    seen_v = rounded(moving, "fp16").astype(np.float64)
+    assert np.all(np.abs(c - seen_s.T @ seen_v) <= matmul_bound(seen_s, seen_v))
+
+
+def test_dve_and_act_write_psum(serial, device):
+    x = np.random.default_rng(22).standard_normal((64, 40)).astype(np.float32)
+    tile = serial.load("x", x)
+    zeros, copied, exps = (serial.program.psum(x.shape) for _ in range(3))
+    sums = serial.program.psum((64, 4))
+    serial.program.memset(zeros, 0.0, **serial())  # nl.zeros in PSUM
+    serial.program.tensor_copy(copied, tile, engine="act", **serial())
+    serial.program.activate(exps, "exp", copied, **serial())  # ACT reads and writes PSUM
+    serial.program.tensor_reduce(sums, exps, "add", **serial())  # DVE too
+    for name, result in (("zeros", zeros), ("copied", copied), ("exps", exps), ("sums", sums)):
+        serial.store(name, result)
+    results = serial.run(device)
+    assert_bits_equal(results["zeros"], np.zeros_like(x))
+    assert_bits_equal(results["copied"], x)
+    np.testing.assert_allclose(results["exps"], np.exp(x.astype(np.float64)), rtol=2e-7)
+    np.testing.assert_allclose(results["sums"], results["exps"].astype(np.float64).reshape(64, 4, 10).sum(axis=2),
+                               rtol=1e-6)
 
 
 def test_matmul_accumulates_across_instructions(serial, device):
@@ -241,6 +261,16 @@ def test_transpose_is_bit_exact(serial, device, shape, dtype):
 # -- ACTIVATE ---------------------------------------------------------------------------------------
 
 _erf = np.vectorize(math.erf)
+_erfc = np.vectorize(math.erfc)
+
+
+def _sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def _softplus(x):
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
 
 ACTIVATIONS = {
     "copy": lambda x: x,
@@ -249,13 +279,25 @@ ACTIVATIONS = {
     "tanh": np.tanh,
     "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
     "relu": lambda x: np.maximum(x, 0),
-    "gelu": lambda x: 0.5 * x * (1 + _erf(x / math.sqrt(2))),
+    "gelu": lambda x: 0.5 * x * _erfc(-x / math.sqrt(2)),
     "gelu_tanh": lambda x: 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3))),
     "silu": lambda x: x / (1 + np.exp(-x)),
     "square": lambda x: x * x,
     "sqrt": np.sqrt,
     "rsqrt": lambda x: 1 / np.sqrt(x),
     "reciprocal": lambda x: 1 / x,
+    "abs": np.abs,
+    "sign": np.sign,
+    "erf": _erf,
+    "erf_dx": lambda x: 2 / math.sqrt(math.pi) * np.exp(-x * x),
+    "sin": np.sin,
+    "arctan": np.arctan,
+    "softplus": _softplus,
+    "mish": lambda x: x * np.tanh(_softplus(x)),
+    "gelu_dx": lambda x: 0.5 * _erfc(-x / math.sqrt(2)) + x * np.exp(-x * x / 2) / math.sqrt(2 * math.pi),
+    "silu_dx": lambda x: _sigmoid(x) * (1 + x * (1 - _sigmoid(x))),
+    "gelu_apprx_sigmoid": lambda x: x * _sigmoid(1.702 * x),
+    "gelu_apprx_sigmoid_dx": lambda x: _sigmoid(1.702 * x) * (1 + 1.702 * x * (1 - _sigmoid(1.702 * x))),
 }
 POSITIVE_ONLY = {"log", "sqrt", "rsqrt", "reciprocal"}
 
@@ -294,9 +336,56 @@ def test_activate_rounds_to_a_narrow_output(serial, device, function):
     y = serial.run(device)["y"]
     assert y.dtype == ml_dtypes.bfloat16
     exact = ACTIVATIONS[function](x.astype(np.float64))
-    # Within one bf16 rounding of the exact value, plus the fp32 function's own error (absolute
-    # where 1 + erf(x) cancels for very negative x).
-    np.testing.assert_allclose(y.astype(np.float64), exact, rtol=2.0**-8 + 1e-6, atol=1e-6)
+    # Within one bf16 rounding of the exact value, plus the fp32 function's own error.
+    np.testing.assert_allclose(y.astype(np.float64), exact, rtol=2.0**-8 + 1e-6, atol=1e-30)
+
+
+def test_nki_spellings_are_aliases(serial, device):
+    x = activation_input("gelu_tanh", (4, 16), seed=3)
+    tile = serial.load("x", x)
+    nki, ours = serial.program.sbuf(x.shape), serial.program.sbuf(x.shape)
+    serial.program.activate(nki, "gelu_apprx_tanh", tile, **serial())
+    serial.program.activate(ours, "gelu_tanh", tile, **serial())
+    larger = serial.program.sbuf(x.shape)
+    serial.program.tensor_tensor(larger, nki, ours, "maximum", **serial())
+    serial.store("nki", nki)
+    serial.store("ours", ours)
+    serial.store("larger", larger)
+    results = serial.run(device)
+    assert_bits_equal(results["nki"], results["ours"])
+    assert_bits_equal(results["larger"], results["ours"])
+
+
+def gelu_exact(x):
+    """GELU in float64 without cancellation: x/2 * erfc(-x/sqrt 2) (math.erfc, no scipy)."""
+    return 0.5 * x * math.erfc(-x / math.sqrt(2))
+
+
+def gelu_tanh_exact(x):
+    """The tanh approximation in float64 without cancellation: x * sigmoid(2u)."""
+    u = math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)
+    return x / (1 + math.exp(-2 * u))
+
+
+def test_gelu_keeps_its_relative_accuracy_for_negative_inputs(serial, device):
+    # 1 + erf(x / sqrt 2) and 1 + tanh(u) cancel to nothing in fp32 below about -4: the results
+    # must still be within a few fp32 roundings of the true (tiny) values.
+    x = np.array([[-1.0, -3.0, -5.0, -7.5, -10.0, -12.0]], np.float32)
+    tile = serial.load("x", x)
+    exact, tanh = serial.program.sbuf(x.shape), serial.program.sbuf(x.shape)
+    serial.program.activate(exact, "gelu", tile, **serial())
+    serial.program.activate(tanh, "gelu_tanh", tile, **serial())
+    serial.store("exact", exact)
+    serial.store("tanh", tanh)
+    results = serial.run(device)
+    for value, got in zip(x[0].tolist(), results["exact"][0].tolist()):
+        assert got != 0 and abs(got - gelu_exact(value)) <= 4e-7 * abs(gelu_exact(value)), (value, got)
+    for value, got in zip(x[0].tolist(), results["tanh"][0].tolist()):
+        reference = gelu_tanh_exact(value)
+        if abs(reference) < 1.2e-38:  # below fp32's normal range (x = -12: 1e-55): flushes to -0
+            assert got == 0 and math.copysign(1, got) == -1, (value, got)
+        else:
+            assert abs(got - reference) <= 4e-7 * abs(reference), (value, got)
 
 
 def test_activate_scale_tile_and_accumulate_out(serial, device):

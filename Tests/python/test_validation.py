@@ -102,17 +102,24 @@ RULES = [
                                                                                                 (-4, 1), offset=8))),
      '0 (DMA_COPY on DMA): src: bytes -40..<24 run outside parameter "a" (64 bytes)'),
     # PSUM
-    ("PSUM written by DVE", lambda p: p.tensor_copy(p.psum((4, 4)), p.sbuf((4, 4))),
-     "0 (TENSOR_COPY on DVE): dst: writes PSUM; only the PE's MATMUL and TRANSPOSE write PSUM (other engines read it)"),
-    ("PSUM written by ACT", lambda p: p.activate(p.psum((4, 4)), "exp", p.sbuf((4, 4))),
-     "0 (ACTIVATE on ACT): dst: writes PSUM; only the PE's MATMUL and TRANSPOSE write PSUM (other engines read it)"),
-    ("accumulate_out in PSUM", lambda p: p.activate(p.sbuf((4, 4)), "exp", p.sbuf((4, 4)), accumulate_out=p.psum((4, 1))),
-     "0 (ACTIVATE on ACT): accumulate_out: writes PSUM; only the PE's MATMUL and TRANSPOSE write PSUM "
-     "(other engines read it)"),
+    ("PSUM written by POOL", lambda p: p.memset(p.psum((4, 4)), 0.0, engine="pool"),
+     "0 (MEMSET on POOL): dst: is in PSUM, which POOL (GpSimd) cannot access; DVE and ACT can"),
+    ("PSUM read by POOL", lambda p: p.tensor_scalar(p.sbuf((4, 4)), p.psum((4, 4)), "add", 1.0, engine="pool"),
+     "0 (TENSOR_SCALAR on POOL): src: is in PSUM, which POOL (GpSimd) cannot access; DVE and ACT can"),
+    ("iota into PSUM", lambda p: p.iota(p.psum((4, 4), "int32"), [1]),
+     "0 (IOTA on POOL): dst: is in PSUM, which POOL (GpSimd) cannot access; DVE and ACT can"),
     ("DMA to PSUM", lambda p: p.dma_copy(p.psum((4, 4)), p.sbuf((4, 4))),
-     "0 (DMA_COPY on DMA): dst: writes PSUM; only the PE's MATMUL and TRANSPOSE write PSUM (other engines read it)"),
+     "0 (DMA_COPY on DMA): dst: is in PSUM, which DMA does not reach; move data between PSUM and SBUF with "
+     "TENSOR_COPY on DVE or ACT"),
     ("DMA from PSUM", lambda p: p.dma_copy(p.sbuf((4, 4)), p.psum((4, 4))),
-     "0 (DMA_COPY on DMA): src: DMA does not reach PSUM; copy it to SBUF with TENSOR_COPY first"),
+     "0 (DMA_COPY on DMA): src: is in PSUM, which DMA does not reach; move data between PSUM and SBUF with "
+     "TENSOR_COPY on DVE or ACT"),
+    ("matmul fp32 with bf16", lambda p: p.matmul(p.psum((4, 4)), p.sbuf((4, 4)), p.sbuf((4, 4), "bf16")),
+     "0 (MATMUL on PE): moving: is bf16 but stationary is fp32; an fp32 input of MATMUL needs an fp32 partner "
+     "(other dtypes mix freely)"),
+    ("matmul fp16 with fp32", lambda p: p.matmul(p.psum((4, 4)), p.sbuf((4, 4), "fp16"), p.sbuf((4, 4))),
+     "0 (MATMUL on PE): moving: is fp32 but stationary is fp16; an fp32 input of MATMUL needs an fp32 partner "
+     "(other dtypes mix freely)"),
     # MATMUL
     ("matmul K 129", lambda p: p.matmul(p.psum((4, 4)), p.sbuf((129, 4)), p.sbuf((129, 4))),
      "0 (MATMUL on PE): stationary: 129 partitions; an access covers 1 to 128"),
@@ -257,6 +264,10 @@ def test_rules_that_hold(device, program):
     program.transpose(program.psum((128, 128), "int8"), program.sbuf((128, 128), "int8"))
     program.tensor_tensor(program.sbuf((4, 4)), program.psum((4, 4)), program.sbuf((4, 4)), "pow")
     program.tensor_scalar(program.sbuf((4, 4)), program.sbuf((4, 4)), "add", 1.0, "bypass", reverse=3)
+    # DVE and ACT write PSUM, as NKI's nl.zeros, tensor_copy and activation into PSUM tiles do.
+    program.memset(program.psum((128, 8)), 0.0)
+    program.tensor_copy(program.psum((128, 8), offset=64), program.sbuf((128, 8)), engine="act")
+    program.activate(program.psum((4, 4), offset=128), "exp", program.psum((4, 4)), accumulate_out=program.psum((4, 1)))
     program.memset(program.sbuf((128, 16), offset=192 * 1024 - 64), 0.0, wait=(255, 0), signal=(255, 1))  # the last bytes
     with device.load(program) as kernel:
         assert kernel.core == 0
@@ -278,7 +289,8 @@ def test_unknown_names_are_refused_by_the_python_builder(program):
     tile = program.sbuf((4, 4))
     cases = [
         (lambda: program.activate(tile, "exp2", tile), "activation 'exp2' is not one of copy, exp, log, tanh, sigmoid, "
-         "relu, gelu, gelu_tanh, silu, square, sqrt, rsqrt, reciprocal"),
+         "relu, gelu, gelu_tanh, silu, square, sqrt, rsqrt, reciprocal, abs, sign, erf, erf_dx, sin, arctan, softplus, "
+         "mish, gelu_dx, silu_dx, gelu_apprx_sigmoid, gelu_apprx_sigmoid_dx"),
         (lambda: program.tensor_tensor(tile, tile, tile, "mod"), "ALU op 'mod' is not one of add, subtract, multiply, "
          "max, min, equal, not_equal, greater, greater_equal, less, less_equal, pow, abs, reciprocal, rsqrt, divide, "
          "bitwise_and, bitwise_or, bitwise_xor, shift_left, shift_right, bypass, logical_and, logical_or, logical_xor, "
@@ -304,8 +316,8 @@ def test_unknown_names_are_refused_by_the_python_builder(program):
 def test_unknown_enum_numbers_are_refused_by_the_c_builders(program):
     tile = program.sbuf((4, 4))
     cases = [
-        (lambda: program.activate(tile, 14, tile), "vtrn_program_activate: fn is 14; accepted: VTRN_ACT_COPY (1) to "
-         "VTRN_ACT_RECIPROCAL (13)"),
+        (lambda: program.activate(tile, 26, tile), "vtrn_program_activate: fn is 26; accepted: VTRN_ACT_COPY (1) to "
+         "VTRN_ACT_GELU_APPRX_SIGMOID_DX (25)"),
         (lambda: program.tensor_tensor(tile, tile, tile, 0), "vtrn_program_tensor_tensor: op is 0; accepted: "
          "VTRN_ALU_ADD (1) to VTRN_ALU_INVERT (27)"),
         (lambda: program.tensor_scalar(tile, tile, "add", 1.0, 28, 1.0), "vtrn_program_tensor_scalar: op1 is 28; "

@@ -110,7 +110,12 @@ ALU_OPS = {name: value for value, name in enumerate((  # vtrn_alu_op_t (VTRN_ALU
     "bypass", "logical_and", "logical_or", "logical_xor", "logical_not", "invert"), start=1)}
 ACTIVATIONS = {name: value for value, name in enumerate((  # vtrn_activation_t (VTRN_ACT_*)
     "copy", "exp", "log", "tanh", "sigmoid", "relu", "gelu", "gelu_tanh", "silu", "square", "sqrt", "rsqrt",
-    "reciprocal"), start=1)}
+    "reciprocal", "abs", "sign", "erf", "erf_dx", "sin", "arctan", "softplus", "mish", "gelu_dx", "silu_dx",
+    "gelu_apprx_sigmoid", "gelu_apprx_sigmoid_dx"), start=1)}
+# NKI's spellings where they differ from the header's (nki.language.gelu_apprx_tanh, maximum, ...).
+ACTIVATION_ALIASES = {"gelu_apprx_tanh": "gelu_tanh"}
+ALU_ALIASES = {"maximum": "max", "minimum": "min", "power": "pow", "left_shift": "shift_left",
+               "right_shift": "shift_right"}
 SEMAPHORE_OPS = {"add": 1, "set": 2}  # vtrn_semaphore_op_t (VTRN_SEMAPHORE_*)
 SCALAR_KINDS = {"immediate": 0, "tile": 1, "int32": 2}  # vtrn_scalar_kind_t (VTRN_SCALAR_*)
 

@@ -26,8 +26,10 @@ or ``signal_set=(semaphore, value)`` (set it). Semaphores are the core's 0-255, 
 of each execution. ``sem_signal`` and ``sem_wait`` are the standalone forms.
 
 What is checked where. The builder checks what Python must know (types, names, shapes it needs
-to compute offsets); an unknown name of an engine, dtype, ALU op, activation or semaphore op
-raises ``InvalidArgumentError`` (a number is passed to the C library as it is, which refuses
+to compute offsets); names are the header's in lower case (``ALU_OPS``, ``ACTIVATIONS``), NKI's
+where it has them, and NKI's other spellings are accepted too (``gelu_apprx_tanh``, ``maximum``,
+``minimum``, ``power``, ``left_shift``, ``right_shift``); an unknown name of an engine, dtype, ALU
+op, activation or semaphore op raises ``InvalidArgumentError`` (a number is passed to the C library as it is, which refuses
 unknown values the same way). Everything else (partition rules, bounds, shapes, dtypes,
 semaphore numbers) is the C library's to validate when ``Device.load`` loads the program, with
 ``InvalidProgramError`` naming the instruction, its operand and the rule.
@@ -54,7 +56,9 @@ from dataclasses import dataclass
 import numpy
 
 from ._library import (
+    ACTIVATION_ALIASES,
     ACTIVATIONS,
+    ALU_ALIASES,
     ALU_OPS,
     DTYPE_SIZES,
     DTYPES,
@@ -99,12 +103,13 @@ PSUM_BANK_BYTES = 2048
 
 # -- names of enum values ----------------------------------------------------------------------
 
-def _enum_value(value, table, what):
-    """The C value of ``value``: a name of ``table``, or a number passed on as it is (the library
-    refuses unknown numbers with its own message)."""
+def _enum_value(value, table, what, aliases=None):
+    """The C value of ``value``: a name of ``table`` (or of ``aliases``, NKI's other spellings), or
+    a number passed on as it is (the library refuses unknown numbers with its own message)."""
     if isinstance(value, str):
+        name = value.lower()
         try:
-            return table[value.lower()]
+            return table[(aliases or {}).get(name, name)]
         except KeyError:
             raise InvalidArgumentError(f"{what} {value!r} is not one of {', '.join(table)}") from None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -463,7 +468,7 @@ class Program(_Resource):
         """ACTIVATE (ACT): dst = function(src * scale + bias); ``scale`` a number or a [P,1] tile,
         ``bias`` a [P,1] tile or None, ``accumulate_out`` a [P,1] tile that receives each
         partition's sum of the results, or None."""
-        function = _enum_value(function, ACTIVATIONS, "activation")
+        function = _enum_value(function, ACTIVATIONS, "activation", ACTIVATION_ALIASES)
         scale = _scalar(scale, "scale")
         bias = None if bias is None else byref(_operand(bias, "bias"))
         accumulate_out = None if accumulate_out is None else byref(_operand(accumulate_out, "accumulate_out"))
@@ -472,7 +477,7 @@ class Program(_Resource):
 
     def tensor_tensor(self, dst, a, b, op, *, wait=None, signal=None, signal_set=None):
         """TENSOR_TENSOR (DVE): dst = a op b, element by element."""
-        op = _enum_value(op, ALU_OPS, "ALU op")
+        op = _enum_value(op, ALU_OPS, "ALU op", ALU_ALIASES)
         check(lib.vtrn_program_tensor_tensor(self._handle, _operand(dst, "dst"), _operand(a, "a"), _operand(b, "b"), op,
                                              _sync(wait, signal, signal_set)))
 
@@ -483,8 +488,8 @@ class Program(_Resource):
         x0 op0 src, bit 1 the second x1 op1 (...). An integer x is an exact 32-bit immediate
         (what the bitvec ops need; arithmetic ops see its nearest fp32), a float x an fp32 one."""
         engine = _enum_value(engine, ENGINE_FLAGS, "engine")
-        op0 = _enum_value(op0, ALU_OPS, "ALU op")
-        op1 = ALU_OPS["bypass"] if op1 is None else _enum_value(op1, ALU_OPS, "ALU op")
+        op0 = _enum_value(op0, ALU_OPS, "ALU op", ALU_ALIASES)
+        op1 = ALU_OPS["bypass"] if op1 is None else _enum_value(op1, ALU_OPS, "ALU op", ALU_ALIASES)
         x0 = _scalar(x0, "x0", integers=True)
         x1 = None if x1 is None else byref(_scalar(x1, "x1", integers=True))
         check(lib.vtrn_program_tensor_scalar(self._handle, engine, _operand(dst, "dst"), _operand(src, "src"), op0,
@@ -498,7 +503,7 @@ class Program(_Resource):
         reduce one of k consecutive groups, so ``dst`` of shape (P, A) reduces the last axis of
         a (P, A, B) src; reduce other axes by passing a view that puts them last. op: add, max,
         min, multiply, logical_and/or/xor, or bitwise_and/or/xor (integer tiles)."""
-        op = _enum_value(op, ALU_OPS, "ALU op")
+        op = _enum_value(op, ALU_OPS, "ALU op", ALU_ALIASES)
         check(lib.vtrn_program_tensor_reduce(self._handle, _operand(dst, "dst"), _operand(src, "src"), op,
                                              1 if negate else 0, _sync(wait, signal, signal_set)))
 
@@ -526,7 +531,7 @@ class Program(_Resource):
         """AFFINE_SELECT (POOL): with v = offset + p * channel_multiplier + sum(steps[d] * i_d),
         dst = on_true where (v cmp 0), else the number ``on_false`` (causal masks)."""
         access = _operand(dst, "dst")
-        cmp = _enum_value(cmp, ALU_OPS, "ALU op")
+        cmp = _enum_value(cmp, ALU_OPS, "ALU op", ALU_ALIASES)
         check(lib.vtrn_program_affine_select(self._handle, access, self._steps(steps, dst, "affine_select"),
                                              _int32(offset, "offset"), _int32(channel_multiplier, "channel_multiplier"),
                                              cmp, _operand(on_true, "on_true"), float(on_false),
