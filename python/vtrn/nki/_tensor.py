@@ -290,6 +290,8 @@ def assign(target, value, api):
                 allowed = space != "psum"
             elif op.engine == "pe":
                 allowed = space == "psum" and (op.kind != "matmul" or target.buffer.dtype == "fp32")
+            elif op.engine == "pool":
+                allowed = space == "sbuf"   # GpSimd cannot reach PSUM
             else:
                 allowed = space != "hbm"
             if allowed:

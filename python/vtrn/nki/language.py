@@ -143,6 +143,18 @@ def _new(space, shape, dtype, api, partition_axis=0, name=None, kind=None):
 
 def _record(engine, kind, writes, reads, api, **args):
     trace = current(api)
+    if engine == "pool" and builtins.any(view.buffer.space == "psum" for view in reads):
+        # GpSimd cannot reach PSUM: the operand goes through SBUF first (ACT copies it), as NKI's
+        # compiler stages it.
+        staged_reads = []
+        for view in reads:
+            if view.buffer.space == "psum":
+                staged = _new("sbuf", view.shape, view.buffer.dtype, api)._view
+                _record("act", "activate", [staged], [view], api, function="copy", src=view, scale=1.0)
+                args = {key: (staged if value is view else value) for key, value in args.items()}
+                view = staged
+            staged_reads.append(view)
+        reads = staged_reads
     for view in writes:
         if view.checks:
             view.check_bounds(api)
