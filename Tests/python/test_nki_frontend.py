@@ -439,3 +439,47 @@ def test_integer_operators_keep_every_bit():
     np.testing.assert_array_equal(inverted, ~a)
     np.testing.assert_array_equal(mixed, a ^ b)
     np.testing.assert_array_equal(both, ((a != 0) & (b != 0)).astype(np.float32))
+
+
+_ERF = np.vectorize(__import__("math").erf)
+_SIGMOID = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+ACTIVATIONS = {
+    "exp": np.exp, "tanh": np.tanh, "sigmoid": _SIGMOID, "relu": lambda x: np.maximum(x, 0),
+    "gelu": lambda x: 0.5 * x * (1 + _ERF(x / np.sqrt(2))), "silu": lambda x: x * _SIGMOID(x),
+    "square": np.square, "abs": np.abs, "sign": np.sign, "erf": _ERF, "sin": np.sin, "arctan": np.arctan,
+    "softplus": lambda x: np.log1p(np.exp(x)), "mish": lambda x: x * np.tanh(np.log1p(np.exp(x))),
+    "gelu_apprx_sigmoid": lambda x: x * _SIGMOID(1.702 * x),
+    "gelu_apprx_tanh": lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_activation_functions_by_their_nki_names(name):
+    function = getattr(nl, name)
+
+    @nki.jit
+    def kernel(a):
+        out = nl.ndarray(a.shape, dtype=a.dtype, buffer=nl.shared_hbm)
+        nl.store(out, value=function(nl.load(a)))
+        return out
+
+    a = np.linspace(-3, 3, 128 * 16, dtype=np.float32).reshape(128, 16)
+    result = nki.simulate_kernel(kernel, a)
+    np.testing.assert_allclose(result, ACTIVATIONS[name](a.astype(np.float64)), rtol=2e-5, atol=2e-6)
+    if name in ("exp", "tanh"):   # as nisa.activation's op, and numpy's ufunc as NKI accepts it
+        @nki.jit
+        def through_isa(a):
+            out = nl.ndarray(a.shape, dtype=a.dtype, buffer=nl.shared_hbm)
+            nl.store(out, value=nisa.activation(op=getattr(np, name), data=nl.load(a), scale=2.0))
+            return out
+        np.testing.assert_allclose(nki.simulate_kernel(through_isa, a), ACTIVATIONS[name](2 * a.astype(np.float64)),
+                                   rtol=2e-5)
+
+
+def test_activation_vtrn_lacks_is_named():
+    @nki.jit
+    def kernel(a):
+        nl.cos(nl.load(a))  # LINE:cos
+        return None
+    with pytest.raises(NKIUnsupportedError, match="nl.cos is not supported by vtrn.nki yet"):
+        nki.simulate_kernel(kernel, rand(4, 4))
