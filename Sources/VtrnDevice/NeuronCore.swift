@@ -444,11 +444,7 @@ public final class CoreExecutor: @unchecked Sendable {
                 var offset: Float = 0
                 if let bias { load(bias, p, bindings, into: b); offset = b[0] }
                 Kernels.activate(function, a, count: count, scale: multiplier, bias: offset, into: c)
-                if accumulateOut != nil {
-                    var sum: Float = 0
-                    for i in 0..<count { sum += c[i] }
-                    sums[p] = sum
-                }
+                if accumulateOut != nil { sums[p] = Kernels.reduce(.add, c, count: count) }
                 store(destination, p, bindings, from: c)
             }
             if let accumulateOut {
