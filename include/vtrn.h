@@ -823,8 +823,15 @@ vtrn_status_t vtrn_program_dma_copy(vtrn_program_t program, vtrn_access_t dst, v
 vtrn_status_t vtrn_program_matmul(vtrn_program_t program, vtrn_access_t dst, vtrn_access_t stationary,
                                   vtrn_access_t moving, uint32_t accumulate, const vtrn_sync_t *sync);
 
-/** TRANSPOSE (PE): dst[F,P] = src[P,F], P and F <= 128, bit exact (dtypes must match). */
+/** TRANSPOSE (PE): dst[F,P] = src[P,F], P and F <= 128, bit exact (dtypes must match); src in
+ *  SBUF, dst in PSUM. The same as vtrn_program_transpose_on with VTRN_ENGINE_PE. */
 vtrn_status_t vtrn_program_transpose(vtrn_program_t program, vtrn_access_t dst, vtrn_access_t src, const vtrn_sync_t *sync);
+
+/** TRANSPOSE on `engine`, as NKI's nc_transpose: VTRN_ENGINE_PE as vtrn_program_transpose, or
+ *  VTRN_ENGINE_DVE for tiles of at most 32 x 32 (P and F <= 32), src and dst each in SBUF or
+ *  PSUM; bit exact either way (dtypes must match). Other engines are refused at load. */
+vtrn_status_t vtrn_program_transpose_on(vtrn_program_t program, vtrn_engine_flags_t engine, vtrn_access_t dst,
+                                        vtrn_access_t src, const vtrn_sync_t *sync);
 
 /** ACTIVATE (ACT): dst = fn(src * scale + bias). [in] scale: an immediate or a [P,1] tile;
  *  [in][optional] bias: a [P,1] tile (NULL: 0); [in][optional] accumulate_out: a [P,1] tile that

@@ -150,6 +150,18 @@ public func vtrn_program_transpose(_ program: vtrn_program_t?, _ dst: vtrn_acces
 }
 
 @c @implementation
+public func vtrn_program_transpose_on(_ program: vtrn_program_t?, _ engine_: vtrn_engine_flags_t, _ dst: vtrn_access_t,
+                                      _ src: vtrn_access_t, _ sync: UnsafePointer<vtrn_sync_t>?) -> vtrn_status_t {
+    exported {
+        try append(program) { () throws(VtrnError) in
+            Instruction(engine: try engine(engine_),
+                        operation: .transpose(destination: try accessPattern(dst, "dst"), source: try accessPattern(src, "src")),
+                        sync: try synchronization(sync))
+        }
+    }
+}
+
+@c @implementation
 public func vtrn_program_activate(_ program: vtrn_program_t?, _ dst: vtrn_access_t, _ fn: vtrn_activation_t, _ src: vtrn_access_t,
                                   _ scale: UnsafePointer<vtrn_scalar_t>?, _ bias: UnsafePointer<vtrn_access_t>?,
                                   _ accumulate_out: UnsafePointer<vtrn_access_t>?, _ sync: UnsafePointer<vtrn_sync_t>?) -> vtrn_status_t {

@@ -218,6 +218,8 @@ public final class CoreExecutor: @unchecked Sendable {
         case .matmul(_, let stationary, let moving, _):
             let widen = stationary.dtype == .fp32 || moving.dtype == .fp32 ? 4.0 : 1.0
             cycles = Double(max(moving.elementsPerPartition, 64)) * widen
+        case .transpose(_, let source) where instruction.engine == .dve:
+            cycles = max(64, Double(source.elementsPerPartition))
         case .transpose(_, let source):
             cycles = Double(max(source.elementsPerPartition, 64)) * (source.dtype == .fp32 ? 4 : 1)
         case .dmaCopy(_, let source):

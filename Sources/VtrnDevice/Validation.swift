@@ -36,7 +36,8 @@ public enum Validator {
         let allowed: [Engine]
         switch operation {
         case .dmaCopy: allowed = [.dma]
-        case .matmul, .transpose: allowed = [.pe]
+        case .matmul: allowed = [.pe]
+        case .transpose: allowed = [.pe, .dve]
         case .activate: allowed = [.act]
         case .tensorTensor, .tensorReduce: allowed = [.dve]
         case .tensorScalar, .tensorCopy: allowed = [.dve, .act, .pool]
@@ -155,6 +156,14 @@ public enum Validator {
                 throw fail(name, "is \(access.dtype); \(op) takes integer dtypes only")
             }
         }
+        func requireTransposed(_ destination: AccessPattern, _ source: AccessPattern) throws(ValidationError) {
+            guard destination.partitions == source.elementsPerPartition, destination.elementsPerPartition == source.partitions else {
+                throw fail("dst", "is \(destination.partitions) x \(destination.elementsPerPartition); the transpose of src is \(source.elementsPerPartition) x \(source.partitions)")
+            }
+            guard destination.dtype == source.dtype else {
+                throw fail("dst", "is \(destination.dtype) but src is \(source.dtype); TRANSPOSE is bit exact, so they must match")
+            }
+        }
         func scalar(_ name: String, _ operand: ScalarOperand?, partitions: Int) throws(ValidationError) {
             if case .tile(let tile)? = operand { try requireColumn(name, tile, partitions: partitions) }
         }
@@ -197,18 +206,20 @@ public enum Validator {
             guard range.low / psumBankBytes == (range.high - 1) / psumBankBytes else {
                 throw fail("dst", "bytes \(range.low)..<\(range.high) cross a PSUM bank boundary (banks are \(psumBankBytes) bytes)")
             }
+        case .transpose(let destination, let source) where engine == .dve:
+            // NKI's nc_transpose on the Vector Engine: at most 32 x 32, SBUF or PSUM either side.
+            guard source.partitions <= 32, source.elementsPerPartition <= 32 else {
+                throw fail("src", "is \(source.partitions) x \(source.elementsPerPartition); TRANSPOSE on DVE takes at most 32 x 32 "
+                           + "(the PE takes 128 x 128)")
+            }
+            try requireTransposed(destination, source)
         case .transpose(let destination, let source):
             try requireSBUFInput("src", source)
             guard destination.space == .psum else { throw fail("dst", "is in \(destination.space); TRANSPOSE writes PSUM") }
             guard source.elementsPerPartition <= 128 else {
                 throw fail("src", "has \(source.elementsPerPartition) elements per partition; TRANSPOSE takes at most 128 x 128")
             }
-            guard destination.partitions == source.elementsPerPartition, destination.elementsPerPartition == source.partitions else {
-                throw fail("dst", "is \(destination.partitions) x \(destination.elementsPerPartition); the transpose of src is \(source.elementsPerPartition) x \(source.partitions)")
-            }
-            guard destination.dtype == source.dtype else {
-                throw fail("dst", "is \(destination.dtype) but src is \(source.dtype); TRANSPOSE is bit exact, so they must match")
-            }
+            try requireTransposed(destination, source)
         case .activate(let destination, _, let source, let scale, let bias, let accumulateOut):
             try requireSameShape(("dst", destination), ("src", source))
             try scalar("scale", scale, partitions: source.partitions)

@@ -81,4 +81,17 @@ import Testing
         #expect(matmul(.fp8e5m2, .fp32) == "instruction 0 (MATMUL on PE): moving: is fp32 but stationary is fp8_e5m2; an fp32 "
                 + "input of MATMUL needs an fp32 partner (other dtypes mix freely)")
     }
+
+    @Test func transposeOnDveTakesAtMost32By32EitherMemory() {
+        #expect(problem(.dve, .transpose(destination: sbuf(32, 32), source: psum(32, 32))) == nil)
+        #expect(problem(.dve, .transpose(destination: psum(5, 3, .int8), source: sbuf(3, 5, .int8))) == nil)
+        #expect(problem(.dve, .transpose(destination: sbuf(33, 8), source: sbuf(8, 33)))
+                == "instruction 0 (TRANSPOSE on DVE): src: is 8 x 33; TRANSPOSE on DVE takes at most 32 x 32 (the PE takes 128 x 128)")
+        #expect(problem(.dve, .transpose(destination: sbuf(4, 8), source: sbuf(4, 8)))
+                == "instruction 0 (TRANSPOSE on DVE): dst: is 4 x 8; the transpose of src is 8 x 4")
+        #expect(problem(.act, .transpose(destination: sbuf(4, 4), source: sbuf(4, 4)))
+                == "instruction 0 (TRANSPOSE on ACT): runs on PE or DVE, not ACT")
+        #expect(problem(.pe, .transpose(destination: sbuf(4, 4), source: sbuf(4, 4)))
+                == "instruction 0 (TRANSPOSE on PE): dst: is in SBUF; TRANSPOSE writes PSUM")
+    }
 }

@@ -733,6 +733,50 @@ static void test_activation_functions(void) {
     EXPECT_OK(vtrn_runtime_destroy(runtime));
 }
 
+/* TRANSPOSE on DVE: bit exact, SBUF to PSUM and back, as the PE's. */
+static void test_transpose_on_dve(void) {
+    GROUP("TRANSPOSE on DVE: bit exact, SBUF and PSUM");
+    vtrn_runtime_t runtime = create_runtime("trn1");
+    vtrn_device_t device = get_device(runtime, 0);
+    enum { P = 7, F = 32 };
+    serial_program_t serial = { new_program(runtime), 0 };
+    uint32_t in = add_parameter(serial.program, "in", P * F * 2), out = add_parameter(serial.program, "out", 2 * P * F * 2);
+    const vtrn_access_t x = vtrn_sbuf(0, P, 0, VTRN_DTYPE_BF16, F);
+    vtrn_sync_t sync = in_turn(&serial);
+    EXPECT_OK(vtrn_program_dma_copy(serial.program, x, vtrn_hbm(in, 0, VTRN_DTYPE_BF16, P, F, F), &sync));
+    sync = in_turn(&serial); /* x^T into PSUM, then back into SBUF beside x */
+    EXPECT_OK(vtrn_program_transpose_on(serial.program, VTRN_ENGINE_DVE, vtrn_psum(0, F, 0, VTRN_DTYPE_BF16, P), x, &sync));
+    sync = in_turn(&serial);
+    EXPECT_OK(vtrn_program_transpose_on(serial.program, VTRN_ENGINE_DVE, vtrn_sbuf(0, P, 64, VTRN_DTYPE_BF16, F),
+                                        vtrn_psum(0, F, 0, VTRN_DTYPE_BF16, P), &sync));
+    sync = in_turn(&serial); /* and x^T through SBUF: partitions 0-31 from byte 128 */
+    EXPECT_OK(vtrn_program_transpose_on(serial.program, VTRN_ENGINE_DVE, vtrn_sbuf(0, F, 128, VTRN_DTYPE_BF16, P), x, &sync));
+    sync = in_turn(&serial);
+    EXPECT_OK(vtrn_program_dma_copy(serial.program, vtrn_hbm(out, 0, VTRN_DTYPE_BF16, P, F, F),
+                                    vtrn_sbuf(0, P, 64, VTRN_DTYPE_BF16, F), &sync));
+    sync = in_turn(&serial);
+    EXPECT_OK(vtrn_program_dma_copy(serial.program, vtrn_hbm(out, P * F * 2, VTRN_DTYPE_BF16, F, P, P),
+                                    vtrn_sbuf(0, F, 128, VTRN_DTYPE_BF16, P), &sync));
+    vtrn_kernel_t kernel = load(device, 0, serial.program);
+    EXPECT_OK(vtrn_program_destroy(serial.program));
+    uint16_t values[P * F], results[2 * P * F];
+    for (int i = 0; i < P * F; i++) values[i] = (uint16_t)(i * 2654435761u >> 7); /* NaN patterns included */
+    vtrn_device_memory_t in_memory = allocate(device, sizeof values), out_memory = allocate(device, sizeof results);
+    write_memory(runtime, device, in_memory, values, sizeof values);
+    const vtrn_binding_t bindings[] = { binding("in", in_memory, 0), binding("out", out_memory, 0) };
+    EXPECT_RUN_OK(kernel, bindings, 2, NULL);
+    read_memory(runtime, device, out_memory, results, sizeof results);
+    int wrong = 0;
+    for (int p = 0; p < P; p++) {
+        for (int f = 0; f < F; f++) {
+            if (results[p * F + f] != values[p * F + f]) wrong++;           /* (x^T)^T */
+            if (results[P * F + f * P + p] != values[p * F + f]) wrong++;   /* x^T */
+        }
+    }
+    EXPECT_MSG(wrong == 0, "%d of %d transposed bf16 bit patterns differ", wrong, 2 * P * F);
+    EXPECT_OK(vtrn_runtime_destroy(runtime));
+}
+
 /* Every engine's instructions are counted, SEM_SIGNAL and SEM_WAIT included. */
 static void test_info_per_engine(void) {
     GROUP("execution info: instructions and busy time per engine");
@@ -1045,6 +1089,19 @@ static void test_validation_psum_and_pe(void) {
                                   vtrn_sbuf(0, 128, 1024, VTRN_DTYPE_BF16, 512), 0, NULL));
     EXPECT_ACCEPTED(device, program);
 
+    /* TRANSPOSE on DVE: at most 32 x 32, SBUF or PSUM either side; on PE or DVE only. */
+    program = validation_program(runtime);
+    EXPECT_OK(vtrn_program_transpose_on(program, VTRN_ENGINE_DVE, sbuf(32, 0, 33), sbuf(33, 4096, 32), NULL));
+    EXPECT_REJECTED(device, program, "(TRANSPOSE on DVE): src: ", "is 33 x 32; TRANSPOSE on DVE takes at most 32 x 32");
+    program = validation_program(runtime);
+    EXPECT_OK(vtrn_program_transpose_on(program, VTRN_ENGINE_POOL, sbuf(8, 0, 8), sbuf(8, 4096, 8), NULL));
+    EXPECT_REJECTED(device, program, "(TRANSPOSE on POOL): ", "runs on PE or DVE, not POOL");
+    program = validation_program(runtime);
+    EXPECT_OK(vtrn_program_transpose_on(program, VTRN_ENGINE_DVE, psum(32, 0, 32), sbuf(32, 4096, 32), NULL));
+    EXPECT_OK(vtrn_program_transpose_on(program, VTRN_ENGINE_DVE, sbuf(32, 0, 32), psum(32, 0, 32), NULL));
+    EXPECT_OK(vtrn_program_transpose_on(program, VTRN_ENGINE_PE, psum(128, 4096, 128), sbuf(128, 8192, 128), NULL));
+    EXPECT_ACCEPTED(device, program);
+
     /* TRANSPOSE: bit exact, so the dtypes match; at most 128 x 128. */
     program = validation_program(runtime);
     EXPECT_OK(vtrn_program_transpose(program, psum(64, 0, 32), vtrn_sbuf(0, 32, 0, VTRN_DTYPE_BF16, 64), NULL));
@@ -1257,6 +1314,11 @@ static void test_builder_arguments(void) {
                  VTRN_ERROR_INVALID_ARGUMENT, "engine is 0xc");
     EXPECT_ERROR(vtrn_program_sem_wait(program, (vtrn_engine_flags_t)32, 0, 1), VTRN_ERROR_INVALID_ARGUMENT,
                  "engine is 0x20");
+    EXPECT_ERROR(vtrn_program_transpose_on(program, (vtrn_engine_flags_t)(VTRN_ENGINE_PE | VTRN_ENGINE_DVE), tile, tile,
+                                           NULL),
+                 VTRN_ERROR_INVALID_ARGUMENT, "vtrn_program_transpose_on: engine is 0x5");
+    EXPECT_ERROR(vtrn_program_transpose_on(program, VTRN_ENGINE_DVE, bad_space, tile, NULL), VTRN_ERROR_INVALID_ARGUMENT,
+                 "dst.space is 4");
 
     /* NULL pointers. */
     EXPECT_ERROR(vtrn_program_activate(program, tile, VTRN_ACT_EXP, tile, NULL, NULL, NULL, NULL),
@@ -1883,6 +1945,7 @@ int main(void) {
     test_matmul_accumulates();
     test_bitvec_ops();
     test_activation_functions();
+    test_transpose_on_dve();
     test_info_per_engine();
     test_validation_engines_and_partitions();
     test_validation_access_patterns();

@@ -258,6 +258,27 @@ def test_transpose_is_bit_exact(serial, device, shape, dtype):
     assert_bits_equal(serial.run(device)["y"], np.ascontiguousarray(data.T))
 
 
+@pytest.mark.parametrize("shape", [(32, 32), (1, 32), (32, 1), (5, 17)])
+@pytest.mark.parametrize("dtype", ["fp32", "bf16", "int8"])
+def test_transpose_on_dve_is_bit_exact_between_sbuf_and_psum(serial, device, shape, dtype):
+    size = np.dtype(vtrn.numpy_dtype(dtype)).itemsize
+    data = np.random.default_rng(9).integers(0, 256, (shape[0], shape[1] * size), dtype=np.uint8)
+    data = data.view(vtrn.numpy_dtype(dtype))
+    tile = serial.load("x", data, partition=32)
+    in_sbuf, in_psum = serial.program.sbuf(shape[::-1], dtype), serial.program.psum(shape[::-1], dtype, partition=64)
+    back = serial.program.sbuf(shape, dtype, partition=96)
+    serial.program.transpose(in_sbuf, tile, engine="dve", **serial())
+    serial.program.transpose(in_psum, tile, engine="dve", **serial())
+    serial.program.transpose(back, in_psum, engine="dve", **serial())  # from PSUM
+    serial.store("sbuf", in_sbuf)
+    serial.store("psum", in_psum)
+    serial.store("back", back)
+    results = serial.run(device)
+    assert_bits_equal(results["sbuf"], np.ascontiguousarray(data.T))
+    assert_bits_equal(results["psum"], np.ascontiguousarray(data.T))
+    assert_bits_equal(results["back"], data)
+
+
 # -- ACTIVATE ---------------------------------------------------------------------------------------
 
 _erf = np.vectorize(math.erf)

@@ -154,6 +154,16 @@ RULES = [
      "0 (TRANSPOSE on PE): src: has 129 elements per partition; TRANSPOSE takes at most 128 x 128"),
     ("transpose into SBUF", lambda p: p.transpose(p.sbuf((4, 4)), p.sbuf((4, 4))),
      "0 (TRANSPOSE on PE): dst: is in SBUF; TRANSPOSE writes PSUM"),
+    ("transpose on DVE 33 x 4", lambda p: p.transpose(p.sbuf((4, 33)), p.sbuf((33, 4)), engine="dve"),
+     "0 (TRANSPOSE on DVE): src: is 33 x 4; TRANSPOSE on DVE takes at most 32 x 32 (the PE takes 128 x 128)"),
+    ("transpose on DVE 4 x 64", lambda p: p.transpose(p.sbuf((64, 4)), p.sbuf((4, 64)), engine="dve"),
+     "0 (TRANSPOSE on DVE): src: is 4 x 64; TRANSPOSE on DVE takes at most 32 x 32 (the PE takes 128 x 128)"),
+    ("transpose on DVE dtype", lambda p: p.transpose(p.psum((4, 4), "bf16"), p.sbuf((4, 4)), engine="dve"),
+     "0 (TRANSPOSE on DVE): dst: is bf16 but src is fp32; TRANSPOSE is bit exact, so they must match"),
+    ("transpose on DVE shape", lambda p: p.transpose(p.psum((4, 4)), p.sbuf((4, 5)), engine="dve"),
+     "0 (TRANSPOSE on DVE): dst: is 4 x 4; the transpose of src is 5 x 4"),
+    ("transpose on ACT", lambda p: p.transpose(p.sbuf((4, 4)), p.sbuf((4, 4)), engine="act"),
+     "0 (TRANSPOSE on ACT): runs on PE or DVE, not ACT"),
     # shapes and operands
     ("tensor_tensor shape mismatch", lambda p: p.tensor_tensor(p.sbuf((4, 4)), p.sbuf((4, 4)), p.sbuf((4, 5)), "add"),
      "0 (TENSOR_TENSOR on DVE): b: is 4 x 5 but dst is 4 x 4; their shapes must agree"),
@@ -264,6 +274,7 @@ def test_rules_that_hold(device, program):
     program.transpose(program.psum((128, 128), "int8"), program.sbuf((128, 128), "int8"))
     program.tensor_tensor(program.sbuf((4, 4)), program.psum((4, 4)), program.sbuf((4, 4)), "pow")
     program.tensor_scalar(program.sbuf((4, 4)), program.sbuf((4, 4)), "add", 1.0, "bypass", reverse=3)
+    program.transpose(program.sbuf((32, 32)), program.psum((32, 32)), engine="dve")
     # DVE and ACT write PSUM, as NKI's nl.zeros, tensor_copy and activation into PSUM tiles do.
     program.memset(program.psum((128, 8)), 0.0)
     program.tensor_copy(program.psum((128, 8), offset=64), program.sbuf((128, 8)), engine="act")

@@ -480,6 +480,8 @@ FUNCTIONS = [
     ("vtrn_program_matmul", vtrn_status_t,
      [ProgramHandle, AccessStruct, AccessStruct, AccessStruct, c_uint32, POINTER(SyncStruct)]),
     ("vtrn_program_transpose", vtrn_status_t, [ProgramHandle, AccessStruct, AccessStruct, POINTER(SyncStruct)]),
+    ("vtrn_program_transpose_on", vtrn_status_t,
+     [ProgramHandle, vtrn_engine_flags_t, AccessStruct, AccessStruct, POINTER(SyncStruct)]),
     ("vtrn_program_activate", vtrn_status_t,
      [ProgramHandle, AccessStruct, vtrn_activation_t, AccessStruct, POINTER(ScalarStruct), POINTER(AccessStruct),
       POINTER(AccessStruct), POINTER(SyncStruct)]),

@@ -458,10 +458,11 @@ class Program(_Resource):
                                       _operand(moving, "moving"), 1 if accumulate else 0,
                                       _sync(wait, signal, signal_set)))
 
-    def transpose(self, dst, src, *, wait=None, signal=None, signal_set=None):
-        """TRANSPOSE (PE): dst[F,P] (PSUM) = src[P,F], bit exact."""
-        check(lib.vtrn_program_transpose(self._handle, _operand(dst, "dst"), _operand(src, "src"),
-                                         _sync(wait, signal, signal_set)))
+    def transpose(self, dst, src, engine="pe", *, wait=None, signal=None, signal_set=None):
+        """TRANSPOSE: dst[F,P] = src[P,F], bit exact. On the PE (``engine="pe"``) up to 128 x 128,
+        src in SBUF, dst in PSUM; on DVE (``engine="dve"``) up to 32 x 32, SBUF or PSUM either side."""
+        check(lib.vtrn_program_transpose_on(self._handle, _enum_value(engine, ENGINE_FLAGS, "engine"),
+                                            _operand(dst, "dst"), _operand(src, "src"), _sync(wait, signal, signal_set)))
 
     def activate(self, dst, function, src, scale=1.0, bias=None, accumulate_out=None, *, wait=None, signal=None,
                  signal_set=None):
