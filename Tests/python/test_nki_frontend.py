@@ -483,3 +483,21 @@ def test_activation_vtrn_lacks_is_named():
         return None
     with pytest.raises(NKIUnsupportedError, match="nl.cos is not supported by vtrn.nki yet"):
         nki.simulate_kernel(kernel, rand(4, 4))
+
+
+@nki.jit
+def transposes(a):
+    small = nl.ndarray((a.shape[1], a.shape[0]), dtype=a.dtype, buffer=nl.shared_hbm)
+    large = nl.ndarray((a.shape[1], a.shape[0]), dtype=a.dtype, buffer=nl.shared_hbm)
+    x = nl.load(a)
+    nl.store(small, value=nisa.nc_transpose(x))                                       # fits 32 x 32: vector engine
+    nl.store(large, value=nl.copy(nisa.nc_transpose(x, engine=nisa.tensor_engine)))   # PE, into PSUM
+    return small, large
+
+
+def test_nc_transpose_picks_the_vector_engine_for_small_tiles():
+    a = rand(32, 20)
+    small, large = nki.simulate_kernel(transposes, a)
+    np.testing.assert_array_equal(small, a.T)
+    np.testing.assert_array_equal(large, a.T)
+    assert nki.last_report().instructions["dve"] == 1 and nki.last_report().instructions["pe"] == 1
