@@ -183,6 +183,13 @@ def test_trace_file_labels_instructions_with_nki_calls(tmp_path):
     labelled = [e for e in events if e.get("cat") == "instruction"]
     assert {e["args"]["nki"] for e in labelled} == {"nl.load", "nl.add", "nl.store"}
     assert all(e["args"]["line"].startswith(HERE + ":") for e in labelled)
+    # A grid: every instance's instructions are labelled too.
+    nki.simulate_with_report(grid_kernel[nl.nc(2), 3], rand(128, 96), trace_file=path)
+    with open(path) as file:
+        events = json.load(file)["traceEvents"]
+    labelled = [e for e in events if e.get("cat") == "instruction"]
+    assert len(labelled) == 6 * 4 and all(e["args"]["nki"] in ("nl.load", "nl.multiply", "nl.add", "nl.store")
+                                          for e in labelled)
 
 
 # -- errors, in NKI's terms, at the kernel's line --------------------------------------------------

@@ -399,7 +399,7 @@ def run(kernel, grid, args, kwargs, trace_path=None):
             ctx.close()
     if trace_path is not None:
         report.trace_file = trace_path
-        _annotate_trace(trace_path, report._origins)
+        _annotate_trace(trace_path, report._origins, report._placement)
     _last.report = report
     return outputs, report
 
@@ -514,18 +514,28 @@ def _report(kernel, ctx, compiled, infos, wall, cached, placement):
                     load_ms=0.0 if cached else sum(c.load_ms for c in compiled), cached=cached,
                     program_instructions=sum(c.instruction_count for c in compiled))
     report._origins = [c.origin for c in compiled]
+    report._placement = placement
     return report
 
 
-def _annotate_trace(path, origins):
-    """Adds each instruction's NKI call and kernel line to the trace's instruction events."""
+def _annotate_trace(path, origins, placement):
+    """Adds each instruction's NKI call and kernel line to the trace's instruction events. The
+    tracer writes each execution's event followed by its instructions; a core runs its
+    instances in the order they were queued, so the n-th execution on a core is its n-th instance."""
     try:
         with open(path) as file:
             data = json.load(file)
     except (OSError, ValueError):
         return
-    origin = origins[0] if len(origins) == 1 else None
+    queues = {}
+    for origin, core in zip(origins, placement):
+        queues.setdefault(core, []).append(origin)
+    origin = None
     for event in data.get("traceEvents", []):
+        if event.get("name") == "execution" and event.get("cat") == "host":
+            queue = queues.get(event.get("tid", 0) // 8)
+            origin = queue.pop(0) if queue else None
+            continue
         args = event.get("args")
         if origin is None or event.get("cat") != "instruction" or not args or "instruction" not in args:
             continue
