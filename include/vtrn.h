@@ -524,6 +524,16 @@ typedef struct vtrn_sync {
 } vtrn_sync_t;
 #define VTRN_SYNC_NONE { -1, 0, -1, VTRN_SEMAPHORE_ADD, 0 }
 
+/** Options of vtrn_program_dma_copy_ex (NKI's nki.isa.dma_copy arguments). */
+typedef struct vtrn_dma_copy_options {
+    size_t struct_size;
+    /** NKI's dst_rmw_op: VTRN_ALU_BYPASS (the default) copies, dst = src; VTRN_ALU_ADD accumulates,
+     *  dst = dst + src element by element, both widened to fp32 and the sum rounded to dst's dtype
+     *  (NKI supports add only; other ops are refused at load). */
+    vtrn_alu_op_t dst_rmw_op;
+} vtrn_dma_copy_options_t;
+#define VTRN_DMA_COPY_OPTIONS_INIT { sizeof(vtrn_dma_copy_options_t), VTRN_ALU_BYPASS }
+
 /** A kernel parameter bound to device memory for one execution. */
 typedef struct vtrn_binding {
     const char *name;            /**< the parameter's name, as vtrn_program_add_parameter gave it */
@@ -812,8 +822,17 @@ vtrn_status_t vtrn_program_instruction_count(vtrn_program_t program, uint32_t *c
 /** DMA_COPY (DMA engine): dst = src, element by element in partition-major order, between HBM and
  *  SBUF in either direction, SBUF to SBUF or HBM to HBM (not PSUM: TENSOR_COPY moves data
  *  between PSUM and SBUF);
- *  element counts equal; a dtype change goes through fp32. */
+ *  element counts equal; a dtype change goes through fp32. The 128-partition limit is SBUF's:
+ *  an HBM access may have up to 2^24 rows (partitions), so an HBM-to-HBM copy is not a tile. */
 vtrn_status_t vtrn_program_dma_copy(vtrn_program_t program, vtrn_access_t dst, vtrn_access_t src, const vtrn_sync_t *sync);
+
+/** DMA_COPY with options (vtrn_dma_copy_options_t): as vtrn_program_dma_copy, and with
+ *  dst_rmw_op VTRN_ALU_ADD an accumulating copy, dst = dst + src through fp32 (src is read whole
+ *  before dst is written; the DMA's cost counts the bytes of both). [in][optional] options: NULL
+ *  for the defaults (a plain copy). Also VTRN_ERROR_INVALID_ARGUMENT for a struct_size smaller
+ *  than the first version's or an unknown dst_rmw_op. */
+vtrn_status_t vtrn_program_dma_copy_ex(vtrn_program_t program, vtrn_access_t dst, vtrn_access_t src,
+                                       const vtrn_dma_copy_options_t *options, const vtrn_sync_t *sync);
 
 /** MATMUL (PE): dst[M,N] = (accumulate ? dst : 0) + stationary[K,M]^T . moving[K,N], in fp32 in
  *  PSUM; K is the partition count of both inputs, M the free size of stationary, N of moving.

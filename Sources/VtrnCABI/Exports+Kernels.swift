@@ -126,6 +126,21 @@ public func vtrn_program_dma_copy(_ program: vtrn_program_t?, _ dst: vtrn_access
 }
 
 @c @implementation
+public func vtrn_program_dma_copy_ex(_ program: vtrn_program_t?, _ dst: vtrn_access_t, _ src: vtrn_access_t,
+                                     _ options: UnsafePointer<vtrn_dma_copy_options_t>?,
+                                     _ sync: UnsafePointer<vtrn_sync_t>?) -> vtrn_status_t {
+    exported {
+        try append(program) { () throws(VtrnError) in
+            let defaults = vtrn_dma_copy_options_t(struct_size: MemoryLayout<vtrn_dma_copy_options_t>.size, dst_rmw_op: VTRN_ALU_BYPASS)
+            let options = try vtrn_dma_copy_options_t.read(options, name: "options", defaults: defaults) ?? defaults
+            return Instruction(engine: .dma, operation: .dmaCopy(destination: try accessPattern(dst, "dst"), source: try accessPattern(src, "src"),
+                                                                 readModifyWrite: try aluOp(options.dst_rmw_op, "options.dst_rmw_op")),
+                               sync: try synchronization(sync))
+        }
+    }
+}
+
+@c @implementation
 public func vtrn_program_matmul(_ program: vtrn_program_t?, _ dst: vtrn_access_t, _ stationary: vtrn_access_t,
                                 _ moving: vtrn_access_t, _ accumulate: UInt32, _ sync: UnsafePointer<vtrn_sync_t>?) -> vtrn_status_t {
     exported {

@@ -141,6 +141,11 @@ extension vtrn_dma_queue_info_t: VersionedStruct {
     static let firstVersionSize = 64
 }
 
+extension vtrn_dma_copy_options_t: VersionedStruct {
+    static let cName = "vtrn_dma_copy_options_t"
+    static let firstVersionSize = 16
+}
+
 extension vtrn_execution_info_t: VersionedStruct {
     static let cName = "vtrn_execution_info_t"
     static let firstVersionSize = 128

@@ -159,7 +159,8 @@ public struct Synchronization: Sendable, Equatable {
 }
 
 public enum Operation: Sendable, Equatable {
-    case dmaCopy(destination: AccessPattern, source: AccessPattern)
+    /// dst = src; with `readModifyWrite` `.add` (NKI's dst_rmw_op), dst = dst + src through fp32.
+    case dmaCopy(destination: AccessPattern, source: AccessPattern, readModifyWrite: AluOp = .bypass)
     case matmul(destination: AccessPattern, stationary: AccessPattern, moving: AccessPattern, accumulate: Bool)
     case transpose(destination: AccessPattern, source: AccessPattern)
     case activate(destination: AccessPattern, function: ActivationFunction, source: AccessPattern, scale: ScalarOperand,
@@ -198,7 +199,7 @@ public enum Operation: Sendable, Equatable {
     /// Every access pattern, with its operand name, for validation.
     public var operands: [(name: String, access: AccessPattern, writes: Bool)] {
         switch self {
-        case .dmaCopy(let d, let s): [("dst", d, true), ("src", s, false)]
+        case .dmaCopy(let d, let s, _): [("dst", d, true), ("src", s, false)]
         case .matmul(let d, let st, let mv, _): [("dst", d, true), ("stationary", st, false), ("moving", mv, false)]
         case .transpose(let d, let s): [("dst", d, true), ("src", s, false)]
         case .activate(let d, _, let s, let scale, let bias, let out):

@@ -222,8 +222,10 @@ public final class CoreExecutor: @unchecked Sendable {
             cycles = max(64, Double(source.elementsPerPartition))
         case .transpose(_, let source):
             cycles = Double(max(source.elementsPerPartition, 64)) * (source.dtype == .fp32 ? 4 : 1)
-        case .dmaCopy(_, let source):
-            let nanoseconds = Double(source.elementCount * source.dtype.size) / Double(preset.dmaEngineBandwidth) * 1e9
+        case .dmaCopy(let destination, let source, let readModifyWrite):
+            // A read-modify-write also reads the destination.
+            let read = readModifyWrite == .bypass ? 0 : destination.elementCount * destination.dtype.size
+            let nanoseconds = Double(source.elementCount * source.dtype.size + read) / Double(preset.dmaEngineBandwidth) * 1e9
             return max(64.0 / Double(clock) * 1e9, nanoseconds)
         case .tensorTensor(let destination, _, _, _):
             cycles = max(64, Double(2 * destination.elementsPerPartition))
@@ -401,7 +403,9 @@ public final class CoreExecutor: @unchecked Sendable {
         }
         let a = scratch[0], b = scratch[1], c = scratch[2]
         switch operation {
-        case .dmaCopy(let destination, let source):
+        case .dmaCopy(let destination, let source, let readModifyWrite) where readModifyWrite != .bypass:
+            accumulateFlat(readModifyWrite, to: destination, from: source, bindings)
+        case .dmaCopy(let destination, let source, _):
             if destination.dtype == source.dtype && Self.isTransposedGather(destination, source) {
                 transposedGather(to: destination, from: source, bindings)
             } else if destination.dtype == source.dtype && destination.partitions == source.partitions
@@ -613,6 +617,23 @@ public final class CoreExecutor: @unchecked Sendable {
         defer { all.deallocate() }
         for p in 0..<source.partitions { load(source, p, bindings, into: all + p * source.elementsPerPartition) }
         for p in 0..<destination.partitions { store(destination, p, bindings, from: all + p * destination.elementsPerPartition) }
+    }
+
+    /// dst = dst op src element by element in flat (partition-major) order, through fp32: src is
+    /// read whole before dst is written, so overlapping operands read their old values.
+    private func accumulateFlat(_ op: AluOp, to destination: AccessPattern, from source: AccessPattern,
+                                _ bindings: [ParameterBinding]) {
+        let count = source.elementCount
+        let incoming = UnsafeMutablePointer<Float>.allocate(capacity: count)
+        let existing = UnsafeMutablePointer<Float>.allocate(capacity: count)
+        defer {
+            incoming.deallocate()
+            existing.deallocate()
+        }
+        for p in 0..<source.partitions { load(source, p, bindings, into: incoming + p * source.elementsPerPartition) }
+        for p in 0..<destination.partitions { load(destination, p, bindings, into: existing + p * destination.elementsPerPartition) }
+        Kernels.binary(op, existing, incoming, count: count, into: existing)
+        for p in 0..<destination.partitions { store(destination, p, bindings, from: existing + p * destination.elementsPerPartition) }
     }
 
     private func matmul(_ destination: AccessPattern, _ stationary: AccessPattern, _ moving: AccessPattern, _ accumulate: Bool,

@@ -85,8 +85,16 @@ public enum Validator {
                 throw fail(name, "has \(access.elementsPerPartition) elements per partition; compute engines process at most "
                            + "\(preset.sbufBytesPerPartition) (the bytes of an SBUF partition)")
             }
-            guard (1...partitionCount).contains(access.partitions) else {
-                throw fail(name, "\(access.partitions) partitions; an access covers 1 to \(partitionCount)")
+            // Partitions are SBUF's and PSUM's rows; an HBM access's "partitions" are only its outer
+            // dimension (a DMA_COPY from HBM to HBM is not a tile), bounded like the others.
+            if access.space == .hbm {
+                guard (1...maxDimension).contains(access.partitions) else {
+                    throw fail(name, "\(access.partitions) rows; an HBM access has 1 to \(maxDimension)")
+                }
+            } else {
+                guard (1...partitionCount).contains(access.partitions) else {
+                    throw fail(name, "\(access.partitions) partitions; an access covers 1 to \(partitionCount)")
+                }
             }
             guard access.offset >= 0, access.offset % access.dtype.size == 0 else {
                 throw fail(name, "byte offset \(access.offset) is not a multiple of \(access.dtype)'s size (\(access.dtype.size))")
@@ -169,7 +177,10 @@ public enum Validator {
         }
 
         switch operation {
-        case .dmaCopy(let destination, let source):
+        case .dmaCopy(let destination, let source, let readModifyWrite):
+            guard readModifyWrite == .bypass || readModifyWrite == .add else {
+                throw fail("dst_rmw_op", "\(readModifyWrite) is not supported; DMA_COPY accumulates with add only (bypass copies)")
+            }
             guard source.elementCount <= maxDmaElements else {
                 throw fail("src", "moves \(source.elementCount) elements; one DMA_COPY moves at most \(maxDmaElements) (split it)")
             }

@@ -58,6 +58,8 @@ import Glibc
         #expect(MemoryLayout<vtrn_runtime_info_t>.size >= vtrn_runtime_info_t.firstVersionSize)
         #expect(MemoryLayout<vtrn_device_info_t>.size >= vtrn_device_info_t.firstVersionSize)
         #expect(MemoryLayout<vtrn_core_info_t>.size >= vtrn_core_info_t.firstVersionSize)
+        #expect(vtrn_dma_copy_options_t.firstVersionSize == 16)
+        #expect(MemoryLayout<vtrn_dma_copy_options_t>.size >= vtrn_dma_copy_options_t.firstVersionSize)
     }
 
     @Test func enumeratesTrn1AndTrn2() throws {

@@ -228,3 +228,30 @@ import Glibc
         #expect(activate(.mish, -0.0) == 0)
     }
 }
+
+@Suite struct DmaCopyTests {
+    @Test func readModifyWriteAddsThroughFp32() throws {
+        let executor = CoreExecutor(preset: .trn1)
+        let host = UnsafeMutableRawPointer.allocate(byteCount: 300 * 4, alignment: 64)
+        defer { host.deallocate() }
+        let values = host.bindMemory(to: Float.self, capacity: 300)
+        for index in 0..<300 { values[index] = Float(index) }
+        let rows = AccessPattern(space: .hbm, dtype: .fp32, partitions: 300, sizes: [1], partitionStride: 1)
+        let tile = AccessPattern(space: .sbuf, dtype: .bf16, partitions: 100, sizes: [3])
+        let program = try LoadedProgram(instructions: [
+            Instruction(engine: .dve, operation: .memset(destination: tile, value: 0.5)),
+            Instruction(engine: .dma, operation: .dmaCopy(destination: rows, source: tile, readModifyWrite: .add),
+                        sync: Synchronization(waitSemaphore: nil)),
+        ].enumerated().map { index, instruction in
+            var ordered = instruction
+            ordered.sync = index == 0 ? Synchronization(signalSemaphore: 0, signalValue: 1) : Synchronization(waitSemaphore: 0, waitValue: 1)
+            return ordered
+        }, parameters: [Parameter(name: "rows", bytes: 1200)], preset: .trn1)
+        let outcome = executor.run(program, bindings: [ParameterBinding(base: host, bytes: 1200)], deadline: nil)
+        #expect(outcome.failure == nil)
+        #expect((0..<300).allSatisfy { values[$0] == Float($0) + 0.5 })
+        // The cost counts the destination's bytes too: 300 fp32 read and 300 bf16 written.
+        let copy = executor.cost(of: Instruction(engine: .dma, operation: .dmaCopy(destination: rows, source: tile)))
+        #expect(executor.cost(of: program.instructions[1]) > copy)
+    }
+}

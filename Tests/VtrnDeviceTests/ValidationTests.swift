@@ -94,4 +94,19 @@ import Testing
         #expect(problem(.pe, .transpose(destination: sbuf(4, 4), source: sbuf(4, 4)))
                 == "instruction 0 (TRANSPOSE on PE): dst: is in SBUF; TRANSPOSE writes PSUM")
     }
+
+    @Test func dmaCopyRowsAndReadModifyWrite() {
+        let parameters = [Parameter(name: "big", bytes: 4 << 24 + 64)]
+        func hbm(_ rows: Int) -> AccessPattern {
+            AccessPattern(space: .hbm, dtype: .fp32, partitions: rows, sizes: [1], partitionStride: 1)
+        }
+        #expect(problem(.dma, .dmaCopy(destination: hbm(1 << 24), source: hbm(1 << 24)), parameters: parameters) == nil)
+        #expect(problem(.dma, .dmaCopy(destination: hbm(1 << 24 + 1), source: hbm(1 << 24)), parameters: parameters)
+                == "instruction 0 (DMA_COPY on DMA): dst: 16777217 rows; an HBM access has 1 to 16777216")
+        #expect(problem(.dma, .dmaCopy(destination: hbm(300), source: sbuf(100, 3), readModifyWrite: .add), parameters: parameters)
+                == nil)
+        #expect(problem(.dma, .dmaCopy(destination: sbuf(8, 4), source: sbuf(8, 4, offset: 64), readModifyWrite: .max))
+                == "instruction 0 (DMA_COPY on DMA): dst_rmw_op: max is not supported; DMA_COPY accumulates with add only "
+                + "(bypass copies)")
+    }
 }

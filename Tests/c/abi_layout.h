@@ -131,6 +131,8 @@ VT_SIZE(vtrn_access_t, 88);
 VT_SIZE(vtrn_scalar_t, 96);
 VT_SIZE(vtrn_sync_t, 20);
 VT_SIZE(vtrn_binding_t, 24);
+VT_SIZE(vtrn_dma_copy_options_t, 16); /* versioned: its first version */
+VT_OFFSET(vtrn_dma_copy_options_t, dst_rmw_op, 8);
 
 VT_OFFSET(vtrn_access_t, space, 0);
 VT_OFFSET(vtrn_access_t, dtype, 4);

@@ -536,6 +536,8 @@ static void test_matmul_accumulates(void) {
     EXPECT_OK(vtrn_runtime_destroy(runtime));
 }
 
+static vtrn_program_t validation_program(vtrn_runtime_t runtime);
+
 /* A program whose instructions run one after another whatever their engines: each waits for
  * semaphore 200 to count the instructions before it and adds 1 (SerialProgram in the Python suite). */
 typedef struct serial_program {
@@ -774,6 +776,81 @@ static void test_transpose_on_dve(void) {
         }
     }
     EXPECT_MSG(wrong == 0, "%d of %d transposed bf16 bit patterns differ", wrong, 2 * P * F);
+    EXPECT_OK(vtrn_runtime_destroy(runtime));
+}
+
+/* DMA_COPY between HBM tensors of more than 128 rows, and accumulating (dst_rmw_op add). */
+static void test_dma_copy_extensions(void) {
+    GROUP("DMA_COPY: HBM rows beyond 128, dst_rmw_op add");
+    vtrn_runtime_t runtime = create_runtime("trn1");
+    vtrn_device_t device = get_device(runtime, 0);
+    enum { R = 300, C = 3 };
+    serial_program_t serial = { new_program(runtime), 0 };
+    uint32_t rows = add_parameter(serial.program, "rows", R * C * 4), acc = add_parameter(serial.program, "acc", R * C * 4);
+    uint32_t columns = add_parameter(serial.program, "columns", C * R * 4);
+    /* columns = rows^T, written through a transposed view of 300 rows: row r steps 1 element, its
+     * elements step R. */
+    vtrn_access_t transposed = vtrn_hbm(columns, 0, VTRN_DTYPE_FP32, R, 1, C);
+    transposed.stride[0] = R;
+    vtrn_sync_t sync = in_turn(&serial);
+    EXPECT_OK(vtrn_program_dma_copy(serial.program, transposed, vtrn_hbm(rows, 0, VTRN_DTYPE_FP32, R, C, C), &sync));
+    vtrn_dma_copy_options_t add = VTRN_DMA_COPY_OPTIONS_INIT;
+    EXPECT_EQ_U64(add.dst_rmw_op, VTRN_ALU_BYPASS);
+    add.dst_rmw_op = VTRN_ALU_ADD;
+    for (int i = 0; i < 2; i++) { /* acc += rows, twice */
+        sync = in_turn(&serial);
+        EXPECT_OK(vtrn_program_dma_copy_ex(serial.program, vtrn_hbm(acc, 0, VTRN_DTYPE_FP32, R, C, C),
+                                           vtrn_hbm(rows, 0, VTRN_DTYPE_FP32, R, C, C), &add, &sync));
+    }
+    vtrn_kernel_t kernel = load(device, 0, serial.program);
+    EXPECT_OK(vtrn_program_destroy(serial.program));
+    static float row_values[R * C], acc_values[R * C], results[R * C], column_values[C * R];
+    for (int i = 0; i < R * C; i++) {
+        row_values[i] = (float)(i % 97) * 0.25f - 7;
+        acc_values[i] = (float)(i % 13) - 6;
+    }
+    vtrn_device_memory_t rows_memory = allocate(device, sizeof row_values), acc_memory = allocate(device, sizeof acc_values);
+    vtrn_device_memory_t columns_memory = allocate(device, sizeof column_values);
+    write_memory(runtime, device, rows_memory, row_values, sizeof row_values);
+    write_memory(runtime, device, acc_memory, acc_values, sizeof acc_values);
+    const vtrn_binding_t bindings[] = { binding("rows", rows_memory, 0), binding("acc", acc_memory, 0),
+                                        binding("columns", columns_memory, 0) };
+    EXPECT_RUN_OK(kernel, bindings, 3, NULL);
+    read_memory(runtime, device, acc_memory, results, sizeof results);
+    read_memory(runtime, device, columns_memory, column_values, sizeof column_values);
+    int wrong = 0;
+    for (int r = 0; r < R; r++) {
+        for (int c = 0; c < C; c++) {
+            if (results[r * C + c] != (acc_values[r * C + c] + row_values[r * C + c]) + row_values[r * C + c]) wrong++;
+            if (column_values[c * R + r] != row_values[r * C + c]) wrong++;
+        }
+    }
+    EXPECT_MSG(wrong == 0, "%d of %d accumulated or transposed elements are wrong", wrong, 2 * R * C);
+
+    /* Only add accumulates; the options struct and the op are checked. */
+    vtrn_program_t program = validation_program(runtime);
+    vtrn_dma_copy_options_t multiply = VTRN_DMA_COPY_OPTIONS_INIT;
+    multiply.dst_rmw_op = VTRN_ALU_MULTIPLY;
+    EXPECT_OK(vtrn_program_dma_copy_ex(program, sbuf(8, 0, 8), sbuf(8, 64, 8), &multiply, NULL));
+    EXPECT_REJECTED(device, program, "(DMA_COPY on DMA): dst_rmw_op: ",
+                    "multiply is not supported; DMA_COPY accumulates with add only");
+    program = validation_program(runtime);
+    vtrn_dma_copy_options_t small = VTRN_DMA_COPY_OPTIONS_INIT;
+    small.struct_size = 8;
+    EXPECT_ERROR(vtrn_program_dma_copy_ex(program, sbuf(8, 0, 8), sbuf(8, 64, 8), &small, NULL), VTRN_ERROR_INVALID_ARGUMENT,
+                 "options.struct_size is 8, smaller than 16", "VTRN_DMA_COPY_OPTIONS_INIT");
+    vtrn_dma_copy_options_t unknown = VTRN_DMA_COPY_OPTIONS_INIT;
+    unknown.dst_rmw_op = (vtrn_alu_op_t)0;
+    EXPECT_ERROR(vtrn_program_dma_copy_ex(program, sbuf(8, 0, 8), sbuf(8, 64, 8), &unknown, NULL), VTRN_ERROR_INVALID_ARGUMENT,
+                 "options.dst_rmw_op is 0");
+    EXPECT_EQ_U64(instruction_count(program), 0);
+    EXPECT_OK(vtrn_program_dma_copy_ex(program, sbuf(8, 0, 8), sbuf(8, 64, 8), NULL, NULL)); /* NULL: a plain copy */
+    EXPECT_ACCEPTED(device, program);
+    program = validation_program(runtime);
+    uint32_t huge = add_parameter(program, "huge", ((uint64_t)1 << 24) * 8);
+    EXPECT_OK(vtrn_program_dma_copy(program, vtrn_hbm(huge, 0, VTRN_DTYPE_FP32, (1u << 24) + 1, 1, 1),
+                                    vtrn_hbm(huge, 0, VTRN_DTYPE_FP32, (1u << 24) + 1, 1, 1), NULL));
+    EXPECT_REJECTED(device, program, "(DMA_COPY on DMA): dst: ", "16777217 rows; an HBM access has 1 to 16777216");
     EXPECT_OK(vtrn_runtime_destroy(runtime));
 }
 
@@ -1946,6 +2023,7 @@ int main(void) {
     test_bitvec_ops();
     test_activation_functions();
     test_transpose_on_dve();
+    test_dma_copy_extensions();
     test_info_per_engine();
     test_validation_engines_and_partitions();
     test_validation_access_patterns();

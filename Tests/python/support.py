@@ -244,9 +244,10 @@ class SerialProgram:
         self.program.dma_copy(self.output(name, tile.shape, tile.dtype), tile, **self())
 
     def run(self, device, core=0):
-        """Loads the program on ``core``, executes it once and returns {output name: array}."""
+        """Loads the program on ``core``, executes it once and returns {output name: array}. An
+        output that is also an input (in both ``inputs`` and ``outputs``) starts with its array."""
         with self.program, device.load(self.program, core=core) as kernel, \
-                kernel.execute(**self.inputs, **{name: None for name in self.outputs}) as fence:
+                kernel.execute(**{**{name: None for name in self.outputs}, **self.inputs}) as fence:
             return {name: fence.result(name) for name in self.outputs}
 
 

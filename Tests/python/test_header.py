@@ -20,6 +20,7 @@ from vtrn._library import (
     DmaQueueInfoStruct,
     DmaQueueOptionsStruct,
     DmaTransferStruct,
+    DmaCopyOptionsStruct,
     AccessStruct,
     BindingStruct,
     ExecutionInfoStruct,
@@ -60,6 +61,7 @@ STRUCTS = {
     "vtrn_sync_t": SyncStruct,
     "vtrn_binding_t": BindingStruct,
     "vtrn_execution_info_t": ExecutionInfoStruct,
+    "vtrn_dma_copy_options_t": DmaCopyOptionsStruct,
 }
 # Structs that begin with struct_size and have an _INIT macro.
 VERSIONED = [typedef for typedef, fields in HEADER.structs.items() if fields[0][1] == "struct_size"]

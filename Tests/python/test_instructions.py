@@ -153,6 +153,46 @@ def test_dma_copy_reshapes_in_flat_order(serial, device):
     assert_bits_equal(serial.run(device)["y"], data.reshape(2, 12))
 
 
+def test_hbm_to_hbm_copies_have_no_partition_limit(serial, device):
+    # 128 partitions bound SBUF and PSUM tiles, not HBM: an HBM-to-HBM copy's rows may be many.
+    data = np.random.default_rng(23).standard_normal((300, 7)).astype(np.float32)
+    serial.inputs["a"] = data
+    a = serial.hbm["a"] = serial.program.parameter("a", data.shape, "fp32")
+    copied = serial.output("copied", data.shape, "fp32")
+    transposed = serial.output("transposed", data.shape[::-1], "bf16")
+    serial.program.dma_copy(copied, a, **serial())  # 300 rows
+    serial.program.dma_copy(transposed.T, a, **serial())  # 300 rows of 7, strided, through fp32
+    # HBM rows reshape into SBUF partitions in flat order, as any DMA_COPY.
+    tile = serial.program.sbuf((100, 21))
+    serial.program.dma_copy(tile, a, **serial())
+    serial.store("tile", tile)
+    results = serial.run(device)
+    assert_bits_equal(results["copied"], data)
+    assert_bits_equal(results["transposed"], rounded(data.T, "bf16"))
+    assert_bits_equal(results["tile"], data.reshape(100, 21))
+
+
+def test_dma_copy_accumulates_with_dst_rmw_op_add(serial, device):
+    rng = np.random.default_rng(24)
+    initial = rng.standard_normal((200, 5)).astype(np.float32)  # HBM rows: no 128 limit either
+    addend = rng.standard_normal((40, 25)).astype(np.float32)
+    tile = serial.load("addend", addend)
+    acc = serial.hbm["acc"] = serial.program.parameter("acc", initial.shape, "fp32")
+    serial.inputs["acc"] = initial
+    serial.outputs.append("acc")
+    serial.program.dma_copy(acc, tile, dst_rmw_op="add", **serial())  # flat order, as any DMA_COPY
+    serial.program.dma_copy(acc, tile, dst_rmw_op="add", **serial())
+    # Into SBUF, bf16 += fp32: both widened to fp32, the sum rounded to bf16.
+    narrow = serial.program.sbuf(addend.shape, "bf16")
+    serial.program.memset(narrow, 0.5, **serial())
+    serial.program.dma_copy(narrow, tile, dst_rmw_op="add", **serial())
+    serial.store("narrow", narrow)
+    results = serial.run(device)
+    step = addend.reshape(initial.shape)
+    assert_bits_equal(results["acc"], (initial + step) + step)
+    assert_bits_equal(results["narrow"], rounded(np.float32(0.5) + addend, "bf16"))
+
+
 # -- MATMUL and TRANSPOSE ---------------------------------------------------------------------------
 
 def matmul_bound(stationary, moving):

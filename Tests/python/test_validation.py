@@ -11,7 +11,7 @@ import pytest
 
 import vtrn
 from vtrn import AccessPattern, Status
-from vtrn._library import ScalarStruct, SyncStruct, lib
+from vtrn._library import DmaCopyOptionsStruct, ScalarStruct, SyncStruct, lib
 
 from support import failure, open_runtime
 
@@ -62,6 +62,11 @@ RULES = [
      "0 (TENSOR_COPY on DVE): src: partitions 96..<129 run past partition 127"),
     ("start 64 with 65 partitions", lambda p: p.tensor_copy(p.sbuf((65, 4), partition=64), p.sbuf((65, 4))),
      "0 (TENSOR_COPY on DVE): dst: partitions 64..<129 run past partition 127"),
+    ("HBM of 2^24 + 1 rows", lambda p: (hbm(p, shape=(2**24 + 1, 1)), p.dma_copy(hbm(p, "b"), AccessPattern(
+        "hbm", "fp32", (2**24 + 1, 1)))),
+     "0 (DMA_COPY on DMA): src: 16777217 rows; an HBM access has 1 to 16777216"),
+    ("dst_rmw_op multiply", lambda p: p.dma_copy(p.sbuf((4, 4)), p.sbuf((4, 4), offset=64), dst_rmw_op="multiply"),
+     "0 (DMA_COPY on DMA): dst_rmw_op: multiply is not supported; DMA_COPY accumulates with add only (bypass copies)"),
     ("DMA start 120 with 9 partitions", lambda p: p.dma_copy(p.sbuf((9, 4), partition=120), p.sbuf((9, 4))),
      "0 (DMA_COPY on DMA): dst: partitions 120..<129 run past partition 127"),
     ("0 partitions", lambda p: p.tensor_copy(p.sbuf((0, 4)), p.sbuf((0, 4))),
@@ -247,8 +252,11 @@ def test_rule(device, program, build, message):
 
 
 def test_hbm_to_hbm_is_a_dma_copy(device, program):
-    # Nothing forbids it: DMA moves HBM to HBM inside a kernel.
+    # Nothing forbids it: DMA moves HBM to HBM inside a kernel, accumulating too.
     program.dma_copy(hbm(program, "a"), hbm(program, "b"))
+    program.dma_copy(hbm(program, "c", (1000, 3)), hbm(program, "d", (3, 1000)).T, dst_rmw_op="add")
+    program.dma_copy(program.parameters and AccessPattern("hbm", "fp32", (1000, 3), parameter=2), program.sbuf((100, 30)),
+                     dst_rmw_op="bypass")
     with device.load(program):
         pass
 
@@ -381,6 +389,13 @@ def test_operand_structs_the_c_builders_refuse(program):
                                                                        None, 0, None)) == \
         "vtrn_program_tensor_scalar: x0.is_tile is 3; accepted: VTRN_SCALAR_IMMEDIATE (0), VTRN_SCALAR_TILE (1), " \
         "VTRN_SCALAR_INT32 (2)"
+    options = DmaCopyOptionsStruct.init(dst_rmw_op=99)
+    assert raw_failure(invalid, lambda: lib.vtrn_program_dma_copy_ex(program.handle, tile, tile, byref(options), None)) == \
+        "vtrn_program_dma_copy_ex: options.dst_rmw_op is 99; accepted: VTRN_ALU_ADD (1) to VTRN_ALU_INVERT (27)"
+    options = DmaCopyOptionsStruct.init(struct_size=8)
+    assert raw_failure(invalid, lambda: lib.vtrn_program_dma_copy_ex(program.handle, tile, tile, byref(options), None)) == \
+        "vtrn_program_dma_copy_ex: options.struct_size is 8, smaller than 16, the size of the first " \
+        "vtrn_dma_copy_options_t; initialize it with VTRN_DMA_COPY_OPTIONS_INIT"
     sync = SyncStruct.none()
     sync.signal_op = 7
     assert raw_failure(invalid, lambda: lib.vtrn_program_memset(program.handle, 4, tile, 1.0, byref(sync))) == \

@@ -388,6 +388,16 @@ class BindingStruct(ctypes.Structure):
     ]
 
 
+class DmaCopyOptionsStruct(_VersionedStruct):
+    """vtrn_dma_copy_options_t (VTRN_DMA_COPY_OPTIONS_INIT)."""
+
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("dst_rmw_op", vtrn_alu_op_t),
+    ]
+    _init_defaults_ = {"dst_rmw_op": ALU_OPS["bypass"]}
+
+
 class ExecutionInfoStruct(_VersionedStruct):
     """vtrn_execution_info_t (VTRN_EXECUTION_INFO_INIT). Arrays are per engine: PE, ACT, DVE, POOL, DMA."""
 
@@ -477,6 +487,8 @@ FUNCTIONS = [
     ("vtrn_program_add_parameter", vtrn_status_t, [ProgramHandle, c_char_p, c_uint64, POINTER(c_uint32)]),
     ("vtrn_program_instruction_count", vtrn_status_t, [ProgramHandle, POINTER(c_uint32)]),
     ("vtrn_program_dma_copy", vtrn_status_t, [ProgramHandle, AccessStruct, AccessStruct, POINTER(SyncStruct)]),
+    ("vtrn_program_dma_copy_ex", vtrn_status_t,
+     [ProgramHandle, AccessStruct, AccessStruct, POINTER(DmaCopyOptionsStruct), POINTER(SyncStruct)]),
     ("vtrn_program_matmul", vtrn_status_t,
      [ProgramHandle, AccessStruct, AccessStruct, AccessStruct, c_uint32, POINTER(SyncStruct)]),
     ("vtrn_program_transpose", vtrn_status_t, [ProgramHandle, AccessStruct, AccessStruct, POINTER(SyncStruct)]),

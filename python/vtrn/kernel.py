@@ -69,6 +69,7 @@ from ._library import (
     WAIT_FOREVER,
     AccessStruct,
     BindingStruct,
+    DmaCopyOptionsStruct,
     ExecutionInfoStruct,
     FenceHandle,
     KernelHandle,
@@ -446,11 +447,18 @@ class Program(_Resource):
 
     # -- instructions --
 
-    def dma_copy(self, dst, src, *, wait=None, signal=None, signal_set=None):
-        """DMA_COPY (DMA): dst = src element by element (HBM<->SBUF, SBUF<->SBUF); partition p to
-        partition p; a dtype change goes through fp32."""
-        check(lib.vtrn_program_dma_copy(self._handle, _operand(dst, "dst"), _operand(src, "src"),
-                                        _sync(wait, signal, signal_set)))
+    def dma_copy(self, dst, src, *, dst_rmw_op=None, wait=None, signal=None, signal_set=None):
+        """DMA_COPY (DMA): dst = src element by element in flat (partition-major) order (HBM<->SBUF,
+        SBUF<->SBUF, HBM<->HBM, whose rows are not limited to 128); a dtype change goes through
+        fp32. ``dst_rmw_op="add"`` (NKI's dst_rmw_op) accumulates instead: dst = dst + src, through
+        fp32."""
+        if dst_rmw_op is None:
+            check(lib.vtrn_program_dma_copy(self._handle, _operand(dst, "dst"), _operand(src, "src"),
+                                            _sync(wait, signal, signal_set)))
+            return
+        options = DmaCopyOptionsStruct.init(dst_rmw_op=_enum_value(dst_rmw_op, ALU_OPS, "dst_rmw_op", ALU_ALIASES))
+        check(lib.vtrn_program_dma_copy_ex(self._handle, _operand(dst, "dst"), _operand(src, "src"), byref(options),
+                                           _sync(wait, signal, signal_set)))
 
     def matmul(self, dst, stationary, moving, accumulate=False, *, wait=None, signal=None, signal_set=None):
         """MATMUL (PE): dst[M,N] (fp32 PSUM) = (accumulate ? dst : 0) + stationary[K,M]^T . moving[K,N]."""
