@@ -508,3 +508,31 @@ def test_nc_transpose_picks_the_vector_engine_for_small_tiles():
     np.testing.assert_array_equal(small, a.T)
     np.testing.assert_array_equal(large, a.T)
     assert nki.last_report().instructions["dve"] == 1 and nki.last_report().instructions["pe"] == 1
+
+
+@nki.jit
+def accumulate_rows(a, total):
+    # Every row of a added into total's single row by accumulating DMAs (NKI's dst_rmw_op).
+    for row in nl.affine_range(a.shape[0]):
+        nisa.dma_copy(dst=total, src=a[row:row + 1, :], dst_rmw_op=nl.add)
+    tile = nl.load(a[0:1, :])
+    nl.atomic_rmw(total, value=tile, op=nl.add)
+    return total
+
+
+def test_accumulating_dma_adds_into_hbm():
+    a = rand(6, 40)
+    total = np.ones((1, 40), np.float32)
+    result = nki.simulate_kernel(accumulate_rows, a, total)
+    np.testing.assert_allclose(result, 1 + a.sum(axis=0, keepdims=True) + a[0:1], rtol=1e-5)
+    np.testing.assert_allclose(total, result)     # the argument the kernel wrote is updated, as on baremetal
+
+
+@nki.jit
+def bad_rmw(a):
+    nisa.dma_copy(dst=a, src=a, dst_rmw_op=nl.multiply)  # LINE:rmw
+    return a
+
+
+def test_accumulating_dma_takes_add_only():
+    expect_error(bad_rmw, rand(4, 4), line_marker="LINE:rmw", match="dst_rmw_op multiply is not supported")

@@ -131,7 +131,10 @@ def run(trace, inputs):
         kind = op.kind
         dst = op.writes[0] if op.writes else None
         if kind == "dma_copy":
-            _store(memory, dst, memory.view(args["src"]).reshape(-1))
+            values = memory.view(args["src"]).reshape(-1)
+            if args.get("rmw") == "add":
+                values = _f32(memory.view(dst)).reshape(-1) + _f32(values)
+            _store(memory, dst, values)
         elif kind == "matmul":
             s = _f32(memory.view(args["stationary"]))
             m = _f32(memory.view(args["moving"]))

@@ -29,6 +29,7 @@ from .._library import (
     MEMORY_SPACES,
     SEMAPHORE_OPS,
     AccessStruct,
+    DmaCopyOptionsStruct,
     ScalarStruct,
     SyncStruct,
     lib,
@@ -334,7 +335,11 @@ def _emit_one(handle, op, flag, sync):
     kind = op.kind
     dst = access(op.writes[0]) if op.writes else None
     if kind == "dma_copy":
-        status = lib.vtrn_program_dma_copy(handle, dst, access(args["src"]), sync)
+        if args.get("rmw"):
+            options = DmaCopyOptionsStruct.init(dst_rmw_op=ALU_OPS[args["rmw"]])
+            status = lib.vtrn_program_dma_copy_ex(handle, dst, access(args["src"]), byref(options), sync)
+        else:
+            status = lib.vtrn_program_dma_copy(handle, dst, access(args["src"]), sync)
     elif kind == "matmul":
         status = lib.vtrn_program_matmul(handle, dst, access(args["stationary"]), access(args["moving"]),
                                          1 if args["accumulate"] else 0, sync)

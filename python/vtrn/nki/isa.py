@@ -499,8 +499,13 @@ def dma_copy(*args, dst=None, src=None, mask=None, dst_rmw_op=None, oob_mode=oob
     src = values.get("src", src)
     if not isinstance(dst, Tensor) or not isinstance(src, Tensor):
         fail("dst and src are tensors", api)
+    rmw = None
     if dst_rmw_op is not None:
-        unsupported(api, "dst_rmw_op (accumulating DMA)")
+        rmw = _op_name(dst_rmw_op, api, "dst_rmw_op")
+        if rmw != "add":
+            fail(f"dst_rmw_op {rmw} is not supported: NKI's DMA accumulates with nl.add only", api)
+    if oob_mode not in (None, "error", 0):
+        unsupported(api, f"oob_mode={oob_mode!r} (out-of-bounds accesses are errors)")
     target, source = dst._view, src._view
     for view, what in ((target, "dst"), (source, "src")):
         if view.buffer.space == "psum":
@@ -508,7 +513,8 @@ def dma_copy(*args, dst=None, src=None, mask=None, dst_rmw_op=None, oob_mode=oob
     if _core.math.prod(target.shape) != _core.math.prod(source.shape):
         fail(f"dst has shape {list(target.shape)} and src {list(source.shape)}: DMA moves equal element counts", api)
     target, source = nl._mask_views(mask, [target, source], api) if mask is not None else (target, source)
-    nl._record("dma", "dma_copy", [target], [source], api, src=source)
+    reads = [source, target] if rmw else [source]     # an accumulating DMA reads dst too
+    nl._record("dma", "dma_copy", [target], reads, api, src=source, rmw=rmw)
     return dst
 
 

@@ -391,6 +391,20 @@ def store(dst, value, mask=None, **kwargs):
     _record("dma", "dma_copy", [target_m], [source_m], api, src=source_m)
 
 
+def atomic_rmw(dst, value, op, mask=None, **kwargs):
+    """dst = op(dst, value) in HBM by an accumulating DMA (op nl.add, as NKI's DMA supports)."""
+    api = "nl.atomic_rmw"
+    from . import isa
+    if not isinstance(dst, Tensor) or dst._view.buffer.space != "hbm":
+        fail("dst is an HBM tensor (or a view of one)", api)
+    source = _onchip(value, api, "value")
+    if source.buffer.space == "psum":
+        staged = _new("sbuf", source.shape, source.buffer.dtype, api)
+        _record("act", "activate", [staged._view], [source], api, function="copy", src=source, scale=1.0)
+        value = staged
+    return isa.dma_copy(dst=dst, src=value, mask=mask, dst_rmw_op=op)
+
+
 def load_transpose2d(src, mask=None, dtype=None, **kwargs):
     """Loads a 2-D HBM view transposed: tile[j, i] = src[i, j] (a strided DMA)."""
     api = "nl.load_transpose2d"
