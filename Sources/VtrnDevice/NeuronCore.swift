@@ -203,7 +203,8 @@ public final class CoreExecutor: @unchecked Sendable {
     // MARK: Cost model
 
     /// Nanoseconds an instruction keeps its engine busy: cycles of the engine's clock (at least
-    /// 64), or for DMA the bytes at one DMA engine's bandwidth.
+    /// 64), or for DMA the bytes at the core's DMA bandwidth (its 16 engines, within its share of
+    /// HBM's).
     public func cost(of instruction: Instruction) -> Double {
         let clock: UInt64
         switch instruction.engine {
@@ -225,7 +226,7 @@ public final class CoreExecutor: @unchecked Sendable {
         case .dmaCopy(let destination, let source, let readModifyWrite):
             // A read-modify-write also reads the destination.
             let read = readModifyWrite == .bypass ? 0 : destination.elementCount * destination.dtype.size
-            let nanoseconds = Double(source.elementCount * source.dtype.size + read) / Double(preset.dmaEngineBandwidth) * 1e9
+            let nanoseconds = Double(source.elementCount * source.dtype.size + read) / Double(preset.kernelDmaBandwidth) * 1e9
             return max(64.0 / Double(clock) * 1e9, nanoseconds)
         case .tensorTensor(let destination, _, _, _):
             cycles = max(64, Double(2 * destination.elementsPerPartition))
