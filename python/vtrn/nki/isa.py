@@ -117,6 +117,15 @@ def _engine(value, allowed, default, api):
     return value
 
 
+def _leading_dst(args, dst):
+    """NKI 0.2's convention for functions whose first argument is otherwise not a tile: a tile
+    first is the destination. Returns (dst, the other positional arguments)."""
+    args = list(args)
+    if dst is None and args and isinstance(args[0], Tensor):
+        dst = args.pop(0)
+    return dst, args
+
+
 def _finish(dst, result, api):
     """The dst= convention: the result lands in dst."""
     if dst is None:
@@ -241,9 +250,7 @@ def activation(*args, bias=None, scale=1.0, reduce_op=None, reduce_res=None, red
     [P, 1] tile. With ``reduce_op=nl.add`` and ``reduce_res`` (a [P, 1] tile), the free-axis sum
     of the results lands there too."""
     api = "nisa.activation"
-    args = list(args)
-    if dst is None and args and isinstance(args[0], Tensor):
-        dst = args.pop(0)
+    dst, args = _leading_dst(args, dst)
     op = args[0] if args else kwargs.pop("op")
     data = args[1] if len(args) > 1 else kwargs.pop("data")
     function = _activation_name(op, api)
@@ -362,9 +369,7 @@ def tensor_reduce(*args, axis=None, negate=False, keepdims=False, dtype=None, ma
     """op over the free axes ``axis`` of data (vector engine): add, max, min, multiply, and the
     bitwise and logical reductions."""
     api = "nisa.tensor_reduce"
-    args = list(args)
-    if dst is None and args and isinstance(args[0], Tensor):
-        dst = args.pop(0)
+    dst, args = _leading_dst(args, dst)
     op = args[0] if args else kwargs.pop("op")
     data = args[1] if len(args) > 1 else kwargs.pop("data")
     if axis is None:
@@ -392,9 +397,8 @@ def tensor_copy(*args, mask=None, dtype=None, engine=engine.unknown, dst=None, *
 def memset(*args, value=None, dtype=None, mask=None, engine=engine.unknown, dst=None, **kwargs):
     """A new tile of ``shape`` filled with ``value`` (vector or gpsimd engine)."""
     api = "nisa.memset"
-    args = list(args)
-    if dst is None and args and isinstance(args[0], Tensor):
-        dst = args.pop(0)
+    dst, args = _leading_dst(args, dst)
+    if dst is not None:
         value = args[0] if args else value
         view = nl._onchip(dst, api, "dst")
         (view,) = nl._mask_views(mask, [view], api)
@@ -439,9 +443,7 @@ def iota(*args, dtype=None, mask=None, dst=None, **kwargs):
     """A tile whose elements are an affine expression of their indices, e.g.
     nisa.iota(i_p * 512 + i_f, dtype=nl.int32) (gpsimd engine)."""
     api = "nisa.iota"
-    args = list(args)
-    if dst is None and args and isinstance(args[0], Tensor):
-        dst = args.pop(0)
+    dst, args = _leading_dst(args, dst)
     expression = args[0] if args else kwargs.pop("expr")
     if dtype is None:
         dtype = args[1] if len(args) > 1 else (dst.dtype if dst is not None else fail("dtype is required", api))
@@ -465,9 +467,7 @@ def affine_select(*args, pred=None, on_true_tile=None, on_false_value=None, dtyp
     """on_true_tile where the affine predicate of the element's indices holds, else
     on_false_value (causal masks), on the gpsimd engine."""
     api = "nisa.affine_select"
-    args = list(args)
-    if dst is None and args and isinstance(args[0], Tensor):
-        dst = args.pop(0)
+    dst, args = _leading_dst(args, dst)
     values = dict(zip(["pred", "on_true_tile", "on_false_value"], args))
     pred = values.get("pred", pred)
     on_true_tile = values.get("on_true_tile", on_true_tile)
@@ -530,9 +530,7 @@ def tensor_partition_reduce(*args, mask=None, dtype=None, dst=None, **kwargs):
     tensor engine; max and min by transposing 128-column blocks on the PE, reducing their free
     axis on the vector engine and transposing back."""
     api = "nisa.tensor_partition_reduce"
-    args = list(args)
-    if dst is None and args and isinstance(args[0], Tensor):
-        dst = args.pop(0)
+    dst, args = _leading_dst(args, dst)
     op = args[0] if args else kwargs.pop("op")
     data = args[1] if len(args) > 1 else kwargs.pop("data")
     name = _op_name(op, api)

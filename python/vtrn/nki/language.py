@@ -12,7 +12,7 @@ import numbers
 
 import numpy
 
-from .._library import ACTIVATIONS, ALU_OPS
+from .._library import ACTIVATION_ALIASES, ACTIVATIONS, ALU_ALIASES, ALU_OPS
 from . import _core
 from ._core import (
     PMAX,
@@ -670,15 +670,7 @@ def static_assert(condition, message=""):
 # -- element-wise functions --------------------------------------------------------------------------
 
 # NKI's activation functions and the vtrn ACTIVATE function each becomes.
-_ACTIVATION_NAMES = {
-    "copy": "copy", "exp": "exp", "log": "log", "tanh": "tanh", "sigmoid": "sigmoid", "relu": "relu",
-    "gelu": "gelu", "gelu_apprx_tanh": "gelu_tanh", "silu": "silu", "square": "square", "sqrt": "sqrt",
-    "rsqrt": "rsqrt", "reciprocal": "reciprocal", "abs": "abs", "sign": "sign", "erf": "erf", "sin": "sin",
-    "cos": "cos", "arctan": "arctan", "softplus": "softplus", "mish": "mish", "gelu_dx": "gelu_dx",
-    "silu_dx": "silu_dx", "erf_dx": "erf_dx", "gelu_apprx_sigmoid": "gelu_apprx_sigmoid",
-    "gelu_apprx_sigmoid_dx": "gelu_apprx_sigmoid_dx", "identity": "copy", "tan": "tan", "exp2": "exp2",
-    "absolute": "abs", "prelu": "prelu",
-}
+_ACTIVATION_NAMES = dict(ACTIVATION_ALIASES, identity="copy", absolute="abs")  # numpy's spellings too
 
 
 def _activation_function(name, api):
@@ -808,15 +800,7 @@ def _scalar_op(api, x, op, operand, dtype, mask, engine="dve", reverse=False):
 
 
 # ALU ops by NKI's function names.
-_ALU_NAMES = {
-    "add": "add", "subtract": "subtract", "multiply": "multiply", "divide": "divide", "maximum": "max",
-    "minimum": "min", "power": "pow", "equal": "equal", "not_equal": "not_equal", "greater": "greater",
-    "greater_equal": "greater_equal", "less": "less", "less_equal": "less_equal", "bitwise_and": "bitwise_and",
-    "bitwise_or": "bitwise_or", "bitwise_xor": "bitwise_xor", "left_shift": "shift_left",
-    "right_shift": "shift_right", "logical_and": "logical_and", "logical_or": "logical_or",
-    "logical_xor": "logical_xor", "max": "max", "min": "min", "amax": "max", "amin": "min", "sum": "add",
-    "prod": "multiply", "true_divide": "divide",
-}
+_ALU_NAMES = dict(ALU_ALIASES, amax="max", amin="min", sum="add", prod="multiply", true_divide="divide")
 
 
 def _alu(name, api):
@@ -833,7 +817,7 @@ def _binary_function(name):
     function.__qualname__ = name
     function.__doc__ = f"nl.{name}(x, y): element-wise, a tile with a tile (same shape, or [P, 1] broadcast along " \
                        "the free dimensions) or a number, on the vector engine."
-    function._alu = _ALU_NAMES[name]
+    function._alu = _ALU_NAMES.get(name, name)
     return function
 
 
