@@ -45,6 +45,12 @@ public struct ChipPreset: Sendable, Equatable {
     public let pciVendorId: UInt16
     public let pciDeviceId: UInt16
 
+    /// What a kernel's DMA_COPY moves per second: Neuron's compiler spreads each DMA of a kernel
+    /// over the core's 16 DMA engines, up to the core's share of HBM bandwidth (trn1 410 GB/s,
+    /// trn2 362 GB/s).
+    public var kernelDmaBandwidth: UInt64 {
+        min(dmaEngineBandwidth * UInt64(dmaEnginesPerCore), hbmBandwidth / UInt64(coresPerDevice))
+    }
     public var sbufBytesPerCore: UInt64 { UInt64(sbufPartitions * sbufBytesPerPartition) }
     public var psumBytesPerCore: UInt64 { UInt64(sbufPartitions * psumBytesPerPartition) }
 

@@ -203,7 +203,8 @@ public final class CoreExecutor: @unchecked Sendable {
     // MARK: Cost model
 
     /// Nanoseconds an instruction keeps its engine busy: cycles of the engine's clock (at least
-    /// 64), or for DMA the bytes at one DMA engine's bandwidth.
+    /// 64), or for DMA the bytes at the core's DMA bandwidth (its 16 engines, within its share of
+    /// HBM's).
     public func cost(of instruction: Instruction) -> Double {
         let clock: UInt64
         switch instruction.engine {
@@ -227,7 +228,7 @@ public final class CoreExecutor: @unchecked Sendable {
             // for a read-modify-write the destination's read too.
             let moved = indirection?.operand == .source ? destination : source
             let read = readModifyWrite == .bypass ? 0 : moved.elementCount * destination.dtype.size
-            let nanoseconds = Double(moved.elementCount * source.dtype.size + read) / Double(preset.dmaEngineBandwidth) * 1e9
+            let nanoseconds = Double(moved.elementCount * source.dtype.size + read) / Double(preset.kernelDmaBandwidth) * 1e9
             return max(64.0 / Double(clock) * 1e9, nanoseconds)
         case .tensorTensor(let destination, _, _, _):
             cycles = max(64, Double(2 * destination.elementsPerPartition))
@@ -426,23 +427,25 @@ public final class CoreExecutor: @unchecked Sendable {
         case .matmul(let destination, let stationary, let moving, let accumulate):
             matmul(destination, stationary, moving, accumulate, bindings)
         case .transpose(let destination, let source):
+            // Through a [columns][partitions] staging buffer, with typed strided moves (not a
+            // memcpy call per element).
             let size = source.dtype.size
             let columns = source.elementsPerPartition
+            let partitions = source.partitions
             let bytes = UnsafeMutableRawPointer(c)
-            for p in 0..<source.partitions {
+            for p in 0..<partitions {
                 let start = base(source, p, bindings)
                 forEachRun(source) { offset, element in
-                    for i in 0..<source.sizes[0] {
-                        memcpy(bytes + ((element + i) * source.partitions + p) * size, start + offset + i * source.strides[0] * size, size)
-                    }
+                    Self.moveElements(to: bytes + (element * partitions + p) * size, toStride: partitions * size,
+                                      from: start + offset, fromStride: source.strides[0] * size, count: source.sizes[0], size: size)
                 }
             }
             for f in 0..<columns {
                 let start = base(destination, f, bindings)
                 forEachRun(destination) { offset, element in
-                    for i in 0..<destination.sizes[0] {
-                        memcpy(start + offset + i * destination.strides[0] * size, bytes + (f * source.partitions + element + i) * size, size)
-                    }
+                    Self.moveElements(to: start + offset, toStride: destination.strides[0] * size,
+                                      from: bytes + (f * partitions + element) * size, fromStride: size,
+                                      count: destination.sizes[0], size: size)
                 }
             }
         case .activate(let destination, let function, let source, let scale, let bias, let accumulateOut):
@@ -454,11 +457,7 @@ public final class CoreExecutor: @unchecked Sendable {
                 var offset: Float = 0
                 if let bias { load(bias, p, bindings, into: b); offset = b[0] }
                 Kernels.activate(function, a, count: count, scale: multiplier, bias: offset, into: c)
-                if accumulateOut != nil {
-                    var sum: Float = 0
-                    for i in 0..<count { sum += c[i] }
-                    sums[p] = sum
-                }
+                if accumulateOut != nil { sums[p] = Kernels.reduce(.add, c, count: count) }
                 store(destination, p, bindings, from: c)
             }
             if let accumulateOut {

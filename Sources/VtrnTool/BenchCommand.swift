@@ -9,7 +9,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure vtrn against baselines measured in the same run, and print the ratios.",
-        subcommands: [DmaBench.self, KernelBench.self])
+        subcommands: [DmaBench.self, KernelBench.self, NkiBench.self])
 }
 
 /// One line of a bench report.
@@ -229,5 +229,42 @@ struct DmaBench: ParsableCommand {
         }
         shared.stop.store(true, ordering: .relaxed)
         return samples.sorted()
+    }
+}
+
+/// `vtrn bench nki`: NKI kernels through vtrn.nki (Python) against an eager numpy interpretation of
+/// the same operations, and the front end's tracing and caching costs. It runs
+/// `python3 -m vtrn.nki bench` from the repository this tool was built in, on this tool's libvtrn.
+struct NkiBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "nki",
+        abstract: "NKI kernels on vtrn vs eager numpy (the way NKI's simulator runs them), tracing and cache costs.")
+
+    func run() throws {
+        let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        let binFolder = executable.deletingLastPathComponent()
+        var folder = binFolder
+        var package: URL?
+        for _ in 0..<6 {
+            folder = folder.deletingLastPathComponent()
+            if FileManager.default.fileExists(atPath: folder.appendingPathComponent("python/vtrn/nki/__init__.py").path) {
+                package = folder.appendingPathComponent("python")
+                break
+            }
+        }
+        guard let package else {
+            throw ValidationError("cannot find python/vtrn/nki above \(binFolder.path): `vtrn bench nki` runs from a build "
+                                  + "inside the vtrn repository")
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", "-m", "vtrn.nki", "bench"]
+        var environment = ProcessInfo.processInfo.environment
+        environment["PYTHONPATH"] = package.path + (environment["PYTHONPATH"].map { ":" + $0 } ?? "")
+        environment["VTRN_LIBRARY"] = binFolder.appendingPathComponent("libvtrn.so").path
+        process.environment = environment
+        try process.run()
+        process.waitUntilExit()
+        if process.terminationStatus != 0 { throw ExitCode(process.terminationStatus) }
     }
 }

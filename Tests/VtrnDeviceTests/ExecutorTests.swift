@@ -250,9 +250,13 @@ import Glibc
         let outcome = executor.run(program, bindings: [ParameterBinding(base: host, bytes: 1200)], deadline: nil)
         #expect(outcome.failure == nil)
         #expect((0..<300).allSatisfy { values[$0] == Float($0) + 0.5 })
-        // The cost counts the destination's bytes too: 300 fp32 read and 300 bf16 written.
-        let copy = executor.cost(of: Instruction(engine: .dma, operation: .dmaCopy(destination: rows, source: tile)))
-        #expect(executor.cost(of: program.instructions[1]) > copy)
+        // The cost counts the destination's bytes too (large enough to exceed the 64-cycle minimum).
+        let wideRows = AccessPattern(space: .hbm, dtype: .fp32, partitions: 128, sizes: [4096], partitionStride: 4096)
+        let wideTile = AccessPattern(space: .sbuf, dtype: .bf16, partitions: 128, sizes: [4096])
+        let copy = executor.cost(of: Instruction(engine: .dma, operation: .dmaCopy(destination: wideRows, source: wideTile)))
+        let accumulate = executor.cost(of: Instruction(engine: .dma, operation: .dmaCopy(destination: wideRows, source: wideTile,
+                                                                                     readModifyWrite: .add)))
+        #expect(abs(accumulate - copy * 3) < 1e-6 * copy)   // bf16 read (2 bytes) + fp32 dst read (4), against 2
     }
 
     @Test func gatherAndScatterRowsByIndex() throws {

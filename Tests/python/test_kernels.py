@@ -612,6 +612,7 @@ def test_kernel_load_on_hidden_missing_and_claimed_cores():
     ("gemm.py", ["64", "129", "65", "bf16"]),
     ("softmax.py", ["300", "100"]),
     ("rmsnorm.py", ["129", "64"]),
+    ("nki_matmul.py", ["256", "512", "1024"]),
 ])
 def test_examples_verify_against_numpy(script, arguments):
     path = os.path.join(REPOSITORY, "Examples", "python", script)

@@ -1,0 +1,120 @@
+"""vtrn.nki: run kernels written for AWS's Neuron Kernel Interface (NKI) on vtrn's virtual
+NeuronCores, unmodified.
+
+    import vtrn.nki
+    vtrn.nki.install_import_shim()        # `import nki` / `import neuronxcc.nki` now mean vtrn.nki
+    import nki, nki.language as nl
+
+    @nki.jit
+    def add(a, b):
+        out = nl.ndarray(a.shape, dtype=a.dtype, buffer=nl.shared_hbm)
+        nl.store(out, value=nl.add(nl.load(a), nl.load(b)))
+        return out
+
+    c = nki.simulate_kernel(add, x, y)    # numpy in, numpy out, as NKI's simulator
+    print(vtrn.nki.last_report())         # estimated device time, per-engine instructions and busy time
+
+Or, with no edit to the kernel file at all: ``python -m vtrn.nki run kernel.py``.
+
+How it works: the kernel runs once in Python to be recorded (loops unroll; tiles are views of
+buffers), buffers get SBUF/PSUM places, engine dependencies become semaphore waits, and the
+program is loaded on a virtual core (cached: the same kernel, shapes, dtypes and constant
+arguments load once) and executed with the numpy inputs in HBM. See the README's NKI section.
+
+Devices: vtrn.nki opens a runtime of its own on first use (VTRN_TOPOLOGY's first device, or the
+kernel's platform_target) and holds the cores it runs on until ``vtrn.nki.close()`` or exit, as a
+process holds NeuronCores. To run kernels on a device of your own runtime instead (and share the
+process with it), call ``vtrn.nki.use_device(device)``.
+"""
+
+from . import isa, language, typing
+from ._core import NKIError, NKIUnsupportedError
+from ._kernel import JitKernel, Launch, Report, as_kernel, close, last_report, run, use_device
+from ._shim import install_import_shim, uninstall_import_shim
+
+__all__ = ["jit", "simulate_kernel", "simulate", "baremetal", "benchmark", "profile", "language", "isa", "typing",
+           "NKIError", "NKIUnsupportedError", "Report", "last_report", "simulate_with_report",
+           "install_import_shim", "uninstall_import_shim", "use_device", "close"]
+
+
+def jit(func=None, mode="auto", **kwargs):
+    """@nki.jit / @nki.jit(mode=..., platform_target="trn2"): a kernel that runs on vtrn when
+    called with numpy arrays (every mode simulates: vtrn has no other device)."""
+    if func is None:
+        return lambda f: JitKernel(f, mode, **kwargs)
+    return JitKernel(func, mode, **kwargs)
+
+
+def simulate_kernel(kernel, *args, **kwargs):
+    """Runs ``kernel`` (an @nki.jit function, or ``kernel[grid]``) on numpy arrays and returns what
+    it returns, as numpy arrays, as NKI's simulate_kernel does. ``last_report()`` has the costs."""
+    function, grid = as_kernel(kernel)
+    return run(function, grid, args, kwargs)[0]
+
+
+def simulate_with_report(kernel, *args, trace_file=None, **kwargs):
+    """simulate_kernel, returning ``(outputs, Report)``; ``trace_file`` writes a Perfetto/Chrome
+    trace of every engine's instructions, each labelled with its NKI call and kernel line."""
+    function, grid = as_kernel(kernel)
+    return run(function, grid, args, kwargs, trace_path=trace_file)
+
+
+def simulate(kernel):
+    """NKI 0.3+'s ``nki.simulate(kernel)(*arrays)``."""
+    function, grid = as_kernel(kernel)
+
+    def call(*args, **kwargs):
+        return run(function, grid, args, kwargs)[0]
+    return call
+
+
+def baremetal(kernel=None, **kwargs):
+    """@nki.baremetal: on vtrn the same as simulating (the virtual device is the device)."""
+    if kernel is None:
+        return lambda k: baremetal(k, **kwargs)
+    return kernel if isinstance(kernel, (Launch, JitKernel)) else as_kernel(kernel)[0]
+
+
+def benchmark(kernel=None, warmup=10, iters=100, **kwargs):
+    """@nki.benchmark: runs the kernel once and reports vtrn's estimated device time as the
+    latency (every percentile: the estimate is deterministic) in ``benchmark_result``."""
+    if kernel is None:
+        return lambda k: benchmark(k, warmup=warmup, iters=iters, **kwargs)
+    return _Benchmarked(kernel)
+
+
+def profile(func=None, **kwargs):
+    """@nki.profile: runs the kernel; ``trace_file=`` (vtrn's) writes a Perfetto trace."""
+    if func is None:
+        return lambda f: profile(f, **kwargs)
+    function, grid = as_kernel(func)
+    trace_file = kwargs.get("trace_file")
+
+    def call(*args, **call_kwargs):
+        return run(function, grid, args, call_kwargs, trace_path=trace_file)[0]
+    return call
+
+
+class _Latency:
+    def __init__(self, microseconds):
+        self.microseconds = microseconds
+
+    def get_latency_percentile(self, percentile):
+        return self.microseconds
+
+
+class _BenchmarkResult:
+    def __init__(self, report):
+        self.report = report
+        self.nc_latency = _Latency(report.device_ns / 1000)
+
+
+class _Benchmarked:
+    def __init__(self, kernel):
+        self.function, self.grid = as_kernel(kernel)
+        self.benchmark_result = None
+
+    def __call__(self, *args, **kwargs):
+        outputs, report = run(self.function, self.grid, args, kwargs)
+        self.benchmark_result = _BenchmarkResult(report)
+        return outputs

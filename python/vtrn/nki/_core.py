@@ -1,0 +1,763 @@
+"""The tracer's data: where a call came from, dtypes, index expressions, buffers and their views
+(NKI's tensors and tiles), the recorded operations, and the trace that collects them.
+
+A kernel runs once in Python to be recorded. Every value it handles is concrete except data:
+loop variables are Python ints (loops unroll), ``nl.arange`` indices are affine expressions over
+named index variables, and tensors are views (shape, element strides, offset) of buffers whose
+addresses are decided after the whole kernel has been seen (see _lower).
+"""
+
+import math
+import numbers
+import os
+import sys
+import threading
+
+import numpy
+
+from .._library import DTYPE_SIZES
+
+try:
+    import ml_dtypes
+except ImportError:  # only bf16/fp8 numpy arrays need it
+    ml_dtypes = None
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_VTRN_DIR = os.path.dirname(_PACKAGE_DIR)
+
+PMAX = 128                  # partitions of SBUF and PSUM
+PSUM_BANK_BYTES = 2048      # per partition
+PSUM_BANKS = 8
+GEMM_STATIONARY_FMAX = 128  # the stationary operand's free size (M)
+GEMM_MOVING_FMAX = 512      # the moving operand's free size (N)
+
+
+# -- errors, named by the kernel's file and line ----------------------------------------------------
+
+class NKIError(Exception):
+    """A kernel broke one of NKI's rules, or used what vtrn.nki does not support yet. The message
+    begins with the kernel's file and line and names the NKI function."""
+
+    def __init__(self, message, where=None, api=None):
+        self.file, self.line = where if where else (None, None)
+        self.api = api
+        self.reason = message
+        prefix = f"{os.path.basename(self.file)}:{self.line}: " if self.file else ""
+        separator = " " if message.startswith("is ") else ": "
+        super().__init__(f"{prefix}{api + separator if api else ''}{message}")
+
+
+class NKIUnsupportedError(NKIError):
+    """An NKI function, argument or form that vtrn.nki does not support yet."""
+
+
+class NKIUnsupportedAttribute(NKIUnsupportedError, AttributeError):
+    """A name of NKI's modules that vtrn.nki does not have yet."""
+
+    def __init__(self, api):
+        NKIUnsupportedError.__init__(self, "is not supported by vtrn.nki yet", where(), api)
+
+
+_inside = {}
+
+
+def _inside_package(filename):
+    found = _inside.get(filename)
+    if found is None:
+        found = _inside[filename] = os.path.abspath(filename).startswith(_PACKAGE_DIR + os.sep)
+    return found
+
+
+def where():
+    """(file, line) of the innermost frame outside this package: the kernel's line."""
+    frame = sys._getframe(1)
+    while frame is not None and _inside_package(frame.f_code.co_filename):
+        frame = frame.f_back
+    if frame is None:
+        return ("<unknown>", 0)
+    return (frame.f_code.co_filename, frame.f_lineno)
+
+
+def fail(message, api=None, cls=NKIError):
+    raise cls(message, where(), api)
+
+
+def unsupported(api, detail=""):
+    raise NKIUnsupportedError(f"is not supported by vtrn.nki yet{': ' + detail if detail else ''}", where(), api)
+
+
+# -- dtypes ------------------------------------------------------------------------------------------
+
+class _TFloat32:
+    """nl.tfloat32: fp32 storage; the PE's reduced-precision mode is computed as fp32 here."""
+    name = "tfloat32"
+
+    def __repr__(self):
+        return "tfloat32"
+
+
+tfloat32 = _TFloat32()
+
+_NUMPY_TO_VTRN = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "float8_e4m3": "fp8_e4m3",
+                  "float8_e5m2": "fp8_e5m2", "int32": "int32", "int8": "int8", "uint8": "uint8"}
+_VTRN_TO_NUMPY = {value: key for key, value in _NUMPY_TO_VTRN.items()}
+_UNSUPPORTED_DTYPES = ("float64", "int64", "uint64", "int16", "uint16", "uint32", "bool", "float8_e4m3fn",
+                       "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e3m4", "float4_e2m1fn")
+
+
+def vtrn_dtype(dtype, api=None, what="dtype"):
+    """vtrn's name of an NKI dtype: nl.float32, numpy dtypes and their names, ml_dtypes' bf16/fp8."""
+    if dtype is tfloat32 or dtype == "tfloat32":
+        return "fp32"
+    if isinstance(dtype, str) and dtype in _VTRN_TO_NUMPY:
+        return dtype
+    try:
+        name = numpy.dtype(dtype).name
+    except TypeError:
+        name = getattr(dtype, "__name__", str(dtype))
+    if name in _NUMPY_TO_VTRN:
+        return _NUMPY_TO_VTRN[name]
+    if name in _UNSUPPORTED_DTYPES or name.startswith(("float", "int", "uint")):
+        detail = ("ml_dtypes.float8_e4m3fn (max 448) is not Trainium's float8_e4m3 (max 240); use nl.float8_e4m3"
+                  if name == "float8_e4m3fn" else "")
+        raise NKIUnsupportedError(f"{what} {name} is not supported by vtrn (float32, bfloat16, float16, float8_e4m3, "
+                                  f"float8_e5m2, int32, int8, uint8){'; ' + detail if detail else ''}", where(), api)
+    raise NKIError(f"{what} {dtype!r} is not a dtype", where(), api)
+
+
+def numpy_dtype(vtrn_name):
+    name = _VTRN_TO_NUMPY[vtrn_name]
+    if name in ("bfloat16", "float8_e4m3", "float8_e5m2"):
+        if ml_dtypes is None:
+            raise ImportError(f"{name} arrays need the ml_dtypes package (pip install ml-dtypes)")
+        return numpy.dtype(getattr(ml_dtypes, name))
+    return numpy.dtype(name)
+
+
+def itemsize(vtrn_name):
+    return DTYPE_SIZES[vtrn_name]
+
+
+def is_float(vtrn_name):
+    return vtrn_name.startswith(("fp", "bf"))
+
+
+def promote(a, b):
+    """The dtype of a binary op's result, as NKI promotes: the wider float, floats over ints."""
+    if a == b:
+        return a
+    rank = {"fp32": 5, "fp16": 4, "bf16": 4, "fp8_e4m3": 2, "fp8_e5m2": 2, "int32": 3, "int8": 1, "uint8": 1}
+    if is_float(a) != is_float(b):
+        return a if is_float(a) else b
+    if {a, b} == {"fp16", "bf16"}:
+        return "fp32"
+    return a if rank[a] >= rank[b] else b
+
+
+# -- index expressions: nl.arange, nl.mgrid, nl.ds --------------------------------------------------
+
+class IndexVar:
+    """One axis of an index space: ``extent`` values 0..extent-1."""
+    __slots__ = ("extent", "number")
+    _count = 0
+
+    def __init__(self, extent):
+        self.extent = extent
+        IndexVar._count += 1
+        self.number = IndexVar._count
+
+    def __repr__(self):
+        return f"i{self.number}[{self.extent}]"
+
+
+class Index:
+    """An affine expression over index variables, with numpy's broadcast shape: each variable
+    sits on one axis, counted from the right (``nl.arange(8)[:, None]`` is axis 1 from the
+    right of a 2-axis index). Arithmetic with ints keeps it affine; comparisons make masks."""
+    __slots__ = ("terms", "const", "axes", "ndim")
+
+    def __init__(self, terms, const, axes, ndim):
+        self.terms = terms      # {IndexVar: coefficient}
+        self.const = const
+        self.axes = axes        # {IndexVar: axis from the right}
+        self.ndim = ndim
+
+    @staticmethod
+    def of(var):
+        return Index({var: 1}, 0, {var: 0}, 1)
+
+    @property
+    def shape(self):
+        shape = [1] * self.ndim
+        for var, axis in self.axes.items():
+            shape[self.ndim - 1 - axis] = var.extent
+        return tuple(shape)
+
+    def __getitem__(self, key):
+        """``[:, None]`` and ``[None, :]``: place a 1-axis index on an axis of a larger space."""
+        key = key if isinstance(key, tuple) else (key,)
+        if self.ndim != 1 or sum(1 for item in key if item is not None) != 1 or \
+                any(item is not None and item != slice(None) for item in key):
+            if self.ndim == 1 and len(key) == 1 and isinstance(key[0], slice):
+                return self._sliced(key[0])
+            fail(f"an index is shaped with [:, None] or [None, :] (got {key!r})", "nl.arange")
+        position = next(i for i, item in enumerate(key) if item is not None)
+        ndim = len(key)
+        axis = ndim - 1 - position
+        return Index(dict(self.terms), self.const, {var: axis for var in self.axes}, ndim)
+
+    def _sliced(self, item):
+        (var,) = self.axes
+        start, stop, step = item.indices(var.extent)
+        new = IndexVar(len(range(start, stop, step)))
+        coefficient = self.terms.get(var, 0)
+        return Index({new: coefficient * step}, self.const + coefficient * start, {new: 0}, 1)
+
+    def _combine(self, other, sign):
+        if isinstance(other, Index):
+            terms = dict(self.terms)
+            for var, coefficient in other.terms.items():
+                terms[var] = terms.get(var, 0) + sign * coefficient
+            axes = dict(self.axes)
+            axes.update(other.axes)
+            return Index(terms, self.const + sign * other.const, axes, max(self.ndim, other.ndim))
+        value = _int(other)
+        return Index(dict(self.terms), self.const + sign * value, self.axes, self.ndim)
+
+    def __add__(self, other):
+        return self._combine(other, 1)
+
+    __radd__ = __add__
+
+    def __sub__(self, other):
+        return self._combine(other, -1)
+
+    def __rsub__(self, other):
+        return (-self)._combine(other, 1)
+
+    def __neg__(self):
+        return Index({var: -c for var, c in self.terms.items()}, -self.const, self.axes, self.ndim)
+
+    def __mul__(self, other):
+        value = _int(other)
+        return Index({var: c * value for var, c in self.terms.items()}, self.const * value, self.axes, self.ndim)
+
+    __rmul__ = __mul__
+
+    def _compare(self, other, op):
+        return Mask([(self - other, op)])
+
+    def __lt__(self, other):
+        return self._compare(other, "<")
+
+    def __le__(self, other):
+        return self._compare(other, "<=")
+
+    def __gt__(self, other):
+        return self._compare(other, ">")
+
+    def __ge__(self, other):
+        return self._compare(other, ">=")
+
+    def __hash__(self):
+        return id(self)
+
+    def __eq__(self, other):  # NKI masks use == rarely; keep identity semantics for dict keys
+        if isinstance(other, (Index, numbers.Integral)):
+            return self._compare(other, "==")
+        return NotImplemented
+
+    def __ne__(self, other):
+        if isinstance(other, (Index, numbers.Integral)):
+            return self._compare(other, "!=")
+        return NotImplemented
+
+    def __repr__(self):
+        terms = " + ".join(f"{c}*{v!r}" for v, c in self.terms.items())
+        return f"<nki index {terms} + {self.const}>"
+
+
+builtins_min, builtins_max = min, max
+
+
+def _int(value):
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, numpy.integer)):
+        fail(f"index arithmetic takes ints and indices, not {type(value).__name__} ({value!r})")
+    return int(value)
+
+
+class Mask:
+    """A conjunction of affine comparisons ``expression op 0`` over index variables (``&`` joins)."""
+    __slots__ = ("conditions",)
+
+    def __init__(self, conditions):
+        self.conditions = conditions
+
+    def __and__(self, other):
+        if not isinstance(other, Mask):
+            fail(f"a mask combines with & only with another mask, not {type(other).__name__}")
+        return Mask(self.conditions + other.conditions)
+
+    __rand__ = __and__
+
+    def __or__(self, other):
+        unsupported("mask |", "only conjunctions (&) of comparisons are supported")
+
+    def ranges(self):
+        """{IndexVar: (low, high)}: the values each variable keeps. Conditions of one variable
+        narrow its range; others are NKIUnsupportedError (vtrn masks are boxes)."""
+        ranges = {}
+        for expression, op in self.conditions:
+            live = {var: c for var, c in expression.terms.items() if c != 0}
+            if not live:
+                holds = {"<": expression.const < 0, "<=": expression.const <= 0, ">": expression.const > 0,
+                         ">=": expression.const >= 0, "==": expression.const == 0, "!=": expression.const != 0}[op]
+                if not holds:
+                    for var in expression.axes:
+                        ranges[var] = (0, 0)
+                continue
+            if len(live) > 1:
+                unsupported("mask", f"a condition over {len(live)} index variables at once "
+                                    "(each comparison must involve one nl.arange index)")
+            ((var, c),) = live.items()
+            low, high = ranges.get(var, (0, var.extent))
+            k = expression.const
+            # c*v + k op 0
+            if op in ("<", "<=", ">", ">="):
+                if c < 0:
+                    c, k = -c, -k
+                    op = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}[op]
+                if op == "<":    # v < -k/c
+                    high = min(high, -(k // c))
+                elif op == "<=":
+                    high = min(high, (-k) // c + 1)
+                elif op == ">":
+                    low = max(low, (-k) // c + 1)
+                else:
+                    low = max(low, -(k // c))
+            elif op == "==":
+                if k % c:
+                    low, high = 0, 0
+                else:
+                    value = -k // c
+                    low, high = max(low, value), min(high, value + 1)
+            else:
+                unsupported("mask", "!= conditions")
+            ranges[var] = (max(0, low), max(max(0, low), min(var.extent, high)))
+        return ranges
+
+
+class DynamicSlice:
+    """nl.ds(start, size)."""
+    __slots__ = ("start", "size")
+
+    def __init__(self, start, size):
+        self.start, self.size = start, size
+
+
+# -- buffers and views --------------------------------------------------------------------------------
+
+class Buffer:
+    """Storage: an HBM tensor (a kernel parameter) or an on-chip allocation in SBUF or PSUM.
+    On chip, the axis ``partition_axis`` of ``shape`` spreads over partitions and the other axes
+    are contiguous in each partition; ``offset`` (bytes) is given by the allocator."""
+    __slots__ = ("space", "shape", "dtype", "name", "partition_axis", "where", "kind", "parameter", "offset",
+                 "first", "last", "record", "predecessors", "number", "bank", "group", "zeroing")
+    _count = 0
+
+    def __init__(self, space, shape, dtype, name=None, partition_axis=0, where_=None, kind=None):
+        self.space = space
+        self.shape = shape
+        self.dtype = dtype
+        Buffer._count += 1
+        self.number = Buffer._count
+        self.name = name
+        self.partition_axis = partition_axis if space != "hbm" else None
+        self.where = where_
+        self.kind = kind            # HBM: "input", "output", "scratch"
+        self.parameter = None       # HBM: the program's parameter index
+        self.offset = None          # on chip: bytes into each partition
+        self.first = self.last = None  # on chip: first and last operation that uses it
+        self.record = None          # dependency bookkeeping (_lower)
+        self.predecessors = ()      # on chip: buffers that held its bytes before it
+        self.bank = None
+        self.group = None           # PSUM: the box of an open matmul accumulation group, until read
+        self.zeroing = None         # PSUM: (memset op, [boxes touched since]) of nl.zeros
+
+    @property
+    def partitions(self):
+        return self.shape[self.partition_axis] if self.space != "hbm" else None
+
+    @property
+    def bytes_per_partition(self):
+        free = math.prod(size for axis, size in enumerate(self.shape) if axis != self.partition_axis)
+        return free * itemsize(self.dtype)
+
+    @property
+    def nbytes(self):
+        return math.prod(self.shape) * itemsize(self.dtype)
+
+    def describe(self):
+        if self.space == "hbm":
+            return f"HBM tensor {self.name!r}"
+        return f"{self.space.upper()} tile {list(self.shape)} {_VTRN_TO_NUMPY[self.dtype]}"
+
+
+class View:
+    """A view of a buffer: ``shape``, per-axis ``strides`` in elements (on chip: the partition
+    axis's stride counts partitions; ``paxis`` is its position, None once it is indexed away),
+    and ``offset`` in elements (on chip: into each partition) plus ``partition`` (the first)."""
+    __slots__ = ("buffer", "shape", "strides", "offset", "partition", "paxis", "vars", "checks", "ranges")
+
+    def __init__(self, buffer, shape, strides, offset, partition, paxis, vars_=None, checks=(), ranges=None):
+        self.buffer = buffer
+        self.shape = shape
+        self.strides = strides
+        self.offset = offset
+        self.partition = partition
+        self.paxis = paxis
+        self.vars = vars_ or (None,) * len(shape)   # the index variable behind each axis, for masks
+        # Bounds of index expressions, checked when an operation uses the view (after its mask):
+        # (dimension, size, const, {var: coefficient}); ranges: {var: (low, high)} a mask kept.
+        self.checks = checks
+        self.ranges = ranges or {}
+
+    def check_bounds(self, api):
+        """NKIError when an index expression, as far as the mask keeps it, leaves its dimension."""
+        for dimension, size, const, terms in self.checks:
+            low = high = const
+            empty = False
+            for var, c in terms.items():
+                first, end = self.ranges.get(var, (0, var.extent))
+                if end <= first:
+                    empty = True
+                    break
+                a, b = c * first, c * (end - 1)
+                low, high = low + builtins_min(a, b), high + builtins_max(a, b)
+            if not empty and (low < 0 or high >= size):
+                name = self.buffer.name or "tile"
+                fail(f"Out-of-bound access for tensor `{name}` on dimension {dimension}: index range "
+                     f"[{low}, {high}] exceed dimension size of {size} (cut it off with mask=)", api)
+
+    @staticmethod
+    def whole(buffer):
+        shape = buffer.shape
+        strides = [0] * len(shape)
+        step = 1
+        for axis in reversed(range(len(shape))):
+            if axis == buffer.partition_axis:
+                strides[axis] = 1
+                continue
+            strides[axis] = step
+            step *= shape[axis]
+        return View(buffer, tuple(shape), tuple(strides), 0, 0, buffer.partition_axis)
+
+    def same_place(self, other):
+        return (self.buffer is other.buffer and self.shape == other.shape and self.strides == other.strides
+                and self.offset == other.offset and self.partition == other.partition and self.paxis == other.paxis)
+
+    def with_vars(self, vars_):
+        return View(self.buffer, self.shape, self.strides, self.offset, self.partition, self.paxis, tuple(vars_),
+                    self.checks, self.ranges)
+
+    def index(self, key, api):
+        """The view ``key`` selects: ints, slices (steps allowed on free axes), nl.ds, Ellipsis,
+        and nl.arange/mgrid index expressions (affine), as NKI indexes tensors and tiles."""
+        key = key if isinstance(key, tuple) else (key,)
+        if any(item is Ellipsis for item in key):
+            at = next(i for i, item in enumerate(key) if item is Ellipsis)
+            key = key[:at] + (slice(None),) * (len(self.shape) - len(key) + 1) + key[at + 1:]
+        if len(key) > len(self.shape):
+            fail(f"{len(key)} indices for a tensor of {len(self.shape)} dimensions (shape {list(self.shape)})", api)
+        key = key + (slice(None),) * (len(self.shape) - len(key))
+        advanced = [item for item in key if isinstance(item, Index)]
+        if advanced:
+            return self._advanced(key, advanced, api)
+        shape, strides, vars_ = [], [], []
+        offset, partition, paxis = self.offset, self.partition, None
+        for axis, (item, size, stride) in enumerate(zip(key, self.shape, self.strides)):
+            is_partition = axis == self.paxis
+            if isinstance(item, DynamicSlice):
+                start, count = _int(item.start), _int(item.size)
+                if start < 0 or count < 0 or start + count > size:
+                    fail(f"nl.ds({start}, {count}) reaches past dimension {axis} of size {size}", api)
+                item = slice(start, start + count)
+            if isinstance(item, slice):
+                for part in (item.start, item.stop, item.step):
+                    if part is not None:
+                        _int(part)
+                start, stop, step = item.indices(size)
+                if item.start is not None and not -size <= item.start <= size or \
+                        item.stop is not None and not -size <= item.stop <= size:
+                    fail(f"slice {item.start}:{item.stop} is out of range for dimension {axis} of size {size} "
+                         f"(tensor shape {list(self.shape)})", api)
+                count = len(range(start, stop, step))
+                if is_partition:
+                    if step != 1:
+                        fail(f"the partition dimension takes slices of step 1, not {step}", api)
+                    partition += start * stride
+                    paxis = len(shape)
+                else:
+                    offset += start * stride
+                shape.append(count)
+                strides.append(stride * step)
+                vars_.append(self.vars[axis])
+                continue
+            value = _int(item)
+            if not -size <= value < size:
+                fail(f"index {value} is out of range for dimension {axis} of size {size} "
+                     f"(tensor shape {list(self.shape)})", api)
+            value %= size
+            if is_partition:
+                partition += value * stride
+                if self.buffer.space != "hbm":
+                    # An on-chip tile keeps its partition dimension: one partition.
+                    paxis = len(shape)
+                    shape.append(1)
+                    strides.append(stride)
+                    vars_.append(None)
+            else:
+                offset += value * stride
+        return View(self.buffer, tuple(shape), tuple(strides), offset, partition, paxis, vars_)
+
+    def _advanced(self, key, advanced, api):
+        ndim = max(index.ndim for index in advanced)
+        axes_of = {}
+        for index in advanced:
+            for var, axis in index.axes.items():
+                axes_of[var] = ndim - 1 - axis
+        # Output axes: the index space of the expressions, then the axes sliced alongside (numpy
+        # puts advanced axes first when basic ones separate them; NKI kernels rarely mix them).
+        out_shape = [1] * ndim
+        for var, position in axes_of.items():
+            if out_shape[position] not in (1, var.extent):
+                fail(f"index expressions disagree on the size of axis {position} ({out_shape[position]} "
+                     f"and {var.extent})", api)
+            out_shape[position] = max(out_shape[position], var.extent)
+        out_strides = [0] * ndim
+        out_kind = [None] * ndim      # "p" partition, "f" free
+        out_vars = [None] * ndim
+        offset, partition = self.offset, self.partition
+        extra_shape, extra_strides, extra_kind, extra_vars = [], [], [], []
+        checks = list(self.checks)
+        for axis, (item, size, stride) in enumerate(zip(key, self.shape, self.strides)):
+            kind = "p" if axis == self.paxis else "f"
+            if isinstance(item, Index):
+                low, high = item.const, item.const
+                for var, c in item.terms.items():
+                    if c == 0:
+                        continue
+                    position = axes_of[var]
+                    if out_kind[position] not in (None, kind):
+                        unsupported("indexing", "an index variable that moves along both the partition "
+                                                "dimension and a free dimension")
+                    out_kind[position] = kind
+                    out_strides[position] += c * stride
+                    out_vars[position] = var
+                    span = c * (var.extent - 1)
+                    low, high = (low + span, high) if span < 0 else (low, high + span)
+                if low < 0 or high >= size:
+                    checks.append((axis, size, item.const, {v: c for v, c in item.terms.items() if c}))
+                if kind == "p":
+                    partition += item.const * stride
+                else:
+                    offset += item.const * stride
+                continue
+            if isinstance(item, DynamicSlice):
+                item = slice(_int(item.start), _int(item.start) + _int(item.size))
+            if isinstance(item, slice):
+                start, stop, step = item.indices(size)
+                if kind == "p":
+                    partition += start * stride
+                else:
+                    offset += start * stride
+                extra_shape.append(len(range(start, stop, step)))
+                extra_strides.append(stride * step)
+                extra_kind.append(kind)
+                extra_vars.append(None)
+                continue
+            value = _int(item)
+            if not -size <= value < size:
+                fail(f"index {value} is out of range for dimension {axis} of size {size}", api)
+            value %= size
+            if kind == "p":
+                partition += value * stride
+            else:
+                offset += value * stride
+        shape = tuple(out_shape) + tuple(extra_shape)
+        strides = tuple(out_strides) + tuple(extra_strides)
+        kinds = out_kind + extra_kind
+        vars_ = out_vars + extra_vars
+        paxis = kinds.index("p") if "p" in kinds else None
+        if self.paxis is not None and paxis is None and self.buffer.space != "hbm":
+            # The partition was indexed by a constant expression: keep one partition in front.
+            shape, strides, vars_, paxis = (1,) + shape, (1,) + strides, [None] + vars_, 0
+        return View(self.buffer, shape, strides, offset, partition, paxis, vars_, tuple(checks), dict(self.ranges))
+
+    def restrict(self, boxes):
+        """The view cut to ``boxes``: {axis: (low, high)}."""
+        shape, offset, partition = list(self.shape), self.offset, self.partition
+        ranges = dict(self.ranges)
+        for axis, (low, high) in boxes.items():
+            var = self.vars[axis]
+            if var is not None:
+                first, _ = ranges.get(var, (0, var.extent))
+                ranges[var] = (first + low, first + high)
+            shape[axis] = high - low
+            if axis == self.paxis:
+                partition += low * self.strides[axis]
+            else:
+                offset += low * self.strides[axis]
+        return View(self.buffer, tuple(shape), self.strides, offset, partition, self.paxis, self.vars, self.checks,
+                    ranges)
+
+    def reshape(self, shape, api):
+        """A contiguous view with another shape (HBM tensors; on chip, the free axes)."""
+        size = math.prod(self.shape)
+        if math.prod(shape) != size:
+            fail(f"cannot reshape {list(self.shape)} ({size} elements) to {list(shape)}", api)
+        if self.buffer.space != "hbm":
+            unsupported("reshape", "reshaping an on-chip tile")
+        contiguous = View.whole(Buffer("hbm", self.shape, self.buffer.dtype))
+        if self.strides != contiguous.strides:
+            unsupported("reshape", "reshaping a strided (sliced or transposed) view of an HBM tensor")
+        strides, step = [], 1
+        for size_ in reversed(shape):
+            strides.insert(0, step)
+            step *= size_
+        return View(self.buffer, tuple(shape), tuple(strides), self.offset, 0, None)
+
+    def byte_box(self):
+        """(first partition, end partition, first byte, end byte) the view touches in its buffer."""
+        size = itemsize(self.buffer.dtype)
+        low = high = self.offset
+        p_low = p_high = self.partition
+        for axis, (extent, stride) in enumerate(zip(self.shape, self.strides)):
+            if extent == 0:
+                return (0, 0, 0, 0)
+            span = (extent - 1) * stride
+            if axis == self.paxis:
+                p_low, p_high = (p_low + span, p_high) if span < 0 else (p_low, p_high + span)
+            else:
+                low, high = (low + span, high) if span < 0 else (low, high + span)
+        return (p_low, p_high + 1, low * size, (high + 1) * size)
+
+
+def overlap(a, b):
+    """Whether two (p0, p1, b0, b1) boxes share a byte."""
+    return a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]
+
+
+def _contains(outer, inner):
+    return outer[0] <= inner[0] and inner[1] <= outer[1] and outer[2] <= inner[2] and inner[3] <= outer[3]
+
+
+# -- recorded operations ---------------------------------------------------------------------------
+
+class Op:
+    """One instruction of the recorded kernel: its engine, the vtrn builder it becomes, the views
+    it writes and reads, the rest of its arguments, and the kernel line that made it."""
+    __slots__ = ("engine", "kind", "writes", "reads", "args", "where", "api", "index")
+
+    def __init__(self, engine, kind, writes, reads, args, where_, api):
+        self.engine = engine    # "pe", "act", "dve", "pool", "dma"
+        self.kind = kind        # "dma_copy", "matmul", "transpose", "activate", ...
+        self.writes = writes    # [View]
+        self.reads = reads      # [View]
+        self.args = args        # dict
+        self.where = where_
+        self.api = api          # the NKI function, for messages
+        self.index = None
+
+
+class Trace:
+    """What one run of a kernel function recorded."""
+
+    def __init__(self, target, program_ids=(), grid=()):
+        self.target = target            # a preset description: {"name", "sbuf_bytes", ...}
+        self.ops = []
+        self.parameters = []            # HBM buffers in parameter order
+        self.program_ids = program_ids
+        self.grid = grid
+        self.names = set()
+        self.constants = {}             # parameter name -> numpy array (nl.shared_constant)
+
+    def add(self, op):
+        op.index = len(self.ops)
+        self.ops.append(op)
+        for view in op.writes:
+            self._touch(view.buffer, op.index)
+        for view in op.reads:
+            self._touch(view.buffer, op.index)
+        return op
+
+    @staticmethod
+    def _touch(buffer, index):
+        if buffer.space == "hbm":
+            return
+        if buffer.first is None:
+            buffer.first = index
+        buffer.last = index
+
+    def finish(self):
+        """Drops the memsets of nl.zeros in PSUM that matmuls overwrite before anything reads the
+        zeros (NKI's compiler turns such a first matmul into an overwrite: on the chip,
+        accumulating onto a memset is undefined), then renumbers the ops."""
+        dead = set()
+        for op in self.ops:
+            if op.kind == "memset" and op.args.get("zeroing"):
+                buffer = op.writes[0].buffer
+                covered, needed = [], False
+                for later in self.ops[op.index + 1:]:
+                    for view in later.reads:
+                        if view.buffer is buffer and not any(_contains(box, view.byte_box()) for box in covered):
+                            needed = True
+                    for view in later.writes:
+                        if view.buffer is buffer:
+                            if later.kind == "matmul" and later.args.get("overwrites_zeros"):
+                                covered.append(view.byte_box())
+                            elif not any(_contains(box, view.byte_box()) for box in covered):
+                                needed = True
+                    if needed:
+                        break
+                if not needed:
+                    dead.add(op.index)
+        if not dead:
+            return
+        self.ops = [op for op in self.ops if op.index not in dead]
+        for buffer in {view.buffer for op in self.ops for view in op.writes + op.reads}:
+            buffer.first = buffer.last = None
+        for index, op in enumerate(self.ops):
+            op.index = index
+            for view in op.writes + op.reads:
+                self._touch(view.buffer, index)
+
+    def hbm(self, shape, dtype, name, kind, where_):
+        base = name or f"{kind}{len(self.parameters)}"
+        name, number = base, 1
+        while name in self.names:
+            number += 1
+            name = f"{base}_{number}"
+        self.names.add(name)
+        buffer = Buffer("hbm", shape, dtype, name, where_=where_, kind=kind)
+        buffer.parameter = len(self.parameters)
+        self.parameters.append(buffer)
+        return buffer
+
+
+_state = threading.local()
+
+
+def current(api):
+    """The trace being recorded on this thread; NKIError outside a kernel."""
+    trace = getattr(_state, "trace", None)
+    if trace is None:
+        fail("Calling NKI API outside of NKI kernels is not supported. (Run the kernel with "
+             "nki.simulate_kernel(kernel, *arrays), or call the @nki.jit kernel with numpy arrays.)", api)
+    return trace
+
+
+def set_current(trace):
+    previous = getattr(_state, "trace", None)
+    _state.trace = trace
+    return previous

@@ -1,0 +1,548 @@
+"""Kernels: tracing a kernel function into a vtrn program, caching it, and running it on a
+virtual NeuronCore with numpy arrays bound to HBM."""
+
+import atexit
+import inspect
+import itertools
+import json
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy
+
+from .. import errors as _errors
+from ..runtime import Runtime
+from . import _core, _lower
+from ._core import NKIError, Trace, View, numpy_dtype, vtrn_dtype
+from ._tensor import Tensor
+
+_ENGINE_NAMES = {"pe": "tensor (PE)", "act": "scalar (ACT)", "dve": "vector (DVE)", "pool": "gpsimd (POOL)",
+                 "dma": "DMA"}
+
+
+@dataclass
+class Report:
+    """What one simulated run cost, on the device's virtual timeline and on the host."""
+    kernel: str
+    target: str                      # "trn1" or "trn2"
+    device_ns: float                 # estimated device time (a grid: the busiest core's instances in turn)
+    instructions: dict               # engine -> instructions executed (all instances)
+    busy_ns: dict                    # engine -> estimated busy time (all instances)
+    utilisation: dict                # engine -> busy time / (device time x cores used)
+    instances: int = 1
+    cores: int = 1
+    wall_ns: int = 0                 # host time of the call's device work: binding, executions, reading back
+    execution_ns: int = 0            # host time the cores spent executing (sum over instances)
+    trace_ms: float = 0.0            # host time tracing the kernel (0 when cached)
+    load_ms: float = 0.0             # host time allocating, scheduling, emitting and loading (0 when cached)
+    cached: bool = False
+    trace_file: str = None
+    program_instructions: int = 0    # instructions of the loaded program(s), semaphore waits included
+
+    def __str__(self):
+        lines = [f"{self.kernel} on {self.target}: estimated device time {self.device_ns / 1000:.3f} us"
+                 f" ({self.instances} instance{'s' if self.instances != 1 else ''} on {self.cores} "
+                 f"core{'s' if self.cores != 1 else ''}); host: trace {self.trace_ms:.1f} ms, load "
+                 f"{self.load_ms:.1f} ms{' (cached)' if self.cached else ''}, run {self.wall_ns / 1e6:.2f} ms"]
+        lines.append(f"  {'engine':<14} {'instructions':>12} {'busy us':>10} {'utilisation':>11}")
+        for engine in _lower.ENGINES:
+            lines.append(f"  {_ENGINE_NAMES[engine]:<14} {self.instructions.get(engine, 0):>12} "
+                         f"{self.busy_ns.get(engine, 0) / 1000:>10.3f} {self.utilisation.get(engine, 0) * 100:>10.1f}%")
+        if self.trace_file:
+            lines.append(f"  trace: {self.trace_file}")
+        return "\n".join(lines)
+
+
+# -- kernels -------------------------------------------------------------------------------------------
+
+class JitKernel:
+    """A kernel function under @nki.jit. Calling it with numpy arrays runs it on vtrn and returns
+    what the kernel returns, as numpy arrays; ``kernel[grid](...)`` launches a grid of instances."""
+
+    def __init__(self, func, mode="auto", platform_target=None, **options):
+        if not callable(func):
+            raise TypeError(f"nki.jit decorates a function, not a {type(func).__name__}")
+        self.func = func
+        self.mode = mode
+        self.platform_target = platform_target
+        self.options = options
+        self.__name__ = getattr(func, "__name__", "kernel")
+        self.__qualname__ = getattr(func, "__qualname__", self.__name__)
+        self.__doc__ = getattr(func, "__doc__", None)
+        self.__wrapped__ = func
+
+    def __call__(self, *args, **kwargs):
+        return run(self, ((), 1), args, kwargs)[0]
+
+    def __getitem__(self, grid):
+        return Launch(self, grid)
+
+    def __repr__(self):
+        return f"<nki.jit kernel {self.__name__}>"
+
+
+class Launch:
+    """``kernel[grid]``: a kernel with a launch grid of SPMD instances."""
+
+    def __init__(self, kernel, grid):
+        grid = grid if isinstance(grid, tuple) else (grid,)
+        sizes = []
+        cores = 1
+        for size in grid:
+            if hasattr(size, "_nki_spmd"):
+                cores *= size.cores
+                size = size._nki_spmd
+            if isinstance(size, bool) or not isinstance(size, (int, numpy.integer)) or size < 1:
+                raise NKIError(f"launch grid {grid!r}: each dimension is a positive int (or nl.nc / nl.spmd_dim)",
+                               _core.where(), "kernel[grid]")
+            sizes.append(int(size))
+        self.kernel = kernel
+        self.grid = (tuple(sizes), cores)
+        self.__name__ = kernel.__name__
+
+    def __call__(self, *args, **kwargs):
+        return run(self.kernel, self.grid, args, kwargs)[0]
+
+
+def as_kernel(kernel):
+    """(JitKernel, grid) of what simulate_kernel and friends are given; a grid is (sizes, cores)."""
+    if isinstance(kernel, Launch):
+        return kernel.kernel, kernel.grid
+    if isinstance(kernel, JitKernel):
+        return kernel, ((), 1)
+    if callable(kernel):
+        return JitKernel(getattr(kernel, "__wrapped__", kernel) if not isinstance(kernel, type) else kernel), ((), 1)
+    raise TypeError(f"expected an NKI kernel (an @nki.jit function), got {type(kernel).__name__}")
+
+
+# -- devices --------------------------------------------------------------------------------------------
+
+class _Context:
+    """A runtime and device to run kernels on, with the loaded kernels cached."""
+
+    def __init__(self, topology=None, trace_path=None, device=None):
+        self.owned = device is None
+        if device is None:
+            previous = os.environ.get("VTRN_TRACE")
+            try:
+                if trace_path is not None:
+                    os.environ["VTRN_TRACE"] = trace_path
+                self.runtime = Runtime(topology=topology)
+            finally:
+                if trace_path is not None:
+                    if previous is None:
+                        os.environ.pop("VTRN_TRACE", None)
+                    else:
+                        os.environ["VTRN_TRACE"] = previous
+            device = self.runtime.device(0)
+        else:
+            self.runtime = device.runtime
+        self.device = device
+        info = self.device.info
+        cores = [core for core in self.device.cores() if core.visible]
+        if not cores:
+            raise NKIError(f"device 0 ({info.architecture}) has no visible core to run kernels on "
+                           "(VTRN_VISIBLE_CORES)", None, "nki")
+        self.cores = [core.index for core in cores]
+        self.target = {
+            "name": info.architecture,
+            "partitions": cores[0].sbuf_partitions,
+            "sbuf_bytes": cores[0].sbuf_bytes_per_partition,
+            "psum_bytes": cores[0].psum_bytes_per_partition,
+        }
+        self.cache = {}
+        self.lock = threading.Lock()
+
+    def close(self):
+        for compiled in self.cache.values():
+            compiled.kernel.close()
+        self.cache.clear()
+        if self.owned:
+            self.runtime.close()
+
+
+_contexts = {}
+_contexts_lock = threading.Lock()
+
+
+def context(topology=None):
+    with _contexts_lock:
+        chosen = _contexts.get("device")
+        if chosen is not None and not chosen.runtime.closed:
+            return chosen
+        found = _contexts.get(topology)
+        if found is None or found.runtime.closed:
+            found = _contexts[topology] = _Context(topology)
+        return found
+
+
+def use_device(device):
+    """Runs kernels of every target on ``device`` (a vtrn.Device of your runtime) from now on,
+    instead of a runtime of vtrn.nki's own; None goes back to vtrn.nki's own."""
+    with _contexts_lock:
+        previous = _contexts.pop("device", None)
+        if previous is not None:
+            previous.close()
+        if device is not None:
+            _contexts["device"] = _Context(device=device)
+
+
+def close():
+    """Unloads vtrn.nki's kernels and closes the runtime it opened (releasing its cores); the next
+    kernel run opens a new one. Called at exit."""
+    _close_all()
+
+
+@atexit.register
+def _close_all():
+    with _contexts_lock:
+        for found in _contexts.values():
+            try:
+                found.close()
+            except Exception:  # noqa: BLE001 - interpreter shutdown
+                pass
+        _contexts.clear()
+
+
+def _topology(kernel):
+    target = kernel.platform_target or kernel.options.get("target")
+    if target is None:
+        return None
+    target = str(target).lower()
+    if target not in ("trn1", "trn2"):
+        raise NKIError(f"platform_target {target!r}: vtrn simulates trn1 and trn2", None, "nki.jit")
+    return target
+
+
+# -- compiling ------------------------------------------------------------------------------------------
+
+@dataclass
+class Compiled:
+    """A traced, scheduled and loaded instance of a kernel."""
+    kernel: object                     # vtrn.Kernel
+    parameters: list                   # [(name, shape, dtype, kind)]
+    inputs: dict                       # argument key -> parameter name
+    constants: dict                    # parameter name -> numpy array (nl.shared_constant)
+    outputs: object                    # the return structure, parameter names in place of tensors
+    written_inputs: list               # input parameter names the kernel writes
+    origin: list                       # program instruction index -> op
+    instruction_count: int
+    trace_ms: float
+    load_ms: float
+
+
+def _signature(value):
+    if isinstance(value, numpy.ndarray):
+        return ("array", value.shape, value.dtype.str)
+    if isinstance(value, (bool, int, float, str, type(None))):
+        return ("value", type(value).__name__, value)
+    if isinstance(value, (tuple, list)):
+        return ("seq", tuple(_signature(item) for item in value))
+    if isinstance(value, type) or hasattr(value, "dtype") and not isinstance(value, Tensor):
+        return ("object", repr(value))
+    return ("id", id(value))
+
+
+def _bind_arguments(func, args, kwargs):
+    """[(key, name, value)] for the kernel's arguments, in order."""
+    try:
+        bound = inspect.signature(func).bind(*args, **kwargs)
+    except TypeError as error:
+        raise NKIError(f"{error}", (func.__code__.co_filename, func.__code__.co_firstlineno), func.__name__) from None
+    except ValueError:
+        return [(f"arg{i}", f"arg{i}", value) for i, value in enumerate(args)] + \
+               [(name, name, value) for name, value in kwargs.items()]
+    items = []
+    for name, value in bound.arguments.items():
+        parameter = bound.signature.parameters[name]
+        if parameter.kind == parameter.VAR_POSITIONAL:
+            items += [(f"{name}{i}", f"{name}{i}", item) for i, item in enumerate(value)]
+        elif parameter.kind == parameter.VAR_KEYWORD:
+            items += [(key, key, item) for key, item in value.items()]
+        else:
+            items.append((name, name, value))
+    return items
+
+
+def _trace(kernel, grid, ids, items, target):
+    trace = Trace(target, ids, grid)
+    call_args = {}
+    inputs = {}
+    for key, name, value in items:
+        if isinstance(value, numpy.ndarray):
+            dtype = vtrn_dtype(value.dtype, kernel.__name__, f"argument {name!r}")
+            buffer = trace.hbm(tuple(value.shape), dtype, name, "input", None)
+            inputs[key] = buffer.name
+            call_args[key] = Tensor(View.whole(buffer))
+        else:
+            call_args[key] = value
+    previous = _core.set_current(trace)
+    try:
+        signature = inspect.signature(kernel.func)
+        keywords = {}
+        for key, name, value in items:
+            keywords[key] = call_args[key]
+        args, kwargs = _rebuild(signature, keywords)
+        result = kernel.func(*args, **kwargs)
+    finally:
+        _core.set_current(previous)
+    return trace, inputs, result
+
+
+def _rebuild(signature, values):
+    """Positional and keyword arguments for the kernel from per-name values."""
+    args, kwargs = [], {}
+    parameters = signature.parameters
+    for name, parameter in parameters.items():
+        if parameter.kind == parameter.VAR_POSITIONAL:
+            index = 0
+            while f"{name}{index}" in values:
+                args.append(values.pop(f"{name}{index}"))
+                index += 1
+        elif parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD) and name in values:
+            args.append(values.pop(name))
+        elif name in values:
+            kwargs[name] = values.pop(name)
+    kwargs.update(values)
+    return args, kwargs
+
+
+def _outputs(result, kernel):
+    """The return value with parameter names in place of HBM tensors."""
+    if result is None:
+        return None
+    if isinstance(result, Tensor):
+        buffer = result._view.buffer
+        if buffer.space != "hbm":
+            raise NKIError(f"the kernel returns a {buffer.space.upper()} tile; kernels return HBM tensors "
+                           "(nl.ndarray(..., buffer=nl.shared_hbm), written with nl.store)",
+                           (kernel.func.__code__.co_filename, kernel.func.__code__.co_firstlineno), kernel.__name__)
+        if not View.whole(buffer).same_place(result._view):
+            raise NKIError("the kernel returns a view of an HBM tensor; return the whole tensor", None, kernel.__name__)
+        return buffer.name
+    if isinstance(result, (tuple, list)):
+        return type(result)(_outputs(item, kernel) for item in result)
+    if isinstance(result, dict):
+        return {key: _outputs(value, kernel) for key, value in result.items()}
+    raise NKIError(f"the kernel returns a {type(result).__name__}; kernels return HBM tensors (or None)", None,
+                   kernel.__name__)
+
+
+def _compile(ctx, kernel, grid, ids, items, core):
+    started = time.perf_counter()
+    trace, inputs, result = _trace(kernel, grid, ids, items, ctx.target)
+    outputs = _outputs(result, kernel)
+    trace.finish()
+    traced = time.perf_counter()
+    _lower.allocate(trace)
+    plan = _lower.schedule(trace)
+    program = ctx.runtime.program()
+    try:
+        for buffer in trace.parameters:
+            program.parameter(buffer.name, buffer.shape if buffer.shape else (1,), buffer.dtype)
+            assert program.parameters[buffer.name].index == buffer.parameter
+        origin = _lower.emit(program.handle, trace, plan)
+        try:
+            loaded = ctx.device.load(program, core=core)
+        except _errors.VtrnError as error:
+            raise _located(error, origin) from None
+        count = program.instruction_count
+    finally:
+        program.close()
+    written = set()
+    for op in trace.ops:
+        for view in op.writes:
+            if view.buffer.space == "hbm":
+                written.add(view.buffer.name)
+    parameters = [(b.name, b.shape, b.dtype, b.kind) for b in trace.parameters]
+    written_inputs = [b.name for b in trace.parameters if b.kind == "input" and b.name in written]
+    loaded_at = time.perf_counter()
+    return Compiled(loaded, parameters, inputs, trace.constants, outputs, written_inputs, origin, count,
+                    (traced - started) * 1000, (loaded_at - traced) * 1000)
+
+
+def _located(error, origin):
+    """An NKIError at the kernel line behind the instruction a vtrn error names."""
+    message = getattr(error, "message", str(error))
+    found = re.search(r"instruction (\d+)", message)
+    if found and int(found.group(1)) < len(origin):
+        op = origin[int(found.group(1))]
+        return NKIError(f"{message} (vtrn {type(error).__name__})", op.where, op.api)
+    return NKIError(f"{message} (vtrn {type(error).__name__})", None, None)
+
+
+# -- running -------------------------------------------------------------------------------------------
+
+_last = threading.local()
+
+
+def run(kernel, grid, args, kwargs, trace_path=None):
+    """Runs a kernel (all instances of its grid) on numpy arrays: (outputs, Report)."""
+    topology = _topology(kernel)
+    if trace_path is not None:
+        # A trace is written by a runtime of its own (VTRN_TRACE), which needs the cores the
+        # shared runtime holds: that one closes (its cache with it) and reopens on the next run.
+        with _contexts_lock:
+            shared = _contexts.pop(topology, None)
+        if shared is not None:
+            shared.close()
+        ctx = _Context(topology, trace_path)
+    else:
+        ctx = context(topology)
+    try:
+        outputs, report = _run(ctx, kernel, grid, args, kwargs)
+    finally:
+        if trace_path is not None:
+            ctx.close()
+    if trace_path is not None:
+        report.trace_file = trace_path
+        _annotate_trace(trace_path, report._origins, report._placement)
+    _last.report = report
+    return outputs, report
+
+
+def last_report():
+    """The Report of the last kernel run on this thread (None before one)."""
+    return getattr(_last, "report", None)
+
+
+def _run(ctx, kernel, grid, args, kwargs):
+    grid, spread = grid
+    items = _bind_arguments(kernel.func, args, kwargs)
+    signature = tuple((key, _signature(value)) for key, _, value in items)
+    instances = list(itertools.product(*(range(size) for size in grid))) if grid else [()]
+    # As NKI runs a grid: instances one after another on a NeuronCore; nl.nc(n) dimensions
+    # spread them over n cores (as many as the device has visible).
+    cores = ctx.cores[:max(1, min(spread, len(ctx.cores)))]
+    compiled = []
+    placement = []
+    cached = True
+    for number, ids in enumerate(instances):
+        core = cores[number % len(cores)]
+        placement.append(core)
+        key = (kernel.func, grid, ids, signature, core)
+        with ctx.lock:
+            found = ctx.cache.get(key)
+        if found is None or found.kernel.closed:
+            cached = False
+            found = _compile(ctx, kernel, grid, ids, items, core)
+            if not any(kind == "id" for _, (kind, *_) in signature):
+                with ctx.lock:
+                    ctx.cache[key] = found
+        compiled.append(found)
+    values = {key: value for key, _, value in items}
+    memories = {}
+    owned = []
+    started = time.perf_counter_ns()
+    try:
+        fences = []
+        for instance in compiled:
+            bindings = {}
+            for name, shape, dtype, kind in instance.parameters:
+                memory = memories.get(name) if kind != "scratch" else None
+                if memory is None:
+                    argument = next((key for key, value in instance.inputs.items() if value == name), None)
+                    if argument is not None or name in instance.constants:
+                        array = instance.constants[name] if argument is None else \
+                            numpy.ascontiguousarray(values[argument], dtype=numpy_dtype(dtype))
+                        memory = ctx.device.to_device(array) if array.nbytes else ctx.device.allocate(1)
+                    else:
+                        memory = ctx.device.allocate(max(1, int(numpy.prod(shape, dtype=numpy.int64)) *
+                                                         numpy_dtype(dtype).itemsize))
+                    owned.append(memory)
+                    if kind != "scratch":
+                        memories[name] = memory
+                bindings[name] = memory
+            fences.append((instance, instance.kernel.execute(**bindings)))
+        infos = []
+        for instance, fence in fences:
+            try:
+                fence.wait()
+            except _errors.VtrnError as error:
+                raise _located(error, instance.origin) from None
+            infos.append(fence.info)
+            fence.close()
+        wall = time.perf_counter_ns() - started
+        results = {}
+        first = compiled[0]
+        for name, shape, dtype, kind in first.parameters:
+            if kind == "output" or name in first.written_inputs:
+                results[name] = ctx.device.from_device(memories[name], numpy_dtype(dtype), shape)
+    finally:
+        for memory in owned:
+            memory.free()
+    # Arrays the kernel wrote in place (outputs passed as arguments) get the results.
+    for key, name in first.inputs.items():
+        if name in first.written_inputs:
+            target = values[key]
+            if target.flags.writeable:
+                target[...] = results[name].astype(target.dtype, copy=False)
+    outputs = _fill(first.outputs, results)
+    report = _report(kernel, ctx, compiled, infos, wall, cached, placement)
+    return outputs, report
+
+
+def _fill(structure, results):
+    if structure is None:
+        return None
+    if isinstance(structure, str):
+        return results[structure]
+    if isinstance(structure, (tuple, list)):
+        return type(structure)(_fill(item, results) for item in structure)
+    return {key: _fill(value, results) for key, value in structure.items()}
+
+
+def _report(kernel, ctx, compiled, infos, wall, cached, placement):
+    per_core = {}
+    instructions = dict.fromkeys(_lower.ENGINES, 0)
+    busy = dict.fromkeys(_lower.ENGINES, 0.0)
+    for number, info in enumerate(infos):
+        core = placement[number]
+        per_core[core] = per_core.get(core, 0) + info.device_ns
+        for engine in _lower.ENGINES:
+            instructions[engine] += info.instructions[engine]
+            busy[engine] += info.engine_busy_ns[engine]
+    device_ns = max(per_core.values()) if per_core else 0
+    cores = len(per_core)
+    utilisation = {engine: (busy[engine] / (device_ns * cores) if device_ns else 0.0) for engine in _lower.ENGINES}
+    report = Report(kernel=kernel.__name__, target=ctx.target["name"], device_ns=device_ns,
+                    instructions=instructions, busy_ns=busy, utilisation=utilisation, instances=len(infos),
+                    cores=cores, wall_ns=wall, execution_ns=sum(info.wall_ns for info in infos), trace_ms=0.0 if cached else sum(c.trace_ms for c in compiled),
+                    load_ms=0.0 if cached else sum(c.load_ms for c in compiled), cached=cached,
+                    program_instructions=sum(c.instruction_count for c in compiled))
+    report._origins = [c.origin for c in compiled]
+    report._placement = placement
+    return report
+
+
+def _annotate_trace(path, origins, placement):
+    """Adds each instruction's NKI call and kernel line to the trace's instruction events. The
+    tracer writes each execution's event followed by its instructions; a core runs its
+    instances in the order they were queued, so the n-th execution on a core is its n-th instance."""
+    try:
+        with open(path) as file:
+            data = json.load(file)
+    except (OSError, ValueError):
+        return
+    queues = {}
+    for origin, core in zip(origins, placement):
+        queues.setdefault(core, []).append(origin)
+    origin = None
+    for event in data.get("traceEvents", []):
+        if event.get("name") == "execution" and event.get("cat") == "host":
+            queue = queues.get(event.get("tid", 0) // 8)
+            origin = queue.pop(0) if queue else None
+            continue
+        args = event.get("args")
+        if origin is None or event.get("cat") != "instruction" or not args or "instruction" not in args:
+            continue
+        index = args["instruction"]
+        if index < len(origin):
+            op = origin[index]
+            args["nki"] = op.api
+            args["line"] = f"{os.path.basename(op.where[0])}:{op.where[1]}"
+    with open(path, "w") as file:
+        json.dump(data, file)

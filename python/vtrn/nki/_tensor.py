@@ -1,0 +1,305 @@
+"""NKI's tensors and tiles as the kernel sees them: a view of a buffer with numpy-like indexing,
+assignment and arithmetic. Operators are the nl functions of the same meaning."""
+
+import numbers
+
+from ._core import View, current, fail, numpy_dtype
+
+
+class Tensor:
+    """An NKI tensor (in HBM) or tile (in SBUF or PSUM). ``shape``, ``dtype`` (a numpy dtype,
+    equal to nl.float32 and friends), ``buffer`` (nl.sbuf, nl.psum, nl.shared_hbm...), indexing
+    with ints, slices, nl.ds and nl.arange expressions, assignment into tiles, and operators."""
+    __slots__ = ("_view", "__weakref__")
+
+    def __init__(self, view):
+        self._view = view
+
+    # -- description --
+
+    @property
+    def shape(self):
+        return self._view.shape
+
+    @property
+    def ndim(self):
+        return len(self._view.shape)
+
+    @property
+    def dtype(self):
+        return numpy_dtype(self._view.buffer.dtype)
+
+    @property
+    def itemsize(self):
+        return self.dtype.itemsize
+
+    @property
+    def buffer(self):
+        from . import language
+        buffer = self._view.buffer
+        if buffer.space == "hbm":
+            return {"input": language.hbm, "output": language.shared_hbm,
+                    "scratch": language.private_hbm}.get(buffer.kind, language.hbm)
+        return language.sbuf if buffer.space == "sbuf" else language.psum
+
+    @property
+    def name(self):
+        return self._view.buffer.name
+
+    def __len__(self):
+        return self._view.shape[0]
+
+    def __repr__(self):
+        buffer = self._view.buffer
+        return f"<nki {buffer.space} tensor {list(self.shape)} {self.dtype.name}{' ' + buffer.name if buffer.name else ''}>"
+
+    def __bool__(self):
+        fail("a tensor has no truth value while a kernel is traced (data is not known until it runs); "
+             "use masks, nl.where or nisa.affine_select for data-dependent choices")
+
+    def __array__(self, *args, **kwargs):
+        fail("a kernel tensor cannot become a numpy array while the kernel is traced: its data exists only "
+             "when the kernel runs; return it from the kernel to read it")
+
+    def __iter__(self):
+        fail("iterating over a tensor is not supported; loop with nl.affine_range over indices instead")
+
+    # -- views --
+
+    def __getitem__(self, key):
+        return Tensor(self._view.index(key, "indexing"))
+
+    def reshape(self, shape):
+        shape = tuple(shape) if not isinstance(shape, numbers.Integral) else (shape,)
+        return Tensor(self._view.reshape(shape, "reshape"))
+
+    def broadcast_to(self, shape):
+        from . import language
+        return language.broadcast_to(self, shape)
+
+    def expand_dims(self, axis):
+        view = self._view
+        axis = axis % (len(view.shape) + 1)
+        if axis == 0 and view.buffer.space != "hbm":
+            fail("cannot add a dimension before a tile's partition dimension", "expand_dims")
+        shape = view.shape[:axis] + (1,) + view.shape[axis:]
+        strides = view.strides[:axis] + (0,) + view.strides[axis:]
+        vars_ = view.vars[:axis] + (None,) + view.vars[axis:]
+        paxis = view.paxis if view.paxis is None or view.paxis < axis else view.paxis + 1
+        return Tensor(View(view.buffer, shape, strides, view.offset, view.partition, paxis, vars_, view.checks,
+                           view.ranges))
+
+    def astype(self, dtype):
+        from . import language
+        return language.copy(self, dtype=dtype)
+
+    def ap(self, pattern, offset=0, **kwargs):
+        from ._core import unsupported
+        unsupported("tensor.ap", "explicit access patterns")
+
+    @property
+    def T(self):
+        view = self._view
+        if view.buffer.space != "hbm":
+            fail("a tile's partition dimension cannot trade places with a free dimension in a view; "
+                 "transpose it with nl.transpose or nisa.nc_transpose", ".T")
+        return Tensor(View(view.buffer, view.shape[::-1], view.strides[::-1], view.offset, 0, None,
+                           view.vars[::-1]))
+
+    # -- assignment --
+
+    def __setitem__(self, key, value):
+        target = self._view.index(key, "assignment")
+        assign(target, value, "assignment")
+
+    # -- operators: the nl functions --
+
+    def _binary(self, other, op, reverse=False):
+        from . import language
+        return language._binary(f"operator {op}", other, self, op) if reverse else \
+            language._binary(f"operator {op}", self, other, op)
+
+    def __add__(self, other):
+        return self._binary(other, "add")
+
+    def __radd__(self, other):
+        return self._binary(other, "add", True)
+
+    def __sub__(self, other):
+        return self._binary(other, "subtract")
+
+    def __rsub__(self, other):
+        return self._binary(other, "subtract", True)
+
+    def __mul__(self, other):
+        return self._binary(other, "multiply")
+
+    def __rmul__(self, other):
+        return self._binary(other, "multiply", True)
+
+    def __truediv__(self, other):
+        return self._binary(other, "divide")
+
+    def __rtruediv__(self, other):
+        return self._binary(other, "divide", True)
+
+    def __pow__(self, other):
+        return self._binary(other, "pow")
+
+    def __rpow__(self, other):
+        return self._binary(other, "pow", True)
+
+    def __and__(self, other):
+        return self._binary(other, "bitwise_and")
+
+    def __or__(self, other):
+        return self._binary(other, "bitwise_or")
+
+    def __xor__(self, other):
+        return self._binary(other, "bitwise_xor")
+
+    def __lshift__(self, other):
+        return self._binary(other, "shift_left")
+
+    def __rshift__(self, other):
+        return self._binary(other, "shift_right")
+
+    def __lt__(self, other):
+        return self._binary(other, "less")
+
+    def __le__(self, other):
+        return self._binary(other, "less_equal")
+
+    def __gt__(self, other):
+        return self._binary(other, "greater")
+
+    def __ge__(self, other):
+        return self._binary(other, "greater_equal")
+
+    def __eq__(self, other):
+        if isinstance(other, (Tensor, numbers.Number)):
+            return self._binary(other, "equal")
+        return NotImplemented
+
+    def __ne__(self, other):
+        if isinstance(other, (Tensor, numbers.Number)):
+            return self._binary(other, "not_equal")
+        return NotImplemented
+
+    __hash__ = object.__hash__
+
+    def __neg__(self):
+        from . import language
+        return language.negative(self)
+
+    def __abs__(self):
+        from . import language
+        return language.abs(self)
+
+    def _inplace(self, other, op):
+        from . import language
+        language._in_place(self._view, other, op, f"operator {op}=")
+        return self
+
+    def __iadd__(self, other):
+        return self._inplace(other, "add")
+
+    def __isub__(self, other):
+        return self._inplace(other, "subtract")
+
+    def __imul__(self, other):
+        return self._inplace(other, "multiply")
+
+    def __itruediv__(self, other):
+        return self._inplace(other, "divide")
+
+
+def fresh(value):
+    """Whether ``value`` is the whole, untouched result of the trace's last op: that op may then
+    write straight into wherever the value is assigned."""
+    view = value._view
+    buffer = view.buffer
+    if buffer.space == "hbm" or buffer.first is None or buffer.first != buffer.last:
+        return None
+    trace = current("assignment")
+    if not trace.ops or trace.ops[-1].index != buffer.first:
+        return None
+    op = trace.ops[-1]
+    if not op.writes or op.writes[0].buffer is not buffer or any(r.buffer is buffer for r in op.reads):
+        return None
+    if any(w.buffer is buffer for w in op.writes[1:]):
+        return None
+    return op
+
+
+def squeeze_equal(a, b):
+    return tuple(s for s in a if s != 1) == tuple(s for s in b if s != 1)
+
+
+def retarget(value, op, target):
+    """Makes ``op`` write ``target`` instead of the temporary ``value`` stands for."""
+    old = op.writes[0]
+    whole = View.whole(old.buffer)
+    if old.shape != whole.shape:
+        # The op writes part of its temporary (a mask): write the same part of the target.
+        boxes = _boxes(old, whole)
+        if target.shape != whole.shape:
+            mapping = [axis for axis, size in enumerate(target.shape) if size != 1]
+            sources = [axis for axis, size in enumerate(whole.shape) if size != 1]
+            boxes = {mapping[sources.index(axis)]: box for axis, box in boxes.items() if axis in sources}
+        target = target.restrict(boxes)
+    op.writes[0] = target
+    if target.buffer.space == "psum":
+        target.buffer.group = target.byte_box() if op.kind == "matmul" else None
+    old.buffer.first = old.buffer.last = None
+    if target.buffer.space != "hbm":
+        if target.buffer.first is None:
+            target.buffer.first = op.index
+        target.buffer.last = max(target.buffer.last or 0, op.index)
+    value._view = target
+
+
+def _boxes(part, whole):
+    """{axis: (low, high)} of a sub-box ``part`` of a contiguous view ``whole`` of one buffer."""
+    boxes = {}
+    delta = part.offset - whole.offset
+    for axis, (size, stride) in enumerate(zip(whole.shape, whole.strides)):
+        if axis == whole.paxis:
+            low = part.partition - whole.partition
+        else:
+            low = (delta // stride) % size if stride else 0
+        if part.shape[axis] != size or low:
+            boxes[axis] = (low, low + part.shape[axis])
+    return boxes
+
+
+def assign(target, value, api):
+    """``target_view = value``: a tensor (an op's fresh result lands in place; anything else is
+    copied), or a number (memset)."""
+    from . import language
+    if isinstance(value, Tensor):
+        view = value._view
+        if view.same_place(target):
+            return
+        op = fresh(value)
+        if op is not None and squeeze_equal(view.shape, target.shape):
+            # Compute engines write SBUF and PSUM; only DMA writes HBM and DMA never reaches PSUM.
+            # The PE writes only PSUM (a matmul only fp32).
+            space = target.buffer.space
+            if op.kind == "dma_copy":
+                allowed = space != "psum"
+            elif op.engine == "pe":
+                allowed = space == "psum" and (op.kind != "matmul" or target.buffer.dtype == "fp32")
+            elif op.engine == "pool":
+                allowed = space == "sbuf"   # GpSimd cannot reach PSUM
+            else:
+                allowed = space != "hbm"
+            if allowed:
+                retarget(value, op, target)
+                return
+        language._copy_into(target, view, api)
+        return
+    if isinstance(value, numbers.Number):
+        language._memset_view(target, value, api)
+        return
+    fail(f"cannot assign a {type(value).__name__} to a tensor; assign a tile or a number", api)
