@@ -27,7 +27,7 @@ process holds NeuronCores. To run kernels on a device of your own runtime instea
 process with it), call ``vtrn.nki.use_device(device)``.
 """
 
-from . import isa, language, typing
+from . import compiler, isa, language, typing
 from ._core import NKIError, NKIUnsupportedError
 from ._kernel import JitKernel, Launch, Report, as_kernel, close, last_report, run, use_device
 from ._shim import install_import_shim, uninstall_import_shim
@@ -75,12 +75,13 @@ def baremetal(kernel=None, **kwargs):
     return kernel if isinstance(kernel, (Launch, JitKernel)) else as_kernel(kernel)[0]
 
 
-def benchmark(kernel=None, warmup=10, iters=100, **kwargs):
+def benchmark(kernel=None, warmup=10, iters=100, save_trace_name=None, **kwargs):
     """@nki.benchmark: runs the kernel once and reports vtrn's estimated device time as the
-    latency (every percentile: the estimate is deterministic) in ``benchmark_result``."""
+    latency (every percentile: the estimate is deterministic) in ``benchmark_result``;
+    ``save_trace_name`` gets vtrn's Perfetto trace of the run (not a Neuron NTFF profile)."""
     if kernel is None:
-        return lambda k: benchmark(k, warmup=warmup, iters=iters, **kwargs)
-    return _Benchmarked(kernel)
+        return lambda k: benchmark(k, warmup=warmup, iters=iters, save_trace_name=save_trace_name, **kwargs)
+    return _Benchmarked(kernel, save_trace_name)
 
 
 def profile(func=None, **kwargs):
@@ -110,11 +111,15 @@ class _BenchmarkResult:
 
 
 class _Benchmarked:
-    def __init__(self, kernel):
+    def __init__(self, kernel, trace_file=None):
         self.function, self.grid = as_kernel(kernel)
+        self.trace_file = trace_file
         self.benchmark_result = None
 
+    def __getitem__(self, grid):
+        return _Benchmarked(Launch(self.function, grid), self.trace_file)
+
     def __call__(self, *args, **kwargs):
-        outputs, report = run(self.function, self.grid, args, kwargs)
+        outputs, report = run(self.function, self.grid, args, kwargs, trace_path=self.trace_file)
         self.benchmark_result = _BenchmarkResult(report)
         return outputs

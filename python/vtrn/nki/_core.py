@@ -281,6 +281,8 @@ builtins_min, builtins_max = min, max
 
 
 def _int(value):
+    if type(value).__name__ == "Tensor":
+        unsupported("indexing", "indices taken from a tile's data (indirect, data-dependent DMA)")
     if isinstance(value, bool) or not isinstance(value, (numbers.Integral, numpy.integer)):
         fail(f"index arithmetic takes ints and indices, not {type(value).__name__} ({value!r})")
     return int(value)
@@ -288,15 +290,18 @@ def _int(value):
 
 class Mask:
     """A conjunction of affine comparisons ``expression op 0`` over index variables (``&`` joins)."""
-    __slots__ = ("conditions",)
+    __slots__ = ("conditions", "never")
 
-    def __init__(self, conditions):
+    def __init__(self, conditions, never=False):
         self.conditions = conditions
+        self.never = never      # a condition on loop variables alone was false: nothing runs
 
     def __and__(self, other):
+        if isinstance(other, (bool, numpy.bool_)):
+            return self if other else Mask(self.conditions, True)
         if not isinstance(other, Mask):
-            fail(f"a mask combines with & only with another mask, not {type(other).__name__}")
-        return Mask(self.conditions + other.conditions)
+            fail(f"a mask combines with & only with another mask or a bool, not {type(other).__name__}")
+        return Mask(self.conditions + other.conditions, self.never or other.never)
 
     __rand__ = __and__
 
@@ -362,7 +367,7 @@ class Buffer:
     On chip, the axis ``partition_axis`` of ``shape`` spreads over partitions and the other axes
     are contiguous in each partition; ``offset`` (bytes) is given by the allocator."""
     __slots__ = ("space", "shape", "dtype", "name", "partition_axis", "where", "kind", "parameter", "offset",
-                 "first", "last", "record", "predecessors", "number", "bank", "group", "zeroing")
+                 "first", "last", "record", "predecessors", "number", "bank", "group", "zeroing", "blocks")
     _count = 0
 
     def __init__(self, space, shape, dtype, name=None, partition_axis=0, where_=None, kind=None):
@@ -383,10 +388,29 @@ class Buffer:
         self.bank = None
         self.group = None           # PSUM: the box of an open matmul accumulation group, until read
         self.zeroing = None         # PSUM: (memset op, [boxes touched since]) of nl.zeros
+        self.blocks = None          # on chip with block dimensions: {block index: Buffer}, made on use
 
     @property
     def partitions(self):
         return self.shape[self.partition_axis] if self.space != "hbm" else None
+
+    @property
+    def blocked(self):
+        """Whether the buffer has block dimensions (nl.par_dim not first): each block is a tile of
+        its own, placed on its own by the allocator, as NKI's compiler treats blocks."""
+        return self.space != "hbm" and self.partition_axis > 0
+
+    def block(self, index):
+        """The tile of block ``index`` (a tuple of ints, one per block dimension)."""
+        if self.blocks is None:
+            self.blocks = {}
+        found = self.blocks.get(index)
+        if found is None:
+            found = Buffer(self.space, self.shape[self.partition_axis:], self.dtype,
+                           f"{self.name}{list(index)}" if self.name else None, 0, self.where)
+            found.zeroing = (None, []) if self.zeroing is not None else None
+            self.blocks[index] = found
+        return found
 
     @property
     def bytes_per_partition(self):
@@ -467,6 +491,30 @@ class View:
         if any(item is Ellipsis for item in key):
             at = next(i for i, item in enumerate(key) if item is Ellipsis)
             key = key[:at] + (slice(None),) * (len(self.shape) - len(key) + 1) + key[at + 1:]
+        if self.buffer.blocked and self.paxis == self.buffer.partition_axis and self.shape == self.buffer.shape:
+            # The whole of a tile with block dimensions: ints pick a block, a tile of its own.
+            count = self.buffer.partition_axis
+            picks = key[:count]
+            if len(picks) < count or not all(isinstance(item, (numbers.Integral, numpy.integer)) and
+                                             not isinstance(item, bool) for item in picks):
+                unsupported(api, "indexing the block dimensions of a tile other than with ints "
+                                 f"(tiles[k, ...]); got {picks!r}")
+            index = []
+            for axis, item in enumerate(picks):
+                value = int(item)
+                if not -self.shape[axis] <= value < self.shape[axis]:
+                    fail(f"block index {value} is out of range for block dimension {axis} of size "
+                         f"{self.shape[axis]}", api)
+                index.append(value % self.shape[axis])
+            tile = View.whole(self.buffer.block(tuple(index)))
+            rest = key[count:]
+            return tile.index(rest, api) if rest else tile
+        if len(key) > len(self.shape) and self.paxis == 0 and self.buffer.space != "hbm":
+            # A [P] tile (a reduction without keepdims, a column picked out) is a [P, 1] tile.
+            extra = len(key) - len(self.shape)
+            expanded = View(self.buffer, self.shape + (1,) * extra, self.strides + (0,) * extra, self.offset,
+                            self.partition, 0, tuple(self.vars) + (None,) * extra, self.checks, self.ranges)
+            return expanded.index(key, api)
         if len(key) > len(self.shape):
             fail(f"{len(key)} indices for a tensor of {len(self.shape)} dimensions (shape {list(self.shape)})", api)
         key = key + (slice(None),) * (len(self.shape) - len(key))
@@ -474,6 +522,7 @@ class View:
         if advanced:
             return self._advanced(key, advanced, api)
         shape, strides, vars_ = [], [], []
+        checks = list(self.checks)
         offset, partition, paxis = self.offset, self.partition, None
         for axis, (item, size, stride) in enumerate(zip(key, self.shape, self.strides)):
             is_partition = axis == self.paxis
@@ -487,11 +536,19 @@ class View:
                     if part is not None:
                         _int(part)
                 start, stop, step = item.indices(size)
-                if item.start is not None and not -size <= item.start <= size or \
-                        item.stop is not None and not -size <= item.stop <= size:
-                    fail(f"slice {item.start}:{item.stop} is out of range for dimension {axis} of size {size} "
-                         f"(tensor shape {list(self.shape)})", api)
                 count = len(range(start, stop, step))
+                var = self.vars[axis]
+                if item.stop is not None and item.stop > size and (item.step or 1) > 0 and \
+                        (item.start is None or item.start >= 0):
+                    # A slice past the end, as NKI kernels write for ragged edges: its size is
+                    # what it says, and a mask must cut it before an operation uses it.
+                    start = item.start or 0
+                    count = len(range(start, int(item.stop), step))
+                    var = IndexVar(count)
+                    checks.append((axis, size, start, {var: step}))
+                elif item.start is not None and item.start > size:
+                    fail(f"slice {item.start}:{item.stop} starts past dimension {axis} of size {size} "
+                         f"(tensor shape {list(self.shape)})", api)
                 if is_partition:
                     if step != 1:
                         fail(f"the partition dimension takes slices of step 1, not {step}", api)
@@ -501,7 +558,7 @@ class View:
                     offset += start * stride
                 shape.append(count)
                 strides.append(stride * step)
-                vars_.append(self.vars[axis])
+                vars_.append(var)
                 continue
             value = _int(item)
             if not -size <= value < size:
@@ -518,7 +575,8 @@ class View:
                     vars_.append(None)
             else:
                 offset += value * stride
-        return View(self.buffer, tuple(shape), tuple(strides), offset, partition, paxis, vars_)
+        return View(self.buffer, tuple(shape), tuple(strides), offset, partition, paxis, vars_, tuple(checks),
+                    dict(self.ranges))
 
     def _advanced(self, key, advanced, api):
         ndim = max(index.ndim for index in advanced)

@@ -75,6 +75,10 @@ class JitKernel:
         self.__wrapped__ = func
 
     def __call__(self, *args, **kwargs):
+        if getattr(_core._state, "trace", None) is not None:
+            # Called from inside a kernel being traced (a sub-kernel, @nki.jit(mode="trace")):
+            # its operations belong to the caller's kernel.
+            return self.func(*args, **kwargs)
         return run(self, ((), 1), args, kwargs)[0]
 
     def __getitem__(self, grid):
@@ -296,16 +300,20 @@ def _rebuild(signature, values):
     """Positional and keyword arguments for the kernel from per-name values."""
     args, kwargs = [], {}
     parameters = signature.parameters
+    positional = True   # until a parameter was left to its default: after that, by keyword
     for name, parameter in parameters.items():
         if parameter.kind == parameter.VAR_POSITIONAL:
             index = 0
-            while f"{name}{index}" in values:
+            while positional and f"{name}{index}" in values:
                 args.append(values.pop(f"{name}{index}"))
                 index += 1
-        elif parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD) and name in values:
+        elif parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD) and name in values \
+                and positional:
             args.append(values.pop(name))
         elif name in values:
             kwargs[name] = values.pop(name)
+        elif parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
+            positional = False
     kwargs.update(values)
     return args, kwargs
 

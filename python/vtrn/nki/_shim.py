@@ -31,6 +31,7 @@ def install_import_shim():
         sys.modules["nki.language"] = nki.language
         sys.modules["nki.isa"] = nki.isa
         sys.modules["nki.typing"] = nki.typing
+        sys.modules["nki.compiler"] = nki.compiler
         taken.append("nki")
     if not _real("neuronxcc"):
         neuronxcc = types.ModuleType("neuronxcc", "vtrn.nki's stand-in for the Neuron compiler's package")
@@ -42,6 +43,7 @@ def install_import_shim():
         sys.modules["neuronxcc.nki.language"] = nki.language
         sys.modules["neuronxcc.nki.isa"] = nki.isa
         sys.modules["neuronxcc.nki.typing"] = nki.typing
+        sys.modules["neuronxcc.nki.compiler"] = nki.compiler
         taken.append("neuronxcc")
     _installed[:] = taken
     return taken

@@ -251,6 +251,8 @@ def retarget(value, op, target):
     op.writes[0] = target
     if target.buffer.space == "psum":
         target.buffer.group = target.byte_box() if op.kind == "matmul" else None
+        if target.buffer.zeroing is not None:
+            target.buffer.zeroing[1].append(target.byte_box())
     old.buffer.first = old.buffer.last = None
     if target.buffer.space != "hbm":
         if target.buffer.first is None:
@@ -282,6 +284,15 @@ def assign(target, value, api):
         if view.same_place(target):
             return
         op = fresh(value)
+        if op is not None and op.kind == "transpose" and op.engine == "pe" and target.buffer.space == "psum" and \
+                target.buffer.dtype != op.args["src"].buffer.dtype and squeeze_equal(view.shape, target.shape):
+            # A PE transpose into a tile of another dtype (bf16 into fp32 PSUM) is the matmul by an
+            # identity that the PE's transpose is: stationary.T @ I.
+            language._transpose_as_matmul(op, target, api)
+            value._view = target
+            return
+        if op is None and view.buffer.space != "hbm" and view.buffer.first is None:
+            return   # the value was never computed (its operation's mask kept nothing): nothing lands
         if op is not None and squeeze_equal(view.shape, target.shape):
             # Compute engines write SBUF and PSUM; only DMA writes HBM and DMA never reaches PSUM.
             # The PE writes only PSUM (a matmul only fp32).
@@ -301,5 +312,13 @@ def assign(target, value, api):
         return
     if isinstance(value, numbers.Number):
         language._memset_view(target, value, api)
+        return
+    if isinstance(value, language.LoopReduce):
+        source = language._onchip(value.x, "nl.loop_reduce", "x")
+        target_tile = language._onchip(Tensor(target), "nl.loop_reduce", "the assigned tile")
+        if language._free_size(source) == 1 and language._free_size(target_tile) != 1:
+            source = language._broadcast_to(source, target_tile.shape, "nl.loop_reduce")
+        dst, a, b = language._mask_views(value.mask, [target_tile, target_tile, source], "nl.loop_reduce")
+        language._record("dve", "tensor_tensor", [dst], [a, b], "nl.loop_reduce", a=a, b=b, op=value.op)
         return
     fail(f"cannot assign a {type(value).__name__} to a tensor; assign a tile or a number", api)

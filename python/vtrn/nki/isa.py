@@ -148,8 +148,8 @@ def nc_matmul(*args, is_stationary_onezero=False, is_moving_onezero=False, is_tr
         dst = args.pop(0)
     stationary = args[0] if args else kwargs.pop("stationary")
     moving = args[1] if len(args) > 1 else kwargs.pop("moving")
-    if is_transpose:
-        return nc_transpose(moving, dst=dst)
+    # is_transpose: the PE transposes stationary by multiplying it with moving, an identity the
+    # kernel supplies; that is exactly the matmul stationary.T @ moving, so it runs as one.
     if perf_mode not in (None, "none", matmul_perf_mode.none):
         if perf_mode not in (matmul_perf_mode.double_row, matmul_perf_mode.double_row_gen3):
             fail(f"perf_mode {perf_mode!r} is not none or double_row", api)
@@ -174,9 +174,12 @@ def nc_matmul(*args, is_stationary_onezero=False, is_moving_onezero=False, is_tr
 def _nc_matmul(api, stationary, moving, mask=None, tile_position=(), tile_size=()):
     s = nl._onchip(stationary, api, "stationary")
     m = nl._onchip(moving, api, "moving")
-    for view, what in ((s, "stationary"), (m, "moving")):
-        if view.buffer.space != "sbuf":
-            fail(f"{what} is in {view.buffer.space.upper()}; the tensor engine reads its inputs from SBUF", api)
+    # The tensor engine reads SBUF: an operand in PSUM (a transpose's result) goes through SBUF,
+    # copied by the scalar engine, as NKI's compiler stages it.
+    if s.buffer.space == "psum":
+        s = nl.copy(Tensor(s), dtype=_core.numpy_dtype(s.buffer.dtype))._view
+    if m.buffer.space == "psum":
+        m = nl.copy(Tensor(m), dtype=_core.numpy_dtype(m.buffer.dtype))._view
     k, mm, n = s.shape[0], nl._free_size(s), nl._free_size(m)
     if m.shape[0] != k:
         fail(f"stationary has {k} partitions (K) but moving has {m.shape[0]}; both hold the contraction "
@@ -197,9 +200,31 @@ def _nc_matmul(api, stationary, moving, mask=None, tile_position=(), tile_size=(
     tile = nl._new("psum", (mm, n), "fp32", api)
     dst = tile._view
     if mask is not None:
-        dst, = nl._mask_views(mask, [dst], api)
+        dst, s, m = _masked_matmul(mask, dst, s, m, api)
+        if nl._empty([dst]):
+            return tile
     nl._record("pe", "matmul", [dst], [s, m], api, stationary=s, moving=m, accumulate=False)
     return tile
+
+
+def _masked_matmul(mask, dst, stationary, moving, api):
+    """A mask over a matmul's [M, N] result cuts stationary's free axis (M) and moving's (N)."""
+    (cut,) = nl._mask_views(mask, [dst], api)
+    if cut.shape == dst.shape:
+        return dst, stationary, moving
+    boxes = _core_boxes(cut, dst)
+    m_box = boxes.get(0, (0, dst.shape[0]))
+    n_box = boxes.get(1, (0, dst.shape[1]))
+    if m_box[1] <= m_box[0] or n_box[1] <= n_box[0]:
+        return cut, stationary, moving
+    s = stationary.index((slice(None), slice(*m_box)), api) if len(stationary.shape) == 2 else stationary
+    m = moving.index((slice(None), slice(*n_box)), api) if len(moving.shape) == 2 else moving
+    return cut, s, m
+
+
+def _core_boxes(part, whole):
+    from ._tensor import _boxes
+    return _boxes(part, whole)
 
 
 def _check_tiling(api, position, size, k, m):

@@ -53,6 +53,26 @@ else:  # names still resolve; arrays of them need ml_dtypes
 tfloat32 = tfloat32
 
 
+class fp32:
+    """nl.fp32.min: the most negative finite fp32 (bit pattern 0xff7fffff)."""
+    min = float(numpy.finfo(numpy.float32).min)
+    max = float(numpy.finfo(numpy.float32).max)
+
+
+class bfp16:
+    """nl.bfp16.min: the most negative finite bfloat16 (bit pattern 0xff7f)."""
+    min = -3.3895313892515355e38
+    max = 3.3895313892515355e38
+
+
+def finfo(dtype):
+    """Machine limits of a float dtype (numpy's finfo; ml_dtypes' for bfloat16 and fp8)."""
+    numpy_type = _core.numpy_dtype(vtrn_dtype(dtype, "nl.finfo"))
+    if _core.ml_dtypes is not None and numpy_type.name in ("bfloat16", "float8_e4m3", "float8_e5m2"):
+        return _core.ml_dtypes.finfo(numpy_type)
+    return numpy.finfo(numpy_type)
+
+
 # -- buffers -------------------------------------------------------------------------------------------
 
 class _BufferKind:
@@ -129,20 +149,24 @@ def _new(space, shape, dtype, api, partition_axis=0, name=None, kind=None):
     if partitions > PMAX:
         fail(f"Size of partition dimension {partitions} exceeds architecture limitation of {PMAX}.", api)
     buffer = Buffer(space, shape, dtype, name, partition_axis, _where())
+    block = Buffer(space, shape[partition_axis:], dtype) if partition_axis else buffer   # what is placed
     if space == "psum":
-        per_partition = buffer.bytes_per_partition
+        per_partition = block.bytes_per_partition
         if per_partition > trace.target["psum_bytes"]:
             fail(f"PSUM tile shape {list(shape)} of {numpy.dtype(_core.numpy_dtype(dtype)).name} needs "
                  f"{per_partition} bytes per partition; PSUM has {trace.target['psum_bytes']} "
                  f"(8 banks of 2 KiB)", api)
-    elif buffer.bytes_per_partition > trace.target["sbuf_bytes"]:
-        fail(f"SBUF tile shape {list(shape)} needs {buffer.bytes_per_partition} bytes per partition; SBUF has "
+    elif block.bytes_per_partition > trace.target["sbuf_bytes"]:
+        fail(f"SBUF tile shape {list(shape)} needs {block.bytes_per_partition} bytes per partition; SBUF has "
              f"{trace.target['sbuf_bytes']}", api)
     return Tensor(View.whole(buffer))
 
 
 def _record(engine, kind, writes, reads, api, **args):
+    """Records one instruction; nothing when a mask left it nothing to write (returns None)."""
     trace = current(api)
+    if builtins.any(size == 0 for view in writes for size in view.shape):
+        return None
     if engine == "pool" and builtins.any(view.buffer.space == "psum" for view in reads):
         # GpSimd cannot reach PSUM: the operand goes through SBUF first (ACT copies it), as NKI's
         # compiler stages it.
@@ -168,11 +192,16 @@ def _record(engine, kind, writes, reads, api, **args):
     for view in writes:
         if view.buffer.space == "psum":
             view.buffer.group = view.byte_box() if kind == "matmul" else None
+            if view.buffer.zeroing is not None and not args.get("zeroing"):
+                view.buffer.zeroing[1].append(view.byte_box())
     return trace.add(Op(engine, kind, writes, reads, args, _where(), api))
 
 
 def _onchip(value, api, what="input"):
     """The view of a tile operand, partition dimension first."""
+    if isinstance(value, LoopReduce):
+        unsupported("nl.loop_reduce", "its result used other than as the value of a tile assignment "
+                                      "(tile[...] = nl.loop_reduce(...))")
     if not isinstance(value, Tensor):
         fail(f"{what} is a {type(value).__name__}; it is a tile (SBUF or PSUM)", api)
     view = value._view
@@ -199,10 +228,12 @@ def _mask_views(mask, views, api):
     """The views cut to what ``mask`` keeps (views share one shape: an op's output index space)."""
     if mask is None:
         return views
+    if isinstance(mask, (bool, numpy.bool_)):   # a condition on loop variables alone
+        mask = Mask([], not mask)
     if not isinstance(mask, Mask):
-        if mask is True:
-            return views
         fail(f"mask is a {type(mask).__name__}; a mask is a comparison of nl.arange indices, e.g. (i_p < n)", api)
+    if mask.never:
+        return [view.restrict({0: (0, 0)}) for view in views]
     ranges = mask.ranges()
     shape = views[0].shape
     boxes = {}
@@ -252,7 +283,12 @@ def ndarray(shape, dtype, buffer=sbuf, name="", **kwargs):
     if not isinstance(buffer, _BufferKind):
         fail(f"buffer {buffer!r} is not nl.sbuf, nl.psum, nl.hbm, nl.shared_hbm or nl.private_hbm", api)
     kind = {"shared_hbm": "output", "hbm": "output", "private_hbm": "scratch"}.get(buffer.name)
-    return _new(buffer.space, shape, dtype, api, partition_axis, name or None, kind)
+    tensor = _new(buffer.space, shape, dtype, api, partition_axis, name or None, kind)
+    if buffer.space == "psum":
+        # A new PSUM tile: the first matmul accumulated (+=) into a part of it starts its
+        # accumulation group, so it overwrites, as on the chip.
+        tensor._view.buffer.zeroing = (None, [])
+    return tensor
 
 
 def _filled(shape, dtype, buffer, value, api, name=""):
@@ -260,11 +296,13 @@ def _filled(shape, dtype, buffer, value, api, name=""):
     view = tensor._view
     if view.buffer.space == "hbm":
         fail("Creating HBM tensor with init value is not supported.", api)
+    trace = current(api)
+    before = len(trace.ops)
     _memset_views(view, value, api)
-    if view.buffer.space == "psum" and value == 0 and view.buffer.partition_axis == 0:
-        op = current(api).ops[-1]
-        op.args["zeroing"] = True
-        view.buffer.zeroing = (op, [])
+    if view.buffer.space == "psum" and value == 0:
+        for op in trace.ops[before:]:
+            op.args["zeroing"] = True
+            op.writes[0].buffer.zeroing = (op, [])
     return tensor
 
 
@@ -500,6 +538,12 @@ def _partition_broadcast(view, partitions, api):
 def _broadcast_to(view, shape, api):
     if len(shape) < len(view.shape):
         fail(f"cannot broadcast shape {list(view.shape)} to {list(shape)}", api)
+    if view.paxis == 0 and len(view.shape) < len(shape):
+        # A tile's first dimension is its partition dimension: a lower-rank tile (a [P] result
+        # of a reduction without keepdims) gains free dimensions at the end.
+        extra = len(shape) - len(view.shape)
+        view = View(view.buffer, view.shape + (1,) * extra, view.strides + (0,) * extra, view.offset,
+                    view.partition, 0, tuple(view.vars) + (None,) * extra, view.checks, view.ranges)
     extra = len(shape) - len(view.shape)
     old_shape = (1,) * extra + view.shape
     old_strides = (0,) * extra + view.strides
@@ -658,6 +702,11 @@ def program_ndim():
     return len(current("nl.program_ndim").grid)
 
 
+def static_cast(array, dtype):
+    """Host side: a numpy array converted to an NKI dtype (nl.bfloat16 and fp8 through ml_dtypes)."""
+    return numpy.asarray(array).astype(_core.numpy_dtype(vtrn_dtype(dtype, "nl.static_cast")))
+
+
 def device_print(prefix, x, **kwargs):
     unsupported("nl.device_print", "printing from the device")
 
@@ -773,6 +822,76 @@ def logical_not(x, dtype=None, mask=None, **kwargs):
 logical_not._alu = "logical_not"
 
 
+def _rounded(api, x, mask, direction):
+    """floor (direction -1) or ceil (+1): round to the nearest integer through int32 (as the
+    engines convert), then step back where that went past x."""
+    view = _onchip(x, api, "x")
+    nearest_int = _new("sbuf", view.shape, "int32", api)
+    dst, src = _mask_views(mask, [nearest_int._view, view], api)
+    _record("dve", "tensor_copy", [dst], [src], api, src=src)
+    nearest = _new("sbuf", view.shape, "fp32", api)
+    dst2, src2 = _mask_views(mask, [nearest._view, nearest_int._view], api)
+    _record("dve", "tensor_copy", [dst2], [src2], api, src=src2)
+    past = _binary(api, nearest, x, "greater" if direction < 0 else "less", dtype="float32", mask=mask)
+    return _binary(api, nearest, past, "subtract" if direction < 0 else "add", dtype="float32", mask=mask)
+
+
+def floor(x, dtype=None, mask=None, **kwargs):
+    """nl.floor(x): the largest integer <= x (vector engine, through int32: |x| < 2^31)."""
+    result = _rounded("nl.floor", x, mask, -1)
+    return result if dtype is None and x.dtype == numpy.float32 else copy(result, dtype=dtype or x.dtype, mask=mask)
+
+
+def ceil(x, dtype=None, mask=None, **kwargs):
+    """nl.ceil(x): the smallest integer >= x (vector engine, through int32: |x| < 2^31)."""
+    result = _rounded("nl.ceil", x, mask, +1)
+    return result if dtype is None and x.dtype == numpy.float32 else copy(result, dtype=dtype or x.dtype, mask=mask)
+
+
+def mod(x, y, dtype=None, mask=None, **kwargs):
+    """nl.mod(x, y) = x - y * floor(x / y): the sign of the divisor, as Python's %."""
+    api = "nl.mod"
+    quotient = _binary(api, x, y, "divide", dtype="float32", mask=mask)
+    whole = _rounded(api, quotient, mask, -1)
+    product = _binary(api, whole, y, "multiply", dtype="float32", mask=mask)
+    out_dtype = dtype or (x.dtype if isinstance(x, Tensor) else y.dtype)
+    return _binary(api, x, product, "subtract", dtype=out_dtype, mask=mask)
+
+
+def fmod(x, y, dtype=None, mask=None, **kwargs):
+    """nl.fmod(x, y) = x - y * trunc(x / y): the sign of the dividend, as numpy.fmod."""
+    api = "nl.fmod"
+    quotient = _binary(api, x, y, "divide", dtype="float32", mask=mask)
+    down = _rounded(api, quotient, mask, -1)
+    up = _rounded(api, quotient, mask, +1)
+    negative_ = _binary(api, quotient, 0.0, "less", dtype="float32", mask=mask)
+    # trunc = floor + negative * (ceil - floor)
+    step = _binary(api, up, down, "subtract", dtype="float32", mask=mask)
+    whole = _binary(api, down, _binary(api, negative_, step, "multiply", dtype="float32", mask=mask), "add",
+                    dtype="float32", mask=mask)
+    product = _binary(api, whole, y, "multiply", dtype="float32", mask=mask)
+    out_dtype = dtype or (x.dtype if isinstance(x, Tensor) else y.dtype)
+    return _binary(api, x, product, "subtract", dtype=out_dtype, mask=mask)
+
+
+class LoopReduce:
+    """What nl.loop_reduce returns: assigned into a tile, it becomes tile = op(tile, x)."""
+
+    def __init__(self, x, op, dtype, mask):
+        self.x, self.op, self.dtype, self.mask = x, op, dtype, mask
+        self.shape = x.shape
+
+
+def loop_reduce(x, op, loop_indices, dtype=None, mask=None, **kwargs):
+    """nl.loop_reduce(x, op, loop_indices): assigned into a tile (``acc[...] = nl.loop_reduce(a,
+    op=np.add, loop_indices=[k])``), the tile becomes op(tile, x), as NKI documents it (the
+    destination is also an input). vtrn unrolls loops, so this is that tensor_tensor each time."""
+    api = "nl.loop_reduce"
+    _onchip(x, api, "x")
+    from .isa import _op_name
+    return LoopReduce(x, _op_name(op, api), dtype, mask)
+
+
 def negative(x, dtype=None, mask=None, **kwargs):
     """nl.negative(x) = -x (vector engine)."""
     return _scalar_op("nl.negative", x, "multiply", -1.0, dtype, mask)
@@ -855,7 +974,8 @@ def _binary(api, x, y, op, dtype=None, mask=None, engine="dve"):
         return _tile_scalar(api, a, b, op, out_dtype, mask, engine, reverse=False)
     if _free_size(a) == 1 and _free_size(b) != 1:
         return _tile_scalar(api, b, a, op, out_dtype, mask, engine, reverse=True)
-    shape = _broadcast_shapes(a.shape, b.shape, api)
+    shape = _broadcast_shapes(a.shape + (1,) * (len(b.shape) - len(a.shape)),
+                              b.shape + (1,) * (len(a.shape) - len(b.shape)), api)   # tiles: partition first
     a = _broadcast_to(a, shape, api) if a.shape != shape else a
     b = _broadcast_to(b, shape, api) if b.shape != shape else b
     if a.buffer.space == "psum" and b.buffer.space == "psum":
@@ -892,19 +1012,18 @@ def _tile_scalar(api, data, column, op, out_dtype, mask, engine, reverse):
 def _in_place(view, other, op, api):
     """view op= other, in place. A matmul result that was just made accumulates into PSUM."""
     if isinstance(other, Tensor):
+        if other._view.buffer.space != "hbm" and other._view.buffer.first is None:
+            return   # never computed (its operation's mask kept nothing): nothing to add
         op_record = fresh(other)
         if op_record is not None and op_record.kind == "matmul" and op == "add" and view.buffer.space == "psum" \
                 and _core_shape(other._view.shape) == _core_shape(view.shape):
-            retarget(other, op_record, view)
             box = view.byte_box()
             zeroing = view.buffer.zeroing
             if zeroing is not None and not builtins.any(_core.overlap(box, seen) for seen in zeroing[1]):
-                op_record.args["overwrites_zeros"] = True   # accumulating onto nl.zeros: overwrite
+                op_record.args["overwrites_zeros"] = True   # onto nl.zeros or a new tile: overwrite
             else:
                 op_record.args["accumulate"] = True
-            view.buffer.group = box
-            if zeroing is not None:
-                zeroing[1].append(box)
+            retarget(other, op_record, view)    # records the box as touched
             return
     if view.buffer.space == "hbm":
         unsupported(api, "arithmetic on HBM tensors (load, compute, store)")
@@ -1026,6 +1145,37 @@ def matmul(x, y, transpose_x=False, mask=None, **kwargs):
         transposed = _transpose(api, x_view, "pe")
         x = copy(transposed, dtype=x.dtype)
     return isa._nc_matmul(api, x, y, mask=mask)
+
+
+def _identity(dtype, size, api):
+    """An identity tile [size, size] of ``dtype`` in SBUF, made once per kernel."""
+    trace = current(api)
+    cache = trace.__dict__.setdefault("identities", {})
+    found = cache.get((dtype, size))
+    if found is None:
+        ones = _new("sbuf", (size, size), dtype, api)
+        _record("dve", "memset", [ones._view], [], api, value=1.0)
+        found = _new("sbuf", (size, size), dtype, api)._view
+        _record("pool", "affine_select", [found], [ones._view], api, steps=[-1], offset=0, channel_multiplier=1,
+                cmp="equal", on_true=ones._view, on_false=0.0)
+        cache[(dtype, size)] = found
+    return found
+
+
+def _transpose_as_matmul(op, target, api):
+    """Replaces the trace's last op, a PE transpose, by stationary.T @ identity into ``target``."""
+    trace = current(api)
+    assert trace.ops[-1] is op
+    trace.ops.pop()
+    source = op.args["src"]
+    temporary = op.writes[0].buffer
+    temporary.first = temporary.last = None
+    if source.buffer.space != "sbuf":
+        source = copy(Tensor(source), dtype=_core.numpy_dtype(source.buffer.dtype))._view
+    if source.buffer.dtype not in ("fp32",) and not _core.is_float(source.buffer.dtype):
+        fail("transposes an integer tile into a tile of another dtype; the PE multiplies floats", api)
+    identity = _identity(source.buffer.dtype, source.shape[0], api)
+    _record("pe", "matmul", [target], [source, identity], api, stationary=source, moving=identity, accumulate=False)
 
 
 def transpose(x, dtype=None, mask=None, **kwargs):
