@@ -427,6 +427,21 @@ class Buffer:
         return f"{self.space.upper()} tile {list(self.shape)} {_VTRN_TO_NUMPY[self.dtype]}"
 
 
+class BlockSubset(Buffer):
+    """The blocks of a blocked tile below a fixed leading block index (tiles[i] when tiles has
+    more block dimensions): its blocks are the parent's."""
+    __slots__ = ("parent", "prefix")
+
+    def __init__(self, parent, prefix):
+        super().__init__(parent.space, parent.shape[len(prefix):], parent.dtype, parent.name,
+                         parent.partition_axis - len(prefix), parent.where)
+        self.parent, self.prefix = parent, prefix
+        self.zeroing = parent.zeroing
+
+    def block(self, index):
+        return self.parent.block(self.prefix + tuple(index))
+
+
 class View:
     """A view of a buffer: ``shape``, per-axis ``strides`` in elements (on chip: the partition
     axis's stride counts partitions; ``paxis`` is its position, None once it is indexed away),
@@ -495,6 +510,14 @@ class View:
             # The whole of a tile with block dimensions: ints pick a block, a tile of its own.
             count = self.buffer.partition_axis
             picks = key[:count]
+            leading = 0
+            while leading < len(picks) and isinstance(picks[leading], (numbers.Integral, numpy.integer)) and \
+                    not isinstance(picks[leading], bool):
+                leading += 1
+            if 0 < leading < count and all(item == slice(None) for item in key[leading:]):
+                # tiles[i] of a tile with several block dimensions: the blocks below i.
+                index = tuple(int(item) % size for item, size in zip(picks[:leading], self.shape))
+                return View.whole(BlockSubset(self.buffer, index))
             if len(picks) < count or not all(isinstance(item, (numbers.Integral, numpy.integer)) and
                                              not isinstance(item, bool) for item in picks):
                 unsupported(api, "indexing the block dimensions of a tile other than with ints "

@@ -45,55 +45,58 @@ ALIGNMENT = 64
 # -- 1. allocation ----------------------------------------------------------------------------------
 
 class _Space:
-    """Next-fit allocation of [0, capacity) in units, going round; remembers who held each unit last."""
+    """Placement in [0, capacity) units of one memory, remembering who last held each unit.
 
-    def __init__(self, name, capacity, unit):
+    Next fit, going round the space: a tile freed just now is the last place reused, so that
+    consecutive iterations of an affine_range loop land in different places and their engines
+    overlap, as NKI's compiler multi-buffers such loops. A kernel whose tiles do not fit that way
+    (the round trip cuts the space into pieces) is placed again by best fit (``compact``)."""
+
+    def __init__(self, name, capacity, unit, compact=False):
         self.name = name
         self.capacity = capacity    # units
         self.unit = unit            # bytes per unit
         self.free = [(0, capacity)]  # sorted, disjoint [start, end)
-        self.cursor = 0
         self.owner = [None] * capacity  # the last buffer that held each unit
         self.live = {}
+        self.compact = compact
+        self.cursor = 0
+
+    def _choose(self, units):
+        if self.compact:
+            best = None
+            for start, end in self.free:
+                if end - start >= units and (best is None or end - start < best[1] - best[0]):
+                    best = (start, end)
+            return None if best is None else best[0]
+        for cursor in (self.cursor, 0):
+            for start, end in self.free:
+                begin = max(start, cursor)
+                if end - begin >= units:
+                    return begin
+        return None
 
     def allocate(self, buffer, units):
-        start = self._find(units, self.cursor)
+        start = self._choose(units)
         if start is None:
             return None
-        self._take(start, start + units)
-        self.cursor = start + units
+        end = start + units
+        for position, (a, b) in enumerate(self.free):
+            if a <= start and end <= b:
+                self.free[position:position + 1] = ([(a, start)] if a < start else []) + ([(end, b)] if end < b else [])
+                break
+        self.cursor = end
         previous = []
         seen = set()
-        for unit in range(start, start + units):
+        for unit in range(start, end):
             owner = self.owner[unit]
             if owner is not None and owner.number not in seen:
                 seen.add(owner.number)
                 previous.append(owner)
             self.owner[unit] = buffer
         buffer.predecessors = tuple(previous)
-        self.live[buffer] = (start, start + units)
+        self.live[buffer] = (start, end)
         return start
-
-    def _find(self, units, cursor):
-        # The first free run that fits at or after the cursor, else the first from the start.
-        for start, end in self.free:
-            begin = start if start >= cursor else cursor
-            if end - begin >= units:
-                return begin
-        for start, end in self.free:
-            if end - start >= units:
-                return start
-        return None
-
-    def _take(self, start, end):
-        for i, (a, b) in enumerate(self.free):
-            if a <= start and end <= b:
-                pieces = [(a, start)] if a < start else []
-                if end < b:
-                    pieces.append((end, b))
-                self.free[i:i + 1] = pieces
-                return
-        raise AssertionError("allocating space that is not free")
 
     def release(self, buffer):
         start, end = self.live.pop(buffer)
@@ -110,9 +113,16 @@ class _Space:
 
 def allocate(trace):
     """Gives every on-chip buffer of ``trace`` its offset; NKIError when one does not fit."""
+    try:
+        _allocate(trace, compact=False)
+    except NKIError:
+        _allocate(trace, compact=True)
+
+
+def _allocate(trace, compact):
     target = trace.target
-    spaces = {"sbuf": _Space("SBUF", target["sbuf_bytes"] // ALIGNMENT, ALIGNMENT),
-              "psum": _Space("PSUM", target["psum_bytes"] // PSUM_BANK_BYTES, PSUM_BANK_BYTES)}
+    spaces = {"sbuf": _Space("SBUF", target["sbuf_bytes"] // ALIGNMENT, ALIGNMENT, compact),
+              "psum": _Space("PSUM", target["psum_bytes"] // PSUM_BANK_BYTES, PSUM_BANK_BYTES, compact)}
     starting, ending = {}, {}
     seen = set()
     for op in trace.ops:
@@ -150,9 +160,10 @@ def _overflow(buffer, space, units, target):
                 f"({PSUM_BANK_BYTES} bytes per partition each), but {used} are held by tiles still in use: "
                 + "; ".join(lines) + more + ". Reuse a PSUM tile (accumulate into it) or let tiles die sooner")
     else:
-        what = (f"SBUF overflow: {buffer.describe()} needs {units * space.unit} bytes per partition, but only "
-                f"{(space.capacity - used) * space.unit} of {target['sbuf_bytes']} are free (or not in one piece); "
-                "live: " + "; ".join(lines) + more)
+        largest = max((end - start for start, end in space.free), default=0)
+        what = (f"SBUF overflow: {buffer.describe()} needs {units * space.unit} bytes per partition, but "
+                f"{(space.capacity - used) * space.unit} of {target['sbuf_bytes']} are free, the largest piece "
+                f"{largest * space.unit}; {len(live)} tiles live: " + "; ".join(lines) + more)
     return NKIError(what, buffer.where, "allocation")
 
 
