@@ -536,3 +536,72 @@ def bad_rmw(a):
 
 def test_accumulating_dma_takes_add_only():
     expect_error(bad_rmw, rand(4, 4), line_marker="LINE:rmw", match="dst_rmw_op multiply is not supported")
+
+
+# -- forms AWS's own sample kernels use ------------------------------------------------------------
+
+@nki.jit(mode="trace")
+def scaled_copy(dst, src, factor):
+    dst[...] = nl.multiply(src, factor)
+
+
+@nki.jit
+def sample_forms(a, b, scale=1.0, negate=False, offset=0.0):
+    rows, columns = a.shape                       # rows <= 128, columns a multiple of 128
+    out = nl.ndarray((rows, columns), dtype=nl.float32, buffer=nl.shared_hbm)
+    sums = nl.ndarray((rows, 1), dtype=nl.float32, buffer=nl.shared_hbm)
+    i_p = nl.arange(128)[:, None]
+    x = nl.load(a[0:128, :], mask=(i_p < rows) & True)               # a slice past the end, cut by a mask
+    y = nl.ndarray((128, columns), dtype=nl.float32, buffer=nl.sbuf)
+    scaled_copy(y, x, -scale if negate else scale)                  # a sub-kernel, inlined
+    # Sixteen PSUM blocks (more than PSUM's 8 banks), each live only inside its iteration.
+    blocks = nl.ndarray((16, nl.par_dim(128), 128), dtype=nl.float32, buffer=nl.psum)
+    identity = nl.shared_identity_matrix(128, dtype=nl.float32)
+    for k in nl.affine_range(columns // 128):
+        part = nl.load(b[0:128, k * 128:(k + 1) * 128], mask=(i_p < rows))
+        blocks[k % 16] += nisa.nc_matmul(identity, part)             # a new PSUM tile: overwrites first
+        y[:, k * 128:(k + 1) * 128] = nl.add(y[:, k * 128:(k + 1) * 128], blocks[k % 16])
+    total = nl.sum(y, axis=1)                                         # [128]: no keepdims
+    peak = nl.full((128, 1), nl.fp32.min, dtype=nl.float32)
+    peak[:, 0] = nl.maximum(peak[:, 0], total)                        # a [P] tile indexed as [P, 1]
+    nl.store(sums[0:128, :], value=nl.add(peak, offset), mask=(i_p < rows))
+    nl.store(out[0:128, :], value=nl.floor(y), mask=(i_p < rows))
+    nl.store(out[0:128, :], value=y, mask=(i_p < rows) & (columns < 0))   # never runs
+    return out, sums
+
+
+def test_forms_of_the_sample_kernels():
+    a, b = rand(100, 256), rand(100, 256, seed=1)
+    out, sums = nki.simulate_kernel(sample_forms, a, b, negate=True, offset=0.5)
+    y = -a + b
+    np.testing.assert_allclose(out, np.floor(y), rtol=1e-6)
+    np.testing.assert_allclose(sums[:, 0], y.sum(axis=1) + 0.5, rtol=1e-4, atol=1e-4)
+
+
+@nki.jit
+def transposes_and_reductions(a):
+    rows, columns = a.shape                       # both <= 128
+    flipped = nl.ndarray((columns, rows), dtype=nl.float32, buffer=nl.shared_hbm)
+    again = nl.ndarray((columns, rows), dtype=nl.float32, buffer=nl.shared_hbm)
+    folded = nl.ndarray((rows, columns), dtype=nl.float32, buffer=nl.shared_hbm)
+    x = nl.load(a)
+    wide = nl.ndarray((columns, rows), dtype=nl.float32, buffer=nl.psum)
+    wide[...] = nisa.nc_transpose(x.astype(nl.bfloat16), engine=nisa.tensor_engine)   # bf16 into fp32 PSUM
+    nl.store(flipped, value=nl.copy(wide))
+    identity = nl.shared_identity_matrix(rows, dtype=nl.float32)
+    by_matmul = nisa.nc_matmul(x, identity, is_transpose=True)       # the PE's transpose, as a matmul
+    nl.store(again, value=nl.copy(by_matmul))
+    acc = nl.zeros((rows, columns), dtype=nl.float32)
+    for k in nl.affine_range(3):
+        acc[...] = nl.loop_reduce(nl.mod(x, 1.0 + k), op=np.add, loop_indices=[k])
+    nl.store(folded, value=acc)
+    return flipped, again, folded
+
+
+def test_transposes_into_psum_and_loop_reduce():
+    a = rand(96, 64) * 4
+    flipped, again, folded = nki.simulate_kernel(transposes_and_reductions, a)
+    np.testing.assert_allclose(flipped, a.T.astype(np.float32), rtol=1e-2)          # through bf16
+    np.testing.assert_array_equal(again, a.T)
+    expected = sum(np.mod(a.astype(np.float64), 1.0 + k) for k in range(3))
+    np.testing.assert_allclose(folded, expected, rtol=1e-5, atol=1e-5)
