@@ -605,3 +605,35 @@ def test_transposes_into_psum_and_loop_reduce():
     np.testing.assert_array_equal(again, a.T)
     expected = sum(np.mod(a.astype(np.float64), 1.0 + k) for k in range(3))
     np.testing.assert_allclose(folded, expected, rtol=1e-5, atol=1e-5)
+
+
+@nki.jit
+def gather_scatter(table, indices, out_table):
+    rows = indices.shape[0]
+    gathered = nl.ndarray((rows, table.shape[1]), dtype=table.dtype, buffer=nl.shared_hbm)
+    index = nl.load(indices)                                      # [rows, 1] int32
+    i_f = nl.arange(table.shape[1])[None, :]
+    picked = nl.load(table[index, i_f])                           # gather: row index[p] of table
+    nl.store(gathered, value=picked)
+    nl.store(out_table[index, :], value=nl.multiply(picked, 2.0))  # scatter into those rows
+    skipped = nl.ndarray((rows, table.shape[1]), dtype=table.dtype, buffer=nl.sbuf)
+    nisa.memset(skipped, 0.0)
+    nisa.dma_copy(dst=skipped, src=table[index, :], oob_mode=nisa.oob_mode.skip)
+    return gathered, out_table
+
+
+def test_indirect_dma_gathers_and_scatters_rows():
+    table = rand(50, 16)
+    indices = np.array([[7], [0], [49], [3], [7]], dtype=np.int32)
+    out_table = np.zeros((50, 16), np.float32)
+    gathered, scattered = nki.simulate_kernel(gather_scatter, table, indices, out_table)
+    np.testing.assert_array_equal(gathered, table[indices[:, 0]])
+    expected = np.zeros((50, 16), np.float32)
+    expected[indices[:, 0]] = table[indices[:, 0]] * 2
+    np.testing.assert_array_equal(scattered, expected)
+
+
+def test_indirect_dma_index_out_of_range_fails_at_its_line():
+    indices = np.array([[1], [60]], dtype=np.int32)
+    with pytest.raises(NKIError, match=r"nl.load: .*index\[1\] is 60, outside the 50 rows of src"):
+        nki.simulate_kernel(gather_scatter, rand(50, 16), indices, np.zeros((50, 16), np.float32))

@@ -541,6 +541,9 @@ class View:
         if len(key) > len(self.shape):
             fail(f"{len(key)} indices for a tensor of {len(self.shape)} dimensions (shape {list(self.shape)})", api)
         key = key + (slice(None),) * (len(self.shape) - len(key))
+        tiles = [position for position, item in enumerate(key) if type(item).__name__ == "Tensor"]
+        if tiles:
+            return self._indirect(key, tiles, api)
         advanced = [item for item in key if isinstance(item, Index)]
         if advanced:
             return self._advanced(key, advanced, api)
@@ -600,6 +603,29 @@ class View:
                 offset += value * stride
         return View(self.buffer, tuple(shape), tuple(strides), offset, partition, paxis, vars_, tuple(checks),
                     dict(self.ranges))
+
+    def _indirect(self, key, tiles, api):
+        """tensor[index_tile, ...]: rows picked by the values of an integer [P, 1] tile, for an
+        indirect DMA (gather when loaded from, scatter when stored into)."""
+        if self.buffer.space != "hbm" or len(tiles) != 1 or self.shape != self.buffer.shape:
+            unsupported(api, "indices from a tile's data other than one [P, 1] integer tile indexing one "
+                             "dimension of a whole HBM tensor (an indirect DMA)")
+        position = tiles[0]
+        index = key[position]._view
+        if index.buffer.space != "sbuf" or index.buffer.dtype not in ("int32", "int8", "uint8") or \
+                index.paxis != 0 or math.prod(index.shape[1:]) != 1:
+            fail(f"the index tile is {list(index.shape)} {index.buffer.dtype} in {index.buffer.space.upper()}; "
+                 "an indirect DMA takes a [P, 1] tile of int32, int8 or uint8 in SBUF", api)
+        # The table: the indexed dimension whole, first; the others as the key says.
+        others = [item for item in key if isinstance(item, Index)]
+        ndim = max([item.ndim for item in others] + [1])
+        rows = IndexVar(self.shape[position])
+        table_key = list(key)
+        table_key[position] = Index({rows: 1}, 0, {rows: ndim - 1}, ndim) if others else slice(None)
+        table = self.index(tuple(table_key), api)
+        if table.shape[0] != self.shape[position] or table.strides[0] != self.strides[position]:
+            unsupported(api, "an indirect index on a dimension that does not come out first")
+        return IndirectView(table, index)
 
     def _advanced(self, key, advanced, api):
         ndim = max(index.ndim for index in advanced)
@@ -731,6 +757,27 @@ def overlap(a, b):
 
 def _contains(outer, inner):
     return outer[0] <= inner[0] and inner[1] <= outer[1] and outer[2] <= inner[2] and inner[3] <= outer[3]
+
+
+class IndirectView:
+    """An HBM table whose rows an index tile picks: ``shape`` is (index partitions, row shape)."""
+    __slots__ = ("table", "index", "buffer", "shape", "vars", "checks")
+
+    def __init__(self, table, index):
+        self.table, self.index = table, index
+        self.buffer = table.buffer
+        self.shape = (index.shape[0],) + table.shape[1:]
+        self.vars = (index.vars[0],) + tuple(table.vars[1:])
+        self.checks = ()
+
+    def restrict(self, boxes):
+        """A mask cuts the index tile's partitions (and the rows' free axes)."""
+        index_boxes = {0: boxes[0]} if 0 in boxes else {}
+        table_boxes = {axis: box for axis, box in boxes.items() if axis != 0}
+        return IndirectView(self.table.restrict(table_boxes), self.index.restrict(index_boxes))
+
+    def with_vars(self, vars_):
+        return self
 
 
 # -- recorded operations ---------------------------------------------------------------------------

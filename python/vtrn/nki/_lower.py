@@ -28,6 +28,8 @@ from .._library import (
     ENGINE_FLAGS,
     MEMORY_SPACES,
     SEMAPHORE_OPS,
+    DMA_INDIRECT,
+    DMA_OOB_MODES,
     AccessStruct,
     DmaCopyOptionsStruct,
     ScalarStruct,
@@ -346,7 +348,13 @@ def _emit_one(handle, op, flag, sync):
     kind = op.kind
     dst = access(op.writes[0]) if op.writes else None
     if kind == "dma_copy":
-        if args.get("rmw"):
+        if args.get("indirect"):
+            index = access(args["index"])
+            options = DmaCopyOptionsStruct.init(dst_rmw_op=ALU_OPS[args.get("rmw") or "bypass"],
+                                                indirect=DMA_INDIRECT[args["indirect"]], index=ctypes.pointer(index),
+                                                oob_mode=DMA_OOB_MODES[args.get("oob") or "error"])
+            status = lib.vtrn_program_dma_copy_ex(handle, dst, access(args["src"]), byref(options), sync)
+        elif args.get("rmw"):
             options = DmaCopyOptionsStruct.init(dst_rmw_op=ALU_OPS[args["rmw"]])
             status = lib.vtrn_program_dma_copy_ex(handle, dst, access(args["src"]), byref(options), sync)
         else:

@@ -529,9 +529,14 @@ def dma_copy(*args, dst=None, src=None, mask=None, dst_rmw_op=None, oob_mode=oob
         rmw = _op_name(dst_rmw_op, api, "dst_rmw_op")
         if rmw != "add":
             fail(f"dst_rmw_op {rmw} is not supported: NKI's DMA accumulates with nl.add only", api)
-    if oob_mode not in (None, "error", 0):
-        unsupported(api, f"oob_mode={oob_mode!r} (out-of-bounds accesses are errors)")
+    if oob_mode not in (None, "error", 0, "skip", 1):
+        fail(f"oob_mode {oob_mode!r} is not nisa.oob_mode.error or .skip", api)
     target, source = dst._view, src._view
+    if isinstance(target, _core.IndirectView) or isinstance(source, _core.IndirectView):
+        side = "src" if isinstance(source, _core.IndirectView) else "dst"
+        target, source = nl._mask_views(mask, [target, source], api) if mask is not None else (target, source)
+        nl._record_indirect(api, target, source, side, rmw, "skip" if oob_mode in ("skip", 1) else "error")
+        return dst
     for view, what in ((target, "dst"), (source, "src")):
         if view.buffer.space == "psum":
             fail(f"{what} is in PSUM; the DMA engines do not reach PSUM", api)

@@ -392,6 +392,11 @@ def load(src, mask=None, dtype=None, **kwargs):
     if not isinstance(src, Tensor):
         fail(f"src is a {type(src).__name__}; it is an HBM tensor (or a view of one)", api)
     view = src._view
+    if isinstance(view, _core.IndirectView):
+        tile = _new("sbuf", view.shape, _dtype_or(dtype, view.buffer.dtype, api), api)
+        dst_m, src_m = _mask_views(mask, [tile._view, view], api)
+        _record_indirect(api, dst_m, src_m, "src")
+        return tile
     if view.buffer.space == "psum":
         fail("src is in PSUM; the DMA engines do not reach PSUM (copy it to SBUF with nl.copy)", api)
     shape = view.shape if len(view.shape) > 0 else (1,)
@@ -411,6 +416,11 @@ def store(dst, value, mask=None, **kwargs):
     if not isinstance(dst, Tensor):
         fail(f"dst is a {type(dst).__name__}; it is an HBM tensor (or a view of one)", api)
     target = dst._view
+    if isinstance(target, _core.IndirectView):
+        source = _onchip(value, api, "value")
+        target_m, source_m = _mask_views(mask, [target, source], api) if mask is not None else (target, source)
+        _record_indirect(api, target_m, source_m, "dst")
+        return
     if target.buffer.space != "hbm":
         fail(f"dst is in {target.buffer.space.upper()}; nl.store writes HBM (assign tiles with [...] =)", api)
     if isinstance(value, numbers.Number):
@@ -441,6 +451,22 @@ def atomic_rmw(dst, value, op, mask=None, **kwargs):
         _record("act", "activate", [staged._view], [source], api, function="copy", src=source, scale=1.0)
         value = staged
     return isa.dma_copy(dst=dst, src=value, mask=mask, dst_rmw_op=op)
+
+
+def _record_indirect(api, dst, src, side, rmw=None, oob_mode="error"):
+    """An indirect DMA: ``side`` ("src" gather, "dst" scatter) is an IndirectView."""
+    indirect = src if side == "src" else dst
+    other = dst if side == "src" else src
+    if other.shape[0] != indirect.index.shape[0]:
+        fail(f"the index tile has {indirect.index.shape[0]} partitions but the {('dst' if side == 'src' else 'src')} "
+             f"tile has {other.shape[0]}", api)
+    if side == "src":
+        _record("dma", "dma_copy", [dst], [src.table, src.index], api, src=src.table, indirect="src",
+                index=src.index, rmw=rmw, oob=oob_mode)
+    else:
+        reads = [src, dst.index] + ([dst.table] if rmw else [])
+        _record("dma", "dma_copy", [dst.table], reads, api, src=src, indirect="dst", index=dst.index, rmw=rmw,
+                oob=oob_mode)
 
 
 def load_transpose2d(src, mask=None, dtype=None, **kwargs):
