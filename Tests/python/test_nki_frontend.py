@@ -637,3 +637,19 @@ def test_indirect_dma_index_out_of_range_fails_at_its_line():
     indices = np.array([[1], [60]], dtype=np.int32)
     with pytest.raises(NKIError, match=r"nl.load: .*index\[1\] is 60, outside the 50 rows of src"):
         nki.simulate_kernel(gather_scatter, rand(50, 16), indices, np.zeros((50, 16), np.float32))
+
+
+@nki.jit
+def positions(dummy):
+    out = nl.ndarray((128, 2), dtype=nl.int32, buffer=nl.shared_hbm)
+    position = nisa.iota(256 + nl.arange(128)[:, None], dtype=nl.int32)
+    nl.store(out[:, 0:1], value=nl.floor(position / 30, dtype=nl.int32))   # int / int is a true division
+    nl.store(out[:, 1:2], value=nl.mod(position, 30, dtype=nl.int32))
+    return out
+
+
+def test_integer_division_is_true_division():
+    out = nki.simulate_kernel(positions, np.zeros((1, 1), np.float32))
+    expected = np.arange(256, 384)
+    np.testing.assert_array_equal(out[:, 0], expected // 30)
+    np.testing.assert_array_equal(out[:, 1], expected % 30)

@@ -607,7 +607,7 @@ class View:
     def _indirect(self, key, tiles, api):
         """tensor[index_tile, ...]: rows picked by the values of an integer [P, 1] tile, for an
         indirect DMA (gather when loaded from, scatter when stored into)."""
-        if self.buffer.space != "hbm" or len(tiles) != 1 or self.shape != self.buffer.shape:
+        if self.buffer.space != "hbm" or len(tiles) != 1:
             unsupported(api, "indices from a tile's data other than one [P, 1] integer tile indexing one "
                              "dimension of a whole HBM tensor (an indirect DMA)")
         position = tiles[0]

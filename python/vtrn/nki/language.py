@@ -933,9 +933,14 @@ def _immediate(op, value):
     return float(value)
 
 
+def _true_division(op, dtype, default):
+    """x / y of integers is a float (true division, as numpy's), unless dtype says otherwise."""
+    return "fp32" if op == "divide" and dtype is None and not _core.is_float(default) else default
+
+
 def _scalar_op(api, x, op, operand, dtype, mask, engine="dve", reverse=False):
     view = _onchip(x, api, "x")
-    out_dtype = _dtype_or(dtype, view.buffer.dtype, api)
+    out_dtype = _true_division(op, dtype, _dtype_or(dtype, view.buffer.dtype, api))
     tile = _new("sbuf", view.shape, out_dtype, api)
     dst, src = _mask_views(mask, [tile._view, view], api)
     if not _empty([dst]):
@@ -986,7 +991,7 @@ def _binary(api, x, y, op, dtype=None, mask=None, engine="dve"):
         tile, number, reverse = (x, y, False) if x_tile else (y, x, True)
         return _scalar_op(api, tile, op, number, dtype, mask, engine, reverse)
     a, b = _onchip(x, api, "x"), _onchip(y, api, "y")
-    out_dtype = _dtype_or(dtype, promote(a.buffer.dtype, b.buffer.dtype), api)
+    out_dtype = _true_division(op, dtype, _dtype_or(dtype, promote(a.buffer.dtype, b.buffer.dtype), api))
     if a.shape[0] != b.shape[0]:
         if 1 not in (a.shape[0], b.shape[0]):
             fail(f"number of partitions (dimension 0 size of a tile) mismatch in parameters (x{list(a.shape)}, "
