@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy
 
 from .. import errors as _errors
+from ..memory import HostBuffer
 from ..runtime import Runtime
 from . import _core, _lower
 from ._core import NKIError, Trace, View, numpy_dtype, vtrn_dtype
@@ -159,11 +160,38 @@ class _Context:
         }
         self.cache = {}
         self.lock = threading.Lock()
+        # Device memory kept between runs, by size: fresh HBM costs a page fault per page on its
+        # first write, which made copying a run's inputs in several times slower than memcpy.
+        self.pool = {}
+        self.pooled_bytes = 0
+
+    POOL_LIMIT = 1 << 30
+
+    def take(self, nbytes):
+        with self.lock:
+            spare = self.pool.get(nbytes)
+            if spare:
+                self.pooled_bytes -= nbytes
+                return spare.pop()
+        return self.device.allocate(nbytes)
+
+    def give_back(self, memory):
+        with self.lock:
+            if self.pooled_bytes + memory.bytes <= self.POOL_LIMIT and not memory.closed:
+                self.pool.setdefault(memory.bytes, []).append(memory)
+                self.pooled_bytes += memory.bytes
+                return
+        memory.free()
 
     def close(self):
         for compiled in self.cache.values():
             compiled.kernel.close()
         self.cache.clear()
+        for spares in self.pool.values():
+            for memory in spares:
+                memory.free()
+        self.pool.clear()
+        self.pooled_bytes = 0
         if self.owned:
             self.runtime.close()
 
@@ -444,9 +472,9 @@ def _run(ctx, kernel, grid, args, kwargs):
     values = {key: value for key, _, value in items}
     memories = {}
     owned = []
+    fences = []
     started = time.perf_counter_ns()
     try:
-        fences = []
         for instance in compiled:
             bindings = {}
             for name, shape, dtype, kind in instance.parameters:
@@ -456,10 +484,13 @@ def _run(ctx, kernel, grid, args, kwargs):
                     if argument is not None or name in instance.constants:
                         array = instance.constants[name] if argument is None else \
                             numpy.ascontiguousarray(values[argument], dtype=numpy_dtype(dtype))
-                        memory = ctx.device.to_device(array) if array.nbytes else ctx.device.allocate(1)
+                        memory = ctx.take(max(1, array.nbytes))
+                        if array.nbytes:
+                            with HostBuffer.register(ctx.runtime, array, writable=False) as staging:
+                                ctx.device.memcpy(memory, staging, array.nbytes)
                     else:
-                        memory = ctx.device.allocate(max(1, int(numpy.prod(shape, dtype=numpy.int64)) *
-                                                         numpy_dtype(dtype).itemsize))
+                        memory = ctx.take(max(1, int(numpy.prod(shape, dtype=numpy.int64)) *
+                                              numpy_dtype(dtype).itemsize))
                     owned.append(memory)
                     if kind != "scratch":
                         memories[name] = memory
@@ -480,8 +511,22 @@ def _run(ctx, kernel, grid, args, kwargs):
             if kind == "output" or name in first.written_inputs:
                 results[name] = ctx.device.from_device(memories[name], numpy_dtype(dtype), shape)
     finally:
+        # Memory goes back to the pool only once no execution can still use it.
+        settled = True
+        for _, fence in fences:
+            if not fence.closed:
+                try:
+                    fence.wait()
+                except _errors.VtrnError:
+                    pass
+                except BaseException:   # interrupted: let the memory go with its leases instead
+                    settled = False
+                fence.close()
         for memory in owned:
-            memory.free()
+            if settled:
+                ctx.give_back(memory)
+            else:
+                memory.free()
     # Arrays the kernel wrote in place (outputs passed as arguments) get the results.
     for key, name in first.inputs.items():
         if name in first.written_inputs:
