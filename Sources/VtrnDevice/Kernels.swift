@@ -229,7 +229,9 @@ enum Kernels {
     /// Within 1 ulp of glibc's expf over [-104.5, 89]; inf, -inf, NaN and overflow as expf.
     @inline(__always)
     static func exponential(_ x: Float) -> Float {
-        let c = Swift.min(Swift.max(x, -104.0), 88.72283)
+        // Written as selects, not min/max, so that loops over it vectorise; NaN passes through.
+        let floored: Float = x < -104.0 ? -104.0 : x
+        let c: Float = floored > 88.72283 ? 88.72283 : floored
         let shifted = c * 1.44269504088896341 + 12582912.0
         let n = shifted - 12582912.0
         let k = Int32(bitPattern: shifted.bitPattern) &- 0x4B40_0000
