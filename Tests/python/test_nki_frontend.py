@@ -653,3 +653,24 @@ def test_integer_division_is_true_division():
     expected = np.arange(256, 384)
     np.testing.assert_array_equal(out[:, 0], expected // 30)
     np.testing.assert_array_equal(out[:, 1], expected % 30)
+
+
+@nki.jit
+def scans(decay, inputs, start):
+    out = nl.ndarray(decay.shape, dtype=nl.float32, buffer=nl.shared_hbm)
+    carried = nl.ndarray(decay.shape, dtype=nl.float32, buffer=nl.shared_hbm)
+    d, u = nl.load(decay), nl.load(inputs)
+    nl.store(out, value=nisa.tensor_tensor_scan(d, u, initial=0, op0=np.multiply, op1=np.add))
+    nl.store(carried, value=nisa.tensor_tensor_scan(d, u, nl.load(start), np.multiply, np.add))
+    return out, carried
+
+
+def test_tensor_tensor_scan_is_a_linear_recurrence():
+    decay, inputs, start = rand(128, 24) * 0.5, rand(128, 24, seed=1), rand(128, 1, seed=2)
+    out, carried = nki.simulate_kernel(scans, decay, inputs, start)
+    for initial, result in ((np.zeros((128,)), out), (start[:, 0].astype(np.float64), carried)):
+        state, expected = initial, np.zeros((128, 24))
+        for column in range(24):
+            state = decay[:, column] * state + inputs[:, column]
+            expected[:, column] = state
+        np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-5)

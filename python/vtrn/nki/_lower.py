@@ -193,6 +193,20 @@ def _inside(entry, box):
     return box[0] <= entry[0] and entry[1] <= box[1] and box[2] <= entry[2] and entry[3] <= box[3]
 
 
+COLLAPSE = 64   # accesses remembered per buffer before those of one engine merge
+
+
+def _collapse(entries):
+    """One entry per engine: the union of its boxes at its latest ordinal. Later accesses may then
+    wait for more than they must (never less), and a scan over a buffer's columns stays linear."""
+    merged = {}
+    for p0, p1, b0, b1, engine, ordinal in entries:
+        found = merged.get(engine)
+        merged[engine] = (p0, p1, b0, b1, engine, ordinal) if found is None else (
+            min(found[0], p0), max(found[1], p1), min(found[2], b0), max(found[3], b1), engine, max(found[5], ordinal))
+    return list(merged.values())
+
+
 def schedule(trace):
     """For each op, ``(waits, ordinal)``: the (engine, count) semaphore waits to put before it, the
     last of which rides on the instruction, and its ordinal on its engine (its semaphore's value
@@ -254,9 +268,13 @@ def schedule(trace):
                     record.writes = [e for e in record.writes if not _inside(e, box)]
                     record.reads = [e for e in record.reads if not _inside(e, box)]
                     record.writes.append(entry)
+                    if len(record.writes) > COLLAPSE:
+                        record.writes = _collapse(record.writes)
                 else:
                     record.reads = [e for e in record.reads if not (e[4] == engine and _inside(e, box))]
                     record.reads.append(entry)
+                    if len(record.reads) > COLLAPSE:
+                        record.reads = _collapse(record.reads)
                 record.last[engine] = ordinal
     return plan
 

@@ -627,7 +627,58 @@ def dma_transpose(*args, axes=None, mask=None, dtype=None, dst=None, **kwargs):
     return _finish(dst, nl.load(src.T, mask=mask, dtype=dtype), api)
 
 
-for _name in ("tensor_tensor_scan", "tensor_scalar_reduce", "tensor_copy_predicated",
+def tensor_tensor_scan(*args, initial=None, op0=None, op1=None, reverse0=False, reverse1=False, dtype=None,
+                       mask=None, dst=None, **kwargs):
+    """A scan along the free dimension of [P, F] tiles: r[:, 0] = op1(op0(data0[:, 0], initial),
+    data1[:, 0]) and r[:, i] = op1(op0(data0[:, i], r[:, i - 1]), data1[:, i]). vtrn's vector
+    engine has no scan instruction: it runs as two instructions per column, so its estimated
+    time is that of the columns one by one."""
+    api = "nisa.tensor_tensor_scan"
+    args = list(args)
+    # NKI 0.2 puts dst first: (dst, data0, data1[, initial, op0, ...]); the tutorials' form is
+    # (data0, data1[, initial, op0, ...]). A third tile is data1 when initial came by keyword, or
+    # when the fourth argument is not an operator.
+    if dst is None and len(args) >= 3 and isinstance(args[2], Tensor) and \
+            (initial is not None or len(args) >= 4 and not callable(args[3])):
+        dst = args.pop(0)
+    values = dict(zip(["data0", "data1", "initial", "op0", "op1", "reverse0", "reverse1"], args))
+    data0, data1 = values.get("data0", kwargs.pop("data0", None)), values.get("data1", kwargs.pop("data1", None))
+    initial = values.get("initial", initial)
+    op0, op1 = values.get("op0", op0), values.get("op1", op1)
+    reverse0, reverse1 = values.get("reverse0", reverse0), values.get("reverse1", reverse1)
+    if mask is not None:
+        unsupported(api, "mask= on a scan")
+    a, b = nl._onchip(data0, api, "data0"), nl._onchip(data1, api, "data1")
+    if len(a.shape) != 2 or a.shape != b.shape:
+        fail(f"data0 {list(a.shape)} and data1 {list(b.shape)} are [P, F] tiles of one shape", api)
+    name0, name1 = _op_name(op0, api, "op0"), _op_name(op1, api, "op1")
+    partitions, columns = a.shape
+    out_dtype = nl._dtype_or(dtype, _core.promote(a.buffer.dtype, b.buffer.dtype), api)
+    result = nl._new("sbuf", a.shape, out_dtype, api)
+    if isinstance(initial, Tensor):
+        previous = nl._column(initial, api, "initial", partitions)
+    elif isinstance(initial, numbers.Number):
+        previous = float(initial)
+    else:
+        fail("initial is a number or a [P, 1] tile", api)
+    for column in range(columns):
+        target = result._view.index((slice(None), slice(column, column + 1)), api)
+        x0 = a.index((slice(None), slice(column, column + 1)), api)
+        x1 = b.index((slice(None), slice(column, column + 1)), api)
+        # op0(data0, previous), data0 on the left unless reverse0
+        if isinstance(previous, float):
+            nl._record("dve", "tensor_scalar", [target], [x0], api, src=x0, op0=name0, x0=previous,
+                       reverse=1 if reverse0 else 0)
+        else:
+            left, right = (previous, x0) if reverse0 else (x0, previous)
+            nl._record("dve", "tensor_tensor", [target], [left, right], api, a=left, b=right, op=name0)
+        left, right = (x1, target) if reverse1 else (target, x1)
+        nl._record("dve", "tensor_tensor", [target], [left, right], api, a=left, b=right, op=name1)
+        previous = target
+    return _finish(dst, result, api)
+
+
+for _name in ("tensor_scalar_reduce", "tensor_copy_predicated",
               "range_select", "select_reduce", "bn_stats", "bn_aggr", "local_gather", "nc_n_gather",
               "dma_compute", "max8", "nc_find_index8", "nc_match_replace8", "nc_stream_shuffle", "dropout", "rng",
               "rand2", "sendrecv", "core_barrier", "nc_matmul_mx", "quantize_mx", "exponential",
