@@ -10,8 +10,9 @@
 Files: ``_library`` finds and declares libvtrn.so (set VTRN_LIBRARY to choose one), ``errors``
 holds the status codes and one exception class per error, ``runtime`` the Runtime and Device
 objects, ``memory`` host buffers, device memory and DMA queues, ``kernel`` programs built the
-way NKI reads, kernels and their executions. ``vtrn._library.lib`` is the raw
-ctypes library, for calls this package does not wrap.
+way NKI reads, kernels and their executions, and ``vtrn.nki`` (imported on its own) runs
+kernels written in NKI, unmodified. ``vtrn._library.lib`` is the raw ctypes library, for calls
+this package does not wrap.
 """
 
 from ._library import (
