@@ -75,7 +75,9 @@ public enum Validator {
             guard access.sizes.reduce(1, { $0 * $1 > maxElements ? maxElements + 1 : $0 * $1 }) <= maxElements else {
                 throw fail(name, "sizes \(access.sizes) describe more than \(maxElements) elements per partition")
             }
-            guard access.strides.allSatisfy({ abs($0) <= maxStride }), abs(access.partitionStride) <= maxStride else {
+            // magnitude, not abs: abs(Int64.min) traps (a caller's stride of INT64_MIN crashed the load).
+            guard access.strides.allSatisfy({ $0.magnitude <= maxStride.magnitude }),
+                  access.partitionStride.magnitude <= maxStride.magnitude else {
                 throw fail(name, "a stride is larger than \(maxStride) elements (strides \(access.strides), partition stride \(access.partitionStride))")
             }
             guard access.offset <= maxStride else { throw fail(name, "byte offset \(access.offset) is larger than \(maxStride)") }

@@ -22,6 +22,15 @@ import Testing
         }
     }
 
+    @Test func theMostNegativeStrideIsRefusedNotTrapped() {
+        let hostile = AccessPattern(space: .sbuf, dtype: .fp32, partitions: 1, sizes: [16], strides: [Int.min])
+        #expect(problem(.dve, .memset(destination: hostile, value: 0))?.contains("a stride is larger than") == true)
+        let rows = AccessPattern(space: .hbm, dtype: .fp32, partitions: 2, sizes: [1], partitionStride: Int.min)
+        #expect(problem(.dma, .dmaCopy(destination: AccessPattern(space: .sbuf, dtype: .fp32, partitions: 2, sizes: [1]),
+                                       source: rows), parameters: [Parameter(name: "x", bytes: 64)])?
+            .contains("partition stride -9223372036854775808") == true)
+    }
+
     @Test func tensorReduceKeepsPartitionsAndGroupsOfElements() {
         let ints = sbuf(8, 12, .int32)
         #expect(problem(.dve, .tensorReduce(destination: sbuf(8, 3), source: sbuf(8, 12), op: .add, negate: true)) == nil)

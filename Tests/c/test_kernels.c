@@ -1102,6 +1102,13 @@ static void test_validation_access_patterns(void) {
     EXPECT_OK(vtrn_program_tensor_copy(program, VTRN_ENGINE_DVE, four, broadcast, NULL));
     EXPECT_ACCEPTED(device, program);
 
+    /* The most negative stride is refused with a message, not a trap (../shared/repro/repro_stride.c). */
+    program = validation_program(runtime);
+    vtrn_access_t most_negative = sbuf(1, 0, 16);
+    most_negative.stride[0] = INT64_MIN;
+    EXPECT_OK(vtrn_program_memset(program, VTRN_ENGINE_DVE, most_negative, 0.0f, NULL));
+    EXPECT_REJECTED(device, program, "dst: ", "a stride is larger than 4294967296 elements (strides [-9223372036854775808]");
+
     /* Byte offsets are multiples of the element size. */
     program = validation_program(runtime);
     EXPECT_OK(vtrn_program_memset(program, VTRN_ENGINE_DVE, sbuf(128, 2, 8), 0.0f, NULL));

@@ -91,6 +91,13 @@ RULES = [
      "0 (MEMSET on DVE): dst: sizes [65536, 65536] describe more than 2147483648 elements per partition"),
     ("a stride past 2^32", lambda p: p.memset(AccessPattern("sbuf", "fp32", (4, 2), (None, 1 << 33)), 0.0),
      "0 (MEMSET on DVE): dst: a stride is larger than 4294967296 elements (strides [8589934592], partition stride 0)"),
+    ("the most negative stride", lambda p: p.memset(AccessPattern("sbuf", "fp32", (1, 16), (None, -(1 << 63))), 0.0),
+     "0 (MEMSET on DVE): dst: a stride is larger than 4294967296 elements (strides [-9223372036854775808], "
+     "partition stride 0)"),
+    ("the most negative partition stride", lambda p: (hbm(p), p.dma_copy(p.sbuf((2, 1)), AccessPattern(
+        "hbm", "fp32", (2, 1), (-(1 << 63), 1)))),
+     "0 (DMA_COPY on DMA): src: a stride is larger than 4294967296 elements (strides [1], partition stride "
+     "-9223372036854775808)"),
     ("a partition stride past 2^32", lambda p: (hbm(p), p.dma_copy(p.sbuf((2, 1)), AccessPattern(
         "hbm", "fp32", (2, 1), ((1 << 32) + 1, 1)))),
      "0 (DMA_COPY on DMA): src: a stride is larger than 4294967296 elements (strides [1], partition stride 4294967297)"),
