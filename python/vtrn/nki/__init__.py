@@ -32,7 +32,7 @@ from ._core import NKIError, NKIUnsupportedError
 from ._kernel import JitKernel, Launch, Report, as_kernel, close, last_report, run, use_device
 from ._shim import install_import_shim, uninstall_import_shim
 
-__all__ = ["jit", "simulate_kernel", "simulate", "baremetal", "benchmark", "profile", "language", "isa", "typing",
+__all__ = ["compiler", "jit", "simulate_kernel", "simulate", "baremetal", "benchmark", "profile", "language", "isa", "typing",
            "NKIError", "NKIUnsupportedError", "Report", "last_report", "simulate_with_report",
            "install_import_shim", "uninstall_import_shim", "use_device", "close"]
 

@@ -751,11 +751,12 @@ class View:
 
 
 def overlap(a, b):
-    """Whether two (p0, p1, b0, b1) boxes share a byte."""
+    """Whether two (p0, p1, b0, b1, ...) boxes share a byte."""
     return a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]
 
 
-def _contains(outer, inner):
+def contains(outer, inner):
+    """Whether box ``inner`` lies within box ``outer`` (extra fields after the four are ignored)."""
     return outer[0] <= inner[0] and inner[1] <= outer[1] and outer[2] <= inner[2] and inner[3] <= outer[3]
 
 
@@ -838,13 +839,13 @@ class Trace:
                 covered, needed = [], False
                 for later in self.ops[op.index + 1:]:
                     for view in later.reads:
-                        if view.buffer is buffer and not any(_contains(box, view.byte_box()) for box in covered):
+                        if view.buffer is buffer and not any(contains(box, view.byte_box()) for box in covered):
                             needed = True
                     for view in later.writes:
                         if view.buffer is buffer:
                             if later.kind == "matmul" and later.args.get("overwrites_zeros"):
                                 covered.append(view.byte_box())
-                            elif not any(_contains(box, view.byte_box()) for box in covered):
+                            elif not any(contains(box, view.byte_box()) for box in covered):
                                 needed = True
                     if needed:
                         break

@@ -37,7 +37,7 @@ from .._library import (
     lib,
 )
 from ..errors import VtrnError, check
-from ._core import PSUM_BANK_BYTES, PSUM_BANKS, NKIError, itemsize
+from ._core import PSUM_BANK_BYTES, PSUM_BANKS, NKIError, contains, itemsize, overlap
 
 ENGINES = ("pe", "act", "dve", "pool", "dma")
 ENGINE_NUMBER = {name: number for number, name in enumerate(ENGINES)}
@@ -185,10 +185,6 @@ class _Record:
         self.last = {}     # engine -> its last ordinal that touched the buffer
 
 
-def _overlaps(box, entry):
-    return box[0] < entry[1] and entry[0] < box[1] and box[2] < entry[3] and entry[2] < box[3]
-
-
 def _inside(entry, box):
     return box[0] <= entry[0] and entry[1] <= box[1] and box[2] <= entry[2] and entry[3] <= box[3]
 
@@ -234,7 +230,7 @@ def schedule(trace):
                 box = view.byte_box()
                 conflicts = record.writes + record.reads if is_write else record.writes
                 for entry in conflicts:
-                    if _overlaps(box, entry) and entry[5] > needs.get(entry[4], 0):
+                    if overlap(box, entry) and entry[5] > needs.get(entry[4], 0):
                         needs[entry[4]] = entry[5]
         ordinal = counts[engine] + 1
         mine = known[engine]
@@ -265,13 +261,13 @@ def schedule(trace):
                 box = view.byte_box()
                 entry = box + (engine, ordinal)
                 if is_write:
-                    record.writes = [e for e in record.writes if not _inside(e, box)]
-                    record.reads = [e for e in record.reads if not _inside(e, box)]
+                    record.writes = [e for e in record.writes if not contains(box, e)]
+                    record.reads = [e for e in record.reads if not contains(box, e)]
                     record.writes.append(entry)
                     if len(record.writes) > COLLAPSE:
                         record.writes = _collapse(record.writes)
                 else:
-                    record.reads = [e for e in record.reads if not (e[4] == engine and _inside(e, box))]
+                    record.reads = [e for e in record.reads if not (e[4] == engine and contains(box, e))]
                     record.reads.append(entry)
                     if len(record.reads) > COLLAPSE:
                         record.reads = _collapse(record.reads)
@@ -326,11 +322,6 @@ def _compact(free):
     if any(extent == 0 for extent, _ in free):
         return [(0, 1)]
     return merged or [(1, 1)]
-
-
-def free_dims(view):
-    paxis = view.paxis if view.buffer.space != "hbm" else (0 if len(view.shape) > 1 else None)
-    return len(_compact([(s, t) for axis, (s, t) in enumerate(zip(view.shape, view.strides)) if axis != paxis]))
 
 
 def _scalar(value):

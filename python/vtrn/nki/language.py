@@ -749,9 +749,14 @@ _ACTIVATION_NAMES = dict(ACTIVATION_ALIASES, identity="copy", absolute="abs")  #
 
 
 def _activation_function(name, api):
-    vtrn_name = _ACTIVATION_NAMES.get(name, name)
-    if vtrn_name not in ACTIVATIONS:
-        unsupported(api, f"the activation function {name} is not in vtrn's instruction set yet")
+    return _instruction_name(name, _ACTIVATION_NAMES, ACTIVATIONS, "activation function", api)
+
+
+def _instruction_name(name, aliases, table, what, api):
+    """vtrn's name for an NKI operator or activation function; NKIUnsupportedError when vtrn lacks it."""
+    vtrn_name = aliases.get(name, name)
+    if vtrn_name not in table:
+        unsupported(api, f"the {what} {name} is not in vtrn's instruction set yet")
     return vtrn_name
 
 
@@ -954,10 +959,7 @@ _ALU_NAMES = dict(ALU_ALIASES, amax="max", amin="min", sum="add", prod="multiply
 
 
 def _alu(name, api):
-    vtrn_name = _ALU_NAMES.get(name, name)
-    if vtrn_name not in ALU_OPS:
-        unsupported(api, f"the operator {name} is not in vtrn's instruction set yet")
-    return vtrn_name
+    return _instruction_name(name, _ALU_NAMES, ALU_OPS, "operator", api)
 
 
 def _binary_function(name):
