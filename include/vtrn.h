@@ -33,6 +33,8 @@
  *                         is destroyed: Chrome/Perfetto JSON, a track per core and engine, each
  *                         instruction on the device's virtual timeline; "%p" becomes the process
  *                         id and "%r" the runtime's number                             (default off)
+ *   VTRN_MONITOR_PERIOD_MS while the process has a runtime, publish its counters for `vtrn top` and
+ *                         `vtrn monitor` every this many ms in /dev/shm/vtrn-<pid>; 0: none (default 500)
  * An empty variable counts as unset. A bad value fails vtrn_runtime_create with VTRN_ERROR_INVALID_ARGUMENT and a message naming
  * the variable, the bad value and the accepted forms.
  */

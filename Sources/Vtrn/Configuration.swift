@@ -61,7 +61,7 @@ public struct RuntimeConfiguration: Sendable, Equatable {
 
     /// The environment variables vtrn reads.
     public static let variableNames = ["VTRN_TOPOLOGY", "VTRN_VISIBLE_CORES", "VTRN_LOG_LEVEL",
-                                       "VTRN_EXEC_TIMEOUT_MS", "VTRN_TRACE"]
+                                       "VTRN_EXEC_TIMEOUT_MS", "VTRN_TRACE", "VTRN_MONITOR_PERIOD_MS"]
 
     /// This process's values of `variableNames`.
     /// An empty variable counts as unset, as shells make it easy to leave one empty.

@@ -53,6 +53,11 @@ final class SharedDevice: Sendable {
 
     private static let registry = Mutex<[Key: WeakDevice]>([:])
 
+    /// Every device of the process that a runtime still references (for monitors).
+    static func live() -> [SharedDevice] {
+        registry.withLock { $0.values.compactMap(\.device) }.sorted { $0.hardware.index < $1.hardware.index }
+    }
+
     /// The device at `index` with this architecture and node, made when no runtime has it.
     static func device(index: Int, preset: ChipPreset, numaNode: Int) throws(VtrnError) -> SharedDevice {
         let key = Key(index: index, architecture: preset.architecture, numaNode: numaNode)
