@@ -16,6 +16,9 @@ from support import CONFIGURATION_VARIABLES  # noqa: E402  (Tests/python is on s
 
 
 SESSION_LOCK_DIR = tempfile.mkdtemp(prefix="vtrn-pytest-locks-")
+# Set for the whole session, not only inside each test: module-scoped fixtures make runtimes
+# before the first test's clean_environment runs, and monkeypatch restores this value after each test.
+os.environ["VTRN_LOCK_DIR"] = SESSION_LOCK_DIR
 
 
 def pytest_sessionfinish(session, exitstatus):
