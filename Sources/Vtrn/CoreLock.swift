@@ -151,10 +151,13 @@ final class CoreLock: Sendable {
     let path: String
     /// -1 once released.
     private let descriptor: Mutex<Int32>
+    /// The process that took the lock and wrote the record.
+    private let owner: Int32
 
-    private init(path: String, descriptor: Int32) {
+    private init(path: String, descriptor: Int32, owner: Int32) {
         self.path = path
         self.descriptor = Mutex(descriptor)
+        self.owner = owner
     }
 
     deinit { release() }
@@ -182,18 +185,20 @@ final class CoreLock: Sendable {
         // Written whole, then cut to length: a reader never sees an empty record while we hold it.
         _ = bytes.withUnsafeBytes { pwrite(descriptor, $0.baseAddress, $0.count, 0) }
         _ = ftruncate(descriptor, off_t(bytes.count))
-        return CoreLock(path: path, descriptor: descriptor)
+        return CoreLock(path: path, descriptor: descriptor, owner: record.processID)
     }
 
     /// Gives the claim up: empties the record (so the file reads as free) and closes the file,
-    /// which drops the lock. Idempotent.
+    /// which drops the lock once no other descriptor of it is open. Idempotent. A child forked
+    /// without exec shares the file (and the lock) with its parent: it closes its copy but leaves
+    /// the parent's record alone.
     func release() {
         let descriptor = self.descriptor.withLock { descriptor in
             defer { descriptor = -1 }
             return descriptor
         }
         guard descriptor >= 0 else { return }
-        _ = ftruncate(descriptor, 0)
+        if getpid() == owner { _ = ftruncate(descriptor, 0) }
         close(descriptor)
     }
 
