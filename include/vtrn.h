@@ -631,6 +631,24 @@ typedef struct vtrn_execution_info {
 #define VTRN_EXECUTION_INFO_INIT \
     { sizeof(vtrn_execution_info_t), VTRN_SUCCESS, 0, 0, 0, 0, 0, { 0, 0, 0, 0, 0 }, { 0, 0, 0, 0, 0 } }
 
+/** What vtrn_get_handle_counts reports: the process's live handles of each kind, for leak checks
+ *  in tests (a program that destroyed everything it made sees zeros), and the address space kept
+ *  by host buffers that a runtime's destruction orphaned (see vtrn_runtime_destroy). */
+typedef struct vtrn_handle_counts {
+    size_t struct_size;
+    uint64_t runtimes;
+    uint64_t devices;                  /**< one per device of each live runtime */
+    uint64_t host_buffers;
+    uint64_t device_memory;
+    uint64_t dma_queues;
+    uint64_t programs;
+    uint64_t kernels;
+    uint64_t fences;
+    uint64_t total;                    /**< the sum of the above */
+    uint64_t orphaned_host_bytes;      /**< address space reserved by orphaned host buffers */
+} vtrn_handle_counts_t;
+#define VTRN_HANDLE_COUNTS_INIT { sizeof(vtrn_handle_counts_t), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+
 /** The largest number of bytes one DMA descriptor moves (udma's MAX_DMA_DESC_SIZE). A transfer of
  *  N bytes takes ceil(N / VTRN_DMA_MAX_DESCRIPTOR_BYTES) descriptors of the queue's ring. */
 #define VTRN_DMA_MAX_DESCRIPTOR_BYTES 65536u
@@ -670,6 +688,12 @@ const char *vtrn_status_string(vtrn_status_t status);
  *  until this thread's next failed call or the thread's exit. Never fails. */
 const char *vtrn_last_error(void);
 
+/** Counts the process's live handles per kind (all runtimes). [out] counts: struct_size set by
+ *  the caller (VTRN_HANDLE_COUNTS_INIT). Thread-safe; the counts are a snapshot.
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_ARGUMENT for a NULL counts or a struct_size that is
+ *  too small. */
+vtrn_status_t vtrn_get_handle_counts(vtrn_handle_counts_t *counts);
+
 /* ============================================================================================
  * Functions: runtime
  * ============================================================================================ */
@@ -687,12 +711,20 @@ const char *vtrn_last_error(void);
 vtrn_status_t vtrn_runtime_create(const vtrn_runtime_options_t *options, vtrn_runtime_t *out);
 
 /** Destroys a runtime and everything it owns (devices, and all later objects made from them);
- *  their handles become invalid. It first waits for the transfers submitted on its DMA queues and
- *  for the executions queued on its cores (bounded by VTRN_EXEC_TIMEOUT_MS each), since they use
- *  its memory; then it frees its device memory and releases its cores, to this process's other
- *  runtimes and to other processes. NULL is a no-op. Must not race with other calls that use the
- *  same runtime or its objects (they fail with VTRN_ERROR_INVALID_HANDLE if they lose the race,
- *  but never crash).
+ *  their handles become invalid. In-flight work is drained, not cancelled: calls on other threads
+ *  that were already submitting (an enqueue, a submit, a vtrn_memcpy, a vtrn_kernel_execute)
+ *  finish first, then the transfers submitted on its DMA queues and the executions queued on its
+ *  cores complete (bounded by VTRN_EXEC_TIMEOUT_MS each), since they use its memory; then it frees
+ *  its device memory and releases its cores, to this process's other runtimes and to other
+ *  processes. NULL is a no-op.
+ *  Racing it from other threads is safe, though a program should not rely on it: every call that
+ *  loses the race fails with VTRN_ERROR_INVALID_HANDLE ("runtime N was destroyed", or the stale
+ *  handle's reason), never crashes and never hangs. A fence or queue sequence the caller still
+ *  holds answers VTRN_ERROR_INVALID_HANDLE (its execution or transfer did complete). A pointer from
+ *  vtrn_host_buffer_map of a buffer the caller had not destroyed stays addressable: its pages go
+ *  back to the system and the address range is kept reserved for the life of the process, reading
+ *  as zeros and detached from the device, so that a thread still writing through it does not
+ *  fault (vtrn_get_handle_counts reports these bytes; destroy buffers first to avoid them).
  *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE for a destroyed or garbage handle. */
 vtrn_status_t vtrn_runtime_destroy(vtrn_runtime_t runtime);
 
@@ -763,7 +795,8 @@ vtrn_status_t vtrn_host_buffer_create(vtrn_runtime_t runtime, size_t bytes, cons
 vtrn_status_t vtrn_host_buffer_register(vtrn_runtime_t runtime, void *pointer, size_t bytes, vtrn_host_buffer_t *out);
 
 /** The buffer's memory: [out] data its first byte, [out][optional] bytes its size. The pointer is
- *  valid until the buffer is destroyed. Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE;
+ *  valid until the buffer is destroyed (after its runtime's destruction it stays addressable but
+ *  detached: see vtrn_runtime_destroy). Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE;
  *  VTRN_ERROR_INVALID_ARGUMENT for a NULL data. */
 vtrn_status_t vtrn_host_buffer_map(vtrn_host_buffer_t buffer, void **data, size_t *bytes);
 

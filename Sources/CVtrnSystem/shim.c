@@ -96,7 +96,12 @@ int vtrnsys_thread_start(void (*body)(void *), void *context, const char *name, 
     return 0;
 }
 
-int vtrnsys_thread_join(uint64_t thread) { return pthread_join((pthread_t)thread, NULL); }
+/* Joins the thread; a thread that would join itself (it dropped the last reference to what owns
+ * it) is detached instead, so that it is reclaimed when it returns. */
+int vtrnsys_thread_join(uint64_t thread) {
+    if (pthread_equal((pthread_t)thread, pthread_self())) return pthread_detach((pthread_t)thread);
+    return pthread_join((pthread_t)thread, NULL);
+}
 
 /* ---- clocks */
 

@@ -53,8 +53,10 @@ public final class DmaQueue: Sendable, RuntimeResource {
     /// Checks and writes the descriptors of `count` transfers; `transfer(i)` gives the i-th.
     /// All or nothing: an error leaves the ring as it was.
     public func enqueue(count: Int, _ transfer: (Int) throws(VtrnError) -> DmaTransfer) throws(VtrnError) {
-        try checkOpen()
-        try ring.enqueue(count: count, device: device, transfer)
+        try device.state.submitting { () throws(VtrnError) in
+            try checkOpen()
+            try ring.enqueue(count: count, device: device, transfer)
+        }
     }
 
     public func enqueue(_ transfers: [DmaTransfer]) throws(VtrnError) {
@@ -64,8 +66,10 @@ public final class DmaQueue: Sendable, RuntimeResource {
     /// Rings the doorbell; returns the sequence that completes when all enqueued so far has.
     @discardableResult
     public func submit() throws(VtrnError) -> UInt64 {
-        try checkOpen()
-        return ring.submit()
+        try device.state.submitting { () throws(VtrnError) in
+            try checkOpen()
+            return try ring.submit()
+        }
     }
 
     /// Waits for `sequence`: 0 polls (`.notReady`), `.max` waits forever, else `.timeout`.
@@ -150,7 +154,10 @@ extension Device {
     /// Copies `bytes` from `source` to `destination` and returns when done, over a queue of the
     /// device's host DMA engines (claims no core). Transfers of any size.
     public func copy(to destination: MemoryReference, from source: MemoryReference, bytes: UInt64) throws(VtrnError) {
-        try state.checkOpen()
+        try state.submitting { () throws(VtrnError) in try copyOpen(to: destination, from: source, bytes: bytes) }
+    }
+
+    private func copyOpen(to destination: MemoryReference, from source: MemoryReference, bytes: UInt64) throws(VtrnError) {
         let transfer = DmaTransfer(destination: destination, source: source, bytes: bytes)
         var keepAlive = DmaQueue.KeepAlive()
         let prepared = try DmaQueue.Ring.prepare(transfer, index: nil, device: self, keepAlive: &keepAlive, allowingEmpty: true)
@@ -166,7 +173,7 @@ extension Device {
             chunk.destination += Int(done)
             chunk.source += Int(done)
             try ring.enqueue(prepared: [chunk], keepAlive: keepAlive)
-            let sequence = ring.submit()
+            let sequence = try ring.submit()
             try ring.wait(for: sequence, timeoutNanoseconds: .max, label: "host DMA queue of device \(index)")
             done += chunk.bytes
         }
@@ -245,6 +252,8 @@ extension DmaQueue {
             var keepAliveCount = 0
             var scratch: [Prepared] = []
             var transfersEnqueued: UInt32 = 0
+            /// Set by `drain()`: the queue takes no more work.
+            var closed = false
         }
 
         init(hardware: DmaQueueHardware) {
@@ -322,6 +331,7 @@ extension DmaQueue {
 
         func enqueue(count: Int, device: Device, _ transfer: (Int) throws(VtrnError) -> DmaTransfer) throws(VtrnError) {
             try producer.withLock { (producer: inout Producer) throws(VtrnError) in
+                if producer.closed { throw VtrnError(.invalidHandle, "the DMA queue was destroyed") }
                 producer.scratch.removeAll(keepingCapacity: true)
                 var keepAlive = KeepAlive()
                 for index in 0..<count {
@@ -334,6 +344,7 @@ extension DmaQueue {
 
         func enqueue(prepared: [Prepared], keepAlive: KeepAlive) throws(VtrnError) {
             try producer.withLock { (producer: inout Producer) throws(VtrnError) in
+                if producer.closed { throw VtrnError(.invalidHandle, "the DMA queue was destroyed") }
                 producer.scratch = prepared
                 try write(&producer, keepAlive: keepAlive)
             }
@@ -403,8 +414,9 @@ extension DmaQueue {
             }
         }
 
-        func submit() -> UInt64 {
-            producer.withLock { producer in
+        func submit() throws(VtrnError) -> UInt64 {
+            try producer.withLock { (producer: inout Producer) throws(VtrnError) in
+                if producer.closed { throw VtrnError(.invalidHandle, "the DMA queue was destroyed") }
                 if producer.tail != producer.published {
                     producer.sequence += 1
                     producer.published = producer.tail
@@ -446,7 +458,10 @@ extension DmaQueue {
 
         /// Waits for everything submitted, drops what was not, and releases all keep-alives.
         func drain() {
-            let sequence = producer.withLock { $0.sequence }
+            let sequence = producer.withLock { producer in
+                producer.closed = true
+                return producer.sequence
+            }
             _ = hardware.wait(for: sequence, timeoutNanoseconds: .max)
             producer.withLock { producer in
                 producer.tail = producer.published

@@ -90,6 +90,9 @@ public final class HostBuffer: Sendable {
     public let note: String
     public let runtime: Runtime
     private let closed = Atomic<Bool>(false)
+    /// Set when the buffer is orphaned by its runtime's destruction (the C layer's
+    /// `vtrn_runtime_destroy`): the pages are then released but the address range stays reserved.
+    private let keepsAddress = Atomic<Bool>(false)
 
     var state: RuntimeState { runtime.state }
     public var data: UnsafeMutableRawPointer { base.pointer }
@@ -111,8 +114,27 @@ public final class HostBuffer: Sendable {
     deinit {
         guard !isRegistered else { return }
         if locked { munlock(base.pointer, mappedBytes) }
+        if keepsAddress.load(ordering: .acquiring) {
+            // Fresh zero pages over the old ones: the memory goes back to the system, and a thread
+            // that still writes through the old pointer (having lost a race with the runtime's
+            // destruction) writes into harmless private memory instead of faulting, or worse,
+            // into whatever a later mmap would have put at this address.
+            let replaced = mmap(base.pointer, mappedBytes, PROT_READ | PROT_WRITE,
+                                MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0)
+            if replaced != MAP_FAILED {
+                HostBuffer.reservedBytes.add(mappedBytes, ordering: .relaxed)
+                return
+            }
+        }
         munmap(base.pointer, mappedBytes)
     }
+
+    /// Bytes of address space kept reserved by buffers orphaned by their runtime's destruction.
+    public static let reservedBytes = Atomic<Int>(0)
+
+    /// Makes the buffer keep its address range (not its pages) when it goes: for buffers whose
+    /// pointer a caller may still use when their runtime is destroyed under it.
+    public func keepAddressWhenReleased() { keepsAddress.store(true, ordering: .releasing) }
 
     /// Closed by `close()`, or by its runtime's closing.
     public var isClosed: Bool { closed.load(ordering: .acquiring) || state.isClosed }

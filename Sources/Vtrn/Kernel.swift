@@ -87,6 +87,10 @@ public final class Kernel: Sendable {
 
     /// Queues one execution on the core and returns its fence at once.
     public func execute(_ bindings: [Binding]) throws(VtrnError) -> Fence {
+        try device.state.submitting { () throws(VtrnError) in try executeOpen(bindings) }
+    }
+
+    private func executeOpen(_ bindings: [Binding]) throws(VtrnError) -> Fence {
         try checkLoaded()
         let parameters = program.parameters
         var bound = [ParameterBinding?](repeating: nil, count: parameters.count)

@@ -1,5 +1,10 @@
+import CVtrnSystem
 import Synchronization
 import VtrnDevice
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A runtime: the virtual devices of one topology, and everything made from them.
 ///
@@ -66,6 +71,9 @@ public final class Runtime: Sendable {
     /// then refuse use; a buffer's pages are unmapped when it is no longer referenced. Idempotent.
     public func close() {
         guard state.close() else { return }
+        // Submissions that saw the runtime open finish first, so that nothing is queued after the
+        // queues below are drained.
+        state.waitForSubmissions()
         for resource in state.takeResources() { resource.close() }
         for record in deviceRecords {
             // Executions on this runtime's cores use its memory: let them finish first.
@@ -116,6 +124,8 @@ final class RuntimeState: Sendable {
     let serial: Int
     let log: Logger
     private let closed = Atomic<Bool>(false)
+    /// Calls between their check that the runtime is open and the end of their submission.
+    private let submissions = Atomic<Int>(0)
     /// Held weakly: each resource keeps the runtime alive, not the other way round.
     private let resources = Mutex<[ObjectIdentifier: WeakResource]>([:])
 
@@ -154,5 +164,27 @@ final class RuntimeState: Sendable {
 
     func checkOpen() throws(VtrnError) {
         if isClosed { throw VtrnError(.invalidHandle, "runtime \(serial) was destroyed") }
+    }
+
+    /// Runs `body`, which queues work on the runtime's memory (a transfer, an execution), only
+    /// while the runtime is open, and keeps `close()` waiting until it is done: a submission
+    /// either sees the runtime closed and fails, or is drained by the close (rundown protection).
+    /// Both sides are sequentially consistent: the closer stores `closed` and then reads the
+    /// count; the submitter adds to the count and then reads `closed`. One sees the other.
+    @inline(__always)
+    func submitting<Result>(_ body: () throws(VtrnError) -> Result) throws(VtrnError) -> Result {
+        submissions.add(1, ordering: .sequentiallyConsistent)
+        defer { submissions.subtract(1, ordering: .sequentiallyConsistent) }
+        if closed.load(ordering: .sequentiallyConsistent) { throw VtrnError(.invalidHandle, "runtime \(serial) was destroyed") }
+        return try body()
+    }
+
+    /// Returns once no submission that saw the runtime open is still running (after `close()`).
+    func waitForSubmissions() {
+        var spins = 0
+        while submissions.load(ordering: .sequentiallyConsistent) > 0 {
+            spins += 1
+            if spins < 1000 { vtrnsys_cpu_relax() } else { usleep(20) }
+        }
     }
 }

@@ -27,6 +27,26 @@ public func vtrn_last_error() -> UnsafePointer<CChar>! {
     vtrnsys_last_error()
 }
 
+@c @implementation
+public func vtrn_get_handle_counts(_ counts: UnsafeMutablePointer<vtrn_handle_counts_t>?) -> vtrn_status_t {
+    exported {
+        let counts = try vtrn_handle_counts_t.checkOutput(counts, name: "counts")
+        var result = vtrn_handle_counts_t()
+        result.runtimes = UInt64(Handles.runtimes.liveCount)
+        result.devices = UInt64(Handles.devices.liveCount)
+        result.host_buffers = UInt64(Handles.hostBuffers.liveCount)
+        result.device_memory = UInt64(Handles.deviceMemory.liveCount)
+        result.dma_queues = UInt64(Handles.dmaQueues.liveCount)
+        result.programs = UInt64(Handles.programs.liveCount)
+        result.kernels = UInt64(Handles.kernels.liveCount)
+        result.fences = UInt64(Handles.fences.liveCount)
+        result.total = result.runtimes + result.devices + result.host_buffers + result.device_memory + result.dma_queues
+            + result.programs + result.kernels + result.fences
+        result.orphaned_host_bytes = UInt64(HostBuffer.reservedBytes.load(ordering: .relaxed))
+        result.write(to: counts)
+    }
+}
+
 // MARK: - Runtime
 
 @c @implementation

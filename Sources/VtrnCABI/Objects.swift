@@ -71,7 +71,8 @@ enum Handles {
         programs.removeAll(ownedBy: token, because: reason)
         dmaQueues.removeAll(ownedBy: token, because: reason)
         deviceMemory.removeAll(ownedBy: token, because: reason)
-        hostBuffers.removeAll(ownedBy: token, because: reason)
+        // A thread racing the destruction may still hold a mapped pointer: keep its address valid.
+        for buffer in hostBuffers.removeAll(ownedBy: token, because: reason) { buffer.object.keepAddressWhenReleased() }
         devices.removeAll(ownedBy: token, because: reason)
         entry.runtime.close()
     }

@@ -99,6 +99,10 @@ extension VersionedStruct {
     }
 }
 
+extension vtrn_handle_counts_t: VersionedStruct {
+    static let cName = "vtrn_handle_counts_t"
+    static let firstVersionSize = 88
+}
 extension vtrn_runtime_options_t: VersionedStruct {
     static let cName = "vtrn_runtime_options_t"
     static let firstVersionSize = 32

@@ -60,6 +60,9 @@ public struct BestFitAllocator: Sendable {
         return best.start
     }
 
+    /// The size of the live block at `offset`.
+    public func size(of offset: UInt64) -> UInt64? { blocks[offset]?.size }
+
     /// Returns a block's space; the size it held, or nil if no block starts at `offset`.
     @discardableResult
     public mutating func free(_ offset: UInt64) -> UInt64? {

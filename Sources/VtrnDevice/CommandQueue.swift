@@ -90,7 +90,9 @@ public final class CoreCommandQueue: @unchecked Sendable {
     public let numaNode: Int
 
     private struct State {
-        var pending: [CoreExecution] = []
+        /// Taken entries are nil: a finished execution must not stay referenced here (it holds
+        /// what its completion releases, up to the runtime that owns this queue's device).
+        var pending: [CoreExecution?] = []
         var head = 0
         var thread: UInt64?
         var stopping = false
@@ -163,6 +165,7 @@ public final class CoreCommandQueue: @unchecked Sendable {
         state.withLock { state in
             guard state.head < state.pending.count else { return (nil, state.stopping) }
             let execution = state.pending[state.head]
+            state.pending[state.head] = nil
             state.head += 1
             if state.head > 256 && state.head * 2 > state.pending.count {
                 state.pending.removeFirst(state.head)
@@ -172,15 +175,25 @@ public final class CoreCommandQueue: @unchecked Sendable {
         }
     }
 
+    /// Runs the next execution, if any; (whether one ran, whether the queue is stopping). Every
+    /// reference to the execution is gone when this returns, before the execution counts as done:
+    /// a runtime's teardown waits for that count, and the last reference to the runtime (which the
+    /// execution's completion holds) must not go on this thread, which its teardown joins.
+    private func runNext() -> (Bool, Bool) {
+        let (execution, stopping) = next()
+        guard let execution else { return (false, stopping) }
+        if executor == nil { executor = CoreExecutor(preset: preset) }
+        execution.run(on: executor!)
+        return (true, false)
+    }
+
     private func run() {
         _ = vtrnsys_run_on_node(Int32(numaNode))
         var idleSince: UInt64 = 0
         var idleRounds = 0
         while true {
-            let (execution, stopping) = next()
-            if let execution {
-                if executor == nil { executor = CoreExecutor(preset: preset) }
-                execution.run(on: executor!)
+            let (ran, stopping) = runNext()
+            if ran {
                 pendingCount.subtract(1, ordering: .sequentiallyConsistent)
                 idleRounds = 0
                 continue

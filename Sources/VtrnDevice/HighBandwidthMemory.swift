@@ -66,27 +66,34 @@ public final class HighBandwidthMemory: @unchecked Sendable {
     }
 
     /// Returns a block (no-op if it was returned already) and gives its touched pages back to the
-    /// host, so that they read as zero if the space is reused.
+    /// host, so that they read as zero if the space is reused. The pages are given back before the
+    /// space returns to the allocator: done the other way round, a block allocated meanwhile at the
+    /// same place would have its new contents zeroed under it.
     public func free(_ block: Block) {
         let size: UInt64? = state.withLock { state in
             guard state.holders[block.address]?.id == block.id else { return nil }
             state.holders[block.address] = nil
-            return state.allocator.free(block.address)
+            return state.allocator.size(of: block.address)
         }
-        if let size { release(block.address, size) }
+        guard let size else { return }
+        release(block.address, size)
+        state.withLock { _ = $0.allocator.free(block.address) }
     }
 
     /// Returns every block `owner` holds (a runtime's teardown).
     public func freeAll(owner: Int) {
-        let released: [(UInt64, UInt64)] = state.withLock { state in
-            var released: [(UInt64, UInt64)] = []
+        let held: [(UInt64, UInt64)] = state.withLock { state in
+            var held: [(UInt64, UInt64)] = []
             for (address, holder) in state.holders where holder.owner == owner {
                 state.holders[address] = nil
-                if let size = state.allocator.free(address) { released.append((address, size)) }
+                if let size = state.allocator.size(of: address) { held.append((address, size)) }
             }
-            return released
+            return held
         }
-        for (address, size) in released { release(address, size) }
+        for (address, size) in held { release(address, size) }
+        state.withLock { state in
+            for (address, _) in held { _ = state.allocator.free(address) }
+        }
     }
 
     private func release(_ offset: UInt64, _ size: UInt64) {

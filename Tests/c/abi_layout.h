@@ -128,6 +128,10 @@ VT_OFFSET(vtrn_dma_transfer_t, bytes, 32);
  * version is 128 bytes); the others are passed by value or in arrays, so their layout can never
  * change. */
 VT_SIZE(vtrn_execution_info_t, 128);
+VT_SIZE(vtrn_handle_counts_t, 88); /* versioned: its first version */
+VT_OFFSET(vtrn_handle_counts_t, runtimes, 8);
+VT_OFFSET(vtrn_handle_counts_t, total, 72);
+VT_OFFSET(vtrn_handle_counts_t, orphaned_host_bytes, 80);
 VT_SIZE(vtrn_access_t, 88);
 VT_SIZE(vtrn_scalar_t, 96);
 VT_SIZE(vtrn_sync_t, 20);

@@ -25,6 +25,7 @@ from vtrn._library import (
     AccessStruct,
     BindingStruct,
     ExecutionInfoStruct,
+    HandleCountsStruct,
     FenceHandle,
     HostBufferHandle,
     KernelHandle,
@@ -63,6 +64,7 @@ STRUCTS = {
     "vtrn_sync_t": SyncStruct,
     "vtrn_binding_t": BindingStruct,
     "vtrn_execution_info_t": ExecutionInfoStruct,
+    "vtrn_handle_counts_t": HandleCountsStruct,
     "vtrn_dma_copy_options_t": DmaCopyOptionsStruct,
 }
 # Structs that begin with struct_size and have an _INIT macro.

@@ -558,7 +558,10 @@ def sample_forms(a, b, scale=1.0, negate=False, offset=0.0):
     blocks = nl.ndarray((16, nl.par_dim(128), 128), dtype=nl.float32, buffer=nl.psum)
     identity = nl.shared_identity_matrix(128, dtype=nl.float32)
     for k in nl.affine_range(columns // 128):
-        part = nl.load(b[0:128, k * 128:(k + 1) * 128], mask=(i_p < rows))
+        # The matmul contracts over all 128 partitions: those past `rows`, which the masked load
+        # does not write, must hold zeros (never-written SBUF reads as NaN, as in nki.simulate).
+        part = nl.zeros((128, 128), dtype=nl.float32, buffer=nl.sbuf)
+        part[...] = nl.load(b[0:128, k * 128:(k + 1) * 128], mask=(i_p < rows))
         blocks[k % 16] += nisa.nc_matmul(identity, part)             # a new PSUM tile: overwrites first
         y[:, k * 128:(k + 1) * 128] = nl.add(y[:, k * 128:(k + 1) * 128], blocks[k % 16])
     total = nl.sum(y, axis=1)                                         # [128]: no keepdims

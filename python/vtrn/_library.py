@@ -434,6 +434,24 @@ class ExecutionInfoStruct(_VersionedStruct):
     ]
 
 
+class HandleCountsStruct(_VersionedStruct):
+    """vtrn_handle_counts_t (VTRN_HANDLE_COUNTS_INIT): the process's live handles per kind."""
+
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("runtimes", c_uint64),
+        ("devices", c_uint64),
+        ("host_buffers", c_uint64),
+        ("device_memory", c_uint64),
+        ("dma_queues", c_uint64),
+        ("programs", c_uint64),
+        ("kernels", c_uint64),
+        ("fences", c_uint64),
+        ("total", c_uint64),
+        ("orphaned_host_bytes", c_uint64),
+    ]
+
+
 # The largest value of each unsigned C type that Python passes in.
 UNSIGNED_MAXIMUM = {"uint32_t": 0xFFFF_FFFF, "uint64_t": 0xFFFF_FFFF_FFFF_FFFF, "size_t": (1 << (8 * ctypes.sizeof(c_size_t))) - 1}
 
@@ -469,6 +487,7 @@ FUNCTIONS = [
     ("vtrn_version", c_uint32, []),
     ("vtrn_status_string", c_char_p, [vtrn_status_t]),
     ("vtrn_last_error", c_char_p, []),
+    ("vtrn_get_handle_counts", vtrn_status_t, [POINTER(HandleCountsStruct)]),
     # runtime
     ("vtrn_runtime_create", vtrn_status_t, [POINTER(RuntimeOptionsStruct), POINTER(RuntimeHandle)]),
     ("vtrn_runtime_destroy", vtrn_status_t, [RuntimeHandle]),

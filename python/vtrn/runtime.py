@@ -23,6 +23,7 @@ from ._library import (
     CoreInfoStruct,
     DeviceHandle,
     DeviceInfoStruct,
+    HandleCountsStruct,
     RuntimeHandle,
     RuntimeInfoStruct,
     RuntimeOptionsStruct,
@@ -46,6 +47,31 @@ def version():
     """The loaded library's version as (major, minor, patch)."""
     packed = lib.vtrn_version()
     return packed >> 16, (packed >> 8) & 0xFF, packed & 0xFF
+
+
+@dataclass(frozen=True)
+class HandleCounts:
+    """vtrn_handle_counts_t: the process's live handles per kind (every runtime's, C's and Python's
+    alike), for leak checks; ``orphaned_host_bytes`` is the address space kept by host buffers a
+    runtime's destruction orphaned."""
+
+    runtimes: int
+    devices: int
+    host_buffers: int
+    device_memory: int
+    dma_queues: int
+    programs: int
+    kernels: int
+    fences: int
+    total: int
+    orphaned_host_bytes: int
+
+
+def handle_counts():
+    """vtrn_get_handle_counts: a snapshot of the process's live handles per kind."""
+    raw = HandleCountsStruct.init()
+    check(lib.vtrn_get_handle_counts(ctypes.byref(raw)))
+    return HandleCounts(**{name: getattr(raw, name) for name, _ in HandleCountsStruct._fields_ if name != "struct_size"})
 
 
 def _text(raw):

@@ -37,6 +37,7 @@ VTRNSYS_HIDDEN int vtrnsys_current_cpu(void);
 
 /* Starts a detached-or-joinable thread running body(context); returns 0 or an errno. */
 VTRNSYS_HIDDEN int vtrnsys_thread_start(void (*body)(void *), void *context, const char *name, uint64_t *thread);
+/* Joins a thread, or detaches it when called on that thread itself. */
 VTRNSYS_HIDDEN int vtrnsys_thread_join(uint64_t thread);
 
 /* RLIMIT_MEMLOCK's soft limit in bytes; UINT64_MAX when unlimited. */
