@@ -931,17 +931,23 @@ vtrn_status_t vtrn_memcpy(vtrn_device_t device, vtrn_memory_ref_t dst, vtrn_memo
  * none. Builders must not be called on one program from several threads at once.
  * ============================================================================================ */
 
-/** Creates an empty program owned by the runtime. */
+/** Creates an empty program owned by the runtime; destroy it with vtrn_program_destroy (or it goes
+ *  with the runtime). Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT
+ *  for a NULL out. */
 vtrn_status_t vtrn_program_create(vtrn_runtime_t runtime, vtrn_program_t *out);
 
-/** Destroys a program. Kernels loaded from it are not affected. NULL is a no-op. */
+/** Destroys a program. Kernels loaded from it are not affected. NULL is a no-op.
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE. */
 vtrn_status_t vtrn_program_destroy(vtrn_program_t program);
 
 /** Declares kernel parameter `name` (unique, 1-63 bytes), an HBM tensor of `bytes` bytes that each
- *  execution binds to device memory. [out][optional] index: its number, for vtrn_access_t.parameter. */
+ *  execution binds to device memory. [out][optional] index: its number, for vtrn_access_t.parameter.
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT for a NULL, empty,
+ *  too long, non-UTF-8 or repeated name, or 0 bytes. */
 vtrn_status_t vtrn_program_add_parameter(vtrn_program_t program, const char *name, uint64_t bytes, uint32_t *index);
 
-/** The number of instructions so far. */
+/** [out] count: the number of instructions so far. Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE;
+ *  VTRN_ERROR_INVALID_ARGUMENT for a NULL count. */
 vtrn_status_t vtrn_program_instruction_count(vtrn_program_t program, uint32_t *count);
 
 /** DMA_COPY (DMA engine): dst = src, element by element in partition-major order, between HBM and
@@ -1060,7 +1066,8 @@ vtrn_status_t vtrn_program_sem_wait(vtrn_program_t program, vtrn_engine_flags_t 
  *  holds the core (the message names it as vtrn_dma_queue_create's does). */
 vtrn_status_t vtrn_kernel_load(vtrn_device_t device, uint32_t core, vtrn_program_t program, vtrn_kernel_t *out);
 
-/** Unloads a kernel after its queued executions finish. NULL is a no-op. */
+/** Unloads a kernel after its queued executions finish (their fences stay valid). NULL is a no-op.
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE. */
 vtrn_status_t vtrn_kernel_unload(vtrn_kernel_t kernel);
 
 /** Queues one execution on the kernel's core and returns at once with its fence. Every parameter
@@ -1084,13 +1091,18 @@ vtrn_status_t vtrn_kernel_execute(vtrn_kernel_t kernel, const vtrn_binding_t *bi
  *  execution goes on); VTRN_ERROR_INVALID_HANDLE. */
 vtrn_status_t vtrn_fence_wait(vtrn_fence_t fence, uint64_t timeout_ns);
 
-/** [out] status: the execution's status now (VTRN_NOT_READY while queued or running). */
+/** [out] status: the execution's status now (VTRN_NOT_READY while queued or running; then its
+ *  result, as vtrn_fence_wait returns it). Returns VTRN_SUCCESS (the call itself);
+ *  VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT for a NULL status. */
 vtrn_status_t vtrn_fence_status(vtrn_fence_t fence, vtrn_status_t *status);
 
-/** Timings and counters of an execution (final once it has finished). */
+/** Timings and counters of an execution (final once it has finished). [out] info: struct_size set
+ *  by the caller (VTRN_EXECUTION_INFO_INIT). Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE;
+ *  VTRN_ERROR_INVALID_ARGUMENT for a NULL info or a struct_size that is too small. */
 vtrn_status_t vtrn_fence_get_info(vtrn_fence_t fence, vtrn_execution_info_t *info);
 
-/** Releases a fence (the execution goes on if it has not finished). NULL is a no-op. */
+/** Releases a fence (the execution goes on if it has not finished). NULL is a no-op.
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE. */
 vtrn_status_t vtrn_fence_destroy(vtrn_fence_t fence);
 
 #ifdef __cplusplus
