@@ -149,7 +149,7 @@ final class MonitorPublisher: @unchecked Sendable {
 
     private func run(base: UnsafeMutableRawPointer, period: UInt64) {
         var previous: [String: (running: UInt64, at: UInt64)] = [:]
-        let command = Self.commandLine()
+        let command = currentCommandLine()
         while !stopping.load(ordering: .sequentiallyConsistent) {
             let word = vtrnsys_load_u32(stopWord)
             publish(base: base, period: period, command: command, previous: &previous)
@@ -176,7 +176,7 @@ final class MonitorPublisher: @unchecked Sendable {
                     utilization = min(1, Double(counters.runningNanoseconds &- last.running) / Double(now - last.at))
                 }
                 previous[key] = (counters.runningNanoseconds, now)
-                let holder = device.holder(of: core).map(String.init) ?? "null"
+                let holder = device.runtimeHolding(core).map(String.init) ?? "null"
                 cores.append(#"{"core":\#(core),"executions":\#(counters.executions),"busy_ns":\#(counters.runningNanoseconds),"#
                              + #""device_ns":\#(counters.deviceNanoseconds),"queued":\#(counters.depth),"#
                              + #""utilization":\#(Double(Int(utilization * 10000)) / 10000),"holder_runtime":\#(holder)}"#)
@@ -209,21 +209,5 @@ final class MonitorPublisher: @unchecked Sendable {
             }
         }
         return out
-    }
-
-    /// This process's command line, arguments separated by spaces.
-    static func commandLine() -> String {
-        guard let file = fopen("/proc/self/cmdline", "r") else { return "?" }
-        defer { fclose(file) }
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let count = fread(&buffer, 1, buffer.count, file)
-            if count <= 0 { break }
-            bytes += buffer[0..<count]
-            if bytes.count > 4096 { break }
-        }
-        while bytes.last == 0 { bytes.removeLast() }
-        return String(decoding: bytes.map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
     }
 }

@@ -65,7 +65,7 @@ import VtrnKernels
         #expect(succeeded.load(ordering: .relaxed) > 0)
         #expect(invalidated.load(ordering: .relaxed) > 0)
         // Everything the runtime held on its device is back: no block of it survives the close.
-        let other = try Runtime(options: .init(topology: "trn1:\(index + 1)"), environment: [:])
+        let other = try Runtime(options: .init(topology: "trn1:\(index + 1)"), environment: testEnvironment())
         defer { other.close() }
         #expect(try other.devices[index].memoryUsage.used == 0)
     }

@@ -11,6 +11,7 @@ import vtrn
 from vtrn import _library, errors
 from vtrn._library import (
     FUNCTIONS,
+    CoreHolderStruct,
     CoreInfoStruct,
     DeviceHandle,
     DeviceInfoStruct,
@@ -49,6 +50,7 @@ STRUCTS = {
     "vtrn_runtime_info_t": RuntimeInfoStruct,
     "vtrn_device_info_t": DeviceInfoStruct,
     "vtrn_core_info_t": CoreInfoStruct,
+    "vtrn_core_holder_t": CoreHolderStruct,
     "vtrn_host_buffer_options_t": HostBufferOptionsStruct,
     "vtrn_host_buffer_info_t": HostBufferInfoStruct,
     "vtrn_device_memory_info_t": DeviceMemoryInfoStruct,

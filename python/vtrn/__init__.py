@@ -57,7 +57,7 @@ from .memory import (
     MemoryUsage,
 )
 from .kernel import AccessPattern, ExecutionInfo, Fence, Kernel, Parameter, Program, dtype_name, numpy_dtype
-from .runtime import CoreInfo, Device, DeviceInfo, HandleCounts, Runtime, RuntimeInfo, handle_counts, version
+from .runtime import CoreHolder, CoreInfo, Device, DeviceInfo, HandleCounts, Runtime, RuntimeInfo, handle_counts, version
 
 __all__ = [
     "VTRN_VERSION_MAJOR", "VTRN_VERSION_MINOR", "VTRN_VERSION_PATCH", "WAIT_FOREVER", "LibraryError",
@@ -66,7 +66,7 @@ __all__ = [
     "OutOfHostMemoryError", "OutOfDeviceMemoryError", "BusyError", "DeviceTimeoutError", "QueueFullError",
     "UnsupportedError", "InvalidProgramError", "DmaFaultError", "HardwareError", "DeadlockError",
     "InternalError", "last_error", "status_string",
-    "Runtime", "RuntimeInfo", "Device", "DeviceInfo", "CoreInfo", "version", "HandleCounts", "handle_counts",
+    "Runtime", "RuntimeInfo", "Device", "DeviceInfo", "CoreInfo", "CoreHolder", "version", "HandleCounts", "handle_counts",
     "PLACEMENTS", "HostBuffer", "HostBufferInfo", "DeviceMemory", "DeviceMemoryInfo", "MemoryUsage",
     "DmaQueue", "DmaQueueInfo",
     "Program", "Parameter", "AccessPattern", "Kernel", "Fence", "ExecutionInfo", "dtype_name", "numpy_dtype",
