@@ -161,21 +161,34 @@ import Testing
     }
 }
 
-/// Runs a program in the package root (in `environment`, else this process's); its exit status and
-/// its stdout and stderr together.
+/// Runs a program in the package root (in `environment`, else this process's with a lock directory
+/// of its own); its exit status and its stdout and stderr together.
 func runProgram(_ executable: URL, _ arguments: [String],
                 environment: [String: String]? = nil) throws -> (status: Int32, output: String) {
     let process = Process()
     process.executableURL = executable
     process.arguments = arguments
     process.currentDirectoryURL = CHostTests.packageRoot
-    if let environment { process.environment = environment }
+    var ownLocks: String?
+    if let environment {
+        process.environment = environment
+    } else {
+        // Claims are the host's: programs these tests run at the same time (a C example and a
+        // Swift one both on core 0) would get VTRN_ERROR_BUSY from each other. Each runs with a
+        // lock directory of its own unless a test chose one.
+        var own = ProcessInfo.processInfo.environment
+        ownLocks = FileManager.default.temporaryDirectory
+            .appendingPathComponent("vtrn-program-locks-\(getpid())-\(UUID().uuidString)").path
+        own["VTRN_LOCK_DIR"] = ownLocks
+        process.environment = own
+    }
     let pipe = Pipe()
     process.standardOutput = pipe
     process.standardError = pipe
     try process.run()
     let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     process.waitUntilExit()
+    if let ownLocks { try? FileManager.default.removeItem(atPath: ownLocks) }
     return (process.terminationStatus, output)
 }
 
