@@ -29,10 +29,14 @@
  *   VTRN_VISIBLE_CORES    the cores this runtime may use: "0-3", "0,2,5"            (default: all)
  *   VTRN_LOG_LEVEL        error, warning, info, debug, trace                        (default warning)
  *   VTRN_EXEC_TIMEOUT_MS  executions running longer fail with VTRN_ERROR_TIMEOUT  (default 30000)
- *   VTRN_TRACE            write a trace of the run's kernel executions to this path when the runtime
- *                         is destroyed: Chrome/Perfetto JSON, a track per core and engine, each
- *                         instruction on the device's virtual timeline; "%p" becomes the process
- *                         id and "%r" the runtime's number                             (default off)
+ *   VTRN_TRACE            write a trace of the runtime to this path as it runs (Chrome/Perfetto JSON,
+ *                         valid at every moment, also when the process exits without destroying the
+ *                         runtime): per device and core each engine's instructions (opcode, operands,
+ *                         cycles) and semaphore waits on the device clock; per host thread its API
+ *                         calls and per DMA queue its submissions (bytes, direction, rate) on the wall
+ *                         clock, with arrows from an execute call to its execution. "%p" becomes the
+ *                         process id and "%r" the runtime's number. `vtrn trace summary|render`
+ *                         read it                                                      (default off)
  *   VTRN_MONITOR_PERIOD_MS while the process has a runtime, publish its counters for `vtrn top` and
  *                         `vtrn monitor` every this many ms in /dev/shm/vtrn-<pid>; 0: none (default 500)
  *   VTRN_LOCK_DIR         the directory of the cores' lock files, shared by the processes whose

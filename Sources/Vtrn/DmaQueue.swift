@@ -10,6 +10,15 @@ public enum MemoryReference: Sendable {
 
 /// A copy of `bytes` bytes from `source` to `destination`.
 public struct DmaTransfer: Sendable {
+    /// "host to device", "device to host", "device to device" or "host to host", for traces.
+    static func direction(from source: MemoryReference, to destination: MemoryReference) -> String {
+        func side(_ reference: MemoryReference) -> String {
+            if case .host = reference { return "host" }
+            return "device"
+        }
+        return "\(side(source)) to \(side(destination))"
+    }
+
     public var destination: MemoryReference
     public var source: MemoryReference
     public var bytes: UInt64
@@ -50,12 +59,40 @@ public final class DmaQueue: Sendable, RuntimeResource {
         self.ring = ring
     }
 
+    /// With VTRN_TRACE: what was enqueued since the last submit, and the submissions whose
+    /// completion the driver has not seen yet.
+    private struct TraceState {
+        var bytes: UInt64 = 0
+        var transfers = 0
+        var directions: Set<String> = []
+        var inFlight: [(sequence: UInt64, submitted: UInt64, bytes: UInt64, transfers: Int, direction: String)] = []
+    }
+    private let traceState = Mutex(TraceState())
+
     /// Checks and writes the descriptors of `count` transfers; `transfer(i)` gives the i-th.
     /// All or nothing: an error leaves the ring as it was.
     public func enqueue(count: Int, _ transfer: (Int) throws(VtrnError) -> DmaTransfer) throws(VtrnError) {
         try device.state.submitting { () throws(VtrnError) in
             try checkOpen()
-            try ring.enqueue(count: count, device: device, transfer)
+            guard let tracer = device.runtime.tracer else {
+                try ring.enqueue(count: count, device: device, transfer)
+                return
+            }
+            let began = vtrnsys_monotonic_ns()
+            var bytes: UInt64 = 0
+            var directions: Set<String> = []
+            try ring.enqueue(count: count, device: device) { (index: Int) throws(VtrnError) -> DmaTransfer in
+                let value = try transfer(index)
+                bytes += value.bytes
+                directions.insert(DmaTransfer.direction(from: value.source, to: value.destination))
+                return value
+            }
+            traceState.withLock { state in
+                state.bytes += bytes
+                state.transfers += count
+                state.directions.formUnion(directions)
+            }
+            tracer.call("dma enqueue", since: began, arguments: #""transfers":\#(count),"bytes":\#(bytes)"#)
         }
     }
 
@@ -68,14 +105,44 @@ public final class DmaQueue: Sendable, RuntimeResource {
     public func submit() throws(VtrnError) -> UInt64 {
         try device.state.submitting { () throws(VtrnError) in
             try checkOpen()
-            return try ring.submit()
+            guard let tracer = device.runtime.tracer else { return try ring.submit() }
+            let began = vtrnsys_monotonic_ns()
+            let sequence = try ring.submit()
+            traceState.withLock { state in
+                guard state.transfers > 0 else { return }
+                let direction = state.directions.count == 1 ? state.directions.first! : "mixed"
+                state.inFlight.append((sequence, began, state.bytes, state.transfers, direction))
+                state.bytes = 0
+                state.transfers = 0
+                state.directions = []
+            }
+            tracer.call("dma submit", since: began, arguments: #""sequence":\#(sequence)"#)
+            return sequence
         }
     }
 
     /// Waits for `sequence`: 0 polls (`.notReady`), `.max` waits forever, else `.timeout`.
     public func wait(for sequence: UInt64, timeoutNanoseconds: UInt64 = .max) throws(VtrnError) {
         try checkOpen()
+        guard let tracer = device.runtime.tracer else {
+            try ring.wait(for: sequence, timeoutNanoseconds: timeoutNanoseconds, label: label)
+            return
+        }
+        let began = vtrnsys_monotonic_ns()
+        defer { tracer.call("dma wait", since: began, arguments: #""sequence":\#(sequence)"#) }
         try ring.wait(for: sequence, timeoutNanoseconds: timeoutNanoseconds, label: label)
+        // The submissions now seen complete, each as a span from its doorbell to now.
+        let now = vtrnsys_monotonic_ns(), completed = ring.hardware.completedSequence
+        let done = traceState.withLock { state in
+            let done = state.inFlight.filter { $0.sequence <= completed }
+            state.inFlight.removeAll { $0.sequence <= completed }
+            return done
+        }
+        for submission in done {
+            tracer.transfer(device: device.index, core: core, engine: engine, queue: queue, sequence: submission.sequence,
+                            bytes: submission.bytes, transfers: submission.transfers, direction: submission.direction,
+                            submitted: submission.submitted, completed: now)
+        }
     }
 
     public var completedSequence: UInt64 { ring.hardware.completedSequence }
@@ -154,7 +221,16 @@ extension Device {
     /// Copies `bytes` from `source` to `destination` and returns when done, over a queue of the
     /// device's host DMA engines (claims no core). Transfers of any size.
     public func copy(to destination: MemoryReference, from source: MemoryReference, bytes: UInt64) throws(VtrnError) {
+        guard let tracer = runtime.tracer else {
+            try state.submitting { () throws(VtrnError) in try copyOpen(to: destination, from: source, bytes: bytes) }
+            return
+        }
+        let began = vtrnsys_monotonic_ns()
         try state.submitting { () throws(VtrnError) in try copyOpen(to: destination, from: source, bytes: bytes) }
+        let direction = DmaTransfer.direction(from: source, to: destination)
+        tracer.call("memcpy", since: began, arguments: #""bytes":\#(bytes),"direction":"\#(direction)""#)
+        tracer.transfer(device: index, core: -1, engine: 0, queue: 0, sequence: 0, bytes: bytes, transfers: 1,
+                        direction: direction, submitted: began, completed: vtrnsys_monotonic_ns())
     }
 
     private func copyOpen(to destination: MemoryReference, from source: MemoryReference, bytes: UInt64) throws(VtrnError) {

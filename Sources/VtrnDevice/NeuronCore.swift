@@ -53,12 +53,22 @@ public struct ExecutionOutcome: Sendable {
     public var trace: [TraceEvent] = []
 }
 
-/// One instruction on its engine's virtual timeline (nanoseconds from the execution's start).
+/// One instruction on its engine's virtual timeline (nanoseconds from the execution's start), or,
+/// with `waitedFor`, the time its engine sat idle before it because its semaphore wait was not met.
 public struct TraceEvent: Sendable {
     public let engine: Engine
     public let instruction: Int
     public let start: Double
     public let duration: Double
+    public let waitedFor: (semaphore: Int, value: UInt32)?
+
+    public init(engine: Engine, instruction: Int, start: Double, duration: Double, waitedFor: (semaphore: Int, value: UInt32)? = nil) {
+        self.engine = engine
+        self.instruction = instruction
+        self.start = start
+        self.duration = duration
+        self.waitedFor = waitedFor
+    }
 }
 
 /// The compute state of one NeuronCore: SBUF, PSUM, semaphores, and the engines that execute a
@@ -150,9 +160,14 @@ public final class CoreExecutor: @unchecked Sendable {
                 break
             }
             let duration = cost(of: instruction)
+            let engineFree = time[chosen]
             time[chosen] = chosenStart + duration
             outcome.busyNanoseconds[chosen] += duration
             if trace {
+                if chosenStart > engineFree, let (semaphore, value) = Self.wait(of: instruction) {
+                    outcome.trace.append(TraceEvent(engine: instruction.engine, instruction: index, start: engineFree,
+                                                    duration: chosenStart - engineFree, waitedFor: (semaphore, value)))
+                }
                 outcome.trace.append(TraceEvent(engine: instruction.engine, instruction: index, start: chosenStart, duration: duration))
             }
             outcome.instructions[chosen] += 1
