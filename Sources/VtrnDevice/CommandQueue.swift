@@ -11,8 +11,10 @@ public final class CoreExecution: @unchecked Sendable {
     public let bindings: [ParameterBinding]
     /// Nanoseconds the execution may run, or nil.
     public let timeout: UInt64?
-    /// Called on the core's thread once the execution has finished (releases what it held).
-    private let completion: (@Sendable (CoreExecution) -> Void)?
+    /// Called on the core's thread once the execution has finished (releases what it held), then
+    /// dropped: the command queue keeps finished executions for a while, and what the closure
+    /// holds (the runtime, through its device) must not live on with them.
+    private var completion: (@Sendable (CoreExecution) -> Void)?
     /// Whether to record each instruction's place on the timeline (VTRN_TRACE).
     public let traced: Bool
 
@@ -47,6 +49,7 @@ public final class CoreExecution: @unchecked Sendable {
         outcome = executor.run(program, bindings: bindings, deadline: timeout.map { startedAt &+ $0 }, trace: traced)
         finishedAt = vtrnsys_monotonic_ns()
         completion?(self)
+        completion = nil
         state.store(2, ordering: .sequentiallyConsistent)
         if waiters.load(ordering: .sequentiallyConsistent) > 0 {
             _ = vtrnsys_add_u32(completionWord, 1)
