@@ -56,12 +56,14 @@ public struct RuntimeConfiguration: Sendable, Equatable {
     public let execTimeoutMilliseconds: UInt64?
     /// Where to write a trace, or nil.
     public let tracePath: String?
+    /// Faults to inject into the devices when the runtime is created (VTRN_FAULTS).
+    public let faults: [DeviceFault]
 
     public var coreCount: Int { topology.devices.reduce(0) { $0 + $1.architecture.preset.coresPerDevice } }
 
     /// The environment variables vtrn reads.
     public static let variableNames = ["VTRN_TOPOLOGY", "VTRN_VISIBLE_CORES", "VTRN_LOG_LEVEL",
-                                       "VTRN_EXEC_TIMEOUT_MS", "VTRN_TRACE"]
+                                       "VTRN_EXEC_TIMEOUT_MS", "VTRN_TRACE", "VTRN_FAULTS"]
 
     /// This process's values of `variableNames`.
     /// An empty variable counts as unset, as shells make it easy to leave one empty.
@@ -118,7 +120,11 @@ public struct RuntimeConfiguration: Sendable, Equatable {
             trace = path
         }
 
+        let faults = try environment["VTRN_FAULTS"].map { (text: String) throws(VtrnError) in
+            try DeviceFault.parse(text, topology: topology)
+        } ?? []
+
         return RuntimeConfiguration(topology: topology, deviceNodes: nodes, visibleCores: visible,
-                                    logLevel: level, execTimeoutMilliseconds: timeout, tracePath: trace)
+                                    logLevel: level, execTimeoutMilliseconds: timeout, tracePath: trace, faults: faults)
     }
 }
