@@ -15,7 +15,8 @@ PYTHON_FOLDER = os.path.join(REPOSITORY, "python")
 HEADER = os.path.join(REPOSITORY, "include", "vtrn.h")
 
 # Configuration variables the library reads; VTRN_LIBRARY is the package's own.
-CONFIGURATION_VARIABLES = ("VTRN_TOPOLOGY", "VTRN_VISIBLE_CORES", "VTRN_LOG_LEVEL", "VTRN_EXEC_TIMEOUT_MS", "VTRN_TRACE")
+CONFIGURATION_VARIABLES = ("VTRN_TOPOLOGY", "VTRN_VISIBLE_CORES", "VTRN_LOG_LEVEL", "VTRN_EXEC_TIMEOUT_MS", "VTRN_TRACE",
+                           "VTRN_FAULTS")
 
 
 def _node_list(text):

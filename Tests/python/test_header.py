@@ -21,6 +21,8 @@ from vtrn._library import (
     DmaQueueOptionsStruct,
     DmaTransferStruct,
     DmaCopyOptionsStruct,
+    DeviceErrorCountersStruct,
+    FaultStruct,
     AccessStruct,
     BindingStruct,
     ExecutionInfoStruct,
@@ -62,6 +64,8 @@ STRUCTS = {
     "vtrn_binding_t": BindingStruct,
     "vtrn_execution_info_t": ExecutionInfoStruct,
     "vtrn_dma_copy_options_t": DmaCopyOptionsStruct,
+    "vtrn_fault_t": FaultStruct,
+    "vtrn_device_error_counters_t": DeviceErrorCountersStruct,
 }
 # Structs that begin with struct_size and have an _INIT macro.
 VERSIONED = [typedef for typedef, fields in HEADER.structs.items() if fields[0][1] == "struct_size"]
@@ -89,6 +93,7 @@ SCALARS = {
     "vtrn_semaphore_op_t": ctypes.c_uint32,
     "vtrn_dma_indirect_t": ctypes.c_uint32,
     "vtrn_dma_oob_mode_t": ctypes.c_uint32,
+    "vtrn_fault_kind_t": ctypes.c_uint32,
     "vtrn_runtime_t": RuntimeHandle,
     "vtrn_device_t": DeviceHandle,
     "vtrn_host_buffer_t": HostBufferHandle,
@@ -250,6 +255,9 @@ def test_memory_refs_mirror_the_inline_helpers():
     ("vtrn_scalar_kind", "VTRN_SCALAR_", _library.SCALAR_KINDS),
     ("vtrn_dma_indirect", "VTRN_DMA_INDIRECT_", _library.DMA_INDIRECT),
     ("vtrn_dma_oob_mode", "VTRN_DMA_OOB_", _library.DMA_OOB_MODES),
+    ("vtrn_fault_kind", "VTRN_FAULT_", _library.FAULT_KINDS),
+    ("vtrn_fault_flags", "VTRN_FAULT_", _library.FAULT_FLAGS),
+    ("vtrn_device_reset_flags", "VTRN_DEVICE_RESET_", _library.DEVICE_RESET_FLAGS),
 ])
 def test_instruction_set_enums_match_header(enum, prefix, table):
     members = HEADER.enums[enum]
@@ -291,3 +299,11 @@ def test_dma_limits_match_header():
     assert _library.DMA_MAX_DESCRIPTOR_BYTES == eval(HEADER.macros["VTRN_DMA_MAX_DESCRIPTOR_BYTES"].rstrip("u"))
     assert _library.DMA_MIN_RING_ENTRIES == eval(HEADER.macros["VTRN_DMA_MIN_RING_ENTRIES"].rstrip("u"))
     assert _library.DMA_MAX_RING_ENTRIES == eval(HEADER.macros["VTRN_DMA_MAX_RING_ENTRIES"].replace("u", ""))
+
+
+def test_fault_constants_and_sizes_match_header():
+    assert _library.FAULT_ANY == eval(HEADER.macros["VTRN_FAULT_ANY"]) == -1
+    assert _library.FAULT_HOST == eval(HEADER.macros["VTRN_FAULT_HOST"]) == -2
+    # First versions, as Tests/c/abi_layout.h pins them.
+    assert ctypes.sizeof(FaultStruct) == 56 and FaultStruct.after.offset == 32
+    assert ctypes.sizeof(DeviceErrorCountersStruct) == 72 and DeviceErrorCountersStruct.dma_aborts.offset == 16
