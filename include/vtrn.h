@@ -1156,8 +1156,9 @@ vtrn_status_t vtrn_device_inject_fault(vtrn_device_t device, const vtrn_fault_t 
  *  - work in flight fails with VTRN_ERROR_RESET: the DMA sequences submitted and not completed
  *    (their waits return it, now or later) and the executions queued or running (a running one
  *    stops before its next instruction; a hung one at once);
- *  - DMA queues return empty (transfers enqueued but not submitted are dropped too) and stay
- *    open; cores return clean (SBUF and PSUM read as NaN again, as after power-on);
+ *  - DMA queues return clean and stay open (transfers enqueued but not yet submitted stay, for
+ *    the next vtrn_dma_queue_submit: they were not in flight); cores return clean (SBUF and PSUM
+ *    read as NaN again, as after power-on);
  *  - every injected fault is disarmed, sticky or not, and a lost device comes back;
  *  - device memory allocations, their contents, loaded kernels, host buffers and every handle are
  *    kept (a real reset releases what the process held, but a test of recovery wants to retry

@@ -510,10 +510,10 @@ extension DmaQueue {
         }
 
         /// After the hardware queue stopped, what a driver does (udma_q_reset): the sequences in
-        /// flight fail with the stop's error, and the queue restarts empty. A DMA abort, an HBM
-        /// error or a hang skips the rest of the submitted work and keeps what is enqueued but not
-        /// yet submitted; a reset or a loss drops that too. A hang is left alone until it has
-        /// lasted `recovery.hangTimeout` (or a reset ends it).
+        /// flight fail with the stop's error, and the queue restarts past them. What is enqueued
+        /// but not yet submitted stays, for the next submit: dropping it would let that submit
+        /// return the previous sequence, which a caller would take for its batch's. A hang is left
+        /// alone until it has lasted `recovery.hangTimeout` (or a reset ends it).
         private func recover(_ producer: inout Producer, _ recovery: Recovery) {
             guard let stop = hardware.stop else { return }
             if case .hung = stop.reason {
@@ -543,17 +543,15 @@ extension DmaQueue {
                 (status, text) = (.deviceLost, "device \(recovery.device) was lost (\(why)) while the work was in flight on "
                                   + "\(recovery.label)")
             }
-            let dropsUnsubmitted = stop.reason == .reset || { if case .deviceLost = stop.reason { true } else { false } }()
             if completed < producer.sequence {
                 let first = completed + 1, last = producer.sequence
                 let sequences = first == last ? "sequence \(first) failed" : "sequences \(first)-\(last) failed"
                 let head = hardware.head, published = producer.published
                 let skipped = published == head + 1 ? " (descriptor \(head) did not complete)"
                     : published > head ? " (descriptors \(head)-\(published - 1) did not complete)" : ""
-                let next = dropsUnsubmitted ? "the queue is empty and usable again" : "the queue goes on with later submissions"
+                let next = stop.reason == .reset ? "the queue is clean and usable again" : "the queue goes on with later submissions"
                 producer.record(first: first, last: last, VtrnError(status, "\(text); \(sequences)\(skipped); \(next)"))
             }
-            if dropsUnsubmitted { producer.published = producer.tail }
             hardware.restart(at: producer.published, sequence: producer.sequence)
             reclaim(&producer)
         }

@@ -216,7 +216,7 @@ extension Device {
 
     /// Resets the device, as a driver's reset does, for every runtime that has it: work in flight
     /// fails with `.reset`, faults are disarmed, a lost device comes back, DMA queues and cores
-    /// return to a clean state (a queue's enqueued, unsubmitted transfers are dropped too; SBUF and
+    /// return to a clean state (a queue keeps only what was enqueued and not yet submitted; SBUF and
     /// PSUM read as NaN again). Device memory, its contents and every handle stay. Returns once
     /// no work from before the reset is left.
     public func reset(clearingCounters: Bool = false) throws(VtrnError) {

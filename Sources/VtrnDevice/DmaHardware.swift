@@ -138,15 +138,17 @@ public final class DmaQueueHardware: @unchecked Sendable {
     /// reset replaces a hang (it ends the hang). True if this call stopped it or changed why.
     @discardableResult
     func stop(at position: UInt64, _ reason: Stop.Reason) -> Bool {
+        // The register changes with the record, under its lock, so that a restart racing a stop
+        // leaves the two agreeing.
         let changed = stopRecord.withLock { record in
             if let existing = record {
                 guard case .hung = existing.reason, reason == .reset else { return false }
             }
             record = Stop(position: position, reason: reason, time: vtrnsys_monotonic_ns())
+            stoppedRegister.store(true, ordering: .sequentiallyConsistent)
             return true
         }
         guard changed else { return false }
-        stoppedRegister.store(true, ordering: .sequentiallyConsistent)
         wakeWaiters()
         return true
     }
@@ -162,8 +164,10 @@ public final class DmaQueueHardware: @unchecked Sendable {
         doorbellTail.store(position, ordering: .sequentiallyConsistent)
         doorbellSequence.store(sequence, ordering: .sequentiallyConsistent)
         completedRegister.store(sequence, ordering: .sequentiallyConsistent)
-        stopRecord.withLock { $0 = nil }
-        stoppedRegister.store(false, ordering: .sequentiallyConsistent)
+        stopRecord.withLock { record in
+            record = nil
+            stoppedRegister.store(false, ordering: .sequentiallyConsistent)
+        }
     }
 
     public enum WaitResult: Sendable { case completed, timedOut, stopped }

@@ -124,7 +124,7 @@ extension VirtualDevice {
     }
 
     /// Resets the device: faults are disarmed and a loss is cleared; every DMA queue stops (its
-    /// driver fails the sequences in flight and restarts it on next use); executions queued or
+    /// driver fails the sequences in flight and restarts it on its next use); executions queued or
     /// running fail at their next instruction (a hung one at once), and SBUF and PSUM read as NaN
     /// again. Returns once no engine touches a stopped queue and no execution from before the
     /// reset is left. HBM and its allocations are untouched.

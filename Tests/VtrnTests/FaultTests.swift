@@ -1,5 +1,6 @@
 import CVtrnSystem
 import Foundation
+import Synchronization
 import Testing
 import VtrnDevice
 @testable import Vtrn
@@ -275,6 +276,54 @@ import Glibc
         #expect(!counters.isLost && counters.counters.deviceLosses == 1 && counters.counters.resets == 1)
         try lost.reset(clearingCounters: true)
         #expect(try lost.errorCounters.counters == ErrorCounters.Snapshot())
+    }
+
+    @Test func resetsDuringTrafficCompleteOrFailEverySequenceExactly() throws {
+        let (runtime, device) = try isolatedDevice()
+        defer { runtime.close() }
+        let bytes = 1 << 20
+        let source = try runtime.makeHostBuffer(bytes: bytes)
+        for index in 0..<bytes { source.data.storeBytes(of: UInt8(truncatingIfNeeded: index &* 7), toByteOffset: index, as: UInt8.self) }
+        let workers = 3, rounds = 100
+        let outcomes = Mutex<[Status: Int]>([:])
+        let finished = Atomic<Int>(0)
+        DispatchQueue.concurrentPerform(iterations: workers + 1) { worker in
+            if worker == workers {
+                // Resets, and now and then an abort, while the others copy.
+                var count = 0
+                while finished.load(ordering: .relaxed) < workers {
+                    usleep(300)
+                    if count % 4 == 0 {
+                        _ = try? device.injectFault(Fault(.dmaAbort(.init(core: .core(0))), after: 7))
+                    } else {
+                        _ = try? device.reset()
+                    }
+                    count += 1
+                }
+                return
+            }
+            defer { finished.add(1, ordering: .relaxed) }
+            do {
+                let queue = try device.openQueue(core: 0, engine: worker, queue: 0, ringEntries: 64)
+                let sink = try runtime.makeHostBuffer(bytes: bytes)
+                for _ in 0..<rounds {
+                    memset(sink.data, 0, bytes)
+                    try queue.enqueue([DmaTransfer(destination: .host(sink, offset: 0), source: .host(source, offset: 0), bytes: UInt64(bytes))])
+                    let sequence = try queue.submit()
+                    var status = Status.success
+                    if let error = failure({ try queue.wait(for: sequence, timeoutNanoseconds: 10_000_000_000) }) { status = error.status }
+                    if status == .success { #expect(memcmp(sink.data, source.data, bytes) == 0) }
+                    outcomes.withLock { $0[status, default: 0] += 1 }
+                }
+                queue.close()
+            } catch {
+                Issue.record("worker \(worker): \(error)")
+            }
+        }
+        let seen = outcomes.withLock { $0 }
+        #expect(seen.values.reduce(0, +) == workers * rounds)
+        #expect(Set(seen.keys).isSubset(of: [.success, .reset, .dmaFault]), "\(seen)")
+        #expect(seen[.success, default: 0] > 0)
     }
 
     @Test func aResetFailsWorkInFlightAndKeepsMemory() throws {

@@ -609,7 +609,7 @@ static void test_dma_hang(void) {
     fault = fault_of(VTRN_FAULT_DMA_HANG, VTRN_FAULT_STICKY, VTRN_FAULT_ANY, VTRN_FAULT_ANY, VTRN_FAULT_ANY, 0);
     EXPECT_OK(vtrn_device_inject_fault(device, &fault));
     sequence = submit_one(stuck, transfer(vtrn_host_ref(output, 0), vtrn_host_ref(input, 0), bytes));
-    /* Enqueued, not submitted: the reset drops it too. */
+    /* Enqueued, not submitted: not in flight, so it stays for the next submit. */
     vtrn_dma_transfer_t pending = transfer(vtrn_host_ref(output, 0), vtrn_host_ref(input, 0), bytes);
     EXPECT_OK(vtrn_dma_queue_enqueue(stuck, &pending, 1));
     struct reset_later later = { device, 2, VTRN_ERROR_INTERNAL };
@@ -617,15 +617,16 @@ static void test_dma_hang(void) {
     pthread_create(&thread, NULL, reset_after_hang, &later);
     EXPECT_ERROR(vtrn_dma_queue_wait(stuck, sequence, UINT64_MAX), VTRN_ERROR_RESET,
                  "device 0 was reset (vtrn_device_reset) while the work was in flight on queue 0 of DMA engine 2 of core 0 of "
-                 "device 0; sequence 3 failed", "the queue is empty and usable again");
+                 "device 0; sequence 3 failed (descriptors 4-5 did not complete); the queue is clean and usable again");
     pthread_join(thread, NULL);
     EXPECT_EQ_U64(later.status, VTRN_SUCCESS);
     vtrn_dma_queue_info_t info = VTRN_DMA_QUEUE_INFO_INIT;
     EXPECT_OK(vtrn_dma_queue_get_info(stuck, &info));
-    EXPECT_EQ_U64(info.free_entries, info.ring_entries);
+    EXPECT_EQ_U64(info.free_entries, info.ring_entries - 2); /* the pending transfer's 2 descriptors */
+    EXPECT_EQ_U64(info.completed_sequence, 3);
     memset(sink, 0, bytes);
     sequence = submit_one(stuck, transfer(vtrn_host_ref(output, 0), vtrn_host_ref(input, 0), bytes));
-    EXPECT_EQ_U64(sequence, 4);
+    EXPECT_EQ_U64(sequence, 4); /* the pending transfer and this one */
     EXPECT_OK(vtrn_dma_queue_wait(stuck, sequence, UINT64_MAX));
     EXPECT(memcmp(sink, source, bytes) == 0);
 

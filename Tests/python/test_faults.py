@@ -248,7 +248,7 @@ def test_a_dma_hang_ends_even_a_wait_forever_at_the_execution_timeout(runtime, d
         thread.join()
         assert message == ("vtrn_dma_queue_wait: device 0 was reset (vtrn_device_reset) while the work was in flight on queue 9 "
                            "of DMA engine 2 of core 0 of device 0; sequence 3 failed (descriptors 4-5 did not complete); the queue "
-                           "is empty and usable again")
+                           "is clean and usable again")
         queue.enqueue([(sink, source, 128 * KIB)])
         assert queue.wait(queue.submit())
 
