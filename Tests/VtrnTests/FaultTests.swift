@@ -143,6 +143,27 @@ import Glibc
         #expect(try second.errorCounters.loss == "lost by injected fault 1 (device-loss)")
     }
 
+    @Test func hangsAndHbmErrorsFromTheVariable() throws {
+        let (runtime, device, other) = try isolatedDevices(environment: ["VTRN_EXEC_TIMEOUT_MS": "200"],
+                                                           faults: "engine-hang:device={0}:engine=pe,dma-hang:device={1}:core=host")
+        defer { runtime.close() }
+        let program = runtime.makeProgram()
+        try program.append(Instruction(engine: .pe, operation: .transpose(
+            destination: AccessPattern(space: .psum, dtype: .fp32, partitions: 4, sizes: [4]),
+            source: AccessPattern(space: .sbuf, dtype: .fp32, partitions: 4, sizes: [4]))))
+        let error = failure { try device.load(program, core: 1).execute([]).wait() }
+        #expect(error?.status == .timeout)
+        #expect(error?.message.hasPrefix("instruction 0 (TRANSPOSE on PE) never finished: PE of core 1 of device \(device.index) hung "
+                                         + "(injected fault 1 (engine-hang:engine=pe))") == true, "\(error as Any)")
+        // The other device's host DMA engines hang: vtrn_memcpy's wait ends at the timeout.
+        let buffer = try runtime.makeHostBuffer(bytes: 4096)
+        let memory = try other.allocate(4096)
+        let copyError = failure { try other.copy(to: .device(memory, offset: 0), from: .host(buffer, offset: 0), bytes: 4096) }
+        #expect(copyError?.status == .timeout)
+        #expect(copyError?.message.contains("(vtrn_memcpy) hung at descriptor") == true, "\(copyError as Any)")
+        #expect(copyError?.message.contains("injected fault 1 (dma-hang:core=host)") == true, "\(copyError as Any)")
+    }
+
     // MARK: Each fault, through the API
 
     @Test func aDmaAbortFailsItsSequenceAndTheQueueGoesOn() throws {

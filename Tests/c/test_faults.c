@@ -801,6 +801,25 @@ static void test_environment(void) {
     EXPECT_ERROR(vtrn_device_memory_alloc(lost, 64, 0, &memory), VTRN_ERROR_DEVICE_LOST,
                  "device 1 is lost (lost by injected fault 2 (device-loss))");
     EXPECT_OK(vtrn_runtime_destroy(runtime));
+
+    /* The other kinds from VTRN_FAULTS: an HBM error at the first block a fresh device hands out,
+     * and a DMA hang ended by the execution timeout. */
+    runtime = create_runtime("trn1", "hbm-ue:address=0x0:bytes=64:sticky,dma-hang:core=1:engine=9:queue=9");
+    if (runtime == NULL) return;
+    device = get_device(runtime, 0);
+    EXPECT_EQ_U64(counters_of(device).armed_faults, 2);
+    memory = allocate(device, 4096);
+    EXPECT_EQ_U64(address_of(memory), 0);
+    buffer = filled_buffer(runtime, 4096, 1, &data);
+    EXPECT_OK(vtrn_memcpy(device, vtrn_device_ref(memory, 0), vtrn_host_ref(buffer, 0), 4096));
+    EXPECT_ERROR(vtrn_memcpy(device, vtrn_host_ref(buffer, 0), vtrn_device_ref(memory, 0), 4096), VTRN_ERROR_HARDWARE,
+                 "read HBM bytes [0x0, 0x1000)", "injected fault 1 (hbm-ue:address=0x0:bytes=64:sticky)");
+    queue = open_queue(device, 1, 9, 9);
+    sequence = submit_one(queue, transfer(vtrn_host_ref(buffer, 0), vtrn_host_ref(buffer, 2048), 2048));
+    EXPECT_ERROR(vtrn_dma_queue_wait(queue, sequence, UINT64_MAX), VTRN_ERROR_TIMEOUT,
+                 "queue 9 of DMA engine 9 of core 1 of device 0 hung at descriptor 0",
+                 "injected fault 2 (dma-hang:core=1:engine=9:queue=9)");
+    EXPECT_OK(vtrn_runtime_destroy(runtime));
 }
 
 int main(void) {

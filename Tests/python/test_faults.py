@@ -300,6 +300,29 @@ def test_vtrn_faults_arms_faults_at_runtime_creation(monkeypatch):
         lost.reset(clear_counters=True)
 
 
+def test_vtrn_faults_hangs_and_hbm_errors(monkeypatch):
+    monkeypatch.setenv("VTRN_EXEC_TIMEOUT_MS", str(TIMEOUT_MS))
+    monkeypatch.setenv("VTRN_FAULTS", "hbm-ue:address=0:bytes=4:sticky,engine-hang:core=1:engine=act")
+    with open_runtime(topology="trn1") as runtime:
+        device = runtime.device(0)
+        try:
+            x = device.to_device(values())  # a fresh device hands out address 0 first
+            assert x.info.address == 0
+            assert "injected fault 1 (hbm-ue:address=0x0:bytes=4:sticky)" in failure(
+                vtrn.HardwareError, lambda: device.from_device(x))
+            program = runtime.program()
+            a = program.parameter("a", SHAPE)
+            tile = program.sbuf(SHAPE)
+            program.tensor_copy(tile, tile, engine="act")
+            program.dma_copy(a, tile, wait=None)
+            with program, device.load(program, core=1) as kernel, kernel.execute(a=device.allocate(x.bytes)) as fence:
+                message = failure(vtrn.DeviceTimeoutError, fence.wait)
+            assert message.startswith("vtrn_fence_wait: instruction 0 (TENSOR_COPY on ACT) never finished: ACT of core 1 of "
+                                      "device 0 hung (injected fault 2 (engine-hang:core=1:engine=act))")
+        finally:
+            device.reset(clear_counters=True)
+
+
 @pytest.mark.parametrize("text, problem", [
     ("hang", "fault 1 (\"hang\") has kind \"hang\", which is not dma-abort, dma-hang, hbm-ue, engine-hang or device-loss"),
     ("device-loss,,", "fault 2 is empty"),
