@@ -852,7 +852,7 @@ vtrn_status_t vtrn_host_buffer_destroy(vtrn_host_buffer_t buffer);
  *  The allocator is best fit over the address space, coalescing freed neighbours.
  *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT for 0 bytes, a
  *  bad alignment or a NULL out; VTRN_ERROR_OUT_OF_DEVICE_MEMORY with a report: bytes requested,
- *  free in total, largest free block, and use by category. */
+ *  free in total, largest free block, and use by category; VTRN_ERROR_DEVICE_LOST. */
 vtrn_status_t vtrn_device_memory_alloc(vtrn_device_t device, uint64_t bytes, uint64_t alignment,
                                        vtrn_device_memory_t *out);
 
@@ -885,7 +885,7 @@ vtrn_status_t vtrn_device_get_memory_usage(vtrn_device_t device, vtrn_memory_usa
  *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT for a core,
  *  engine, queue or ring size out of range, a core VTRN_VISIBLE_CORES hides, a NULL out or a bad
  *  struct_size; VTRN_ERROR_BUSY when the queue is open already, or the core is claimed by another
- *  runtime (the message says which). */
+ *  runtime (the message says which); VTRN_ERROR_DEVICE_LOST. */
 vtrn_status_t vtrn_dma_queue_create(vtrn_device_t device, const vtrn_dma_queue_options_t *options, vtrn_dma_queue_t *out);
 
 /** Writes the descriptors of `count` transfers into the ring, after checking all of them: a
@@ -898,13 +898,13 @@ vtrn_status_t vtrn_dma_queue_create(vtrn_device_t device, const vtrn_dma_queue_o
  *  memory of another device than the queue's, or host buffers or device memory of another runtime
  *  (as another process's memory is not mapped for this one's DMA);
  *  VTRN_ERROR_OUT_OF_BOUNDS; VTRN_ERROR_QUEUE_FULL when the ring has too few free descriptors (the
- *  message says how many are needed and free; nothing is enqueued). */
+ *  message says how many are needed and free; nothing is enqueued); VTRN_ERROR_DEVICE_LOST. */
 vtrn_status_t vtrn_dma_queue_enqueue(vtrn_dma_queue_t queue, const vtrn_dma_transfer_t *transfers, uint32_t count);
 
 /** Rings the doorbell: everything enqueued so far goes to the engine. [out][optional] sequence:
  *  completes when all of it has (sequences start at 1 and grow by 1 per submit; a submit with
  *  nothing new enqueued returns the previous sequence).
- *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE. */
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_DEVICE_LOST. */
 vtrn_status_t vtrn_dma_queue_submit(vtrn_dma_queue_t queue, uint64_t *sequence);
 
 /** Waits until `sequence` has completed: timeout_ns 0 polls, UINT64_MAX waits forever.
@@ -1084,7 +1084,7 @@ vtrn_status_t vtrn_program_sem_wait(vtrn_program_t program, vtrn_engine_flags_t 
  *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_PROGRAM naming the
  *  instruction index, its opcode, the operand and the rule it breaks (the first such);
  *  VTRN_ERROR_INVALID_ARGUMENT for a bad core (hidden, out of range) or NULL out;
- *  VTRN_ERROR_BUSY when another runtime holds the core. */
+ *  VTRN_ERROR_BUSY when another runtime holds the core; VTRN_ERROR_DEVICE_LOST. */
 vtrn_status_t vtrn_kernel_load(vtrn_device_t device, uint32_t core, vtrn_program_t program, vtrn_kernel_t *out);
 
 /** Unloads a kernel after its queued executions finish. NULL is a no-op. */
@@ -1100,7 +1100,8 @@ vtrn_status_t vtrn_kernel_unload(vtrn_kernel_t kernel);
  *  An execution running longer than VTRN_EXEC_TIMEOUT_MS fails with VTRN_ERROR_TIMEOUT.
  *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_NOT_FOUND (a binding names no
  *  parameter); VTRN_ERROR_INVALID_ARGUMENT (a parameter unbound or bound twice, memory of
- *  another device or runtime, NULL out); VTRN_ERROR_OUT_OF_BOUNDS; VTRN_ERROR_QUEUE_FULL. */
+ *  another device or runtime, NULL out); VTRN_ERROR_OUT_OF_BOUNDS; VTRN_ERROR_QUEUE_FULL;
+ *  VTRN_ERROR_DEVICE_LOST. */
 vtrn_status_t vtrn_kernel_execute(vtrn_kernel_t kernel, const vtrn_binding_t *bindings, uint32_t count,
                                   vtrn_fence_t *out);
 
@@ -1147,6 +1148,7 @@ vtrn_status_t vtrn_fence_destroy(vtrn_fence_t fence);
 /** Arms a fault on the device (see vtrn_fault_t and vtrn_fault_kind_t); a device loss takes
  *  effect at once. Faults are numbered per device from 1, in the order injected, and messages
  *  name them by number and by their VTRN_FAULTS spelling.
+ *  May be called while other threads use the device: their work meets the fault from then on.
  *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT for a NULL fault,
  *  a bad struct_size, kind, flag bits or reserved field, or a core, engine, queue or HBM range the
  *  device does not have (the message says which and what exists); VTRN_ERROR_DEVICE_LOST. */
@@ -1164,7 +1166,9 @@ vtrn_status_t vtrn_device_inject_fault(vtrn_device_t device, const vtrn_fault_t 
  *    kept (a real reset releases what the process held, but a test of recovery wants to retry
  *    with the same buffers and check what the failed work did or did not write);
  *  - the `resets` counter grows by 1, or with VTRN_DEVICE_RESET_CLEAR_COUNTERS every counter is 0.
- *  The device is reset for every runtime of the process that has it.
+ *  The device is reset for every runtime of the process that has it. Meant to be called while
+ *  other threads use the device (their waits return VTRN_ERROR_RESET); several threads may reset
+ *  one device at once.
  *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT for unknown flag
  *  bits. */
 vtrn_status_t vtrn_device_reset(vtrn_device_t device, uint32_t flags);
