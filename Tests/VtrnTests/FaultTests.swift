@@ -347,6 +347,42 @@ import Glibc
         #expect(seen[.success, default: 0] > 0)
     }
 
+    @Test func resetsDuringExecutionsCompleteOrFailEveryExecutionExactly() throws {
+        let (runtime, device) = try isolatedDevice()
+        defer { runtime.close() }
+        let cores = 2, rounds = 40
+        let kernels = try (0..<cores).map { try doublingKernel(device, core: $0) }
+        let data = try (0..<cores).map { _ in try prepare(device) }
+        let outcomes = Mutex<[Status: Int]>([:])
+        let finished = Atomic<Int>(0)
+        DispatchQueue.concurrentPerform(iterations: cores + 1) { core in
+            if core == cores {
+                while finished.load(ordering: .relaxed) < cores {
+                    usleep(500)
+                    _ = try? device.reset()
+                }
+                return
+            }
+            defer { finished.add(1, ordering: .relaxed) }
+            for _ in 0..<rounds {
+                var status = Status.success
+                if let error = failure({ try execute(kernels[core], data[core]).wait(timeoutNanoseconds: 10_000_000_000) }) {
+                    status = error.status
+                }
+                if status == .success {
+                    // The read back is DMA too: a reset may fail it; read again.
+                    var correct: Bool?
+                    for _ in 0..<20 where correct == nil { correct = try? doubledCorrectly(data[core]) }
+                    #expect(correct == true)
+                }
+                outcomes.withLock { $0[status, default: 0] += 1 }
+            }
+        }
+        let seen = outcomes.withLock { $0 }
+        #expect(seen.values.reduce(0, +) == cores * rounds)
+        #expect(Set(seen.keys).isSubset(of: [.success, .reset]), "\(seen)")
+    }
+
     @Test func aResetFailsWorkInFlightAndKeepsMemory() throws {
         let (runtime, device, _) = try isolatedDevices(environment: ["VTRN_EXEC_TIMEOUT_MS": "0"])
         defer { runtime.close() }
