@@ -141,7 +141,7 @@ extension Fault {
             return "after is \(after), but \(kindName) counts nothing (after applies to dma-abort, dma-hang and engine-hang)"
         }
         func coreProblem(_ core: Int) -> String? {
-            core < preset.coresPerDevice ? nil
+            (0..<preset.coresPerDevice).contains(core) ? nil
                 : "core \(core) does not exist: device \(device) (\(preset.name)) has \(counted(preset.coresPerDevice, "core")) "
                     + indexRange(preset.coresPerDevice, "core")
         }
@@ -160,11 +160,11 @@ extension Fault {
             case .any:
                 engines = preset.dmaEnginesPerCore
             }
-            if let engine = target.engine, engine >= engines {
+            if let engine = target.engine, !(0..<engines).contains(engine) {
                 return "DMA engine \(engine) does not exist: \(target.core == .host ? "the host has" : "a core has") "
                     + "\(counted(engines, "DMA engine")) \(indexRange(engines, "engine"))"
             }
-            if let queue = target.queue, queue >= preset.queuesPerDmaEngine {
+            if let queue = target.queue, !(0..<preset.queuesPerDmaEngine).contains(queue) {
                 return "queue \(queue) does not exist: a DMA engine has \(counted(preset.queuesPerDmaEngine, "queue")) "
                     + indexRange(preset.queuesPerDmaEngine, "queue")
             }

@@ -175,6 +175,10 @@ import Glibc
         let queue = try device.openQueue(core: 1, engine: 15, queue: 15), neighbour = try device.openQueue(core: 1, engine: 15, queue: 14)
         let far = try other.openQueue(core: 1, engine: 15, queue: 15)
         let whole = DmaTransfer(destination: .host(output, offset: 0), source: .host(input, offset: 0), bytes: UInt64(bytes))
+        #expect(failure { try device.injectFault(Fault(.dmaAbort(.init(core: .core(-1))))) }
+                == .invalidArgument("core -1 does not exist: device \(device.index) (Trainium1) has 2 cores (0-1)"))
+        #expect(failure { try device.injectFault(Fault(.dmaHang(.init(engine: -2)))) }?.message.hasPrefix("DMA engine -2 does not exist") == true)
+        #expect(failure { try device.injectFault(Fault(.engineHang(core: 7, engine: .pe))) }?.status == .invalidArgument)
         #expect(try device.injectFault(Fault(.dmaAbort(.init(core: .core(1), engine: 15, queue: 15)), after: 1)) == 1)
         try queue.enqueue([whole])
         let failed = try queue.submit()
