@@ -81,7 +81,7 @@ public final class Kernel: Sendable {
     public func unload() { unloaded.store(true, ordering: .releasing) }
 
     private func checkLoaded() throws(VtrnError) {
-        try device.state.checkOpen()
+        try device.checkUsable()
         if unloaded.load(ordering: .acquiring) { throw VtrnError(.invalidHandle, "the kernel was unloaded") }
     }
 
@@ -149,7 +149,7 @@ extension Device {
     /// Validates `program` for `core` and loads it, claiming the core for this runtime.
     /// A program that fails validation claims nothing.
     public func load(_ program: Program, core: Int) throws(VtrnError) -> Kernel {
-        try state.checkOpen()
+        try checkUsable()
         guard program.runtime === runtime else {
             throw .invalidArgument("the program belongs to runtime \(program.runtime.serial), not to runtime \(runtime.serial)")
         }
@@ -189,6 +189,9 @@ public final class Fence: Sendable {
         case .outOfBounds(let message): VtrnError(.outOfBounds, message)
         case .deadlock(let message): VtrnError(.deadlock, message)
         case .timeout(let message): VtrnError(.timeout, message)
+        case .hardware(let message): VtrnError(.hardware, message)
+        case .reset(let message): VtrnError(.reset, message)
+        case .deviceLost(let message): VtrnError(.deviceLost, message)
         }
     }
 

@@ -43,6 +43,12 @@ public struct ExecutionOutcome: Sendable {
         case outOfBounds(String)
         case deadlock(String)
         case timeout(String)
+        /// An uncorrectable error of the hardware (an HBM read over an uncorrectable error).
+        case hardware(String)
+        /// The device was reset before or while the execution ran.
+        case reset(String)
+        /// The device was lost before or while the execution ran.
+        case deviceLost(String)
     }
     public var failure: Failure?
     /// Estimated device time: the latest engine's end, nanoseconds.
@@ -118,12 +124,19 @@ public final class CoreExecutor: @unchecked Sendable {
         for buffer in integerScratch { buffer.deallocate() }
     }
 
+    /// SBUF and PSUM read as NaN again, as after power-on (a reset's part).
+    public func clear() {
+        memset(sbuf, 0xff, sbufPitch * 128)
+        memset(psum, 0xff, psumPitch * 128)
+    }
+
     public func sbufPointer(partition: Int, offset: Int) -> UnsafeMutableRawPointer { sbuf + partition * sbufPitch + offset }
     public func psumPointer(partition: Int, offset: Int) -> UnsafeMutableRawPointer { psum + partition * psumPitch + offset }
 
     // MARK: Running a program
 
-    public func run(_ program: LoadedProgram, bindings: [ParameterBinding], deadline: UInt64?, trace: Bool = false) -> ExecutionOutcome {
+    public func run(_ program: LoadedProgram, bindings: [ParameterBinding], deadline: UInt64?, trace: Bool = false,
+                    context: ExecutionContext? = nil) -> ExecutionOutcome {
         var outcome = ExecutionOutcome()
         for index in semaphores.indices { semaphores[index] = 0 }
         for semaphore in signalledSemaphores { semaphoreHistories[semaphore].clear() }
@@ -155,6 +168,13 @@ public final class CoreExecutor: @unchecked Sendable {
             }
             let index = program.streams[chosen][position[chosen]]
             let instruction = program.instructions[index]
+            // Two plain loads per instruction while nothing is armed and no reset happened.
+            if let context, context.faults.attention.load(ordering: .relaxed) != 0 || context.faults.generation != context.generation,
+               let failure = context.check(instruction, index: index, bindings: bindings, parameters: program.parameters,
+                                           deadline: deadline) {
+                outcome.failure = failure
+                break
+            }
             if let failure = execute(instruction, index: index, bindings: bindings, parameters: program.parameters) {
                 outcome.failure = failure
                 break

@@ -28,6 +28,8 @@ from ._library import (
 from .errors import (
     BusyError,
     DeadlockError,
+    DeviceLostError,
+    DeviceResetError,
     DeviceTimeoutError,
     DmaFaultError,
     HardwareError,
@@ -57,7 +59,8 @@ from .memory import (
     MemoryUsage,
 )
 from .kernel import AccessPattern, ExecutionInfo, Fence, Kernel, Parameter, Program, dtype_name, numpy_dtype
-from .runtime import CoreHolder, CoreInfo, Device, DeviceInfo, HandleCounts, Runtime, RuntimeInfo, handle_counts, version
+from .runtime import (FAULT_KINDS, CoreHolder, CoreInfo, Device, DeviceInfo, ErrorCounters, HandleCounts, Runtime,
+                      RuntimeInfo, handle_counts, version)
 
 __all__ = [
     "VTRN_VERSION_MAJOR", "VTRN_VERSION_MINOR", "VTRN_VERSION_PATCH", "WAIT_FOREVER", "LibraryError",
@@ -65,8 +68,9 @@ __all__ = [
     "Status", "VtrnError", "InvalidArgumentError", "InvalidHandleError", "NotFoundError", "OutOfBoundsError",
     "OutOfHostMemoryError", "OutOfDeviceMemoryError", "BusyError", "DeviceTimeoutError", "QueueFullError",
     "UnsupportedError", "InvalidProgramError", "DmaFaultError", "HardwareError", "DeadlockError",
-    "InternalError", "last_error", "status_string",
-    "Runtime", "RuntimeInfo", "Device", "DeviceInfo", "CoreInfo", "CoreHolder", "version", "HandleCounts", "handle_counts",
+    "InternalError", "DeviceResetError", "DeviceLostError", "last_error", "status_string",
+    "Runtime", "RuntimeInfo", "Device", "DeviceInfo", "CoreInfo", "CoreHolder", "ErrorCounters", "FAULT_KINDS", "version",
+    "HandleCounts", "handle_counts",
     "PLACEMENTS", "HostBuffer", "HostBufferInfo", "DeviceMemory", "DeviceMemoryInfo", "MemoryUsage",
     "DmaQueue", "DmaQueueInfo",
     "Program", "Parameter", "AccessPattern", "Kernel", "Fence", "ExecutionInfo", "dtype_name", "numpy_dtype",
