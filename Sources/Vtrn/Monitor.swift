@@ -182,10 +182,15 @@ final class MonitorPublisher: @unchecked Sendable {
                              + #""utilization":\#(Double(Int(utilization * 10000)) / 10000),"holder_runtime":\#(holder)}"#)
             }
             let dma = hardware.dmaBytesPerEngine
+            let errors = hardware.faults.counters.snapshot
+            let errorJSON = #""errors":{"lost":\#(hardware.faults.loss != nil),"dma_aborts":\#(errors.dmaAborts),"#
+                + #""hbm_uncorrectable_errors":\#(errors.hbmUncorrectableErrors),"execution_timeouts":\#(errors.executionTimeouts),"#
+                + #""hangs":\#(errors.hangs),"device_losses":\#(errors.deviceLosses),"resets":\#(errors.resets),"#
+                + #""faults_injected":\#(errors.faultsInjected)}"#
             devices.append(#"{"index":\#(hardware.index),"name":"\#(hardware.preset.name)","numa_node":\#(hardware.numaNode),"#
                            + #""hbm_bytes":\#(usage.capacity),"hbm_used_bytes":\#(usage.used),"#
                            + #""dma_bytes":\#(dma.reduce(0, +)),"dma_bytes_per_engine":[\#(dma.map(String.init).joined(separator: ","))],"#
-                           + #""cores":[\#(cores.joined(separator: ","))]}"#)
+                           + errorJSON + #","cores":[\#(cores.joined(separator: ","))]}"#)
         }
         let runtimes = state.withLock { $0.runtimes }
         let json = #"{"pid":\#(getpid()),"command":"\#(jsonEscaped(command))","updated_unix_ns":\#(UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)),"#

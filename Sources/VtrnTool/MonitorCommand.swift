@@ -156,8 +156,13 @@ struct TopCommand: ParsableCommand {
                 let index = Int(number(device["index"]))
                 let used = number(device["hbm_used_bytes"]), total = number(device["hbm_bytes"])
                 let dma = rate("\(process.pid)/\(index)/dma", number(device["dma_bytes"]))
-                lines.append(String(format: "  device %d %@  HBM %.1f / %.0f GiB  DMA %@", index, device["name"] as? String ?? "?",
-                                    used / 1073741824, total / 1073741824, dma.map { String(format: "%.2f GB/s", $0 / 1e9) } ?? "-"))
+                let errors = device["errors"] as? [String: Any] ?? [:]
+                let errorText = errors["lost"] as? Bool == true ? "LOST"
+                    : String(format: "errors: %.0f DMA aborts, %.0f HBM UE, %.0f timeouts, %.0f resets", number(errors["dma_aborts"]),
+                             number(errors["hbm_uncorrectable_errors"]), number(errors["execution_timeouts"]), number(errors["resets"]))
+                lines.append(String(format: "  device %d %@  HBM %.1f / %.0f GiB  DMA %@  %@", index, device["name"] as? String ?? "?",
+                                    used / 1073741824, total / 1073741824, dma.map { String(format: "%.2f GB/s", $0 / 1e9) } ?? "-",
+                                    errorText))
                 for core in device["cores"] as? [[String: Any]] ?? [] {
                     let number_ = Int(number(core["core"]))
                     let utilization = number(core["utilization"])
