@@ -19,12 +19,21 @@ struct MonitorSnapshot {
     var processes: [Process] = []
     var removed: [Int32] = []
 
+    /// Whether `pid` is a running process: it exists and is not a zombie (killed, not yet reaped).
+    static func alive(_ pid: Int32) -> Bool {
+        if kill(pid, 0) != 0 && errno == ESRCH { return false }
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return true }
+        let state = stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first
+        return state != "Z" && state != "X"
+    }
+
     static func take() -> MonitorSnapshot {
         var snapshot = MonitorSnapshot()
         let names = (try? FileManager.default.contentsOfDirectory(atPath: MonitorSegment.directory)) ?? []
         for name in names.sorted() where name.hasPrefix(MonitorSegment.prefix) {
             guard let pid = Int32(name.dropFirst(MonitorSegment.prefix.count)) else { continue }
-            if kill(pid, 0) != 0 && errno == ESRCH {
+            if !Self.alive(pid) {
                 shm_unlink("/" + name)
                 snapshot.removed.append(pid)
                 continue
