@@ -154,3 +154,24 @@ def test_render_draws_rows_bars_an_axis_and_a_legend(trace_file, tmp_path):
         assert "ACTIVATE" in labels and "semaphore" in labels
         if extra:
             assert not any(row.get("data-name", "").startswith("host") for row in rows)
+
+
+def test_an_execution_failed_by_an_injected_fault_is_in_the_trace(traced, monkeypatch):
+    monkeypatch.setenv("VTRN_EXEC_TIMEOUT_MS", "200")
+    with vtrn.Runtime(topology="trn1") as runtime:
+        device = runtime.devices[0]
+        device.inject_fault("engine_hang", core=0, engine="act")
+        serial = SerialProgram(runtime)
+        x = np.ones((4, 8), dtype=np.float32)
+        tile = serial.load("x", x)
+        serial.program.activate(tile, "copy", tile, **serial())
+        serial.store("y", tile)
+        with device.load(serial.program, core=0) as kernel:
+            fence = kernel.execute(x=x, y=None)
+            with pytest.raises(vtrn.DeviceTimeoutError):
+                fence.wait()
+            fence.close()
+        # The trace is valid JSON while the runtime is open, with the failed execution in it.
+        executions = [event for event in load(traced) if event.get("name") == "execution"]
+        assert executions and "hung (injected fault" in executions[-1]["args"]["status"]
+    assert any(event.get("cat") == "instruction" for event in load(traced))
