@@ -4,12 +4,19 @@
   lays out include/, lib/ with the versioned file and its SONAME links, lib/pkgconfig/vtrn.pc and
   bin/vtrn; DESTDIR stages the same files elsewhere;
 - a C example builds with nothing but ``cc $(pkg-config --cflags --libs vtrn)`` and runs;
-- the installed ``vtrn ls`` runs from another folder and loads nothing from the repository.
+- the installed ``vtrn ls`` runs from another folder and loads nothing from the repository;
+- the Python package pip-installs (``./python`` and the repository root) into a virtual
+  environment, offline, and an example runs from it with the library installed in that
+  environment's prefix, or named by VTRN_LIBRARY.
 """
 
+import importlib.util
 import os
+import re
 import shutil
 import subprocess
+import sys
+import tomllib
 
 import pytest
 
@@ -156,5 +163,93 @@ def test_install_refuses_what_it_cannot_use(tmp_path):
     assert not os.path.exists(tmp_path / "prefix")
 
 
+# -- the Python package ------------------------------------------------------------------------------
+
+def make_environment(folder):
+    """A virtual environment that sees this interpreter's packages (numpy, offline; and pip, which
+    installs into the environment it runs in, so the environment needs no pip of its own)."""
+    if importlib.util.find_spec("wheel") is None:
+        pytest.fail("pip needs the wheel package to build vtrn without build isolation: run Scripts/setup")
+    run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(folder)])
+    return folder / "bin" / "python"
+
+
+def pip_install(python, source):
+    run([str(python), "-m", "pip", "install", "-q", "--no-build-isolation", "--no-deps", "--no-index", str(source)],
+        cwd=source)
+
+
+DESCRIBE = ("import os, vtrn, vtrn.nki; print(os.path.dirname(vtrn.__file__)); print(vtrn.__version__); "
+            "print(vtrn.library_path()); print('.'.join(map(str, vtrn.version())))")
+
+
+def check_installed_package(python, folder, library):
+    """The package imports from the environment, not the repository, and loads ``library``."""
+    description = run([str(python), "-c", DESCRIBE], cwd=folder).stdout.splitlines()
+    site = run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
+    assert description == [os.path.join(site, "vtrn"), VERSION, str(library), VERSION]
+    assert os.path.isfile(os.path.join(site, "vtrn", "py.typed"))
+    assert os.path.isfile(os.path.join(site, "vtrn", "nki", "isa.py"))
+
+
+def run_example(python, folder, **environment):
+    """Examples/python/enumerate.py, copied outside the repository (so that its sys.path line,
+    which points at the repository's python/, finds nothing) and run with the environment's Python."""
+    script = shutil.copy(os.path.join(REPOSITORY, "Examples", "python", "enumerate.py"), folder)
+    output = run([str(python), script, "trn1"], cwd=folder, env=outside_environment(**environment)).stdout
+    assert output.startswith(f"vtrn library {VERSION}\ntopology trn1: 1 devices, 2 of 2 cores visible\n"), output
+    return output
+
+
+def test_pip_install_python_folder_into_a_virtual_environment(tmp_path):
+    source = tmp_path / "source"
+    shutil.copytree(os.path.join(REPOSITORY, "python"), source, ignore=shutil.ignore_patterns("__pycache__", "build",
+                                                                                              "*.egg-info"))
+    environment = tmp_path / "venv"
+    python = make_environment(environment)
+    pip_install(python, source)
+    # The library installed into the environment's prefix: sys.prefix/lib is where the package looks.
+    install(environment)
+    work = tmp_path / "work"
+    work.mkdir()
+    check_installed_package(python, work, environment / "lib" / f"libvtrn.so.{MAJOR}")
+    run_example(python, work)
+    # VTRN_LIBRARY wins over the installed library.
+    named = run([str(python), "-c", "import vtrn; print(vtrn.library_path())"], cwd=work,
+                env=outside_environment(VTRN_LIBRARY=_library.path)).stdout.strip()
+    assert named == _library.path
+
+
+def test_pip_install_from_the_repository_root(tmp_path):
+    # The root's pyproject.toml and the package folder, as a checkout has them (copied: pip builds
+    # in the tree it installs from).
+    source = tmp_path / "checkout"
+    shutil.copytree(os.path.join(REPOSITORY, "python", "vtrn"), source / "python" / "vtrn",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(os.path.join(REPOSITORY, "pyproject.toml"), source)
+    python = make_environment(tmp_path / "venv")
+    pip_install(python, source)
+    work = tmp_path / "work"
+    work.mkdir()
+    # No library in this environment's prefix: VTRN_LIBRARY names the repository's build.
+    output = run_example(python, work, VTRN_LIBRARY=_library.path)
+    assert "core 1 (global 1)" in output
+    description = run([str(python), "-c", DESCRIBE], cwd=work,
+                      env=outside_environment(VTRN_LIBRARY=_library.path)).stdout.splitlines()
+    assert description[1:] == [VERSION, _library.path, VERSION]
+
+
+def test_the_two_pyproject_files_agree():
+    with open(os.path.join(REPOSITORY, "pyproject.toml"), "rb") as file:
+        root = tomllib.load(file)
+    with open(os.path.join(REPOSITORY, "python", "pyproject.toml"), "rb") as file:
+        package = tomllib.load(file)
+    assert root["tool"]["setuptools"].pop("package-dir") == {"": "python"}
+    assert root == package
+
+
 def test_versions_are_the_headers():
+    assert vtrn.__version__ == VERSION
+    assert re.fullmatch(r"\d+\.\d+\.\d+", vtrn.__version__)
     assert ".".join(map(str, vtrn.version())) == VERSION
+    assert vtrn.library_path() == _library.path

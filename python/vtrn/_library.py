@@ -1,10 +1,18 @@
 """Finding, loading and declaring libvtrn.so: the only file that knows the C ABI's types.
 
-The library is found through the environment variable ``VTRN_LIBRARY`` (a path to the .so), else
-in the repository's build folders (``.build/release`` and ``.build/debug``; the most recently
-built wins when both exist). Its major version must equal ``VTRN_VERSION_MAJOR``. A function
-of the header that the library does not export (a build older than the header) is listed in
-``missing_functions`` and raises LibraryError when called.
+The library is the first of these that exists (``candidate_paths`` lists them):
+
+1. ``$VTRN_LIBRARY``, a path to the .so; when it is set, nothing else is tried;
+2. the build folders of the repository this package lies in, when it runs from a checkout
+   (``.build/release`` and ``.build/debug``; the most recently built wins when both exist);
+3. an installed library (``Scripts/install PREFIX``): ``sys.prefix/lib/libvtrn.so.MAJOR`` (a
+   virtual environment or the interpreter's own prefix), then ``libvtrn.so.MAJOR`` as the dynamic
+   loader finds it by name (LD_LIBRARY_PATH, ld.so.cache, /lib, /usr/lib), then
+   ``/usr/local/lib/libvtrn.so.MAJOR`` (installed there but ldconfig not run since).
+
+Its major version must equal ``VTRN_VERSION_MAJOR``. A function of the header that the library
+does not export (a build older than the header) is listed in ``missing_functions`` and raises
+LibraryError when called. ``path`` is the file loaded.
 
 Everything of include/vtrn.h that Python needs is mirrored here: fixed-width types, one typed
 pointer class per handle kind, the structs field for field, and the argument and result types of
@@ -14,6 +22,7 @@ every function, in the one table ``FUNCTIONS``. The rest of the package calls ``
 import ctypes
 import operator
 import os
+import sys
 from ctypes import (
     POINTER,
     c_char,
@@ -28,15 +37,18 @@ from ctypes import (
     c_void_p,
 )
 
+from ._version import __version__
+
 # The header this package was written against (include/vtrn.h, VTRN_VERSION_*).
-VTRN_VERSION_MAJOR = 0
-VTRN_VERSION_MINOR = 1
-VTRN_VERSION_PATCH = 0
+VTRN_VERSION_MAJOR, VTRN_VERSION_MINOR, VTRN_VERSION_PATCH = (int(part) for part in __version__.split("."))
 
 # Timeouts are in nanoseconds; this one waits forever (and is what "no timeout" reads as).
 WAIT_FOREVER = 0xFFFF_FFFF_FFFF_FFFF
 
 _REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Whether this package runs from a checkout of the repository (python/vtrn beside Package.swift),
+# whose build folders then hold the library; an installed package has no repository.
+_IN_CHECKOUT = os.path.isfile(os.path.join(_REPOSITORY, "Package.swift"))
 
 
 class LibraryError(ImportError):
@@ -555,40 +567,81 @@ FUNCTIONS = [
 
 # -- Loading -----------------------------------------------------------------------------------
 
+# The file name programs load at run time: Scripts/install gives the library this SONAME.
+SONAME = f"libvtrn.so.{VTRN_VERSION_MAJOR}"
+# The candidate that is a name for the dynamic loader to search, not a path.
+_BY_NAME = f"{SONAME} (the dynamic loader's search: LD_LIBRARY_PATH, ld.so.cache, /lib, /usr/lib)"
+
+
 def candidate_paths():
-    """Where the library may be, in the order tried: VTRN_LIBRARY alone if set, else the builds."""
+    """Where the library may be, in the order tried: ``$VTRN_LIBRARY`` alone if it is set, else the
+    repository's builds (the most recently built first), then the installed places (see the
+    module's documentation). One entry is not a path but the SONAME for the dynamic loader to find."""
     explicit = os.environ.get("VTRN_LIBRARY")
     if explicit:
         return [explicit]
+    installed = [os.path.join(sys.prefix, "lib", SONAME), _BY_NAME, os.path.join("/usr/local/lib", SONAME)]
+    if not _IN_CHECKOUT:
+        return installed
     builds = [os.path.join(_REPOSITORY, ".build", kind, "libvtrn.so") for kind in ("release", "debug")]
     existing = [path for path in builds if os.path.isfile(path)]
     # Prefer the most recently built; keep the others after it (and the missing ones for messages).
     existing.sort(key=os.path.getmtime, reverse=True)
-    return existing + [path for path in builds if path not in existing]
+    return existing + [path for path in builds if path not in existing] + installed
 
 
-def _find():
+def _find_and_open():
+    """The first candidate that exists, opened: (its path, the ctypes library)."""
     paths = candidate_paths()
     for path in paths:
+        if path == _BY_NAME:
+            try:
+                library = ctypes.CDLL(SONAME)
+            except OSError:
+                continue  # not found by name; a file that exists but fails to load is reported below
+            return _loaded_file(library) or SONAME, library
         if os.path.isfile(path):
-            return path
+            try:
+                return path, ctypes.CDLL(path)
+            except OSError as error:
+                raise LibraryError(f"cannot load {path}: {error}") from error
     if os.environ.get("VTRN_LIBRARY"):
         raise LibraryError(f"VTRN_LIBRARY={paths[0]!r}: no such file; point it at a built libvtrn.so "
                            "or unset it to use the repository's build")
     tried = "\n".join(f"  {path}" for path in paths)
-    raise LibraryError(f"libvtrn.so not found; tried:\n{tried}\nbuild it with `swift build` in {_REPOSITORY} "
-                       "(or set VTRN_LIBRARY to the path of a libvtrn.so)")
+    remedy = (f"build it with `swift build` in {_REPOSITORY}" if _IN_CHECKOUT
+              else "install it with the vtrn repository's Scripts/install")
+    raise LibraryError(f"libvtrn.so not found; tried:\n{tried}\n{remedy} (or set VTRN_LIBRARY to the path of a libvtrn.so)")
+
+
+class _DlInfo(ctypes.Structure):
+    """Dl_info of <dlfcn.h>, which dladdr fills."""
+
+    _fields_ = [("dli_fname", c_char_p), ("dli_fbase", c_void_p), ("dli_sname", c_char_p), ("dli_saddr", c_void_p)]
+
+
+def _loaded_file(library):
+    """The path of the file the loader opened for ``library`` (loaded by name), or None: glibc's
+    dladdr on one of its functions."""
+    try:
+        dladdr = ctypes.CDLL(None).dladdr
+        function = library.vtrn_version
+    except AttributeError:
+        return None
+    dladdr.argtypes, dladdr.restype = [c_void_p, POINTER(_DlInfo)], c_int32
+    info = _DlInfo()
+    if not dladdr(ctypes.cast(function, c_void_p), ctypes.byref(info)) or not info.dli_fname:
+        return None
+    return os.path.abspath(os.fsdecode(info.dli_fname))
 
 
 # Functions of FUNCTIONS that the loaded library does not export (calling them raises LibraryError).
 missing_functions = []
 
 
-def _load(path):
-    try:
-        library = ctypes.CDLL(path)
-    except OSError as error:
-        raise LibraryError(f"cannot load {path}: {error}") from error
+def _declare(path, library):
+    """Checks the version of ``library`` (loaded from ``path``) and declares every function of
+    FUNCTIONS on it; returns it."""
     try:
         version_function = library.vtrn_version
     except AttributeError:
@@ -621,5 +674,5 @@ def _missing_function(name, path, version_text):
     return missing
 
 
-path = _find()
-lib = _load(path)
+path, lib = _find_and_open()
+lib = _declare(path, lib)

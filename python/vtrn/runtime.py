@@ -31,6 +31,7 @@ from ._library import (
 )
 from ._lifecycle import Closable
 from .errors import check
+from . import _library
 from . import kernel as _kernel
 from . import memory as _memory
 
@@ -43,9 +44,14 @@ ENGINES = {bit: name for name, bit in ENGINE_FLAGS.items() if name != "dma"}
 
 
 def version():
-    """The loaded library's version as (major, minor, patch)."""
+    """The loaded library's version as (major, minor, patch) (``vtrn.__version__`` is the package's)."""
     packed = lib.vtrn_version()
     return packed >> 16, (packed >> 8) & 0xFF, packed & 0xFF
+
+
+def library_path():
+    """The path of the libvtrn.so this package loaded (``vtrn._library`` says where it looks)."""
+    return _library.path
 
 
 @dataclass(frozen=True)
