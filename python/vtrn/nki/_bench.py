@@ -3,6 +3,7 @@ an eager numpy interpretation of the same recorded operations (how NKI's simulat
 the front end's own costs (tracing and loading a 10,000-instruction kernel, cached reruns)."""
 
 import math
+import sys
 import time
 
 import numpy
@@ -74,6 +75,36 @@ def _best(function, runs):
     return best
 
 
+class _Progress:
+    """What the bench is doing, as ``vtrn bench`` shows it: on a terminal one line rewritten in
+    place by each step and erased when results print; elsewhere (a pipe, a log) a plain line per
+    step. Every line is flushed at once."""
+
+    def __init__(self, title, steps):
+        self.title, self.steps, self.completed = title, steps, 0
+        self.on_terminal = sys.stdout.isatty()
+        self.line_shown = False
+
+    def step(self, what):
+        """Announces the next step, before its work starts."""
+        self.completed += 1
+        text = f"{self.title} [{min(self.completed, self.steps)}/{self.steps}] {what}..."
+        if self.on_terminal:
+            sys.stdout.write("\r\x1b[K" + text)
+            self.line_shown = True
+        else:
+            sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+    def print(self, line=""):
+        """Prints a line of results, erasing the progress line on a terminal."""
+        if self.line_shown:
+            sys.stdout.write("\r\x1b[K")
+            self.line_shown = False
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
 def _eager_inputs(kernel, args):
     ctx = _kernel.context(None)
     items = _kernel._bind_arguments(kernel.func, args, {})
@@ -92,28 +123,37 @@ def bench(runs=5):
     v = rng.standard_normal((size, 128), dtype=numpy.float32)
     cases = [("tiled matmul 1024^3 fp32", tiled_matmul, (lhsT, rhs), lambda: lhsT.T @ rhs),
              ("attention S=1024 d=128 fp32", attention, (qT, kT, v), None)]
-    print("| KERNEL | VTRN (warm) | NUMPY EAGER (same ops) | RATIO | GOAL | MET | DEVICE TIME (est.) | INSTRUCTIONS |")
-    print("|---|---|---|---|---|---|---|---|")
+    progress = _Progress("bench nki", 3 * len(cases) + 2)
+    rows = []
     for name, kernel, args, reference in cases:
+        progress.step(f"{name}: tracing and loading")
         first = kernel(*args)      # traces, loads, caches
+        progress.step(f"{name}: {runs} runs on vtrn")
         vtrn_time = _best(lambda: kernel(*args), runs)
         report = _kernel.last_report()
+        progress.step(f"{name}: {runs} runs of eager numpy")
         trace, inputs = _eager_inputs(kernel, args)
         eager_out = {}
         eager_time = _best(lambda: eager_out.update(_eager.run(trace, inputs)), runs)
         result = eager_out[trace.parameters[-1].name]
         agree = numpy.allclose(result.astype(numpy.float32), first.astype(numpy.float32), rtol=1e-3, atol=1e-3)
         ratio = eager_time / vtrn_time
-        print(f"| {name} | {vtrn_time * 1e3:.1f} ms | {eager_time * 1e3:.1f} ms | {ratio:.2f} | >= 3 | "
-              f"{'yes' if ratio >= 3 else 'no'} | {report.device_ns / 1e3:.1f} us | "
-              f"{sum(report.instructions.values())}{'' if agree else ' (results differ!)'} |")
+        rows.append(f"| {name} | {vtrn_time * 1e3:.1f} ms | {eager_time * 1e3:.1f} ms | {ratio:.2f} | >= 3 | "
+                    f"{'yes' if ratio >= 3 else 'no'} | {report.device_ns / 1e3:.1f} us | "
+                    f"{sum(report.instructions.values())}{'' if agree else ' (results differ!)'} |")
     x = rng.standard_normal((128, 64), dtype=numpy.float32)
     repeats = 2500
+    progress.step(f"tracing and loading a kernel of {repeats} iterations")
     many_instructions(x, repeats)
     report = _kernel.last_report()
+    progress.step(f"{runs} cached reruns of it")
     rerun = _best(lambda: many_instructions(x, repeats), runs)
     rerun_report = _kernel.last_report()
     overhead = rerun - rerun_report.execution_ns / 1e9
+    progress.print("| KERNEL | VTRN (warm) | NUMPY EAGER (same ops) | RATIO | GOAL | MET | DEVICE TIME (est.) | INSTRUCTIONS |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(row)
     print()
     print("| FRONT END | MEASURED | GOAL | MET |")
     print("|---|---|---|---|")
