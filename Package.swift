@@ -48,9 +48,12 @@ let package = Package(
         .executableTarget(name: "vtrn-swift-enumerate", dependencies: ["Vtrn"], path: "Examples/swift/Enumerate"),
         .executableTarget(name: "vtrn-swift-gemm", dependencies: ["Vtrn", "VtrnKernels"], path: "Examples/swift/Gemm"),
 
+        // Gives the test process a lock directory of its own before any test runs (core claims are
+        // the host's; a test run must not contend with a user's claims or with another run).
+        .target(name: "VtrnTestIsolation", path: "Tests/VtrnTestIsolation"),
         .testTarget(name: "VtrnDeviceTests", dependencies: ["VtrnDevice"]),
-        .testTarget(name: "VtrnTests", dependencies: ["Vtrn", "VtrnKernels", "CVtrnSystem"]),
-        .testTarget(name: "VtrnCABITests", dependencies: ["VtrnCABI", "CVtrn"]),
-        .testTarget(name: "VtrnIntegrationTests", dependencies: []),
+        .testTarget(name: "VtrnTests", dependencies: ["Vtrn", "VtrnKernels", "CVtrnSystem", "VtrnTestIsolation"]),
+        .testTarget(name: "VtrnCABITests", dependencies: ["VtrnCABI", "CVtrn", "VtrnTestIsolation"]),
+        .testTarget(name: "VtrnIntegrationTests", dependencies: ["VtrnTestIsolation"]),
     ]
 )

@@ -33,8 +33,36 @@
  *                         is destroyed: Chrome/Perfetto JSON, a track per core and engine, each
  *                         instruction on the device's virtual timeline; "%p" becomes the process
  *                         id and "%r" the runtime's number                             (default off)
+ *   VTRN_MONITOR_PERIOD_MS while the process has a runtime, publish its counters for `vtrn top` and
+ *                         `vtrn monitor` every this many ms in /dev/shm/vtrn-<pid>; 0: none (default 500)
+ *   VTRN_LOCK_DIR         the directory of the cores' lock files, shared by the processes whose
+ *                         claims must contend (see "Core ownership" below); made if missing. A
+ *                         relative path is taken from the working directory.
+ *                         (default: /run/vtrn if this process can write it, else
+ *                         $XDG_RUNTIME_DIR/vtrn, else /tmp/vtrn-UID, which must be this user's
+ *                         and mode 700)
  * An empty variable counts as unset. A bad value fails vtrn_runtime_create with VTRN_ERROR_INVALID_ARGUMENT and a message naming
  * the variable, the bad value and the accepted forms.
+ *
+ * Core ownership. The first DMA queue or kernel a runtime puts on a core claims the core until the
+ * runtime is destroyed; while it holds it, every other runtime gets VTRN_ERROR_BUSY for that core,
+ * whether it lives in the same process or in another one. Across processes a claim is a lock on
+ * the core's file in the lock directory (VTRN_LOCK_DIR), taken with fcntl(F_OFD_SETLK), and the
+ * holder writes its pid, runtime number and command line into the file; a BUSY message names
+ * them, and vtrn_device_get_core_holder reports them. The kernel drops the lock when the holder's
+ * file closes: when its runtime is destroyed, or when the process ends in any way (kill -9
+ * included), so the core is free at once, with no stale owner to clean up. The lock files are
+ * opened O_CLOEXEC: a program the holder starts with exec does not inherit its claims (a child
+ * made by fork without exec shares them until it exits or execs). A core is named by its device's
+ * architecture, device index and NUMA node and its core index,
+ * "<lock dir>/trn1@node0-device0-core1.lock": the identity under which runtimes of one process
+ * share a device, so runtimes of any processes with the same VTRN_TOPOLOGY and lock directory
+ * contend for the same cores, whatever their VTRN_VISIBLE_CORES, and a device index is one device
+ * whichever topology names it (device 0 of "trn1" and of "trn1:2" are the same). The lock
+ * directory is made when a runtime is created; one that cannot be made or written fails
+ * vtrn_runtime_create with VTRN_ERROR_INVALID_ARGUMENT naming it and the system's reason, never a
+ * silent fallback to no locking. Lock files are never deleted; do not delete them while vtrn
+ * processes run.
  */
 #ifndef VTRN_H
 #define VTRN_H
@@ -373,6 +401,22 @@ typedef struct vtrn_core_info {
 #define VTRN_CORE_INFO_INIT \
     { sizeof(vtrn_core_info_t), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 
+/** Who holds a NeuronCore, as vtrn_device_get_core_holder reports it (see "Core ownership"). */
+typedef struct vtrn_core_holder {
+    size_t struct_size;
+    uint32_t held;         /**< 1 when a runtime, of this process or another, holds the core; else 0
+                                and the other fields are 0 and "" */
+    int32_t pid;           /**< the holding process (getpid() when it is this one); -1 when the lock
+                                file names no live process: its holder is still writing it, or is a
+                                child forked without exec whose parent wrote it and exited */
+    uint32_t runtime;      /**< the holding runtime's number in its process ("runtime 3" in
+                                messages); 0 when unknown */
+    uint32_t this_process; /**< 1 when the holder is a runtime of this process, else 0 */
+    char command[256];     /**< the holder's command line, arguments separated by spaces,
+                                truncated to 255 bytes; "" when unknown */
+} vtrn_core_holder_t;
+#define VTRN_CORE_HOLDER_INIT { sizeof(vtrn_core_holder_t), 0, 0, 0, 0, {0} }
+
 /** Options of vtrn_host_buffer_create. */
 typedef struct vtrn_host_buffer_options {
     size_t struct_size;
@@ -664,7 +708,8 @@ vtrn_status_t vtrn_get_handle_counts(vtrn_handle_counts_t *counts);
  *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_ARGUMENT for a NULL out, a struct_size smaller than
  *  the first version's, or a bad topology, visible-cores, log-level, timeout or trace value (the
  *  message names the option or variable, the bad value and the accepted forms; an unknown NUMA
- *  node is named with the nodes that are online); VTRN_ERROR_OUT_OF_HOST_MEMORY. */
+ *  node is named with the nodes that are online), or a lock directory that cannot be made or
+ *  written (the message names the directory and the system's reason); VTRN_ERROR_OUT_OF_HOST_MEMORY. */
 vtrn_status_t vtrn_runtime_create(const vtrn_runtime_options_t *options, vtrn_runtime_t *out);
 
 /** Destroys a runtime and everything it owns (devices, and all later objects made from them);
@@ -672,7 +717,8 @@ vtrn_status_t vtrn_runtime_create(const vtrn_runtime_options_t *options, vtrn_ru
  *  that were already submitting (an enqueue, a submit, a vtrn_memcpy, a vtrn_kernel_execute)
  *  finish first, then the transfers submitted on its DMA queues and the executions queued on its
  *  cores complete (bounded by VTRN_EXEC_TIMEOUT_MS each), since they use its memory; then it frees
- *  its device memory and releases its cores. NULL is a no-op.
+ *  its device memory and releases its cores, to this process's other runtimes and to other
+ *  processes. NULL is a no-op.
  *  Racing it from other threads is safe, though a program should not rely on it: every call that
  *  loses the race fails with VTRN_ERROR_INVALID_HANDLE ("runtime N was destroyed", or the stale
  *  handle's reason), never crashes and never hangs. A fence or queue sequence the caller still
@@ -713,6 +759,19 @@ vtrn_status_t vtrn_device_get_info(vtrn_device_t device, vtrn_device_info_t *inf
  *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_NOT_FOUND for a core the device
  *  does not have; VTRN_ERROR_INVALID_ARGUMENT for a NULL info or a struct_size that is too small. */
 vtrn_status_t vtrn_device_get_core_info(vtrn_device_t device, uint32_t core, vtrn_core_info_t *info);
+
+/** Who holds a NeuronCore of the device: a runtime of this process, else the process whose lock
+ *  on the core's file in the lock directory is live (see "Core ownership"), as `neuron-ls -w`
+ *  shows a core's owner. Any core may be asked about, visible to this runtime or not. Asking takes
+ *  no lock, so it never makes a concurrent claim fail; the answer is a snapshot. When a holder
+ *  has just taken the lock and not yet written its record, the call waits for it up to ~50 ms.
+ *  [in] core: 0 .. core_count-1 on this device. [in,out] holder: struct_size set by the caller
+ *  (VTRN_CORE_HOLDER_INIT); held is 0 when the core is free.
+ *  Returns VTRN_SUCCESS (held or free); VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_NOT_FOUND for a core
+ *  the device does not have; VTRN_ERROR_INVALID_ARGUMENT for a NULL holder, a struct_size that is
+ *  too small, or a lock file that exists but cannot be read (the message names it and the
+ *  system's reason). */
+vtrn_status_t vtrn_device_get_core_holder(vtrn_device_t device, uint32_t core, vtrn_core_holder_t *holder);
 
 /* ============================================================================================
  * Functions: host buffers
@@ -803,11 +862,13 @@ vtrn_status_t vtrn_device_get_memory_usage(vtrn_device_t device, vtrn_memory_usa
  * ============================================================================================ */
 
 /** Opens hardware queue (core, engine, queue) of a device. The first queue or kernel on a core
- *  claims the core for this runtime until the runtime is destroyed.
+ *  claims the core for this runtime until the runtime is destroyed (see "Core ownership").
  *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT for a core,
  *  engine, queue or ring size out of range, a core VTRN_VISIBLE_CORES hides, a NULL out or a bad
- *  struct_size; VTRN_ERROR_BUSY when the queue is open already, or the core is claimed by another
- *  runtime (the message says which). */
+ *  struct_size, or a core lock file that cannot be opened (the message names it and the system's
+ *  reason); VTRN_ERROR_BUSY when the queue is open already, or the core is claimed by another
+ *  runtime, of this process ("claimed by runtime 3") or of another one (the message names its
+ *  pid, command line and lock file). */
 vtrn_status_t vtrn_dma_queue_create(vtrn_device_t device, const vtrn_dma_queue_options_t *options, vtrn_dma_queue_t *out);
 
 /** Writes the descriptors of `count` transfers into the ring, after checking all of them: a
@@ -872,17 +933,23 @@ vtrn_status_t vtrn_memcpy(vtrn_device_t device, vtrn_memory_ref_t dst, vtrn_memo
  * none. Builders must not be called on one program from several threads at once.
  * ============================================================================================ */
 
-/** Creates an empty program owned by the runtime. */
+/** Creates an empty program owned by the runtime; destroy it with vtrn_program_destroy (or it goes
+ *  with the runtime). Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT
+ *  for a NULL out. */
 vtrn_status_t vtrn_program_create(vtrn_runtime_t runtime, vtrn_program_t *out);
 
-/** Destroys a program. Kernels loaded from it are not affected. NULL is a no-op. */
+/** Destroys a program. Kernels loaded from it are not affected. NULL is a no-op.
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE. */
 vtrn_status_t vtrn_program_destroy(vtrn_program_t program);
 
 /** Declares kernel parameter `name` (unique, 1-63 bytes), an HBM tensor of `bytes` bytes that each
- *  execution binds to device memory. [out][optional] index: its number, for vtrn_access_t.parameter. */
+ *  execution binds to device memory. [out][optional] index: its number, for vtrn_access_t.parameter.
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT for a NULL, empty,
+ *  too long, non-UTF-8 or repeated name, or 0 bytes. */
 vtrn_status_t vtrn_program_add_parameter(vtrn_program_t program, const char *name, uint64_t bytes, uint32_t *index);
 
-/** The number of instructions so far. */
+/** [out] count: the number of instructions so far. Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE;
+ *  VTRN_ERROR_INVALID_ARGUMENT for a NULL count. */
 vtrn_status_t vtrn_program_instruction_count(vtrn_program_t program, uint32_t *count);
 
 /** DMA_COPY (DMA engine): dst = src, element by element in partition-major order, between HBM and
@@ -996,11 +1063,13 @@ vtrn_status_t vtrn_program_sem_wait(vtrn_program_t program, vtrn_engine_flags_t 
  *  The first kernel or DMA queue on a core claims the core for this runtime.
  *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_PROGRAM naming the
  *  instruction index, its opcode, the operand and the rule it breaks (the first such);
- *  VTRN_ERROR_INVALID_ARGUMENT for a bad core (hidden, out of range) or NULL out;
- *  VTRN_ERROR_BUSY when another runtime holds the core. */
+ *  VTRN_ERROR_INVALID_ARGUMENT for a bad core (hidden, out of range), a NULL out or a core lock
+ *  file that cannot be opened; VTRN_ERROR_BUSY when another runtime, of this process or another,
+ *  holds the core (the message names it as vtrn_dma_queue_create's does). */
 vtrn_status_t vtrn_kernel_load(vtrn_device_t device, uint32_t core, vtrn_program_t program, vtrn_kernel_t *out);
 
-/** Unloads a kernel after its queued executions finish. NULL is a no-op. */
+/** Unloads a kernel after its queued executions finish (their fences stay valid). NULL is a no-op.
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE. */
 vtrn_status_t vtrn_kernel_unload(vtrn_kernel_t kernel);
 
 /** Queues one execution on the kernel's core and returns at once with its fence. Every parameter
@@ -1024,13 +1093,18 @@ vtrn_status_t vtrn_kernel_execute(vtrn_kernel_t kernel, const vtrn_binding_t *bi
  *  execution goes on); VTRN_ERROR_INVALID_HANDLE. */
 vtrn_status_t vtrn_fence_wait(vtrn_fence_t fence, uint64_t timeout_ns);
 
-/** [out] status: the execution's status now (VTRN_NOT_READY while queued or running). */
+/** [out] status: the execution's status now (VTRN_NOT_READY while queued or running; then its
+ *  result, as vtrn_fence_wait returns it). Returns VTRN_SUCCESS (the call itself);
+ *  VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT for a NULL status. */
 vtrn_status_t vtrn_fence_status(vtrn_fence_t fence, vtrn_status_t *status);
 
-/** Timings and counters of an execution (final once it has finished). */
+/** Timings and counters of an execution (final once it has finished). [out] info: struct_size set
+ *  by the caller (VTRN_EXECUTION_INFO_INIT). Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE;
+ *  VTRN_ERROR_INVALID_ARGUMENT for a NULL info or a struct_size that is too small. */
 vtrn_status_t vtrn_fence_get_info(vtrn_fence_t fence, vtrn_execution_info_t *info);
 
-/** Releases a fence (the execution goes on if it has not finished). NULL is a no-op. */
+/** Releases a fence (the execution goes on if it has not finished). NULL is a no-op.
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE. */
 vtrn_status_t vtrn_fence_destroy(vtrn_fence_t fence);
 
 #ifdef __cplusplus

@@ -1,6 +1,7 @@
 #include "CVtrnSystem.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
@@ -120,4 +121,17 @@ uint64_t vtrnsys_memlock_limit(void) {
     struct rlimit limit;
     if (getrlimit(RLIMIT_MEMLOCK, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return UINT64_MAX;
     return (uint64_t)limit.rlim_cur;
+}
+
+/* ---- open-file-description locks, whole file. */
+
+int vtrnsys_file_lock_try_exclusive(int fd) {
+    struct flock lock = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0 };
+    return fcntl(fd, F_OFD_SETLK, &lock);
+}
+
+int vtrnsys_file_lock_is_locked(int fd) {
+    struct flock lock = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0 };
+    if (fcntl(fd, F_OFD_GETLK, &lock) != 0) return -1;
+    return lock.l_type != F_UNLCK;
 }

@@ -56,12 +56,16 @@ public struct RuntimeConfiguration: Sendable, Equatable {
     public let execTimeoutMilliseconds: UInt64?
     /// Where to write a trace, or nil.
     public let tracePath: String?
+    /// Where core claims are recorded for every process of the host (VTRN_LOCK_DIR, else the
+    /// first usable of /run/vtrn, $XDG_RUNTIME_DIR/vtrn, /tmp/vtrn-UID); made if missing.
+    public let lockDirectory: String
 
     public var coreCount: Int { topology.devices.reduce(0) { $0 + $1.architecture.preset.coresPerDevice } }
 
-    /// The environment variables vtrn reads.
+    /// The environment variables vtrn reads (XDG_RUNTIME_DIR for the default lock directory).
     public static let variableNames = ["VTRN_TOPOLOGY", "VTRN_VISIBLE_CORES", "VTRN_LOG_LEVEL",
-                                       "VTRN_EXEC_TIMEOUT_MS", "VTRN_TRACE"]
+                                       "VTRN_EXEC_TIMEOUT_MS", "VTRN_TRACE", "VTRN_MONITOR_PERIOD_MS", "VTRN_LOCK_DIR",
+                                       "XDG_RUNTIME_DIR"]
 
     /// This process's values of `variableNames`.
     /// An empty variable counts as unset, as shells make it easy to leave one empty.
@@ -73,7 +77,8 @@ public struct RuntimeConfiguration: Sendable, Equatable {
         return environment
     }
 
-    /// Resolves options over `environment` over defaults. A pure function of its inputs.
+    /// Resolves options over `environment` over defaults. A function of its inputs, but for the
+    /// lock directory, which it makes when missing and checks that it can write.
     public static func resolve(options: RuntimeOptions, environment: [String: String],
                                host: HostTopology) throws(VtrnError) -> RuntimeConfiguration {
         let topologySource = options.topology != nil ? "options.topology" : "VTRN_TOPOLOGY"
@@ -118,7 +123,10 @@ public struct RuntimeConfiguration: Sendable, Equatable {
             trace = path
         }
 
+        let lockDirectory = try LockDirectory.resolve(environment: environment)
+
         return RuntimeConfiguration(topology: topology, deviceNodes: nodes, visibleCores: visible,
-                                    logLevel: level, execTimeoutMilliseconds: timeout, tracePath: trace)
+                                    logLevel: level, execTimeoutMilliseconds: timeout, tracePath: trace,
+                                    lockDirectory: lockDirectory)
     }
 }

@@ -87,8 +87,9 @@ public final class Device: Sendable {
     var runtimeSerial: Int { state.serial }
 
     /// Checks that this runtime may use `core` and claims it (the first queue or kernel on a core
-    /// does): `.invalidArgument` for a core out of range or hidden by VTRN_VISIBLE_CORES, `.busy`
-    /// when another runtime holds it.
+    /// does) until the runtime closes: `.invalidArgument` for a core out of range or hidden by
+    /// VTRN_VISIBLE_CORES, or a lock directory that cannot be written; `.busy` when another runtime,
+    /// of this process or another, holds it (the message names the holder's pid and command line).
     func claim(core: Int) throws(VtrnError) {
         try state.checkOpen()
         guard core >= 0 && core < cores.count else {
@@ -99,11 +100,21 @@ public final class Device: Sendable {
                                    + "runtime \(state.serial): its visible cores are \(runtime.configuration.visibleCores) "
                                    + "(options.visible_cores or VTRN_VISIBLE_CORES)")
         }
-        try shared.claim(core: core, for: state.serial)
+        try shared.claim(core: core, for: state.serial, lockDirectory: runtime.configuration.lockDirectory)
     }
 
-    /// The runtime holding `core`, if any (serial).
-    public func claimHolder(core: Int) -> Int? { shared.holder(of: core) }
+    /// Who holds `core` of this device, whichever core it is (visible or not): a runtime of this
+    /// process or of another one (through the core's lock file in the lock directory); nil when
+    /// the core is free. Asking takes no lock, so it never makes a claim fail.
+    /// `Status.notFound` for a core the device lacks; `.invalidArgument` when the lock file
+    /// exists but cannot be read.
+    public func coreHolder(_ core: Int) throws(VtrnError) -> CoreHolder? {
+        try state.checkOpen()
+        guard core >= 0 && core < cores.count else {
+            throw .notFound("device \(index) has \(cores.count) cores (0-\(cores.count - 1)); core \(core) requested")
+        }
+        return try shared.holder(of: core, lockDirectory: runtime.configuration.lockDirectory)
+    }
 
     /// One core's description, or `Status.notFound` naming how many cores the device has.
     public func coreInfo(_ core: Int) throws(VtrnError) -> CoreInfo {

@@ -27,6 +27,8 @@ public final class Runtime: Sendable {
     /// A number unique in this process, for messages ("runtime 3").
     public let serial: Int
     let state: RuntimeState
+    /// Whether this runtime counts for the process's monitor segment (`vtrn top`).
+    private let publishesCounters: Bool
 
     public var log: Logger { state.log }
 
@@ -37,8 +39,9 @@ public final class Runtime: Sendable {
     public init(options: RuntimeOptions = RuntimeOptions(), environment: [String: String]? = nil,
                 host: HostTopology? = nil) throws(VtrnError) {
         let host = host ?? HostTopology.current()
-        let configuration = try RuntimeConfiguration.resolve(
-            options: options, environment: environment ?? RuntimeConfiguration.processEnvironment(), host: host)
+        let environment = environment ?? RuntimeConfiguration.processEnvironment()
+        let configuration = try RuntimeConfiguration.resolve(options: options, environment: environment, host: host)
+        let monitorPeriod = try MonitorPublisher.period(environment: environment)
         let serial = Runtime.serials.add(1, ordering: .relaxed).newValue
         let state = RuntimeState(serial: serial, log: Logger(level: configuration.logLevel, label: "runtime \(serial)"))
         var records: [DeviceRecord] = []
@@ -55,6 +58,8 @@ public final class Runtime: Sendable {
         tracer = configuration.tracePath.map { Tracer(path: $0, serial: serial, devices: records.map(\.shared.hardware)) }
         self.serial = serial
         self.state = state
+        MonitorPublisher.shared.runtimeOpened(periodMilliseconds: monitorPeriod)
+        publishesCounters = monitorPeriod > 0
         state.log(.info, "created: topology \(configuration.topology), visible cores \(configuration.visibleCores), "
                   + "NUMA nodes \(configuration.deviceNodes)")
 
@@ -81,6 +86,7 @@ public final class Runtime: Sendable {
             record.shared.hardware.hbm.freeAll(owner: serial)
             record.shared.releaseClaims(of: serial)
         }
+        if publishesCounters { MonitorPublisher.shared.runtimeClosed() }
         if let tracer {
             do {
                 let path = try tracer.write()

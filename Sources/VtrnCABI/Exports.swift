@@ -174,3 +174,21 @@ public func vtrn_device_get_core_info(_ device: vtrn_device_t?, _ core: UInt32,
         result.write(to: info)
     }
 }
+
+@c @implementation
+public func vtrn_device_get_core_holder(_ device: vtrn_device_t?, _ core: UInt32,
+                                        _ holder: UnsafeMutablePointer<vtrn_core_holder_t>?) -> vtrn_status_t {
+    exported {
+        let device = try Handles.devices.lookup(handleBits(device)).object
+        let output = try vtrn_core_holder_t.checkOutput(holder, name: "holder")
+        var result = vtrn_core_holder_t()
+        if let holder = try device.coreHolder(Int(core)) {
+            result.held = 1
+            result.pid = holder.processID ?? -1
+            result.runtime = UInt32(clamping: holder.runtime ?? 0)
+            result.this_process = holder.isThisProcess ? 1 : 0
+            copyCString(holder.commandLine, into: &result.command)
+        }
+        result.write(to: output)
+    }
+}

@@ -119,6 +119,10 @@ extension vtrn_core_info_t: VersionedStruct {
     static let cName = "vtrn_core_info_t"
     static let firstVersionSize = 88
 }
+extension vtrn_core_holder_t: VersionedStruct {
+    static let cName = "vtrn_core_holder_t"
+    static let firstVersionSize = 280
+}
 
 extension vtrn_host_buffer_options_t: VersionedStruct {
     static let cName = "vtrn_host_buffer_options_t"

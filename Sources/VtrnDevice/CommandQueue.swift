@@ -99,6 +99,23 @@ public final class CoreCommandQueue: @unchecked Sendable {
     }
     private let state = Mutex(State())
     private let pendingCount = Atomic<Int>(0)
+    /// For monitors (`vtrn top`): executions finished, host time spent running them, and their
+    /// estimated device time, since the queue was made. Bumped once per execution.
+    private let finishedCount = Atomic<UInt64>(0)
+    private let runningNanoseconds = Atomic<UInt64>(0)
+    private let deviceNanosecondsTotal = Atomic<UInt64>(0)
+
+    public struct Counters: Sendable {
+        public var executions: UInt64
+        public var runningNanoseconds: UInt64
+        public var deviceNanoseconds: UInt64
+        public var depth: Int
+    }
+
+    public var counters: Counters {
+        Counters(executions: finishedCount.load(ordering: .relaxed), runningNanoseconds: runningNanoseconds.load(ordering: .relaxed),
+                 deviceNanoseconds: deviceNanosecondsTotal.load(ordering: .relaxed), depth: depth)
+    }
     private let sleeping = Atomic<Bool>(false)
     private let wakeWord: UnsafeMutablePointer<UInt32>
     /// Made on the core thread's first execution (SBUF and PSUM are tens of MiB).
@@ -184,6 +201,9 @@ public final class CoreCommandQueue: @unchecked Sendable {
         guard let execution else { return (false, stopping) }
         if executor == nil { executor = CoreExecutor(preset: preset) }
         execution.run(on: executor!)
+        runningNanoseconds.add(execution.finishedAt &- execution.startedAt, ordering: .relaxed)
+        deviceNanosecondsTotal.add(UInt64(max(0, execution.outcome.deviceNanoseconds.rounded())), ordering: .relaxed)
+        finishedCount.add(1, ordering: .relaxed)
         return (true, false)
     }
 

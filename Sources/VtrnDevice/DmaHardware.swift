@@ -182,6 +182,7 @@ public final class DmaQueueHardware: @unchecked Sendable {
             if slot == entries { slot = 0 }
         }
         bytesCompletedRegister.add(bytes, ordering: .relaxed)
+        engine?._withUnsafeGuaranteedRef { $0.bytesServed.add(bytes, ordering: .relaxed) }
         headRegister.store(position, ordering: .releasing)
         if position == tail { publish(sequence) }
         return true
@@ -222,6 +223,8 @@ public final class DmaEngineHardware: @unchecked Sendable {
     }
 
     private let state = Mutex(State())
+    /// Bytes this engine has moved since the device was made, over all its queues (for monitors).
+    public let bytesServed = Atomic<UInt64>(0)
     /// Serialises attach and detach, which start and join threads outside `state`'s lock.
     private let lifecycle = Mutex(())
     private let epoch = Atomic<Int>(0)

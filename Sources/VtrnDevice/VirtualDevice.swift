@@ -85,6 +85,10 @@ public final class VirtualDevice: Sendable {
         return hardware
     }
 
+    /// Bytes moved by each DMA engine since the device was made: the cores' engines (core *
+    /// dmaEnginesPerCore + engine), then the host engines. For monitors.
+    public var dmaBytesPerEngine: [UInt64] { engines.map { $0.bytesServed.load(ordering: .relaxed) } }
+
     /// Tears a queue down; its submitted work must have completed.
     public func closeQueue(_ queue: DmaQueueHardware) {
         if queue.core < 0 {

@@ -2,11 +2,18 @@ import ArgumentParser
 import Foundation
 import Vtrn
 
-/// `vtrn ls`: the devices, as `neuron-ls` shows them.
+/// `vtrn ls`: the devices, as `neuron-ls` shows them, and which process holds which core, as
+/// `neuron-ls -w` does (claims are the host's: any process's runtime with this topology and lock
+/// directory).
 struct ListCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ls",
-        abstract: "List the virtual devices, as neuron-ls does.")
+        abstract: "List the virtual devices and the processes that hold their cores, as neuron-ls does.",
+        discussion: """
+            Core owners are read from the lock files in VTRN_LOCK_DIR (default /run/vtrn if writable, \
+            else $XDG_RUNTIME_DIR/vtrn, else /tmp/vtrn-UID); a process sees another's claims on the same \
+            topology and lock directory.
+            """)
 
     @OptionGroup var runtimeArguments: RuntimeArguments
 
@@ -17,17 +24,21 @@ struct ListCommand: ParsableCommand {
         let runtime = try runtimeArguments.makeRuntime()
         defer { runtime.close() }
         let devices = try runtime.devices.map { try $0.info }
+        // Asked once per core, taking no lock: a snapshot.
+        let holders = try runtime.devices.map { device in try (0..<device.cores.count).map { try device.coreHolder($0) } }
         if json {
-            print(try jsonText(runtime: runtime, devices: devices))
+            print(try jsonText(runtime: runtime, devices: devices, holders: holders))
         } else {
-            print(table(runtime: runtime, devices: devices))
+            print(table(runtime: runtime, devices: devices, holders: holders))
         }
     }
 
-    func table(runtime: Runtime, devices: [DeviceInfo]) -> String {
+    /// The devices' table, then, given `holders`, the table of the cores held and by whom.
+    func table(runtime: Runtime, devices: [DeviceInfo], holders: [[CoreHolder?]]? = nil) -> String {
         let configuration = runtime.configuration
         var lines = ["vtrn \(Vtrn.version), topology \(configuration.topology), "
-                     + "\(configuration.coreCount) cores (\(configuration.visibleCores.count) visible: \(configuration.visibleCores))"]
+                     + "\(configuration.coreCount) cores (\(configuration.visibleCores.count) visible: \(configuration.visibleCores)), "
+                     + "core claims in \(configuration.lockDirectory)"]
         let header = [["DEVICE", "NAME", "ARCH", "CORES", "CORE IDS", "HBM", "NUMA NODE", "BUS ADDRESS", "PCI ID"]]
         let rows = devices.map { info in
             ["\(info.index)", info.name, "\(info.architecture)", "\(info.coreCount)",
@@ -36,10 +47,25 @@ struct ListCommand: ParsableCommand {
              String(format: "%04x:%04x", info.pciVendorId, info.pciDeviceId)]
         }
         lines.append(contentsOf: renderTable(header + rows))
+        guard let holders else { return lines.joined(separator: "\n") }
+
+        let held = devices.flatMap { info in
+            holders[info.index].enumerated().compactMap { core, holder in holder.map { (info, core, $0) } }
+        }
+        if held.isEmpty {
+            lines.append("no core is claimed")
+        } else {
+            let ownerHeader = [["DEVICE", "CORE", "GLOBAL CORE", "PID", "RUNTIME", "COMMAND"]]
+            let ownerRows = held.map { info, core, holder in
+                ["\(info.index)", "\(core)", "\(info.firstCore + core)", holder.processID.map { "\($0)" } ?? "?",
+                 holder.runtime.map { "\($0)" } ?? "?", abbreviated(holder.commandLine, to: 72)]
+            }
+            lines.append(contentsOf: renderTable(ownerHeader + ownerRows))
+        }
         return lines.joined(separator: "\n")
     }
 
-    func jsonText(runtime: Runtime, devices: [DeviceInfo]) throws -> String {
+    func jsonText(runtime: Runtime, devices: [DeviceInfo], holders: [[CoreHolder?]]) throws -> String {
         let objects: [[String: Any]] = try devices.map { info in
             let device = try runtime.device(info.index)
             return [
@@ -52,13 +78,25 @@ struct ListCommand: ParsableCommand {
                 "sbuf_bytes_per_core": info.sbufBytesPerCore, "psum_bytes_per_core": info.psumBytesPerCore,
                 "semaphores_per_core": info.semaphoresPerCore, "visible_core_count": info.visibleCoreCount,
                 "cores": device.cores.map { core in
-                    ["index": core.index, "global_index": core.globalIndex, "visible": core.visible] as [String: Any]
+                    ["index": core.index, "global_index": core.globalIndex, "visible": core.visible,
+                     "holder": holders[info.index][core.index].map(holderObject) ?? NSNull()] as [String: Any]
                 },
             ]
         }
         let data = try JSONSerialization.data(withJSONObject: objects, options: [.prettyPrinted, .sortedKeys])
         return String(decoding: data, as: UTF8.self)
     }
+}
+
+/// A core's holder in `vtrn ls --json`; null fields when its lock file names no live process.
+func holderObject(_ holder: CoreHolder) -> [String: Any] {
+    ["pid": holder.processID.map { Int($0) as Any } ?? NSNull(), "command": holder.commandLine,
+     "runtime": holder.runtime.map { $0 as Any } ?? NSNull(), "this_process": holder.isThisProcess]
+}
+
+/// `text` cut to `limit` characters, ending in "..." when cut.
+func abbreviated(_ text: String, to limit: Int) -> String {
+    text.count <= limit ? text : String(text.prefix(limit - 3)) + "..."
 }
 
 /// A boxed table like neuron-ls's: the first row is the header.

@@ -10,7 +10,7 @@ struct VtrnCommand: ParsableCommand {
             Devices come from VTRN_TOPOLOGY (e.g. "trn1", "trn2:2", "trn1,trn2@node1"), or --topology.
             """,
         version: "vtrn \(Vtrn.version)",
-        subcommands: [DemoCommand.self, ListCommand.self, BenchCommand.self])
+        subcommands: [DemoCommand.self, ListCommand.self, BenchCommand.self, TraceCommand.self, MonitorCommand.self, TopCommand.self])
 }
 
 /// Options every subcommand that builds a runtime takes.

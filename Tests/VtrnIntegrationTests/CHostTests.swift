@@ -90,6 +90,60 @@ import Testing
         #expect((devices[0]["cores"] as? [[String: Any]])?.count == 8)
     }
 
+    @Test func lsShowsWhichProcessHoldsWhichCore() throws {
+        // Its own lock directory, so that no test of this process meets the holder's claims.
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("vtrn-ls-locks-\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        var environment = ProcessInfo.processInfo.environment
+        environment["VTRN_LOCK_DIR"] = folder
+        let (built, buildOutput) = try runProgram(URL(fileURLWithPath: "/usr/bin/env"),
+                                                  ["make", "-s", "-C", "Tests/c", "build/claims_helper", "BIN=\(CHostTests.binPath.path)"])
+        try #require(built == 0, "building Tests/c/build/claims_helper failed:\n\(buildOutput)")
+
+        let holder = Process(), input = Pipe(), output = Pipe()
+        holder.executableURL = CHostTests.packageRoot.appendingPathComponent("Tests/c/build/claims_helper")
+        holder.arguments = ["hold", "trn1,trn2", "1", "3", "5"]
+        holder.environment = environment
+        holder.standardInput = input
+        holder.standardOutput = output
+        try holder.run()
+        defer {
+            try? input.fileHandleForWriting.close()
+            holder.waitUntilExit()
+        }
+        var said = Data()
+        while !said.contains(UInt8(ascii: "\n")) {
+            let chunk = output.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            said += chunk
+        }
+        let pid = holder.processIdentifier
+        #expect(String(decoding: said, as: UTF8.self) == "held \(pid)\n")
+
+        let (status, table) = try runProgram(try builtProduct("vtrn-cli"), ["ls", "--topology", "trn1,trn2"], environment: environment)
+        #expect(status == 0)
+        #expect(table.contains("core claims in \(folder)"), "\(table)")
+        #expect(table.contains("| DEVICE | CORE | GLOBAL CORE | PID"), "\(table)")
+        #expect(table.contains("| 1      | 3    | 5           | \(pid)"), "\(table)")
+        #expect(table.contains("| 1      | 5    | 7           | \(pid)"), "\(table)")
+        #expect(table.contains("claims_helper hold trn1,trn2 1 3 5"), "\(table)")
+
+        let (jsonStatus, json) = try runProgram(try builtProduct("vtrn-cli"), ["ls", "--json", "--topology", "trn1,trn2"],
+                                                environment: environment)
+        #expect(jsonStatus == 0)
+        let devices = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [[String: Any]])
+        let cores = try #require(devices[1]["cores"] as? [[String: Any]])
+        let held = try #require(cores[3]["holder"] as? [String: Any])
+        #expect(held["pid"] as? Int == Int(pid) && held["runtime"] as? Int == 1 && held["this_process"] as? Bool == false)
+        #expect((held["command"] as? String)?.hasSuffix("claims_helper hold trn1,trn2 1 3 5") == true)
+        #expect(cores[0]["holder"] is NSNull)
+
+        try input.fileHandleForWriting.close()
+        holder.waitUntilExit()
+        let (_, after) = try runProgram(try builtProduct("vtrn-cli"), ["ls", "--topology", "trn1,trn2"], environment: environment)
+        #expect(after.hasSuffix("no core is claimed\n"), "\(after)")
+    }
+
     @Test func badTopologyExitsWithTheMessage() throws {
         let (status, output) = try tool(["ls", "--topology", "trn9"])
         #expect(status != 0)
@@ -107,18 +161,34 @@ import Testing
     }
 }
 
-/// Runs a program in the package root; its exit status and its stdout and stderr together.
-func runProgram(_ executable: URL, _ arguments: [String]) throws -> (status: Int32, output: String) {
+/// Runs a program in the package root (in `environment`, else this process's with a lock directory
+/// of its own); its exit status and its stdout and stderr together.
+func runProgram(_ executable: URL, _ arguments: [String],
+                environment: [String: String]? = nil) throws -> (status: Int32, output: String) {
     let process = Process()
     process.executableURL = executable
     process.arguments = arguments
     process.currentDirectoryURL = CHostTests.packageRoot
+    var ownLocks: String?
+    if let environment {
+        process.environment = environment
+    } else {
+        // Claims are the host's: programs these tests run at the same time (a C example and a
+        // Swift one both on core 0) would get VTRN_ERROR_BUSY from each other. Each runs with a
+        // lock directory of its own unless a test chose one.
+        var own = ProcessInfo.processInfo.environment
+        ownLocks = FileManager.default.temporaryDirectory
+            .appendingPathComponent("vtrn-program-locks-\(getpid())-\(UUID().uuidString)").path
+        own["VTRN_LOCK_DIR"] = ownLocks
+        process.environment = own
+    }
     let pipe = Pipe()
     process.standardOutput = pipe
     process.standardError = pipe
     try process.run()
     let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     process.waitUntilExit()
+    if let ownLocks { try? FileManager.default.removeItem(atPath: ownLocks) }
     return (process.terminationStatus, output)
 }
 

@@ -78,7 +78,7 @@ import Glibc
 
     @Test func queuesAndCoresAreOwned() throws {
         let (first, device) = try isolatedDevice()
-        let second = try Runtime(options: .init(topology: first.configuration.topology.description), environment: [:])
+        let second = try Runtime(options: .init(topology: first.configuration.topology.description), environment: testEnvironment())
         let other = second.devices[device.index]
         let queue = try device.openQueue(core: 1, engine: 0, queue: 0)
         let twice = #expect(throws: VtrnError.self) { try device.openQueue(core: 1, engine: 0, queue: 0) }

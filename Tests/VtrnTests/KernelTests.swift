@@ -134,7 +134,7 @@ import Glibc
     }
 
     @Test func timeoutStopsALongExecution() throws {
-        let runtime = try Runtime(options: .init(topology: "trn1:40"), environment: ["VTRN_EXEC_TIMEOUT_MS": "20"])
+        let runtime = try Runtime(options: .init(topology: "trn1:40"), environment: testEnvironment(["VTRN_EXEC_TIMEOUT_MS": "20"]))
         let device = runtime.devices[39]
         let program = runtime.makeProgram()
         let tile = AccessPattern(space: .sbuf, dtype: .fp32, partitions: 128, sizes: [32768])
@@ -152,7 +152,7 @@ import Glibc
 @Suite struct TraceTests {
     @Test func traceShowsEveryEngineOnATimeline() throws {
         let path = "/tmp/vtrn-trace-\(getpid())-%r.json"
-        let runtime = try Runtime(options: .init(topology: "trn1:44"), environment: ["VTRN_TRACE": path])
+        let runtime = try Runtime(options: .init(topology: "trn1:44"), environment: testEnvironment(["VTRN_TRACE": path]))
         let device = runtime.devices[43]
         let program = runtime.makeProgram()
         try StandardKernels.softmax(program, rows: 200, columns: 64)

@@ -29,7 +29,7 @@ import VtrnDevice
 
 @Suite struct HostBufferTests {
     @Test func placedBuffersAreResidentOnTheirNode() throws {
-        let runtime = try Runtime(options: .init(topology: "trn1"), environment: [:])
+        let runtime = try Runtime(options: .init(topology: "trn1"), environment: testEnvironment())
         let node = runtime.configuration.deviceNodes[0]
         let local = try runtime.makeHostBuffer(bytes: 1 << 20)
         #expect(try local.numaNode() == node)
@@ -49,7 +49,7 @@ import VtrnDevice
     }
 
     @Test func hugePagesAreGrantedOrExplained() throws {
-        let runtime = try Runtime(options: .init(topology: "trn1"), environment: [:])
+        let runtime = try Runtime(options: .init(topology: "trn1"), environment: testEnvironment())
         let buffer = try runtime.makeHostBuffer(bytes: 4 << 20, options: .init(hugePages: true))
         if transparentHugePageSetting() == "never" {
             #expect(!buffer.hugePages && buffer.note.contains("[never]"))
@@ -59,7 +59,7 @@ import VtrnDevice
     }
 
     @Test func closedBuffersAndRuntimesRefuseUse() throws {
-        let runtime = try Runtime(options: .init(topology: "trn1"), environment: [:])
+        let runtime = try Runtime(options: .init(topology: "trn1"), environment: testEnvironment())
         let buffer = try runtime.makeHostBuffer(bytes: 64)
         buffer.close()
         #expect(#expect(throws: VtrnError.self) { try buffer.numaNode() }?.message == "the host buffer was destroyed")
@@ -69,7 +69,7 @@ import VtrnDevice
     }
 
     @Test func zeroBytesIsRefused() throws {
-        let runtime = try Runtime(options: .init(topology: "trn1"), environment: [:])
+        let runtime = try Runtime(options: .init(topology: "trn1"), environment: testEnvironment())
         let error = #expect(throws: VtrnError.self) { try runtime.makeHostBuffer(bytes: 0) }
         #expect(error == .invalidArgument("bytes is 0; a host buffer holds at least 1 byte"))
     }
@@ -112,7 +112,7 @@ import VtrnDevice
 
     @Test func runtimeCloseFreesItsMemory() throws {
         let (first, device) = try isolatedDevice()
-        let second = try Runtime(options: .init(topology: first.configuration.topology.description), environment: [:])
+        let second = try Runtime(options: .init(topology: first.configuration.topology.description), environment: testEnvironment())
         let base = try second.devices[device.index].info.hbmUsedBytes
         let block = try device.allocate(1 << 30)
         // The device is the process's: the other runtime sees the use.

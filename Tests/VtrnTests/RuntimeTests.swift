@@ -51,7 +51,7 @@ import VtrnDevice
 
 @Suite struct RuntimeTests {
     @Test func enumeratesPresetNumbers() throws {
-        let runtime = try Runtime(options: .init(topology: "trn1,trn2"), environment: [:])
+        let runtime = try Runtime(options: .init(topology: "trn1,trn2"), environment: testEnvironment())
         #expect(runtime.devices.count == 2)
         let trn1 = try runtime.device(0).info, trn2 = try runtime.device(1).info
         #expect(trn1.architecture == .trn1 && trn1.coreCount == 2 && trn1.firstCore == 0)
@@ -65,9 +65,9 @@ import VtrnDevice
     }
 
     @Test func uuidIsStableForTheSameTopology() throws {
-        let first = try Runtime(options: .init(topology: "trn1,trn2"), environment: [:])
-        let second = try Runtime(options: .init(topology: "trn1:1,trn2"), environment: [:])
-        let other = try Runtime(options: .init(topology: "trn2,trn1"), environment: [:])
+        let first = try Runtime(options: .init(topology: "trn1,trn2"), environment: testEnvironment())
+        let second = try Runtime(options: .init(topology: "trn1:1,trn2"), environment: testEnvironment())
+        let other = try Runtime(options: .init(topology: "trn2,trn1"), environment: testEnvironment())
         let uuids = try first.devices.map { try $0.info.uuid }
         #expect(uuids == (try second.devices.map { try $0.info.uuid }))
         #expect(uuids[0] != uuids[1])
@@ -77,13 +77,13 @@ import VtrnDevice
     }
 
     @Test func visibleCoresMarkCores() throws {
-        let runtime = try Runtime(options: .init(topology: "trn1:2", visibleCores: "1-2"), environment: [:])
+        let runtime = try Runtime(options: .init(topology: "trn1:2", visibleCores: "1-2"), environment: testEnvironment())
         #expect(runtime.devices.flatMap(\.cores).map(\.visible) == [false, true, true, false])
         #expect(try runtime.devices.map { try $0.info.visibleCoreCount } == [1, 1])
     }
 
     @Test func badIndicesSayWhatExists() throws {
-        let runtime = try Runtime(options: .init(topology: "trn1"), environment: [:])
+        let runtime = try Runtime(options: .init(topology: "trn1"), environment: testEnvironment())
         let device = #expect(throws: VtrnError.self) { try runtime.device(1) }
         #expect(device == VtrnError(.notFound, "device 1 does not exist: the topology \"trn1\" has 1 device (only device 0)"))
         let core = #expect(throws: VtrnError.self) { try runtime.devices[0].coreInfo(5) }
@@ -91,7 +91,7 @@ import VtrnDevice
     }
 
     @Test func closedRuntimeRejectsUse() throws {
-        let runtime = try Runtime(options: .init(topology: "trn1"), environment: [:])
+        let runtime = try Runtime(options: .init(topology: "trn1"), environment: testEnvironment())
         let device = runtime.devices[0]
         runtime.close()
         runtime.close()
@@ -103,7 +103,7 @@ import VtrnDevice
     }
 
     @Test func severalRuntimesLiveTogether() throws {
-        let runtimes = try (0..<16).map { _ in try Runtime(options: .init(topology: "trn2:2"), environment: [:]) }
+        let runtimes = try (0..<16).map { _ in try Runtime(options: .init(topology: "trn2:2"), environment: testEnvironment()) }
         #expect(Set(runtimes.map(\.serial)).count == 16)
         runtimes[3].close()
         #expect(try runtimes[4].devices[1].info.coreCount == 8)

@@ -1,5 +1,16 @@
 import Synchronization
+import VtrnTestIsolation
 @testable import Vtrn
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The environment of a test's runtime: `variables`, and this test process's own lock directory
+/// (VtrnTestIsolation made it), so that claims never meet a user's or another test run's.
+func testEnvironment(_ variables: [String: String] = [:]) -> [String: String] {
+    variables.merging(["VTRN_LOCK_DIR": String(cString: vtrn_test_lock_directory())]) { given, _ in given }
+}
 
 /// Devices are the process's, as on a real host: two runtimes with the same topology share
 /// device 0's cores and HBM. Tests run in parallel, so each takes a device index no other test
@@ -8,6 +19,6 @@ private let nextIndex = Atomic<Int>(8)
 
 func isolatedDevice(_ architecture: String = "trn1", visibleCores: String? = nil) throws -> (Runtime, Device) {
     let index = nextIndex.add(1, ordering: .relaxed).newValue % 64
-    let runtime = try Runtime(options: .init(topology: "\(architecture):\(index + 1)", visibleCores: visibleCores), environment: [:])
+    let runtime = try Runtime(options: .init(topology: "\(architecture):\(index + 1)", visibleCores: visibleCores), environment: testEnvironment())
     return (runtime, runtime.devices[index])
 }

@@ -28,9 +28,11 @@ import VtrnKernels
             }
         }
 
-        let group = DispatchGroup()
+        // Threads of their own: a pool's threads may all be busy with the tests running beside this one.
+        let finished = DispatchSemaphore(value: 0)
         for worker in 0..<4 {
-            DispatchQueue.global().async(group: group) {
+            Thread.detachNewThread {
+                defer { finished.signal() }
                 var queue: DmaQueue?
                 while !stop.load(ordering: .relaxed) {
                     attempt { () throws(VtrnError) in
@@ -56,16 +58,20 @@ import VtrnKernels
                 }
             }
         }
-        Thread.sleep(forTimeInterval: 0.3)
+        // Close once the workers are under way (a loaded machine may take a while to start them).
+        let deadline = Date().addingTimeInterval(30)
+        while succeeded.load(ordering: .relaxed) < 8 && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
         runtime.close()
         Thread.sleep(forTimeInterval: 0.1)
         stop.store(true, ordering: .relaxed)
-        #expect(group.wait(timeout: .now() + 60) == .success, "a worker hung after the runtime closed")
+        for _ in 0..<4 {
+            #expect(finished.wait(timeout: .now() + 60) == .success, "a worker hung after the runtime closed")
+        }
         #expect(unexpected.withLock { $0 } == [])
         #expect(succeeded.load(ordering: .relaxed) > 0)
         #expect(invalidated.load(ordering: .relaxed) > 0)
         // Everything the runtime held on its device is back: no block of it survives the close.
-        let other = try Runtime(options: .init(topology: "trn1:\(index + 1)"), environment: [:])
+        let other = try Runtime(options: .init(topology: "trn1:\(index + 1)"), environment: testEnvironment())
         defer { other.close() }
         #expect(try other.devices[index].memoryUsage.used == 0)
     }

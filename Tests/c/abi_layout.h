@@ -108,6 +108,7 @@ VT_SIZE(vtrn_runtime_options_t, 32);
 VT_SIZE(vtrn_runtime_info_t, 288);
 VT_SIZE(vtrn_device_info_t, 224);
 VT_SIZE(vtrn_core_info_t, 88);
+VT_SIZE(vtrn_core_holder_t, 280);
 
 /* The structs of host buffers, device memory and DMA: first versions as the library knows them. */
 VT_SIZE(vtrn_host_buffer_options_t, 24);
@@ -222,6 +223,12 @@ VT_OFFSET(vtrn_core_info_t, pe_clock_hz, 56);
 VT_OFFSET(vtrn_core_info_t, act_clock_hz, 64);
 VT_OFFSET(vtrn_core_info_t, dve_clock_hz, 72);
 VT_OFFSET(vtrn_core_info_t, pool_clock_hz, 80);
+
+VT_OFFSET(vtrn_core_holder_t, held, 8);
+VT_OFFSET(vtrn_core_holder_t, pid, 12);
+VT_OFFSET(vtrn_core_holder_t, runtime, 16);
+VT_OFFSET(vtrn_core_holder_t, this_process, 20);
+VT_OFFSET(vtrn_core_holder_t, command, 24);
 #endif
 
 #endif /* VTRN_TEST_ABI_LAYOUT_H */

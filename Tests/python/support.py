@@ -15,7 +15,8 @@ PYTHON_FOLDER = os.path.join(REPOSITORY, "python")
 HEADER = os.path.join(REPOSITORY, "include", "vtrn.h")
 
 # Configuration variables the library reads; VTRN_LIBRARY is the package's own.
-CONFIGURATION_VARIABLES = ("VTRN_TOPOLOGY", "VTRN_VISIBLE_CORES", "VTRN_LOG_LEVEL", "VTRN_EXEC_TIMEOUT_MS", "VTRN_TRACE")
+CONFIGURATION_VARIABLES = ("VTRN_TOPOLOGY", "VTRN_VISIBLE_CORES", "VTRN_LOG_LEVEL", "VTRN_EXEC_TIMEOUT_MS", "VTRN_TRACE",
+                           "VTRN_MONITOR_PERIOD_MS", "VTRN_LOCK_DIR")
 
 
 def _node_list(text):
@@ -171,8 +172,10 @@ def _normal_type(text):
 # -- child processes ---------------------------------------------------------------------------
 
 def child_environment(**overrides):
-    """This process's environment without vtrn variables, plus ``overrides``."""
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("VTRN_")}
+    """This process's environment without vtrn variables but the test session's VTRN_LOCK_DIR
+    (conftest.py), plus ``overrides``."""
+    environment = {key: value for key, value in os.environ.items()
+                   if not key.startswith("VTRN_") or key == "VTRN_LOCK_DIR"}
     environment.update(overrides)
     return environment
 

@@ -11,6 +11,7 @@ import vtrn
 from vtrn import _library, errors
 from vtrn._library import (
     FUNCTIONS,
+    CoreHolderStruct,
     CoreInfoStruct,
     DeviceHandle,
     DeviceInfoStruct,
@@ -49,6 +50,7 @@ STRUCTS = {
     "vtrn_runtime_info_t": RuntimeInfoStruct,
     "vtrn_device_info_t": DeviceInfoStruct,
     "vtrn_core_info_t": CoreInfoStruct,
+    "vtrn_core_holder_t": CoreHolderStruct,
     "vtrn_host_buffer_options_t": HostBufferOptionsStruct,
     "vtrn_host_buffer_info_t": HostBufferInfoStruct,
     "vtrn_device_memory_info_t": DeviceMemoryInfoStruct,
@@ -293,3 +295,24 @@ def test_dma_limits_match_header():
     assert _library.DMA_MAX_DESCRIPTOR_BYTES == eval(HEADER.macros["VTRN_DMA_MAX_DESCRIPTOR_BYTES"].rstrip("u"))
     assert _library.DMA_MIN_RING_ENTRIES == eval(HEADER.macros["VTRN_DMA_MIN_RING_ENTRIES"].rstrip("u"))
     assert _library.DMA_MAX_RING_ENTRIES == eval(HEADER.macros["VTRN_DMA_MAX_RING_ENTRIES"].replace("u", ""))
+
+
+@pytest.mark.parametrize("name", list(HEADER.functions))
+def test_every_function_is_documented_with_what_it_returns(name):
+    """Each declaration follows a /** ... */ comment that says what it returns ("Returns ...", or
+    "Never fails"); the program builders share their section's "Every builder: returns ..."
+    paragraph. Ownership and threading follow the header's stated conventions unless the comment
+    says otherwise."""
+    raw = open(HEADER.path).read()
+    declaration = re.search(rf"^(?:vtrn_status_t|uint32_t|const char \*)\s*{name}\s*\(", raw, flags=re.M)
+    before = raw[:declaration.start()].rstrip()
+    assert before.endswith("*/"), f"{name} has no doc comment right above its declaration"
+    comment = before[before.rfind("/**"):]
+    assert comment.startswith("/**"), f"{name}'s comment is not a /** doc comment */"
+    if name.startswith("vtrn_program_") and name not in (
+            "vtrn_program_create", "vtrn_program_destroy", "vtrn_program_add_parameter", "vtrn_program_instruction_count"):
+        section = raw[:declaration.start()]
+        section = section[section.rfind("Functions: programs"):]
+        assert "Every builder: returns" in section, f"{name} is a builder outside the programs section"
+        return
+    assert re.search(r"\bReturns\b|Never fails", comment), f"{name}'s doc comment does not say what it returns:\n{comment}"

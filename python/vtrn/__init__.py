@@ -61,7 +61,9 @@ from .memory import (
     MemoryUsage,
 )
 from .kernel import AccessPattern, ExecutionInfo, Fence, Kernel, Parameter, Program, dtype_name, numpy_dtype
-from .runtime import CoreInfo, Device, DeviceInfo, HandleCounts, Runtime, RuntimeInfo, handle_counts, library_path, version
+from .runtime import (
+    CoreHolder, CoreInfo, Device, DeviceInfo, HandleCounts, Runtime, RuntimeInfo, handle_counts, library_path, version,
+)
 
 __all__ = [
     "__version__", "VTRN_VERSION_MAJOR", "VTRN_VERSION_MINOR", "VTRN_VERSION_PATCH", "WAIT_FOREVER", "LibraryError",
@@ -70,7 +72,8 @@ __all__ = [
     "OutOfHostMemoryError", "OutOfDeviceMemoryError", "BusyError", "DeviceTimeoutError", "QueueFullError",
     "UnsupportedError", "InvalidProgramError", "DmaFaultError", "HardwareError", "DeadlockError",
     "InternalError", "last_error", "status_string",
-    "Runtime", "RuntimeInfo", "Device", "DeviceInfo", "CoreInfo", "version", "library_path", "HandleCounts", "handle_counts",
+    "Runtime", "RuntimeInfo", "Device", "DeviceInfo", "CoreInfo", "CoreHolder", "version", "library_path",
+    "HandleCounts", "handle_counts",
     "PLACEMENTS", "HostBuffer", "HostBufferInfo", "DeviceMemory", "DeviceMemoryInfo", "MemoryUsage",
     "DmaQueue", "DmaQueueInfo",
     "Program", "Parameter", "AccessPattern", "Kernel", "Fence", "ExecutionInfo", "dtype_name", "numpy_dtype",

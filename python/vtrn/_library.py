@@ -228,6 +228,19 @@ class CoreInfoStruct(_VersionedStruct):
     ]
 
 
+class CoreHolderStruct(_VersionedStruct):
+    """vtrn_core_holder_t (VTRN_CORE_HOLDER_INIT)."""
+
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("held", c_uint32),
+        ("pid", c_int32),
+        ("runtime", c_uint32),
+        ("this_process", c_uint32),
+        ("command", c_char * 256),
+    ]
+
+
 class HostBufferOptionsStruct(_VersionedStruct):
     """vtrn_host_buffer_options_t (VTRN_HOST_BUFFER_OPTIONS_INIT)."""
 
@@ -496,6 +509,7 @@ FUNCTIONS = [
     ("vtrn_device_get", vtrn_status_t, [RuntimeHandle, c_uint32, POINTER(DeviceHandle)]),
     ("vtrn_device_get_info", vtrn_status_t, [DeviceHandle, POINTER(DeviceInfoStruct)]),
     ("vtrn_device_get_core_info", vtrn_status_t, [DeviceHandle, c_uint32, POINTER(CoreInfoStruct)]),
+    ("vtrn_device_get_core_holder", vtrn_status_t, [DeviceHandle, c_uint32, POINTER(CoreHolderStruct)]),
     # host buffers
     ("vtrn_host_buffer_create", vtrn_status_t,
      [RuntimeHandle, c_size_t, POINTER(HostBufferOptionsStruct), POINTER(HostBufferHandle)]),

@@ -19,6 +19,7 @@ import numpy
 
 from ._library import (
     ENGINE_FLAGS,
+    CoreHolderStruct,
     CoreInfoStruct,
     DeviceHandle,
     DeviceInfoStruct,
@@ -147,6 +148,17 @@ class CoreInfo:
     pool_clock_hz: int
 
 
+@dataclass(frozen=True)
+class CoreHolder:
+    """vtrn_core_holder_t: who holds a core (``Device.core_holder``), a runtime of this process or
+    of another one (see "Core ownership" in include/vtrn.h)."""
+
+    pid: int  # the holding process (os.getpid() when it is this one); None when its lock file names no live process
+    command: str  # its command line, arguments separated by spaces ("" when unknown)
+    runtime: int  # the holding runtime's number in its process ("runtime 3" in messages); None when unknown
+    this_process: bool
+
+
 def _log_level_value(level):
     if level is None:
         return 0
@@ -162,7 +174,8 @@ class Runtime(Closable):
     """A vtrn runtime: the virtual devices of one topology (vtrn_runtime_create).
 
     Arguments left None come from the environment (VTRN_TOPOLOGY, VTRN_VISIBLE_CORES,
-    VTRN_LOG_LEVEL), else the defaults. ``log_level`` is a name ("warning") or a
+    VTRN_LOG_LEVEL), else the defaults. The cores it claims are recorded for the whole host in
+    VTRN_LOCK_DIR (InvalidArgumentError names a directory that cannot be used). ``log_level`` is a name ("warning") or a
     vtrn_log_level_t number. Close it with ``close()`` or a ``with`` block.
     """
 
@@ -296,6 +309,18 @@ class Device:
         """CoreInfo of every core of the device."""
         return [self.core_info(core) for core in range(self.info.core_count)]
 
+    def core_holder(self, core):
+        """Who holds core ``core`` of this device, as a CoreHolder, or None when it is free
+        (vtrn_device_get_core_holder). Claims are the host's: the holder may be a runtime of this
+        process or of another one, which then raises BusyError naming it; asking never takes the
+        core. NotFoundError past the last core."""
+        raw = CoreHolderStruct.init()
+        check(lib.vtrn_device_get_core_holder(self._handle, _uint32(core, "core index"), ctypes.byref(raw)))
+        if not raw.held:
+            return None
+        return CoreHolder(pid=None if raw.pid < 0 else raw.pid, command=_text(raw.command),
+                          runtime=raw.runtime or None, this_process=bool(raw.this_process))
+
     # -- device memory and DMA (the objects are in memory.py) --
 
     def allocate(self, bytes, alignment=0):
@@ -310,7 +335,9 @@ class Device:
 
     def dma_queue(self, core=0, engine=0, queue=0, ring_entries=4096):
         """Opens DMA queue ``queue`` of DMA engine ``engine`` of NeuronCore ``core`` as a DmaQueue
-        (vtrn_dma_queue_create); the first queue on a core claims it for this runtime."""
+        (vtrn_dma_queue_create); the first queue on a core claims it for this runtime until the
+        runtime is closed. BusyError when another runtime holds the core, in this process or
+        another one (the message names its pid and command line)."""
         return _memory.DmaQueue.open(self, core, engine, queue, ring_entries)
 
     def memcpy(self, dst, src, bytes):

@@ -43,6 +43,16 @@ VTRNSYS_HIDDEN int vtrnsys_thread_join(uint64_t thread);
 /* RLIMIT_MEMLOCK's soft limit in bytes; UINT64_MAX when unlimited. */
 VTRNSYS_HIDDEN uint64_t vtrnsys_memlock_limit(void);
 
+/* Open-file-description locks (fcntl F_OFD_SETLK / F_OFD_GETLK, GNU-only names) on a whole file,
+ * for core claims across processes: like flock, a lock belongs to the open file description, so
+ * it conflicts with every other open of the file, this process's included, and the kernel drops
+ * it when the last descriptor closes, a killed process's too.
+ * try_exclusive: 0 when taken; -1 with errno EAGAIN or EACCES when another description holds it.
+ * is_locked: 1 when another description holds a lock on the file, 0 when none does, -1 on error;
+ * it takes nothing, so it never makes a concurrent claim fail. */
+VTRNSYS_HIDDEN int vtrnsys_file_lock_try_exclusive(int fd);
+VTRNSYS_HIDDEN int vtrnsys_file_lock_is_locked(int fd);
+
 /* Nanoseconds of CLOCK_MONOTONIC and of this thread's / process's CPU time. */
 VTRNSYS_HIDDEN uint64_t vtrnsys_monotonic_ns(void);
 VTRNSYS_HIDDEN uint64_t vtrnsys_process_cpu_ns(void);
