@@ -136,7 +136,7 @@ def test_installed_tool_runs_without_the_build_folder(prefix, tmp_path):
     no_repository_in_ldd(tool)
     no_repository_in_ldd(prefix / "lib" / f"libvtrn.so.{VERSION}")
     listing = run([str(tool), "ls", "--topology", "trn1,trn2"], cwd=tmp_path).stdout
-    assert listing.startswith(f"vtrn {VERSION}, topology trn1,trn2, 10 cores (10 visible: 0-9)\n"), listing
+    assert listing.startswith(f"vtrn {VERSION}, topology trn1,trn2, 10 cores (10 visible: 0-9)"), listing
     assert "| Trainium2 | trn2 |" in listing
     assert run([str(tool), "--version"], cwd=tmp_path).stdout.strip() == f"vtrn {VERSION}"
 
