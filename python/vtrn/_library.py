@@ -23,6 +23,8 @@ import ctypes
 import operator
 import os
 import sys
+from collections.abc import Callable
+from typing import Any, NoReturn, Self
 from ctypes import (
     POINTER,
     c_char,
@@ -140,10 +142,10 @@ class _VersionedStruct(ctypes.Structure):
     """A struct that begins with ``size_t struct_size``, as the header's option and info structs do."""
 
     # Fields the header's _INIT macro sets to something other than zero.
-    _init_defaults_ = {}
+    _init_defaults_: dict[str, Any] = {}
 
     @classmethod
-    def init(cls, **fields):
+    def init(cls, **fields: Any) -> Self:
         """The struct as its _INIT macro makes it: struct_size set, defaults, then ``fields``."""
         value = cls(struct_size=ctypes.sizeof(cls), **cls._init_defaults_)
         for name, field in fields.items():
@@ -379,7 +381,7 @@ class ScalarStruct(ctypes.Structure):
     ]
 
     @classmethod
-    def int32(cls, value):
+    def int32(cls, value: int) -> Self:
         """vtrn_scalar_int32 (static inline in the header): the int32's bits stored into ``value``
         as bits (through a Python float, an int32 that reads as a signalling NaN would be quieted)."""
         tile = AccessStruct(space=MEMORY_SPACES["sbuf"], dtype=DTYPES["int32"], start_partition=0, partitions=1, offset=0,
@@ -402,7 +404,7 @@ class SyncStruct(ctypes.Structure):
     ]
 
     @classmethod
-    def none(cls):
+    def none(cls) -> Self:
         """VTRN_SYNC_NONE."""
         return cls(-1, 0, -1, SEMAPHORE_OPS["add"], 0)
 
@@ -468,7 +470,7 @@ class HandleCountsStruct(_VersionedStruct):
 UNSIGNED_MAXIMUM = {"uint32_t": 0xFFFF_FFFF, "uint64_t": 0xFFFF_FFFF_FFFF_FFFF, "size_t": (1 << (8 * ctypes.sizeof(c_size_t))) - 1}
 
 
-def unsigned(value, c_type, what):
+def unsigned(value: int, c_type: str, what: str) -> int:
     """``value`` as an int that fits the unsigned C type named ``c_type`` ("uint32_t", "uint64_t",
     "size_t"), else ValueError: ctypes would wrap it silently (-1 would become 4294967295)."""
     value = operator.index(value)
@@ -478,14 +480,14 @@ def unsigned(value, c_type, what):
     return value
 
 
-def host_ref(buffer, offset=0):
+def host_ref(buffer: HostBufferHandle, offset: int = 0) -> MemoryRefStruct:
     """vtrn_host_ref (static inline in the header): ``offset`` bytes into a HostBufferHandle."""
     if not isinstance(buffer, HostBufferHandle):
         raise TypeError(f"host_ref needs a HostBufferHandle, not {type(buffer).__name__}")
     return MemoryRefStruct(buffer.value, offset)
 
 
-def device_ref(memory, offset=0):
+def device_ref(memory: DeviceMemoryHandle, offset: int = 0) -> MemoryRefStruct:
     """vtrn_device_ref (static inline in the header): ``offset`` bytes into a DeviceMemoryHandle."""
     if not isinstance(memory, DeviceMemoryHandle):
         raise TypeError(f"device_ref needs a DeviceMemoryHandle, not {type(memory).__name__}")
@@ -494,7 +496,8 @@ def device_ref(memory, offset=0):
 
 # -- Functions: every declaration of include/vtrn.h, in its order ------------------------------
 
-FUNCTIONS = [
+# (name, result type, argument types): ctypes types (restype None would be void).
+FUNCTIONS: list[tuple[str, type[Any] | None, list[type[Any]]]] = [
     # version and errors
     ("vtrn_version", c_uint32, []),
     ("vtrn_status_string", c_char_p, [vtrn_status_t]),
@@ -587,7 +590,7 @@ SONAME = f"libvtrn.so.{VTRN_VERSION_MAJOR}"
 _BY_NAME = f"{SONAME} (the dynamic loader's search: LD_LIBRARY_PATH, ld.so.cache, /lib, /usr/lib)"
 
 
-def candidate_paths():
+def candidate_paths() -> list[str]:
     """Where the library may be, in the order tried: ``$VTRN_LIBRARY`` alone if it is set, else the
     repository's builds (the most recently built first), then the installed places (see the
     module's documentation). One entry is not a path but the SONAME for the dynamic loader to find."""
@@ -604,7 +607,7 @@ def candidate_paths():
     return existing + [path for path in builds if path not in existing] + installed
 
 
-def _find_and_open():
+def _find_and_open() -> tuple[str, ctypes.CDLL]:
     """The first candidate that exists, opened: (its path, the ctypes library)."""
     paths = candidate_paths()
     for path in paths:
@@ -634,7 +637,7 @@ class _DlInfo(ctypes.Structure):
     _fields_ = [("dli_fname", c_char_p), ("dli_fbase", c_void_p), ("dli_sname", c_char_p), ("dli_saddr", c_void_p)]
 
 
-def _loaded_file(library):
+def _loaded_file(library: ctypes.CDLL) -> str | None:
     """The path of the file the loader opened for ``library`` (loaded by name), or None: glibc's
     dladdr on one of its functions."""
     try:
@@ -650,10 +653,10 @@ def _loaded_file(library):
 
 
 # Functions of FUNCTIONS that the loaded library does not export (calling them raises LibraryError).
-missing_functions = []
+missing_functions: list[str] = []
 
 
-def _declare(path, library):
+def _declare(path: str, library: ctypes.CDLL) -> ctypes.CDLL:
     """Checks the version of ``library`` (loaded from ``path``) and declares every function of
     FUNCTIONS on it; returns it."""
     try:
@@ -661,7 +664,7 @@ def _declare(path, library):
     except AttributeError:
         raise LibraryError(f"{path} is not libvtrn: it has no vtrn_version") from None
     version_function.argtypes, version_function.restype = [], c_uint32
-    version = version_function()
+    version: int = version_function()
     version_text = f"{version >> 16}.{(version >> 8) & 0xFF}.{version & 0xFF}"
     if version >> 16 != VTRN_VERSION_MAJOR:
         raise LibraryError(f"{path} is libvtrn {version_text}; this package needs major version {VTRN_VERSION_MAJOR} "
@@ -680,8 +683,10 @@ def _declare(path, library):
     return library
 
 
-def _missing_function(name, path, version_text):
-    def missing(*arguments):
+def _missing_function(name: str, path: str, version_text: str) -> Callable[..., NoReturn]:
+    """What stands for function ``name`` when the library lacks it: it raises LibraryError."""
+
+    def missing(*arguments: object) -> NoReturn:
         raise LibraryError(f"{path} (libvtrn {version_text}) does not export {name}, which include/vtrn.h "
                            "declares: the library is older than the header; rebuild it with `swift build`")
     missing.__name__ = name
