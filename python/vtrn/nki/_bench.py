@@ -5,6 +5,7 @@ the front end's own costs (tracing and loading a 10,000-instruction kernel, cach
 import math
 import sys
 import time
+from typing import Any
 
 import numpy
 
@@ -13,7 +14,7 @@ from . import jit
 
 
 @jit
-def tiled_matmul(lhsT, rhs):
+def tiled_matmul(lhsT: Any, rhs: Any) -> Any:
     """result[M, N] = lhsT.T @ rhs, tiled 128 x 128 x 512, fp32 accumulation in PSUM."""
     K, M = lhsT.shape
     _, N = rhs.shape
@@ -30,7 +31,7 @@ def tiled_matmul(lhsT, rhs):
 
 
 @jit
-def attention(qT, kT, v):
+def attention(qT: Any, kT: Any, v: Any) -> Any:
     """softmax(q k^T / sqrt(d)) v for q, k given transposed ([d, S]) and v [S, d]; d <= 128."""
     d, seqlen = qT.shape
     out = nl.ndarray((seqlen, d), dtype=v.dtype, buffer=nl.shared_hbm)
@@ -55,7 +56,7 @@ def attention(qT, kT, v):
 
 
 @jit
-def many_instructions(x, repeats):
+def many_instructions(x: Any, repeats: Any) -> Any:
     """A kernel that unrolls to ~10,000 instructions: small tiles, every engine."""
     out = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.shared_hbm)
     for r in nl.sequential_range(repeats):
@@ -66,7 +67,7 @@ def many_instructions(x, repeats):
     return out
 
 
-def _best(function, runs):
+def _best(function: Any, runs: Any) -> Any:
     best = math.inf
     for _ in range(runs):
         started = time.perf_counter()
@@ -80,12 +81,12 @@ class _Progress:
     place by each step and erased when results print; elsewhere (a pipe, a log) a plain line per
     step. Every line is flushed at once."""
 
-    def __init__(self, title, steps):
+    def __init__(self, title: Any, steps: Any) -> None:
         self.title, self.steps, self.completed = title, steps, 0
         self.on_terminal = sys.stdout.isatty()
         self.line_shown = False
 
-    def step(self, what):
+    def step(self, what: Any) -> None:
         """Announces the next step, before its work starts."""
         self.completed += 1
         text = f"{self.title} [{min(self.completed, self.steps)}/{self.steps}] {what}..."
@@ -96,7 +97,7 @@ class _Progress:
             sys.stdout.write(text + "\n")
         sys.stdout.flush()
 
-    def print(self, line=""):
+    def print(self, line: Any = "") -> None:
         """Prints a line of results, erasing the progress line on a terminal."""
         if self.line_shown:
             sys.stdout.write("\r\x1b[K")
@@ -105,7 +106,7 @@ class _Progress:
         sys.stdout.flush()
 
 
-def _eager_inputs(kernel, args):
+def _eager_inputs(kernel: Any, args: Any) -> Any:
     ctx = _kernel.context(None)
     items = _kernel._bind_arguments(kernel.func, args, {})
     trace, inputs, _ = _kernel._trace(kernel, (), (), items, ctx.target)
@@ -113,7 +114,8 @@ def _eager_inputs(kernel, args):
     return trace, {inputs[key]: value for key, _, value in items if key in inputs}
 
 
-def bench(runs=5):
+def bench(runs: Any = 5) -> None:
+    """Runs the benchmark (``python -m vtrn.nki bench``, ``vtrn bench nki``) and prints its report."""
     rng = numpy.random.default_rng(7)
     size = 1024
     lhsT = rng.standard_normal((size, size), dtype=numpy.float32)
