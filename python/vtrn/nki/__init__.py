@@ -27,7 +27,8 @@ process holds NeuronCores. To run kernels on a device of your own runtime instea
 process with it), call ``vtrn.nki.use_device(device)``.
 """
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, overload
 
 from . import compiler, isa, language, typing
 from ._core import NKIError, NKIUnsupportedError
@@ -39,7 +40,14 @@ __all__ = ["compiler", "jit", "simulate_kernel", "simulate", "baremetal", "bench
            "install_import_shim", "uninstall_import_shim", "use_device", "close"]
 
 
-def jit(func: Any = None, mode: Any = "auto", **kwargs: Any) -> Any:
+@overload
+def jit(func: Callable[..., Any], mode: str = "auto", **kwargs: Any) -> JitKernel: ...
+@overload
+def jit(func: None = None, mode: str = "auto", **kwargs: Any) -> Callable[[Callable[..., Any]], JitKernel]: ...
+
+
+def jit(func: Callable[..., Any] | None = None, mode: str = "auto",
+        **kwargs: Any) -> JitKernel | Callable[[Callable[..., Any]], JitKernel]:
     """@nki.jit / @nki.jit(mode=..., platform_target="trn2"): a kernel that runs on vtrn when
     called with numpy arrays (every mode simulates: vtrn has no other device)."""
     if func is None:
@@ -54,14 +62,14 @@ def simulate_kernel(kernel: Any, *args: Any, **kwargs: Any) -> Any:
     return run(function, grid, args, kwargs)[0]
 
 
-def simulate_with_report(kernel: Any, *args: Any, trace_file: Any = None, **kwargs: Any) -> Any:
+def simulate_with_report(kernel: Any, *args: Any, trace_file: str | None = None, **kwargs: Any) -> tuple[Any, Report]:
     """simulate_kernel, returning ``(outputs, Report)``; ``trace_file`` writes a Perfetto/Chrome
     trace of every engine's instructions, each labelled with its NKI call and kernel line."""
     function, grid = as_kernel(kernel)
     return run(function, grid, args, kwargs, trace_path=trace_file)
 
 
-def simulate(kernel: Any) -> Any:
+def simulate(kernel: Any) -> Callable[..., Any]:
     """NKI 0.3+'s ``nki.simulate(kernel)(*arrays)``."""
     function, grid = as_kernel(kernel)
 
@@ -77,7 +85,7 @@ def baremetal(kernel: Any = None, **kwargs: Any) -> Any:
     return kernel if isinstance(kernel, (Launch, JitKernel)) else as_kernel(kernel)[0]
 
 
-def benchmark(kernel: Any = None, warmup: Any = 10, iters: Any = 100, save_trace_name: Any = None,
+def benchmark(kernel: Any = None, warmup: int = 10, iters: int = 100, save_trace_name: str | None = None,
               **kwargs: Any) -> Any:
     """@nki.benchmark: runs the kernel once and reports vtrn's estimated device time as the
     latency (every percentile: the estimate is deterministic) in ``benchmark_result``;
@@ -87,7 +95,7 @@ def benchmark(kernel: Any = None, warmup: Any = 10, iters: Any = 100, save_trace
     return _Benchmarked(kernel, save_trace_name)
 
 
-def profile(func: Any = None, **kwargs: Any) -> Any:
+def profile(func: Any = None, **kwargs: Any) -> Callable[..., Any]:
     """@nki.profile: runs the kernel; ``trace_file=`` (vtrn's) writes a Perfetto trace."""
     if func is None:
         return lambda f: profile(f, **kwargs)
@@ -100,26 +108,26 @@ def profile(func: Any = None, **kwargs: Any) -> Any:
 
 
 class _Latency:
-    def __init__(self, microseconds: Any) -> None:
+    def __init__(self, microseconds: float) -> None:
         self.microseconds = microseconds
 
-    def get_latency_percentile(self, percentile: Any) -> Any:
+    def get_latency_percentile(self, percentile: float) -> float:
         return self.microseconds
 
 
 class _BenchmarkResult:
-    def __init__(self, report: Any) -> None:
+    def __init__(self, report: Report) -> None:
         self.report = report
         self.nc_latency = _Latency(report.device_ns / 1000)
 
 
 class _Benchmarked:
-    def __init__(self, kernel: Any, trace_file: Any = None) -> None:
+    def __init__(self, kernel: Any, trace_file: str | None = None) -> None:
         self.function, self.grid = as_kernel(kernel)
         self.trace_file = trace_file
         self.benchmark_result: _BenchmarkResult | None = None
 
-    def __getitem__(self, grid: Any) -> Any:
+    def __getitem__(self, grid: Any) -> "_Benchmarked":
         return _Benchmarked(Launch(self.function, grid), self.trace_file)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

@@ -86,7 +86,7 @@ class _Progress:
         self.on_terminal = sys.stdout.isatty()
         self.line_shown = False
 
-    def step(self, what: Any) -> None:
+    def step(self, what: str) -> None:
         """Announces the next step, before its work starts."""
         self.completed += 1
         text = f"{self.title} [{min(self.completed, self.steps)}/{self.steps}] {what}..."
@@ -104,6 +104,13 @@ class _Progress:
             self.line_shown = False
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
+
+
+def _last_report() -> _kernel.Report:
+    """The report of the run just made (there always is one here)."""
+    report = _kernel.last_report()
+    assert report is not None, "a kernel ran"
+    return report
 
 
 def _eager_inputs(kernel: Any, args: Any) -> Any:
@@ -132,7 +139,7 @@ def bench(runs: Any = 5) -> None:
         first = kernel(*args)      # traces, loads, caches
         progress.step(f"{name}: {runs} runs on vtrn")
         vtrn_time = _best(lambda: kernel(*args), runs)
-        report = _kernel.last_report()
+        report = _last_report()
         progress.step(f"{name}: {runs} runs of eager numpy")
         trace, inputs = _eager_inputs(kernel, args)
         eager_out = {}
@@ -147,10 +154,10 @@ def bench(runs: Any = 5) -> None:
     repeats = 2500
     progress.step(f"tracing and loading a kernel of {repeats} iterations")
     many_instructions(x, repeats)
-    report = _kernel.last_report()
+    report = _last_report()
     progress.step(f"{runs} cached reruns of it")
     rerun = _best(lambda: many_instructions(x, repeats), runs)
-    rerun_report = _kernel.last_report()
+    rerun_report = _last_report()
     overhead = rerun - rerun_report.execution_ns / 1e9
     progress.print("| KERNEL | VTRN (warm) | NUMPY EAGER (same ops) | RATIO | GOAL | MET | DEVICE TIME (est.) | INSTRUCTIONS |")
     print("|---|---|---|---|---|---|---|---|")

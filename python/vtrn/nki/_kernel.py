@@ -9,8 +9,9 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy
 
@@ -20,6 +21,9 @@ from ..runtime import Runtime
 from . import _core, _lower
 from ._core import NKIError, Trace, View, numpy_dtype, vtrn_dtype
 from ._tensor import Tensor
+
+if TYPE_CHECKING:
+    import vtrn
 
 _ENGINE_NAMES = {"pe": "tensor (PE)", "act": "scalar (ACT)", "dve": "vector (DVE)", "pool": "gpsimd (POOL)",
                  "dma": "DMA"}
@@ -44,7 +48,7 @@ class Report:
     trace_file: str | None = None
     program_instructions: int = 0    # instructions of the loaded program(s), semaphore waits included
 
-    def __str__(self) -> Any:
+    def __str__(self) -> str:
         lines = [f"{self.kernel} on {self.target}: estimated device time {self.device_ns / 1000:.3f} us"
                  f" ({self.instances} instance{'s' if self.instances != 1 else ''} on {self.cores} "
                  f"core{'s' if self.cores != 1 else ''}); host: trace {self.trace_ms:.1f} ms, load "
@@ -64,7 +68,8 @@ class JitKernel:
     """A kernel function under @nki.jit. Calling it with numpy arrays runs it on vtrn and returns
     what the kernel returns, as numpy arrays; ``kernel[grid](...)`` launches a grid of instances."""
 
-    def __init__(self, func: Any, mode: Any = "auto", platform_target: Any = None, **options: Any) -> None:
+    def __init__(self, func: Callable[..., Any], mode: str = "auto", platform_target: str | None = None,
+                 **options: Any) -> None:
         if not callable(func):
             raise TypeError(f"nki.jit decorates a function, not a {type(func).__name__}")
         self.func = func
@@ -83,19 +88,19 @@ class JitKernel:
             return self.func(*args, **kwargs)
         return run(self, ((), 1), args, kwargs)[0]
 
-    def __getitem__(self, grid: Any) -> Any:
+    def __getitem__(self, grid: Any) -> "Launch":
         return Launch(self, grid)
 
-    def __repr__(self) -> Any:
+    def __repr__(self) -> str:
         return f"<nki.jit kernel {self.__name__}>"
 
 
 class Launch:
     """``kernel[grid]``: a kernel with a launch grid of SPMD instances."""
 
-    def __init__(self, kernel: Any, grid: Any) -> None:
+    def __init__(self, kernel: JitKernel, grid: Any) -> None:
         grid = grid if isinstance(grid, tuple) else (grid,)
-        sizes = []
+        sizes: list[int] = []
         cores = 1
         for size in grid:
             if hasattr(size, "_nki_spmd"):
@@ -113,7 +118,11 @@ class Launch:
         return run(self.kernel, self.grid, args, kwargs)[0]
 
 
-def as_kernel(kernel: Any) -> Any:
+# A launch grid: (sizes of its dimensions, cores they are spread over).
+Grid: TypeAlias = tuple[tuple[int, ...], int]
+
+
+def as_kernel(kernel: Any) -> tuple[JitKernel, Grid]:
     """(JitKernel, grid) of what simulate_kernel and friends are given; a grid is (sizes, cores)."""
     if isinstance(kernel, Launch):
         return kernel.kernel, kernel.grid
@@ -129,7 +138,8 @@ def as_kernel(kernel: Any) -> Any:
 class _Context:
     """A runtime and device to run kernels on, with the loaded kernels cached."""
 
-    def __init__(self, topology: Any = None, trace_path: Any = None, device: Any = None) -> None:
+    def __init__(self, topology: str | None = None, trace_path: str | None = None,
+                 device: "vtrn.Device | None" = None) -> None:
         self.owned = device is None
         if device is None:
             previous = os.environ.get("VTRN_TRACE")
@@ -163,12 +173,12 @@ class _Context:
         self.lock = threading.Lock()
         # Device memory kept between runs, by size: fresh HBM costs a page fault per page on its
         # first write, which made copying a run's inputs in several times slower than memcpy.
-        self.pool: dict[int, list[Any]] = {}
+        self.pool: "dict[int, list[vtrn.DeviceMemory]]" = {}
         self.pooled_bytes = 0
 
     POOL_LIMIT = 1 << 30
 
-    def take(self, nbytes: Any) -> Any:
+    def take(self, nbytes: int) -> "vtrn.DeviceMemory":
         with self.lock:
             spare = self.pool.get(nbytes)
             if spare:
@@ -176,7 +186,7 @@ class _Context:
                 return spare.pop()
         return self.device.allocate(nbytes)
 
-    def give_back(self, memory: Any) -> None:
+    def give_back(self, memory: "vtrn.DeviceMemory") -> None:
         with self.lock:
             if self.pooled_bytes + memory.bytes <= self.POOL_LIMIT and not memory.closed:
                 self.pool.setdefault(memory.bytes, []).append(memory)
@@ -215,7 +225,7 @@ def context(topology: str | None = None) -> "_Context":
         return found
 
 
-def use_device(device: Any) -> None:
+def use_device(device: "vtrn.Device | None") -> None:
     """Runs kernels of every target on ``device`` (a vtrn.Device of your runtime) from now on,
     instead of a runtime of vtrn.nki's own; None goes back to vtrn.nki's own."""
     with _contexts_lock:
@@ -419,7 +429,8 @@ def _located(error: Any, origin: Any) -> Any:
 _last = threading.local()
 
 
-def run(kernel: Any, grid: Any, args: Any, kwargs: Any, trace_path: Any = None) -> Any:
+def run(kernel: JitKernel, grid: Grid, args: tuple[Any, ...], kwargs: dict[str, Any],
+        trace_path: str | None = None) -> tuple[Any, Report]:
     """Runs a kernel (all instances of its grid) on numpy arrays: (outputs, Report)."""
     topology = _topology(kernel)
     if trace_path is not None:
@@ -444,9 +455,10 @@ def run(kernel: Any, grid: Any, args: Any, kwargs: Any, trace_path: Any = None) 
     return outputs, report
 
 
-def last_report() -> Any:
+def last_report() -> Report | None:
     """The Report of the last kernel run on this thread (None before one)."""
-    return getattr(_last, "report", None)
+    report: Report | None = getattr(_last, "report", None)
+    return report
 
 
 def _run(ctx: Any, kernel: Any, grid: Any, args: Any, kwargs: Any) -> Any:

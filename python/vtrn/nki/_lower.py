@@ -38,7 +38,7 @@ from .._library import (
     lib,
 )
 from ..errors import VtrnError, check
-from ._core import PSUM_BANK_BYTES, PSUM_BANKS, NKIError, contains, itemsize, overlap
+from ._core import PSUM_BANK_BYTES, PSUM_BANKS, NKIError, Trace, contains, itemsize, overlap
 
 ENGINES = ("pe", "act", "dve", "pool", "dma")
 ENGINE_NUMBER = {name: number for number, name in enumerate(ENGINES)}
@@ -114,7 +114,7 @@ class _Space:
         self.free.insert(position, (start, end))
 
 
-def allocate(trace: Any) -> None:
+def allocate(trace: Trace) -> None:
     """Gives every on-chip buffer of ``trace`` its offset; NKIError when one does not fit."""
     try:
         _allocate(trace, compact=False)
@@ -122,7 +122,7 @@ def allocate(trace: Any) -> None:
         _allocate(trace, compact=True)
 
 
-def _allocate(trace: Any, compact: Any) -> None:
+def _allocate(trace: Trace, compact: Any) -> None:
     target = trace.target
     spaces = {"sbuf": _Space("SBUF", target["sbuf_bytes"] // ALIGNMENT, ALIGNMENT, compact),
               "psum": _Space("PSUM", target["psum_bytes"] // PSUM_BANK_BYTES, PSUM_BANK_BYTES, compact)}
@@ -205,7 +205,7 @@ def _collapse(entries: Any) -> Any:
     return list(merged.values())
 
 
-def schedule(trace: Any) -> Any:
+def schedule(trace: Trace) -> Any:
     """For each op, ``(waits, ordinal)``: the (engine, count) semaphore waits to put before it, the
     last of which rides on the instruction, and its ordinal on its engine (its semaphore's value
     once it is done)."""
@@ -334,7 +334,7 @@ def _scalar(value: Any) -> Any:
     return ScalarStruct(is_tile=1, value=0.0, tile=access(value))
 
 
-def emit(program_handle: Any, trace: Any, plan: Any) -> Any:
+def emit(program_handle: Any, trace: Trace, plan: Any) -> Any:
     """Appends the trace's instructions to a program. Returns the map from program instruction
     index to op, for messages."""
     origin = []

@@ -6,7 +6,7 @@ from typing import Any, NoReturn
 
 import numpy
 
-from ._core import Op, View, current, fail, numpy_dtype
+from ._core import IndirectView, Op, View, current, fail, numpy_dtype
 
 
 class Tensor:
@@ -15,8 +15,17 @@ class Tensor:
     with ints, slices, nl.ds and nl.arange expressions, assignment into tiles, and operators."""
     __slots__ = ("_view", "__weakref__")
 
-    def __init__(self, view: View) -> None:
+    def __init__(self, view: "View | IndirectView") -> None:
         self._view = view
+
+    def _direct(self, api: str) -> View:
+        """The tensor's view; NKIUnsupportedError for a tensor indexed by a tile, which only a DMA
+        takes (a gather or scatter), as it is."""
+        if isinstance(self._view, IndirectView):
+            from ._core import unsupported
+            unsupported(api, "indexing, reshaping or transposing a tensor indexed by a tile (it is an indirect "
+                             "DMA's operand, as it is)")
+        return self._view
 
     # -- description --
 
@@ -47,7 +56,7 @@ class Tensor:
         buffer = self._view.buffer
         if buffer.space == "hbm":
             return {"input": language.hbm, "output": language.shared_hbm,
-                    "scratch": language.private_hbm}.get(buffer.kind, language.hbm)
+                    "scratch": language.private_hbm}.get(buffer.kind or "", language.hbm)
         return language.sbuf if buffer.space == "sbuf" else language.psum
 
     @property
@@ -77,12 +86,12 @@ class Tensor:
     # -- views --
 
     def __getitem__(self, key: Any) -> "Tensor":
-        return Tensor(self._view.index(key, "indexing"))
+        return Tensor(self._direct("indexing").index(key, "indexing"))
 
     def reshape(self, shape: Any) -> "Tensor":
         """The same elements with another shape (a contiguous HBM tensor only), as numpy's reshape."""
         shape = tuple(shape) if not isinstance(shape, numbers.Integral) else (shape,)
-        return Tensor(self._view.reshape(shape, "reshape"))
+        return Tensor(self._direct("reshape").reshape(shape, "reshape"))
 
     def broadcast_to(self, shape: Any) -> "Tensor":
         """nl.broadcast_to(self, shape): a [1, n] tile repeated over partitions, or size-1 free axes repeated."""
@@ -92,7 +101,7 @@ class Tensor:
 
     def expand_dims(self, axis: int) -> "Tensor":
         """A view with a new dimension of size 1 at ``axis`` (not before a tile's partition dimension)."""
-        view = self._view
+        view = self._direct("expand_dims")
         axis = axis % (len(view.shape) + 1)
         if axis == 0 and view.buffer.space != "hbm":
             fail("cannot add a dimension before a tile's partition dimension", "expand_dims")
@@ -117,7 +126,7 @@ class Tensor:
     @property
     def T(self) -> "Tensor":
         """An HBM tensor's axes reversed (a transposed, strided view for DMA)."""
-        view = self._view
+        view = self._direct(".T")
         if view.buffer.space != "hbm":
             fail("a tile's partition dimension cannot trade places with a free dimension in a view; "
                  "transpose it with nl.transpose or nisa.nc_transpose", ".T")
@@ -127,7 +136,7 @@ class Tensor:
     # -- assignment --
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        target = self._view.index(key, "assignment")
+        target = self._direct("assignment").index(key, "assignment")
         assign(target, value, "assignment")
 
     # -- operators: the nl functions --
@@ -216,7 +225,7 @@ class Tensor:
 
     def _inplace(self, other: Any, op: str) -> "Tensor":
         from . import language
-        language._in_place(self._view, other, op, f"operator {op}=")
+        language._in_place(self._direct(f"operator {op}="), other, op, f"operator {op}=")
         return self
 
     def __iadd__(self, other: Any) -> "Tensor":
@@ -294,13 +303,13 @@ def _boxes(part: Any, whole: Any) -> Any:
     return boxes
 
 
-def assign(target: Any, value: Any, api: Any) -> None:
+def assign(target: Any, value: Any, api: str) -> None:
     """``target_view = value``: a tensor (an op's fresh result lands in place; anything else is
     copied), or a number (memset)."""
     from . import language
     if isinstance(value, Tensor):
         view = value._view
-        if view.same_place(target):
+        if isinstance(view, View) and view.same_place(target):
             return
         op = fresh(value)
         if op is not None and op.kind == "transpose" and op.engine == "pe" and target.buffer.space == "psum" and \
@@ -327,7 +336,7 @@ def assign(target: Any, value: Any, api: Any) -> None:
             if allowed:
                 retarget(value, op, target)
                 return
-        language._copy_into(target, view, api)
+        language._copy_into(target, value._direct(api), api)
         return
     if isinstance(value, numbers.Number):
         language._memset_view(target, value, api)

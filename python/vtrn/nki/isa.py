@@ -92,7 +92,7 @@ def get_nc_version() -> Any:
     return nc_version.gen3 if trace.target["name"] == "trn2" else nc_version.gen2
 
 
-def _op_name(op: Any, api: Any, what: Any = "op") -> Any:
+def _op_name(op: Any, api: str, what: str = "op") -> Any:
     """The vtrn ALU op of an NKI operator (nl.add, nl.maximum, numpy.add...)."""
     name = getattr(op, "_alu", None)
     if name is None:
@@ -106,7 +106,7 @@ def _op_name(op: Any, api: Any, what: Any = "op") -> Any:
     return name
 
 
-def _activation_name(op: Any, api: Any) -> Any:
+def _activation_name(op: Any, api: str) -> Any:
     name = getattr(op, "_activation", None) or getattr(op, "__name__", None)
     if name is None:
         fail(f"op {op!r} is not an activation function (nl.exp, nl.tanh, nl.copy...)", api)
@@ -115,7 +115,7 @@ def _activation_name(op: Any, api: Any) -> Any:
     return nl._activation_function(name, api)
 
 
-def _engine(value: Any, allowed: Any, default: Any, api: Any) -> Any:
+def _engine(value: Any, allowed: Any, default: Any, api: str) -> Any:
     if value is None or value == engine.unknown:
         return default
     if value not in allowed:
@@ -181,7 +181,7 @@ def nc_matmul(*positional: Any, is_stationary_onezero: Any = False, is_moving_on
     return _finish(dst, result, api)
 
 
-def _nc_matmul(api: Any, stationary: Any, moving: Any, mask: Any = None, tile_position: Any = (),
+def _nc_matmul(api: str, stationary: Any, moving: Any, mask: Any = None, tile_position: Any = (),
                tile_size: Any = ()) -> Tensor:
     s = nl._onchip(stationary, api, "stationary")
     m = nl._onchip(moving, api, "moving")
@@ -218,7 +218,7 @@ def _nc_matmul(api: Any, stationary: Any, moving: Any, mask: Any = None, tile_po
     return tile
 
 
-def _masked_matmul(mask: Any, dst: Any, stationary: Any, moving: Any, api: Any) -> Any:
+def _masked_matmul(mask: Any, dst: Any, stationary: Any, moving: Any, api: str) -> Any:
     """A mask over a matmul's [M, N] result cuts stationary's free axis (M) and moving's (N)."""
     (cut,) = nl._mask_views(mask, [dst], api)
     if cut.shape == dst.shape:
@@ -238,7 +238,7 @@ def _core_boxes(part: Any, whole: Any) -> Any:
     return _boxes(part, whole)
 
 
-def _check_tiling(api: Any, position: Any, size: Any, k: Any, m: Any) -> None:
+def _check_tiling(api: str, position: Any, size: Any, k: Any, m: Any) -> None:
     """tile_position/tile_size: the PE array split in row and column tiles of 32, 64 or 128."""
     if len(position) != 2 or len(size) != 2:
         fail("tile_position and tile_size are (row, column) pairs, given together", api)
@@ -254,7 +254,7 @@ def _check_tiling(api: Any, position: Any, size: Any, k: Any, m: Any) -> None:
         fail(f"K={k}, M={m} do not fit tile_size {tuple(size)} (K <= rows, M <= columns)", api)
 
 
-def nc_transpose(*positional: Any, mask: Any = None, dtype: Any = None, engine: Any = engine.unknown, dst: Any = None,
+def nc_transpose(*positional: Any, mask: Any = None, dtype: Any = None, engine: str = engine.unknown, dst: Any = None,
                  **kwargs: Any) -> Tensor:
     """A 2-D transpose [P, F] -> [F, P]: on the tensor engine into PSUM (up to 128 x 128), or on
     the vector engine into SBUF (up to 32 x 32). ``engine.unknown`` picks the vector engine for
@@ -317,7 +317,7 @@ def activation_reduce(*args: Any, reduce_op: Any = None, reduce_res: Any = None,
 
 # -- the vector engine --------------------------------------------------------------------------------
 
-def tensor_tensor(*positional: Any, op: Any = None, dtype: Any = None, mask: Any = None, engine: Any = engine.unknown,
+def tensor_tensor(*positional: Any, op: Any = None, dtype: Any = None, mask: Any = None, engine: str = engine.unknown,
                   dst: Any = None, **kwargs: Any) -> Tensor:
     """data1 op data2 element by element (vector engine, or gpsimd when asked)."""
     api = "nisa.tensor_tensor"
@@ -336,7 +336,7 @@ def tensor_tensor(*positional: Any, op: Any = None, dtype: Any = None, mask: Any
 
 def tensor_scalar(*positional: Any, op0: Any = None, operand0: Any = None, reverse0: Any = False, op1: Any = None,
                   operand1: Any = None, reverse1: Any = False,
-                  dtype: Any = None, mask: Any = None, engine: Any = engine.unknown, dst: Any = None,
+                  dtype: Any = None, mask: Any = None, engine: str = engine.unknown, dst: Any = None,
                   **kwargs: Any) -> Tensor:
     """(data op0 operand0) op1 operand1, each operand a number or a [P, 1] tile broadcast along
     the free dimensions; ``reverse`` swaps an operation's sides. Vector, scalar or gpsimd engine."""
@@ -378,7 +378,7 @@ def tensor_scalar(*positional: Any, op0: Any = None, operand0: Any = None, rever
     return _finish(dst, tile, api)
 
 
-def _operand(value: Any, api: Any, what: Any, partitions: Any, op: Any = None) -> Any:
+def _operand(value: Any, api: str, what: str, partitions: Any, op: Any = None) -> Any:
     if isinstance(value, bool):
         return float(value)
     if isinstance(value, numbers.Number):
@@ -388,7 +388,7 @@ def _operand(value: Any, api: Any, what: Any, partitions: Any, op: Any = None) -
 
 def scalar_tensor_tensor(*positional: Any, data: Any = None, op0: Any = None, operand0: Any = None, op1: Any = None,
                          operand1: Any = None, reverse0: Any = False,
-                         reverse1: Any = False, dtype: Any = None, mask: Any = None, engine: Any = engine.unknown,
+                         reverse1: Any = False, dtype: Any = None, mask: Any = None, engine: str = engine.unknown,
                          dst: Any = None, **kwargs: Any) -> Tensor:
     """(data op0 operand0) op1 operand1 with operand0 a number or [P, 1] tile and operand1 a tile:
     a tensor_scalar then a tensor_tensor (vector engine)."""
@@ -409,7 +409,7 @@ def scalar_tensor_tensor(*positional: Any, data: Any = None, op0: Any = None, op
     return _finish(dst, result, api)
 
 
-def tensor_reduce(*args: Any, axis: Any = None, negate: Any = False, keepdims: Any = False, dtype: Any = None,
+def tensor_reduce(*args: Any, axis: Any = None, negate: Any = False, keepdims: bool = False, dtype: Any = None,
                   mask: Any = None, dst: Any = None, **kwargs: Any) -> Tensor:
     """op over the free axes ``axis`` of data (vector engine): add, max, min, multiply, and the
     bitwise and logical reductions."""
@@ -423,7 +423,7 @@ def tensor_reduce(*args: Any, axis: Any = None, negate: Any = False, keepdims: A
     return _finish(dst, nl._reduce(api, name, data, axis, dtype, keepdims, mask, negate=negate), api)
 
 
-def tensor_copy(*positional: Any, mask: Any = None, dtype: Any = None, engine: Any = engine.unknown, dst: Any = None,
+def tensor_copy(*positional: Any, mask: Any = None, dtype: Any = None, engine: str = engine.unknown, dst: Any = None,
                 **kwargs: Any) -> Tensor:
     """A copy of a tile (vector, scalar or gpsimd engine): bit exact when the dtypes match."""
     api = "nisa.tensor_copy"
@@ -440,7 +440,7 @@ def tensor_copy(*positional: Any, mask: Any = None, dtype: Any = None, engine: A
     return _finish(dst, tile, api)
 
 
-def memset(*args: Any, value: Any = None, dtype: Any = None, mask: Any = None, engine: Any = engine.unknown,
+def memset(*args: Any, value: Any = None, dtype: Any = None, mask: Any = None, engine: str = engine.unknown,
            dst: Any = None, **kwargs: Any) -> Any:
     """A new tile of ``shape`` filled with ``value`` (vector or gpsimd engine)."""
     api = "nisa.memset"
@@ -463,7 +463,7 @@ def memset(*args: Any, value: Any = None, dtype: Any = None, mask: Any = None, e
     return tile
 
 
-def _affine(expression: Any, shape: Any, api: Any) -> Any:
+def _affine(expression: Any, shape: Any, api: str) -> Any:
     """(steps per free axis in shape order, offset, channel multiplier) of an index expression over
     a tile of ``shape``: the partition axis's variable gives the multiplier."""
     if isinstance(expression, numbers.Integral):
@@ -573,7 +573,7 @@ def dma_copy(*args: Any, dst: Any = None, src: Any = None, mask: Any = None, dst
     return dst
 
 
-def _not_yet(name: Any, detail: Any = "") -> Any:
+def _not_yet(name: str, detail: Any = "") -> Any:
     def function(*args: Any, **kwargs: Any) -> NoReturn:
         unsupported(f"nisa.{name}", detail)
     function.__name__ = name
@@ -613,7 +613,7 @@ def tensor_partition_reduce(*args: Any, mask: Any = None, dtype: Any = None, dst
             moving = source.index((slice(None), slice(start, start + width)), api)
             total = nl._new("psum", (1, width), "fp32", api)._view
             nl._record("pe", "matmul", [total], [ones, moving], api, stationary=ones, moving=moving, accumulate=False)
-            target = result._view.index((slice(None), slice(start, start + width)), api)
+            target = result._direct(api).index((slice(None), slice(start, start + width)), api)
             nl._record("act", "activate", [target], [total], api, function="copy", src=total, scale=1.0)
     elif name in ("max", "min"):
         for start in range(0, free, PMAX):
@@ -621,8 +621,8 @@ def tensor_partition_reduce(*args: Any, mask: Any = None, dtype: Any = None, dst
             block = view.index((slice(None), slice(start, start + width)), api)
             flipped = nl._transpose(api, block, "pe")                       # [width, P] in PSUM
             column = nl._reduce(api, name, flipped, 1, "fp32", True, None)     # [width, 1]
-            back = nl._transpose(api, column._view, "pe")                    # [1, width] in PSUM
-            target = result._view.index((slice(None), slice(start, start + width)), api)
+            back = nl._transpose(api, column._direct(api), "pe")                    # [1, width] in PSUM
+            target = result._direct(api).index((slice(None), slice(start, start + width)), api)
             nl._record("act", "activate", [target], [back._view], api, function="copy", src=back._view, scale=1.0)
     else:
         unsupported(api, f"the operator {name} (add, max and min are supported)")
@@ -690,7 +690,7 @@ def tensor_tensor_scan(*positional: Any, initial: Any = None, op0: Any = None, o
     else:
         fail("initial is a number or a [P, 1] tile", api)
     for column in range(columns):
-        target = result._view.index((slice(None), slice(column, column + 1)), api)
+        target = result._direct(api).index((slice(None), slice(column, column + 1)), api)
         x0 = a.index((slice(None), slice(column, column + 1)), api)
         x1 = b.index((slice(None), slice(column, column + 1)), api)
         # op0(data0, previous), data0 on the left unless reverse0

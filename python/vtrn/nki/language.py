@@ -78,7 +78,7 @@ def finfo(dtype: Any) -> Any:
 # -- buffers -------------------------------------------------------------------------------------------
 
 class _BufferKind:
-    def __init__(self, name: Any, space: Any) -> None:
+    def __init__(self, name: str, space: Any) -> None:
         self.name = name
         self.space = space
 
@@ -120,7 +120,7 @@ class tile_size:
 
 # -- helpers -----------------------------------------------------------------------------------------
 
-def _shape(shape: Any, api: Any) -> Any:
+def _shape(shape: Any, api: str) -> Any:
     if isinstance(shape, (numbers.Integral, par_dim)):
         shape = (shape,)
     try:
@@ -139,8 +139,8 @@ def _shape(shape: Any, api: Any) -> Any:
     return tuple(sizes), partition_axis
 
 
-def _new(space: Any, shape: Any, dtype: Any, api: Any, partition_axis: Any = 0, name: Any = None,
-         kind: Any = None) -> Tensor:
+def _new(space: str, shape: Any, dtype: Any, api: str, partition_axis: int = 0, name: str | None = None,
+         kind: str | None = None) -> Tensor:
     """A new tensor: an HBM parameter or an on-chip tile."""
     trace = current(api)
     if space == "hbm":
@@ -165,7 +165,7 @@ def _new(space: Any, shape: Any, dtype: Any, api: Any, partition_axis: Any = 0, 
     return Tensor(View.whole(buffer))
 
 
-def _record(engine: Any, kind: Any, writes: Any, reads: Any, api: Any, **args: Any) -> Any:
+def _record(engine: str, kind: Any, writes: Any, reads: Any, api: str, **args: Any) -> Any:
     """Records one instruction; nothing when a mask left it nothing to write (returns None)."""
     trace = current(api)
     if builtins.any(size == 0 for view in writes for size in view.shape):
@@ -200,7 +200,7 @@ def _record(engine: Any, kind: Any, writes: Any, reads: Any, api: Any, **args: A
     return trace.add(Op(engine, kind, writes, reads, args, _where(), api))
 
 
-def _onchip(value: Any, api: Any, what: Any = "input") -> Any:
+def _onchip(value: Any, api: str, what: str = "input") -> Any:
     """The view of a tile operand, partition dimension first."""
     if isinstance(value, LoopReduce):
         unsupported("nl.loop_reduce", "its result used other than as the value of a tile assignment "
@@ -211,6 +211,7 @@ def _onchip(value: Any, api: Any, what: Any = "input") -> Any:
     if view.buffer.space == "hbm":
         fail(f"{what} is in HBM ({view.buffer.name}); compute engines read SBUF and PSUM: nl.load it into SBUF "
              "first", api)
+    assert isinstance(view, View), "a tile indexes an HBM tensor only"
     if view.paxis != 0:
         fail(f"{what} has shape {list(view.shape)} with its partition dimension at position {view.paxis}; "
              "the partition dimension of a tile operand comes first (index the block out, e.g. tiles[k])", api)
@@ -219,15 +220,15 @@ def _onchip(value: Any, api: Any, what: Any = "input") -> Any:
     return view
 
 
-def _free_size(view: Any) -> Any:
+def _free_size(view: View) -> Any:
     return math.prod(view.shape[1:])
 
 
-def _dtype_or(dtype: Any, default: Any, api: Any) -> Any:
+def _dtype_or(dtype: Any, default: Any, api: str) -> Any:
     return default if dtype is None else vtrn_dtype(dtype, api)
 
 
-def _mask_views(mask: Any, views: Any, api: Any) -> Any:
+def _mask_views(mask: Any, views: Any, api: str) -> Any:
     """The views cut to what ``mask`` keeps (views share one shape: an op's output index space)."""
     if mask is None:
         return views
@@ -275,7 +276,7 @@ def _empty(views: Any) -> Any:
 
 # -- memory ------------------------------------------------------------------------------------------
 
-def ndarray(shape: Any, dtype: Any, buffer: Any = sbuf, name: Any = "", **kwargs: Any) -> Tensor:
+def ndarray(shape: Any, dtype: Any, buffer: Any = sbuf, name: str = "", **kwargs: Any) -> Tensor:
     """A new tensor: in HBM (nl.shared_hbm: a kernel output; nl.hbm, nl.private_hbm), or a tile
     in SBUF or PSUM (uninitialised: it reads as NaN, as the simulator fills new memory)."""
     api = "nl.ndarray"
@@ -294,9 +295,9 @@ def ndarray(shape: Any, dtype: Any, buffer: Any = sbuf, name: Any = "", **kwargs
     return tensor
 
 
-def _filled(shape: Any, dtype: Any, buffer: Any, value: Any, api: Any, name: Any = "") -> Tensor:
+def _filled(shape: Any, dtype: Any, buffer: Any, value: Any, api: str, name: str = "") -> Tensor:
     tensor = ndarray(shape, dtype, buffer=buffer, name=name)
-    view = tensor._view
+    view = tensor._direct(api)
     if view.buffer.space == "hbm":
         fail("Creating HBM tensor with init value is not supported.", api)
     trace = current(api)
@@ -309,49 +310,49 @@ def _filled(shape: Any, dtype: Any, buffer: Any, value: Any, api: Any, name: Any
     return tensor
 
 
-def _memset_views(view: Any, value: Any, api: Any) -> None:
+def _memset_views(view: View, value: Any, api: str) -> None:
     """Fills a whole on-chip buffer, block by block when its partition dimension is not first."""
     buffer = view.buffer
-    if buffer.partition_axis == 0:
+    if not buffer.partition_axis:
         _memset_view(view, value, api)
         return
     blocks = [range(size) for axis, size in enumerate(buffer.shape) if axis < buffer.partition_axis]
     import itertools
     for block in itertools.product(*blocks):
-        _memset_view(view.index(block, api), value, api)
+        _memset_view(view.subview(block, api), value, api)
 
 
-def zeros(shape: Any, dtype: Any, buffer: Any = sbuf, name: Any = "", **kwargs: Any) -> Tensor:
+def zeros(shape: Any, dtype: Any, buffer: Any = sbuf, name: str = "", **kwargs: Any) -> Tensor:
     """A new tile of zeros (MEMSET on the vector engine)."""
     return _filled(shape, dtype, buffer, 0.0, "nl.zeros", name)
 
 
-def ones(shape: Any, dtype: Any, buffer: Any = sbuf, name: Any = "", **kwargs: Any) -> Tensor:
+def ones(shape: Any, dtype: Any, buffer: Any = sbuf, name: str = "", **kwargs: Any) -> Tensor:
     """A new tile of ones (MEMSET on the vector engine)."""
     return _filled(shape, dtype, buffer, 1.0, "nl.ones", name)
 
 
-def full(shape: Any, fill_value: Any, dtype: Any, buffer: Any = sbuf, name: Any = "", **kwargs: Any) -> Tensor:
+def full(shape: Any, fill_value: Any, dtype: Any, buffer: Any = sbuf, name: str = "", **kwargs: Any) -> Tensor:
     """A new tile filled with ``fill_value`` (MEMSET on the vector engine)."""
     return _filled(shape, dtype, buffer, fill_value, "nl.full", name)
 
 
-def zeros_like(a: Any, dtype: Any = None, buffer: Any = None, name: Any = "", **kwargs: Any) -> Tensor:
+def zeros_like(a: Any, dtype: Any = None, buffer: Any = None, name: str = "", **kwargs: Any) -> Tensor:
     """A new tile of zeros shaped as ``a`` (its dtype and buffer unless given)."""
     return zeros(a.shape, a.dtype if dtype is None else dtype, buffer=buffer or a.buffer, name=name)
 
 
-def ones_like(a: Any, dtype: Any = None, buffer: Any = None, name: Any = "", **kwargs: Any) -> Tensor:
+def ones_like(a: Any, dtype: Any = None, buffer: Any = None, name: str = "", **kwargs: Any) -> Tensor:
     """A new tile of ones shaped as ``a`` (its dtype and buffer unless given)."""
     return ones(a.shape, a.dtype if dtype is None else dtype, buffer=buffer or a.buffer, name=name)
 
 
-def empty_like(a: Any, dtype: Any = None, buffer: Any = None, name: Any = "", **kwargs: Any) -> Tensor:
+def empty_like(a: Any, dtype: Any = None, buffer: Any = None, name: str = "", **kwargs: Any) -> Tensor:
     """A new, uninitialised tile shaped as ``a`` (its dtype and buffer unless given)."""
     return ndarray(a.shape, a.dtype if dtype is None else dtype, buffer=buffer or a.buffer, name=name)
 
 
-def full_like(a: Any, fill_value: Any, dtype: Any = None, buffer: Any = None, name: Any = "", **kwargs: Any) -> Tensor:
+def full_like(a: Any, fill_value: Any, dtype: Any = None, buffer: Any = None, name: str = "", **kwargs: Any) -> Tensor:
     """A new tile of ``fill_value`` shaped as ``a`` (its dtype and buffer unless given)."""
     return full(a.shape, fill_value, a.dtype if dtype is None else dtype, buffer=buffer or a.buffer, name=name)
 
@@ -366,6 +367,7 @@ def shared_constant(constant: Any, dtype: Any = None, **kwargs: Any) -> Tensor:
     vtrn_name = _dtype_or(dtype, None, api) if dtype is not None else vtrn_dtype(constant.dtype, api)
     trace = current(api)
     buffer = trace.hbm(constant.shape, vtrn_name, "constant", "constant", _where())
+    assert buffer.name is not None, "Trace.hbm names every tensor"
     trace.constants[buffer.name] = numpy.ascontiguousarray(constant, dtype=_core.numpy_dtype(vtrn_name))
     return Tensor(View.whole(buffer))
 
@@ -384,7 +386,7 @@ def shared_identity_matrix(n: Any, dtype: Any = uint8, **kwargs: Any) -> Tensor:
     return tile
 
 
-def _memset_view(view: Any, value: Any, api: Any, engine: Any = "dve") -> None:
+def _memset_view(view: View, value: Any, api: str, engine: str = "dve") -> None:
     if view.buffer.space == "hbm":
         unsupported(api, "filling HBM directly (fill a tile and nl.store it)")
     if view.paxis != 0:
@@ -462,7 +464,7 @@ def atomic_rmw(dst: Any, value: Any, op: Any, mask: Any = None, **kwargs: Any) -
     return isa.dma_copy(dst=dst, src=value, mask=mask, dst_rmw_op=op)
 
 
-def _record_indirect(api: Any, dst: Any, src: Any, side: Any, rmw: Any = None, oob_mode: Any = "error") -> None:
+def _record_indirect(api: str, dst: Any, src: Any, side: Any, rmw: Any = None, oob_mode: Any = "error") -> None:
     """An indirect DMA: ``side`` ("src" gather, "dst" scatter) is an IndirectView."""
     indirect = src if side == "src" else dst
     other = dst if side == "src" else src
@@ -498,7 +500,7 @@ def copy(src: Any, dtype: Any = None, mask: Any = None, **kwargs: Any) -> Tensor
     return tile
 
 
-def _copy_into(target: Any, view: Any, api: Any) -> None:
+def _copy_into(target: Any, view: View, api: str) -> None:
     """target = view, by whatever engine can."""
     if target.buffer.space == "hbm":
         if view.buffer.space == "psum":
@@ -533,7 +535,7 @@ def broadcast_to(src: Any, shape: Any, **kwargs: Any) -> Tensor:
     return Tensor(_broadcast_to(view, shape, api))
 
 
-def _partition_broadcast(view: Any, partitions: Any, api: Any) -> Any:
+def _partition_broadcast(view: View, partitions: Any, api: str) -> Any:
     """A new SBUF tile [partitions, F...] whose every partition is the one partition of ``view``."""
     if partitions > PMAX:
         fail(f"cannot broadcast to {partitions} partitions; at most {PMAX}", api)
@@ -547,14 +549,14 @@ def _partition_broadcast(view: Any, partitions: Any, api: Any) -> Any:
         if flat is None:
             unsupported(api, "broadcasting a multi-dimensional row along partitions")
         _record("act", "activate", [staged._view], [flat], api, function="copy", src=flat, scale=1.0)
-        row = staged._view
+        row = staged._direct(api)
     elif len(view.shape) != 2:
         row = View(view.buffer, (1, free), (1, view.strides[-1]), view.offset, view.partition, 0)
     ones_dtype = "fp32" if row.buffer.dtype == "fp32" else "bf16"
     if row.buffer.dtype not in ("fp32", ones_dtype):
         staged = _new("sbuf", (1, free), "bf16", api)
         _record("act", "activate", [staged._view], [row], api, function="copy", src=row, scale=1.0)
-        row = staged._view
+        row = staged._direct(api)
     ones = _new("sbuf", (1, partitions), ones_dtype, api)
     _record("dve", "memset", [ones._view], [], api, value=1.0)
     out = _new("sbuf", (partitions,) + view.shape[1:], dtype, api)
@@ -570,7 +572,7 @@ def _partition_broadcast(view: Any, partitions: Any, api: Any) -> Any:
     return out._view
 
 
-def _broadcast_to(view: Any, shape: Any, api: Any) -> Any:
+def _broadcast_to(view: View, shape: Any, api: str) -> Any:
     if len(shape) < len(view.shape):
         fail(f"cannot broadcast shape {list(view.shape)} to {list(shape)}", api)
     if view.paxis == 0 and len(view.shape) < len(shape):
@@ -760,11 +762,11 @@ def static_assert(condition: Any, message: Any = "") -> None:
 _ACTIVATION_NAMES = dict(ACTIVATION_ALIASES, identity="copy", absolute="abs")  # numpy's spellings too
 
 
-def _activation_function(name: Any, api: Any) -> Any:
+def _activation_function(name: str, api: str) -> Any:
     return _instruction_name(name, _ACTIVATION_NAMES, ACTIVATIONS, "activation function", api)
 
 
-def _instruction_name(name: Any, aliases: Any, table: Any, what: Any, api: Any) -> Any:
+def _instruction_name(name: str, aliases: Any, table: Any, what: str, api: str) -> Any:
     """vtrn's name for an NKI operator or activation function; NKIUnsupportedError when vtrn lacks it."""
     vtrn_name = aliases.get(name, name)
     if vtrn_name not in table:
@@ -772,7 +774,7 @@ def _instruction_name(name: Any, aliases: Any, table: Any, what: Any, api: Any) 
     return vtrn_name
 
 
-def _unary_activation(name: Any) -> Any:
+def _unary_activation(name: str) -> Any:
     def function(x: Any, dtype: Any = None, mask: Any = None, **kwargs: Any) -> Any:
         api = f"nl.{name}"
         return _activate(api, _activation_function(name, api), x, dtype=dtype, mask=mask)
@@ -783,7 +785,7 @@ def _unary_activation(name: Any) -> Any:
     return function
 
 
-def _activate(api: Any, function: Any, x: Any, dtype: Any = None, scale: Any = 1.0, bias: Any = None,
+def _activate(api: str, function: Any, x: Any, dtype: Any = None, scale: Any = 1.0, bias: Any = None,
               reduce_out: Any = None, mask: Any = None) -> Tensor:
     view = _onchip(x, api, "x")
     out_dtype = _dtype_or(dtype, view.buffer.dtype, api)
@@ -815,7 +817,7 @@ def _activate(api: Any, function: Any, x: Any, dtype: Any = None, scale: Any = 1
     return tile
 
 
-def _column(value: Any, api: Any, what: Any, partitions: Any) -> Any:
+def _column(value: Any, api: str, what: str, partitions: Any) -> Any:
     if isinstance(value, numbers.Number):
         fail(f"{what} is a number here; it is a [P, 1] tile", api)
     view = _onchip(value, api, what)
@@ -892,7 +894,7 @@ def logical_not(x: Any, dtype: Any = None, mask: Any = None, **kwargs: Any) -> T
 setattr(logical_not, "_alu", "logical_not")
 
 
-def _rounded(api: Any, x: Any, mask: Any, direction: Any) -> Any:
+def _rounded(api: str, x: Any, mask: Any, direction: Any) -> Any:
     """floor (direction -1) or ceil (+1): round to the nearest integer through int32 (as the
     engines convert), then step back where that went past x."""
     view = _onchip(x, api, "x")
@@ -982,7 +984,7 @@ def _true_division(op: Any, dtype: Any, default: Any) -> Any:
     return "fp32" if op == "divide" and dtype is None and not _core.is_float(default) else default
 
 
-def _scalar_op(api: Any, x: Any, op: Any, operand: Any, dtype: Any, mask: Any, engine: Any = "dve",
+def _scalar_op(api: str, x: Any, op: Any, operand: Any, dtype: Any, mask: Any, engine: str = "dve",
                reverse: Any = False) -> Tensor:
     view = _onchip(x, api, "x")
     out_dtype = _true_division(op, dtype, _dtype_or(dtype, view.buffer.dtype, api))
@@ -998,11 +1000,11 @@ def _scalar_op(api: Any, x: Any, op: Any, operand: Any, dtype: Any, mask: Any, e
 _ALU_NAMES = dict(ALU_ALIASES, amax="max", amin="min", sum="add", prod="multiply", true_divide="divide")
 
 
-def _alu(name: Any, api: Any) -> Any:
+def _alu(name: str, api: str) -> Any:
     return _instruction_name(name, _ALU_NAMES, ALU_OPS, "operator", api)
 
 
-def _binary_function(name: Any) -> Any:
+def _binary_function(name: str) -> Any:
     def function(x: Any, y: Any, dtype: Any = None, mask: Any = None, **kwargs: Any) -> Any:
         return _binary(f"nl.{name}", x, y, _alu(name, f"nl.{name}"), dtype=dtype, mask=mask)
     function.__name__ = name
@@ -1083,7 +1085,7 @@ def _binary(api: str, x: Any, y: Any, op: str, dtype: Any = None, mask: Any = No
     return tile
 
 
-def _broadcast_shapes(a: Any, b: Any, api: Any) -> Any:
+def _broadcast_shapes(a: Any, b: Any, api: str) -> Any:
     if len(a) != len(b):
         size = builtins.max(len(a), len(b))
         a, b = (1,) * (size - len(a)) + a, (1,) * (size - len(b)) + b
@@ -1095,7 +1097,7 @@ def _broadcast_shapes(a: Any, b: Any, api: Any) -> Any:
     return tuple(shape)
 
 
-def _tile_scalar(api: Any, data: Any, column: Any, op: Any, out_dtype: Any, mask: Any, engine: Any,
+def _tile_scalar(api: str, data: Any, column: Any, op: Any, out_dtype: Any, mask: Any, engine: str,
                  reverse: Any) -> Tensor:
     tile = _new("sbuf", data.shape, out_dtype, api)
     dst, src, column = _mask_views(mask, [tile._view, data, column], api)
@@ -1105,7 +1107,7 @@ def _tile_scalar(api: Any, data: Any, column: Any, op: Any, out_dtype: Any, mask
     return tile
 
 
-def _in_place(view: Any, other: Any, op: Any, api: Any) -> None:
+def _in_place(view: View, other: Any, op: Any, api: str) -> None:
     """view op= other, in place. A matmul result that was just made accumulates into PSUM."""
     if isinstance(other, Tensor):
         if other._view.buffer.space != "hbm" and other._view.buffer.first is None:
@@ -1143,7 +1145,7 @@ def _core_shape(shape: Any) -> Any:
 
 # -- reductions ----------------------------------------------------------------------------------------
 
-def _reduce(api: Any, op: Any, x: Any, axis: Any, dtype: Any, keepdims: Any, mask: Any, negate: Any = False) -> Tensor:
+def _reduce(api: str, op: Any, x: Any, axis: Any, dtype: Any, keepdims: Any, mask: Any, negate: Any = False) -> Tensor:
     view = _onchip(x, api, "x")
     ndim = len(view.shape)
     axes = axis if isinstance(axis, (tuple, list)) else (axis,)
@@ -1184,8 +1186,8 @@ def _reduce(api: Any, op: Any, x: Any, axis: Any, dtype: Any, keepdims: Any, mas
     return tile
 
 
-def _reduction(name: Any, op: Any) -> Any:
-    def function(x: Any, axis: Any, dtype: Any = None, keepdims: Any = False, mask: Any = None, **kwargs: Any) -> Any:
+def _reduction(name: str, op: Any) -> Any:
+    def function(x: Any, axis: Any, dtype: Any = None, keepdims: bool = False, mask: Any = None, **kwargs: Any) -> Any:
         return _reduce(f"nl.{name}", op, x, axis, dtype, keepdims, mask)
     function.__name__ = name
     function.__qualname__ = name
@@ -1200,7 +1202,7 @@ min = _reduction("min", "min")  # noqa: A001
 prod = _reduction("prod", "multiply")
 
 
-def mean(x: Any, axis: Any, dtype: Any = None, keepdims: Any = False, mask: Any = None, **kwargs: Any) -> Tensor:
+def mean(x: Any, axis: Any, dtype: Any = None, keepdims: bool = False, mask: Any = None, **kwargs: Any) -> Tensor:
     """nl.mean: the sum over ``axis`` times 1/n."""
     api = "nl.mean"
     total = _reduce(api, "add", x, axis, dtype, keepdims, mask)
@@ -1212,7 +1214,7 @@ def mean(x: Any, axis: Any, dtype: Any = None, keepdims: Any = False, mask: Any 
     return total
 
 
-def var(x: Any, axis: Any, dtype: Any = None, keepdims: Any = False, mask: Any = None, **kwargs: Any) -> Tensor:
+def var(x: Any, axis: Any, dtype: Any = None, keepdims: bool = False, mask: Any = None, **kwargs: Any) -> Tensor:
     """nl.var: the mean of squared deviations from the mean over ``axis`` (population variance)."""
     api = "nl.var"
     centre = mean(x, axis, dtype="float32", keepdims=True, mask=mask)
@@ -1221,13 +1223,13 @@ def var(x: Any, axis: Any, dtype: Any = None, keepdims: Any = False, mask: Any =
     return mean(squared, axis, dtype=dtype or x.dtype, keepdims=keepdims, mask=mask)
 
 
-def all(x: Any, axis: Any, dtype: Any = None, keepdims: Any = False, mask: Any = None,
+def all(x: Any, axis: Any, dtype: Any = None, keepdims: bool = False, mask: Any = None,
         **kwargs: Any) -> Tensor:  # noqa: A001
     """Logical AND over ``axis`` (the free axes) on the vector engine: 1.0 where every element is nonzero."""
     return _reduce("nl.all", _alu("logical_and", "nl.all"), x, axis, dtype, keepdims, mask)
 
 
-def any(x: Any, axis: Any, dtype: Any = None, keepdims: Any = False, mask: Any = None,
+def any(x: Any, axis: Any, dtype: Any = None, keepdims: bool = False, mask: Any = None,
         **kwargs: Any) -> Tensor:  # noqa: A001
     """Logical OR over ``axis`` (the free axes) on the vector engine: 1.0 where some element is nonzero."""
     return _reduce("nl.any", _alu("logical_or", "nl.any"), x, axis, dtype, keepdims, mask)
@@ -1249,7 +1251,7 @@ def matmul(x: Any, y: Any, transpose_x: Any = False, mask: Any = None, **kwargs:
     return isa._nc_matmul(api, x, y, mask=mask)
 
 
-def _identity(dtype: Any, size: Any, api: Any) -> Any:
+def _identity(dtype: Any, size: Any, api: str) -> Any:
     """An identity tile [size, size] of ``dtype`` in SBUF, made once per kernel."""
     trace = current(api)
     cache = trace.__dict__.setdefault("identities", {})
@@ -1264,7 +1266,7 @@ def _identity(dtype: Any, size: Any, api: Any) -> Any:
     return found
 
 
-def _transpose_as_matmul(op: Any, target: Any, api: Any) -> None:
+def _transpose_as_matmul(op: Any, target: Any, api: str) -> None:
     """Replaces the trace's last op, a PE transpose, by stationary.T @ identity into ``target``."""
     trace = current(api)
     assert trace.ops[-1] is op
@@ -1287,7 +1289,7 @@ def transpose(x: Any, dtype: Any = None, mask: Any = None, **kwargs: Any) -> Ten
     return _transpose(api, view, "pe", dtype)
 
 
-def _transpose(api: Any, view: Any, engine: Any, dtype: Any = None) -> Tensor:
+def _transpose(api: str, view: View, engine: str, dtype: Any = None) -> Tensor:
     if len(view.shape) != 2:
         fail(f"x has shape {list(view.shape)}; transpose takes a 2-D tile [P, F]", api)
     p, f = view.shape
