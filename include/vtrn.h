@@ -29,10 +29,14 @@
  *   VTRN_VISIBLE_CORES    the cores this runtime may use: "0-3", "0,2,5"            (default: all)
  *   VTRN_LOG_LEVEL        error, warning, info, debug, trace                        (default warning)
  *   VTRN_EXEC_TIMEOUT_MS  executions running longer fail with VTRN_ERROR_TIMEOUT  (default 30000)
- *   VTRN_TRACE            write a trace of the run's kernel executions to this path when the runtime
- *                         is destroyed: Chrome/Perfetto JSON, a track per core and engine, each
- *                         instruction on the device's virtual timeline; "%p" becomes the process
- *                         id and "%r" the runtime's number                             (default off)
+ *   VTRN_TRACE            write a trace of the runtime to this path as it runs (Chrome/Perfetto JSON,
+ *                         valid at every moment, also when the process exits without destroying the
+ *                         runtime): per device and core each engine's instructions (opcode, operands,
+ *                         cycles) and semaphore waits on the device clock; per host thread its API
+ *                         calls and per DMA queue its submissions (bytes, direction, rate) on the wall
+ *                         clock, with arrows from an execute call to its execution. "%p" becomes the
+ *                         process id and "%r" the runtime's number. `vtrn trace summary|render`
+ *                         read it                                                      (default off)
  *   VTRN_MONITOR_PERIOD_MS while the process has a runtime, publish its counters for `vtrn top` and
  *                         `vtrn monitor` every this many ms in /dev/shm/vtrn-<pid>; 0: none (default 500)
  *   VTRN_LOCK_DIR         the directory of the cores' lock files, shared by the processes whose
@@ -41,6 +45,16 @@
  *                         (default: /run/vtrn if this process can write it, else
  *                         $XDG_RUNTIME_DIR/vtrn, else /tmp/vtrn-UID, which must be this user's
  *                         and mode 700)
+ *   VTRN_FAULTS           faults to inject into the devices when the runtime is created, as
+ *                         vtrn_device_inject_fault does: faults separated by commas, each
+ *                         KIND[:OPTION]...; KIND dma-abort, dma-hang, hbm-ue, engine-hang or
+ *                         device-loss; OPTIONs device=N (default 0), core=N|any (and core=host for
+ *                         the DMA kinds), engine=N|any (DMA engine) or pe|act|dve|pool|dma|any
+ *                         (engine-hang), queue=N|any, after=N, address=A and bytes=N (hbm-ue;
+ *                         decimal or 0x hex), sticky or once; e.g.
+ *                         "dma-abort:core=0:engine=1:queue=2:after=10,hbm-ue:device=1:address=0x0:bytes=4096:sticky"
+ *                         The error for a bad string names the fault (by position and text) and
+ *                         the part that is wrong                                        (default none)
  * An empty variable counts as unset. A bad value fails vtrn_runtime_create with VTRN_ERROR_INVALID_ARGUMENT and a message naming
  * the variable, the bad value and the accepted forms.
  *
@@ -131,6 +145,13 @@ typedef enum vtrn_status {
     VTRN_ERROR_DEADLOCK = 15,
     /** A bug in vtrn itself; the message says where. Please report it. */
     VTRN_ERROR_INTERNAL = 16,
+    /** The work was in flight (a DMA sequence, an execution) when its device was reset
+     *  (vtrn_device_reset); it did not complete. Submit it again. */
+    VTRN_ERROR_RESET = 17,
+    /** The device is lost (fell off the bus; here, an injected VTRN_FAULT_DEVICE_LOSS): the call
+     *  needs its hardware, or the work was in flight when it was lost. vtrn_device_reset brings
+     *  it back. */
+    VTRN_ERROR_DEVICE_LOST = 18,
     VTRN_STATUS_FORCE32 = 0x7fffffff
 } vtrn_status_t;
 
@@ -316,6 +337,56 @@ typedef enum vtrn_host_buffer_flags {
     VTRN_HOST_BUFFER_LOCKED = 1u << 1,
     VTRN_HOST_BUFFER_FLAGS_FORCE32 = 0x7fffffff
 } vtrn_host_buffer_flags_t;
+
+/** What an injected fault breaks (vtrn_fault_t.kind); each surfaces where the real one would. */
+typedef enum vtrn_fault_kind {
+    /** Not a fault: VTRN_FAULT_INIT's kind, rejected, so that a caller must choose one. */
+    VTRN_FAULT_NONE = 0,
+    /** A descriptor error on a DMA queue: the queue aborts at the descriptor (Neuron's DMA
+     *  abort). The submitted sequences that had not completed fail with VTRN_ERROR_DMA_FAULT;
+     *  the queue then goes on with later submissions. */
+    VTRN_FAULT_DMA_ABORT = 1,
+    /** A DMA descriptor that never completes: the queue stalls. A wait fails with
+     *  VTRN_ERROR_TIMEOUT once the stall has lasted VTRN_EXEC_TIMEOUT_MS, even a wait with
+     *  UINT64_MAX (the driver's DMA completion timeout); the sequences in flight then fail and the
+     *  queue goes on with later submissions. With VTRN_EXEC_TIMEOUT_MS=0, only vtrn_device_reset
+     *  ends the stall. */
+    VTRN_FAULT_DMA_HANG = 2,
+    /** An uncorrectable HBM error over [address, address + bytes) of the device's HBM address
+     *  space (vtrn_device_memory_info_t.address): a read that reaches it fails with
+     *  VTRN_ERROR_HARDWARE, whether by a DMA queue, vtrn_memcpy or a kernel's instruction (its
+     *  fence). Writes succeed. */
+    VTRN_FAULT_HBM_UE = 3,
+    /** An instruction that never finishes: the execution hangs until VTRN_EXEC_TIMEOUT_MS, and
+     *  its fence fails with VTRN_ERROR_TIMEOUT (with VTRN_EXEC_TIMEOUT_MS=0, until
+     *  vtrn_device_reset, which fails it with VTRN_ERROR_RESET). The core is held meanwhile, as a
+     *  hung core is; other cores go on. */
+    VTRN_FAULT_ENGINE_HANG = 4,
+    /** The device falls off the bus, at once: work in flight fails with VTRN_ERROR_DEVICE_LOST, and
+     *  so does every later call that needs the device, until vtrn_device_reset. */
+    VTRN_FAULT_DEVICE_LOSS = 5,
+    VTRN_FAULT_KIND_FORCE32 = 0x7fffffff
+} vtrn_fault_kind_t;
+
+/** Bits of vtrn_fault_t.flags. */
+typedef enum vtrn_fault_flags {
+    /** Every event from the (after+1)-th on fails (every read of the range, for an HBM error),
+     *  until vtrn_device_reset. Without it the fault is one-shot: it fires once and is disarmed. */
+    VTRN_FAULT_STICKY = 1u << 0,
+    VTRN_FAULT_FLAGS_FORCE32 = 0x7fffffff
+} vtrn_fault_flags_t;
+
+/** Bits of vtrn_device_reset's flags. */
+typedef enum vtrn_device_reset_flags {
+    /** Also set every error counter of the device to 0 (the reset itself is then not counted). */
+    VTRN_DEVICE_RESET_CLEAR_COUNTERS = 1u << 0,
+    VTRN_DEVICE_RESET_FLAGS_FORCE32 = 0x7fffffff
+} vtrn_device_reset_flags_t;
+
+/** vtrn_fault_t.core, .engine or .queue: any of them. */
+#define VTRN_FAULT_ANY (-1)
+/** vtrn_fault_t.core of a DMA fault: the device's 2 host DMA engines, which vtrn_memcpy uses. */
+#define VTRN_FAULT_HOST (-2)
 
 /* ============================================================================================
  * Structs
@@ -651,6 +722,49 @@ typedef struct vtrn_handle_counts {
 } vtrn_handle_counts_t;
 #define VTRN_HANDLE_COUNTS_INIT { sizeof(vtrn_handle_counts_t), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 
+/** A fault for vtrn_device_inject_fault. Fields a kind does not use are ignored (after must be 0
+ *  for the kinds that count nothing). Events are counted from when the fault is armed.
+ *  - VTRN_FAULT_DMA_ABORT, VTRN_FAULT_DMA_HANG: the DMA queues of `core` (0 .. core_count-1,
+ *    VTRN_FAULT_HOST for the host engines of vtrn_memcpy, or VTRN_FAULT_ANY for every queue of
+ *    the device), DMA engine `engine` (0-15; 0-1 on the host; or ANY) and queue `queue` (0-15 or
+ *    ANY; ANY on the host, whose queues have no fixed numbers). The descriptor after `after`
+ *    descriptors served on those queues fails.
+ *  - VTRN_FAULT_HBM_UE: `address` and `bytes`, the failing range of HBM (within the device's HBM).
+ *  - VTRN_FAULT_ENGINE_HANG: `engine` (one VTRN_ENGINE_* bit: PE, ACT, DVE, POOL or DMA, the
+ *    kernel's DMA; or ANY) of `core` (or ANY): the instruction after `after` instructions on it
+ *    hangs (it is not executed).
+ *  - VTRN_FAULT_DEVICE_LOSS: nothing else. */
+typedef struct vtrn_fault {
+    size_t struct_size;
+    vtrn_fault_kind_t kind;
+    uint32_t flags;    /**< vtrn_fault_flags_t bits: VTRN_FAULT_STICKY, else one-shot */
+    int32_t core;      /**< a core, VTRN_FAULT_HOST (DMA kinds) or VTRN_FAULT_ANY */
+    int32_t engine;    /**< a DMA engine (DMA kinds), a VTRN_ENGINE_* bit (ENGINE_HANG), or VTRN_FAULT_ANY */
+    int32_t queue;     /**< a queue of the DMA engine, or VTRN_FAULT_ANY */
+    uint32_t reserved; /**< 0 */
+    uint64_t after;    /**< descriptors (DMA kinds) or instructions (ENGINE_HANG) that pass first */
+    uint64_t address;  /**< HBM_UE: the first failing byte, an HBM address */
+    uint64_t bytes;    /**< HBM_UE: how many bytes fail */
+} vtrn_fault_t;
+#define VTRN_FAULT_INIT { sizeof(vtrn_fault_t), VTRN_FAULT_NONE, 0, -1, -1, -1, 0, 0, 0, 0 }
+
+/** A device's error counters, as the Neuron driver keeps them in sysfs (the names in parentheses).
+ *  They count since the device was created in this process (it is shared by the process's
+ *  runtimes) and only grow, unless vtrn_device_reset is asked to clear them. */
+typedef struct vtrn_device_error_counters {
+    size_t struct_size;
+    uint32_t lost;                     /**< 1 while the device is lost (until vtrn_device_reset), else 0 */
+    uint32_t armed_faults;             /**< injected faults still armed */
+    uint64_t dma_aborts;               /**< DMA queues aborted by a descriptor error (hw_dma_abort_error) */
+    uint64_t hbm_uncorrectable_errors; /**< reads failed by an uncorrectable HBM error (hw_hbm_ue_error, mem_ecc_uncorrected) */
+    uint64_t execution_timeouts;       /**< executions failed with VTRN_ERROR_TIMEOUT (timeout) */
+    uint64_t hangs;                    /**< instructions and DMA descriptors that hung */
+    uint64_t device_losses;            /**< times the device was lost */
+    uint64_t resets;                   /**< vtrn_device_reset calls (reset_req_count) */
+    uint64_t faults_injected;          /**< vtrn_device_inject_fault and VTRN_FAULTS, all kinds */
+} vtrn_device_error_counters_t;
+#define VTRN_DEVICE_ERROR_COUNTERS_INIT { sizeof(vtrn_device_error_counters_t), 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+
 /** The largest number of bytes one DMA descriptor moves (udma's MAX_DMA_DESC_SIZE). A transfer of
  *  N bytes takes ceil(N / VTRN_DMA_MAX_DESCRIPTOR_BYTES) descriptors of the queue's ring. */
 #define VTRN_DMA_MAX_DESCRIPTOR_BYTES 65536u
@@ -716,7 +830,8 @@ vtrn_status_t vtrn_runtime_create(const vtrn_runtime_options_t *options, vtrn_ru
  *  their handles become invalid. In-flight work is drained, not cancelled: calls on other threads
  *  that were already submitting (an enqueue, a submit, a vtrn_memcpy, a vtrn_kernel_execute)
  *  finish first, then the transfers submitted on its DMA queues and the executions queued on its
- *  cores complete (bounded by VTRN_EXEC_TIMEOUT_MS each), since they use its memory; then it frees
+ *  cores complete (bounded by VTRN_EXEC_TIMEOUT_MS each; an instruction that hangs by an injected fault stops
+ *  hanging and fails its execution), since they use its memory; then it frees
  *  its device memory and releases its cores, to this process's other runtimes and to other
  *  processes. NULL is a no-op.
  *  Racing it from other threads is safe, though a program should not rely on it: every call that
@@ -833,7 +948,7 @@ vtrn_status_t vtrn_host_buffer_destroy(vtrn_host_buffer_t buffer);
  *  The allocator is best fit over the address space, coalescing freed neighbours.
  *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT for 0 bytes, a
  *  bad alignment or a NULL out; VTRN_ERROR_OUT_OF_DEVICE_MEMORY with a report: bytes requested,
- *  free in total, largest free block, and use by category. */
+ *  free in total, largest free block, and use by category; VTRN_ERROR_DEVICE_LOST. */
 vtrn_status_t vtrn_device_memory_alloc(vtrn_device_t device, uint64_t bytes, uint64_t alignment,
                                        vtrn_device_memory_t *out);
 
@@ -868,7 +983,7 @@ vtrn_status_t vtrn_device_get_memory_usage(vtrn_device_t device, vtrn_memory_usa
  *  struct_size, or a core lock file that cannot be opened (the message names it and the system's
  *  reason); VTRN_ERROR_BUSY when the queue is open already, or the core is claimed by another
  *  runtime, of this process ("claimed by runtime 3") or of another one (the message names its
- *  pid, command line and lock file). */
+ *  pid, command line and lock file); VTRN_ERROR_DEVICE_LOST. */
 vtrn_status_t vtrn_dma_queue_create(vtrn_device_t device, const vtrn_dma_queue_options_t *options, vtrn_dma_queue_t *out);
 
 /** Writes the descriptors of `count` transfers into the ring, after checking all of them: a
@@ -881,18 +996,25 @@ vtrn_status_t vtrn_dma_queue_create(vtrn_device_t device, const vtrn_dma_queue_o
  *  memory of another device than the queue's, or host buffers or device memory of another runtime
  *  (as another process's memory is not mapped for this one's DMA);
  *  VTRN_ERROR_OUT_OF_BOUNDS; VTRN_ERROR_QUEUE_FULL when the ring has too few free descriptors (the
- *  message says how many are needed and free; nothing is enqueued). */
+ *  message says how many are needed and free; nothing is enqueued); VTRN_ERROR_DEVICE_LOST. */
 vtrn_status_t vtrn_dma_queue_enqueue(vtrn_dma_queue_t queue, const vtrn_dma_transfer_t *transfers, uint32_t count);
 
 /** Rings the doorbell: everything enqueued so far goes to the engine. [out][optional] sequence:
  *  completes when all of it has (sequences start at 1 and grow by 1 per submit; a submit with
  *  nothing new enqueued returns the previous sequence).
- *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE. */
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_DEVICE_LOST. */
 vtrn_status_t vtrn_dma_queue_submit(vtrn_dma_queue_t queue, uint64_t *sequence);
 
 /** Waits until `sequence` has completed: timeout_ns 0 polls, UINT64_MAX waits forever.
+ *  A sequence that failed answers its failure every time it is waited for: VTRN_ERROR_DMA_FAULT
+ *  (its queue aborted at a descriptor), VTRN_ERROR_HARDWARE (a descriptor read HBM over an
+ *  uncorrectable error), VTRN_ERROR_TIMEOUT (its queue hung for VTRN_EXEC_TIMEOUT_MS, which ends
+ *  even a wait with UINT64_MAX), VTRN_ERROR_RESET or VTRN_ERROR_DEVICE_LOST; the message names the
+ *  device, core, DMA engine, queue and descriptor, and the fault. The queue then goes on with the
+ *  sequences submitted after the failed ones.
  *  Returns VTRN_SUCCESS; VTRN_NOT_READY (polling, not yet); VTRN_ERROR_TIMEOUT;
- *  VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT for a sequence never submitted. */
+ *  VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT for a sequence never submitted; the
+ *  failures above. */
 vtrn_status_t vtrn_dma_queue_wait(vtrn_dma_queue_t queue, uint64_t sequence, uint64_t timeout_ns);
 
 /** [out] sequence: the last sequence completed (every earlier one has too); 0 before any.
@@ -912,7 +1034,9 @@ vtrn_status_t vtrn_dma_queue_destroy(vtrn_dma_queue_t queue);
  *  host engines, it claims no core). Either side may be host or device memory of this device and
  *  runtime; the ranges must not overlap. 0 bytes checks the references and copies nothing.
  *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT;
- *  VTRN_ERROR_OUT_OF_BOUNDS. */
+ *  VTRN_ERROR_OUT_OF_BOUNDS; and, as vtrn_dma_queue_wait, the failures of the host DMA queue it
+ *  used (VTRN_ERROR_DMA_FAULT, VTRN_ERROR_HARDWARE, VTRN_ERROR_TIMEOUT, VTRN_ERROR_RESET,
+ *  VTRN_ERROR_DEVICE_LOST). */
 vtrn_status_t vtrn_memcpy(vtrn_device_t device, vtrn_memory_ref_t dst, vtrn_memory_ref_t src, uint64_t bytes);
 
 /* ============================================================================================
@@ -1065,7 +1189,8 @@ vtrn_status_t vtrn_program_sem_wait(vtrn_program_t program, vtrn_engine_flags_t 
  *  instruction index, its opcode, the operand and the rule it breaks (the first such);
  *  VTRN_ERROR_INVALID_ARGUMENT for a bad core (hidden, out of range), a NULL out or a core lock
  *  file that cannot be opened; VTRN_ERROR_BUSY when another runtime, of this process or another,
- *  holds the core (the message names it as vtrn_dma_queue_create's does). */
+ *  holds the core (the message names it as vtrn_dma_queue_create's does);
+ *  VTRN_ERROR_DEVICE_LOST. */
 vtrn_status_t vtrn_kernel_load(vtrn_device_t device, uint32_t core, vtrn_program_t program, vtrn_kernel_t *out);
 
 /** Unloads a kernel after its queued executions finish (their fences stay valid). NULL is a no-op.
@@ -1082,13 +1207,16 @@ vtrn_status_t vtrn_kernel_unload(vtrn_kernel_t kernel);
  *  An execution running longer than VTRN_EXEC_TIMEOUT_MS fails with VTRN_ERROR_TIMEOUT.
  *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_NOT_FOUND (a binding names no
  *  parameter); VTRN_ERROR_INVALID_ARGUMENT (a parameter unbound or bound twice, memory of
- *  another device or runtime, NULL out); VTRN_ERROR_OUT_OF_BOUNDS; VTRN_ERROR_QUEUE_FULL. */
+ *  another device or runtime, NULL out); VTRN_ERROR_OUT_OF_BOUNDS; VTRN_ERROR_QUEUE_FULL;
+ *  VTRN_ERROR_DEVICE_LOST. */
 vtrn_status_t vtrn_kernel_execute(vtrn_kernel_t kernel, const vtrn_binding_t *bindings, uint32_t count,
                                   vtrn_fence_t *out);
 
 /** Waits for an execution: timeout_ns 0 polls, UINT64_MAX waits forever. Returns the execution's
  *  own status once it has finished (VTRN_SUCCESS, or its failure: VTRN_ERROR_DEADLOCK,
- *  VTRN_ERROR_TIMEOUT, VTRN_ERROR_OUT_OF_BOUNDS..., with vtrn_last_error() giving its message);
+ *  VTRN_ERROR_TIMEOUT (also for an instruction that hung), VTRN_ERROR_OUT_OF_BOUNDS,
+ *  VTRN_ERROR_HARDWARE (an HBM read over an uncorrectable error), VTRN_ERROR_RESET,
+ *  VTRN_ERROR_DEVICE_LOST, with vtrn_last_error() giving its message);
  *  VTRN_NOT_READY when polling and not done; VTRN_ERROR_TIMEOUT when the wait timed out (the
  *  execution goes on); VTRN_ERROR_INVALID_HANDLE. */
 vtrn_status_t vtrn_fence_wait(vtrn_fence_t fence, uint64_t timeout_ns);
@@ -1106,6 +1234,62 @@ vtrn_status_t vtrn_fence_get_info(vtrn_fence_t fence, vtrn_execution_info_t *inf
 /** Releases a fence (the execution goes on if it has not finished). NULL is a no-op.
  *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE. */
 vtrn_status_t vtrn_fence_destroy(vtrn_fence_t fence);
+
+/* ============================================================================================
+ * Functions: faults, resets and error counters
+ *
+ * Faults are injected into a device (vtrn_device_inject_fault, or VTRN_FAULTS at
+ * vtrn_runtime_create) and surface where real ones do: the DMA sequence's wait or the execution's
+ * fence fails with VTRN_ERROR_DMA_FAULT, VTRN_ERROR_HARDWARE, VTRN_ERROR_TIMEOUT or
+ * VTRN_ERROR_DEVICE_LOST, and vtrn_last_error() names the device, the core, the DMA engine and
+ * queue or the instruction and engine, the descriptor or the HBM bytes, and the injected fault
+ * ("injected fault 2 (hbm-ue:address=0x1000:bytes=4096:sticky)"). Work on other queues, cores and
+ * devices goes on, untouched. The hardware is the process's: a fault hits every runtime of the
+ * process that has the device. Faults cost nothing while none is armed (one atomic load per
+ * burst of DMA descriptors and per instruction).
+ *
+ * A lost device: every call that needs its hardware fails with VTRN_ERROR_DEVICE_LOST (memory
+ * allocation, DMA queue creation, enqueue, submit, wait, vtrn_memcpy, vtrn_kernel_load and
+ * _execute, vtrn_device_inject_fault); calls that describe (vtrn_device_get_info, _get_core_info,
+ * _get_memory_usage, vtrn_dma_queue_get_info, _completed, vtrn_fence_status, _get_info,
+ * vtrn_device_get_error_counters) or release (every _destroy, vtrn_device_memory_free,
+ * vtrn_kernel_unload) still work, so diagnosis and cleanup do; vtrn_device_reset brings it back.
+ * A fence whose execution finished before the loss keeps its status.
+ * ============================================================================================ */
+
+/** Arms a fault on the device (see vtrn_fault_t and vtrn_fault_kind_t); a device loss takes
+ *  effect at once. Faults are numbered per device from 1, in the order injected, and messages
+ *  name them by number and by their VTRN_FAULTS spelling.
+ *  May be called while other threads use the device: their work meets the fault from then on.
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT for a NULL fault,
+ *  a bad struct_size, kind, flag bits or reserved field, or a core, engine, queue or HBM range the
+ *  device does not have (the message says which and what exists); VTRN_ERROR_DEVICE_LOST. */
+vtrn_status_t vtrn_device_inject_fault(vtrn_device_t device, const vtrn_fault_t *fault);
+
+/** Resets a device and returns when it is usable again, without a process restart:
+ *  - work in flight fails with VTRN_ERROR_RESET: the DMA sequences submitted and not completed
+ *    (their waits return it, now or later) and the executions queued or running (a running one
+ *    stops before its next instruction; a hung one at once);
+ *  - DMA queues return clean and stay open (transfers enqueued but not yet submitted stay, for
+ *    the next vtrn_dma_queue_submit: they were not in flight); cores return clean (SBUF and PSUM
+ *    read as NaN again, as after power-on);
+ *  - every injected fault is disarmed, sticky or not, and a lost device comes back;
+ *  - device memory allocations, their contents, loaded kernels, host buffers and every handle are
+ *    kept (a real reset releases what the process held, but a test of recovery wants to retry
+ *    with the same buffers and check what the failed work did or did not write);
+ *  - the `resets` counter grows by 1, or with VTRN_DEVICE_RESET_CLEAR_COUNTERS every counter is 0.
+ *  The device is reset for every runtime of the process that has it. Meant to be called while
+ *  other threads use the device (their waits return VTRN_ERROR_RESET); several threads may reset
+ *  one device at once.
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT for unknown flag
+ *  bits. */
+vtrn_status_t vtrn_device_reset(vtrn_device_t device, uint32_t flags);
+
+/** The device's error counters and state. [in,out] counters: struct_size set by the caller
+ *  (VTRN_DEVICE_ERROR_COUNTERS_INIT). Works on a lost device.
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT for a NULL counters
+ *  or a struct_size that is too small. */
+vtrn_status_t vtrn_device_get_error_counters(vtrn_device_t device, vtrn_device_error_counters_t *counters);
 
 #ifdef __cplusplus
 } /* extern "C" */

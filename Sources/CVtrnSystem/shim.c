@@ -103,6 +103,9 @@ int vtrnsys_thread_join(uint64_t thread) {
     return pthread_join((pthread_t)thread, NULL);
 }
 
+/* The calling thread's Linux thread id (what top and Perfetto show). */
+int32_t vtrnsys_thread_id(void) { return (int32_t)syscall(SYS_gettid); }
+
 /* ---- clocks */
 
 uint64_t vtrnsys_monotonic_ns(void) {

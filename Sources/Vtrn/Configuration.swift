@@ -59,13 +59,15 @@ public struct RuntimeConfiguration: Sendable, Equatable {
     /// Where core claims are recorded for every process of the host (VTRN_LOCK_DIR, else the
     /// first usable of /run/vtrn, $XDG_RUNTIME_DIR/vtrn, /tmp/vtrn-UID); made if missing.
     public let lockDirectory: String
+    /// Faults to inject into the devices when the runtime is created (VTRN_FAULTS).
+    public let faults: [DeviceFault]
 
     public var coreCount: Int { topology.devices.reduce(0) { $0 + $1.architecture.preset.coresPerDevice } }
 
     /// The environment variables vtrn reads (XDG_RUNTIME_DIR for the default lock directory).
     public static let variableNames = ["VTRN_TOPOLOGY", "VTRN_VISIBLE_CORES", "VTRN_LOG_LEVEL",
                                        "VTRN_EXEC_TIMEOUT_MS", "VTRN_TRACE", "VTRN_MONITOR_PERIOD_MS", "VTRN_LOCK_DIR",
-                                       "XDG_RUNTIME_DIR"]
+                                       "XDG_RUNTIME_DIR", "VTRN_FAULTS"]
 
     /// This process's values of `variableNames`.
     /// An empty variable counts as unset, as shells make it easy to leave one empty.
@@ -124,9 +126,12 @@ public struct RuntimeConfiguration: Sendable, Equatable {
         }
 
         let lockDirectory = try LockDirectory.resolve(environment: environment)
+        let faults = try environment["VTRN_FAULTS"].map { (text: String) throws(VtrnError) in
+            try DeviceFault.parse(text, topology: topology)
+        } ?? []
 
         return RuntimeConfiguration(topology: topology, deviceNodes: nodes, visibleCores: visible,
                                     logLevel: level, execTimeoutMilliseconds: timeout, tracePath: trace,
-                                    lockDirectory: lockDirectory)
+                                    lockDirectory: lockDirectory, faults: faults)
     }
 }

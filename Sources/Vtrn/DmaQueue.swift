@@ -10,6 +10,15 @@ public enum MemoryReference: Sendable {
 
 /// A copy of `bytes` bytes from `source` to `destination`.
 public struct DmaTransfer: Sendable {
+    /// "host to device", "device to host", "device to device" or "host to host", for traces.
+    static func direction(from source: MemoryReference, to destination: MemoryReference) -> String {
+        func side(_ reference: MemoryReference) -> String {
+            if case .host = reference { return "host" }
+            return "device"
+        }
+        return "\(side(source)) to \(side(destination))"
+    }
+
     public var destination: MemoryReference
     public var source: MemoryReference
     public var bytes: UInt64
@@ -50,12 +59,40 @@ public final class DmaQueue: Sendable, RuntimeResource {
         self.ring = ring
     }
 
+    /// With VTRN_TRACE: what was enqueued since the last submit, and the submissions whose
+    /// completion the driver has not seen yet.
+    private struct TraceState {
+        var bytes: UInt64 = 0
+        var transfers = 0
+        var directions: Set<String> = []
+        var inFlight: [(sequence: UInt64, submitted: UInt64, bytes: UInt64, transfers: Int, direction: String)] = []
+    }
+    private let traceState = Mutex(TraceState())
+
     /// Checks and writes the descriptors of `count` transfers; `transfer(i)` gives the i-th.
     /// All or nothing: an error leaves the ring as it was.
     public func enqueue(count: Int, _ transfer: (Int) throws(VtrnError) -> DmaTransfer) throws(VtrnError) {
         try device.state.submitting { () throws(VtrnError) in
             try checkOpen()
-            try ring.enqueue(count: count, device: device, transfer)
+            guard let tracer = device.runtime.tracer else {
+                try ring.enqueue(count: count, device: device, recovery: recovery, transfer)
+                return
+            }
+            let began = vtrnsys_monotonic_ns()
+            var bytes: UInt64 = 0
+            var directions: Set<String> = []
+            try ring.enqueue(count: count, device: device, recovery: recovery) { (index: Int) throws(VtrnError) -> DmaTransfer in
+                let value = try transfer(index)
+                bytes += value.bytes
+                directions.insert(DmaTransfer.direction(from: value.source, to: value.destination))
+                return value
+            }
+            traceState.withLock { state in
+                state.bytes += bytes
+                state.transfers += count
+                state.directions.formUnion(directions)
+            }
+            tracer.call("dma enqueue", since: began, arguments: #""transfers":\#(count),"bytes":\#(bytes)"#)
         }
     }
 
@@ -68,14 +105,52 @@ public final class DmaQueue: Sendable, RuntimeResource {
     public func submit() throws(VtrnError) -> UInt64 {
         try device.state.submitting { () throws(VtrnError) in
             try checkOpen()
-            return try ring.submit()
+            guard let tracer = device.runtime.tracer else { return try ring.submit(recovery: recovery) }
+            let began = vtrnsys_monotonic_ns()
+            let sequence = try ring.submit(recovery: recovery)
+            traceState.withLock { state in
+                guard state.transfers > 0 else { return }
+                let direction = state.directions.count == 1 ? state.directions.first! : "mixed"
+                state.inFlight.append((sequence, began, state.bytes, state.transfers, direction))
+                state.bytes = 0
+                state.transfers = 0
+                state.directions = []
+            }
+            tracer.call("dma submit", since: began, arguments: #""sequence":\#(sequence)"#)
+            return sequence
         }
     }
 
-    /// Waits for `sequence`: 0 polls (`.notReady`), `.max` waits forever, else `.timeout`.
+    /// Waits for `sequence`: 0 polls (`.notReady`), `.max` waits forever, else `.timeout`. A
+    /// sequence that failed throws its failure (a DMA abort, an HBM error, a hang past
+    /// VTRN_EXEC_TIMEOUT_MS, a reset, a loss), whenever it is asked.
     public func wait(for sequence: UInt64, timeoutNanoseconds: UInt64 = .max) throws(VtrnError) {
         try checkOpen()
-        try ring.wait(for: sequence, timeoutNanoseconds: timeoutNanoseconds, label: label)
+        guard let tracer = device.runtime.tracer else {
+            try ring.wait(for: sequence, timeoutNanoseconds: timeoutNanoseconds, recovery: recovery)
+            return
+        }
+        let began = vtrnsys_monotonic_ns()
+        defer { tracer.call("dma wait", since: began, arguments: #""sequence":\#(sequence)"#) }
+        try ring.wait(for: sequence, timeoutNanoseconds: timeoutNanoseconds, recovery: recovery)
+        // The submissions now seen complete, each as a span from its doorbell to now.
+        let now = vtrnsys_monotonic_ns(), completed = ring.hardware.completedSequence
+        let done = traceState.withLock { state in
+            let done = state.inFlight.filter { $0.sequence <= completed }
+            state.inFlight.removeAll { $0.sequence <= completed }
+            return done
+        }
+        for submission in done {
+            tracer.transfer(device: device.index, core: core, engine: engine, queue: queue, sequence: submission.sequence,
+                            bytes: submission.bytes, transfers: submission.transfers, direction: submission.direction,
+                            submitted: submission.submitted, completed: now)
+        }
+    }
+
+    /// How this queue's driver names it and times a hang out.
+    var recovery: Ring.Recovery {
+        Ring.Recovery(label: label, device: device.index,
+                      hangTimeout: device.runtime.configuration.execTimeoutMilliseconds.map { $0 * 1_000_000 })
     }
 
     public var completedSequence: UInt64 { ring.hardware.completedSequence }
@@ -90,8 +165,9 @@ public final class DmaQueue: Sendable, RuntimeResource {
 
     public var info: Info {
         get throws(VtrnError) {
-            try checkOpen()
-            return ring.info
+            try device.state.checkOpen()
+            if isClosed { throw VtrnError(.invalidHandle, "the DMA queue was destroyed") }
+            return ring.info(recovery: recovery)
         }
     }
 
@@ -112,7 +188,7 @@ public final class DmaQueue: Sendable, RuntimeResource {
     deinit { close() }
 
     private func checkOpen() throws(VtrnError) {
-        try device.state.checkOpen()
+        try device.checkUsable()
         if isClosed { throw VtrnError(.invalidHandle, "the DMA queue was destroyed") }
     }
 }
@@ -121,7 +197,7 @@ extension Device {
     /// Opens hardware queue (core, engine, queue), claiming the core for this runtime.
     public func openQueue(core: Int, engine: Int, queue: Int,
                           ringEntries: Int = DmaQueue.defaultRingEntries) throws(VtrnError) -> DmaQueue {
-        try state.checkOpen()
+        try checkUsable()
         let preset = hardware.preset
         guard core >= 0 && core < preset.coresPerDevice else {
             throw .invalidArgument("device \(index) has \(preset.coresPerDevice) cores (0-\(preset.coresPerDevice - 1)); core \(core) requested")
@@ -154,16 +230,29 @@ extension Device {
     /// Copies `bytes` from `source` to `destination` and returns when done, over a queue of the
     /// device's host DMA engines (claims no core). Transfers of any size.
     public func copy(to destination: MemoryReference, from source: MemoryReference, bytes: UInt64) throws(VtrnError) {
+        guard let tracer = runtime.tracer else {
+            try state.submitting { () throws(VtrnError) in try copyOpen(to: destination, from: source, bytes: bytes) }
+            return
+        }
+        let began = vtrnsys_monotonic_ns()
         try state.submitting { () throws(VtrnError) in try copyOpen(to: destination, from: source, bytes: bytes) }
+        let direction = DmaTransfer.direction(from: source, to: destination)
+        tracer.call("memcpy", since: began, arguments: #""bytes":\#(bytes),"direction":"\#(direction)""#)
+        tracer.transfer(device: index, core: -1, engine: 0, queue: 0, sequence: 0, bytes: bytes, transfers: 1,
+                        direction: direction, submitted: began, completed: vtrnsys_monotonic_ns())
     }
 
     private func copyOpen(to destination: MemoryReference, from source: MemoryReference, bytes: UInt64) throws(VtrnError) {
+        try checkUsable()
         let transfer = DmaTransfer(destination: destination, source: source, bytes: bytes)
         var keepAlive = DmaQueue.KeepAlive()
         let prepared = try DmaQueue.Ring.prepare(transfer, index: nil, device: self, keepAlive: &keepAlive, allowingEmpty: true)
         guard bytes > 0 else { return }
         let ring = try borrowHostRing()
         defer { shared.hostQueues.withLock { $0.append(ring) } }
+        let recovery = DmaQueue.Ring.Recovery(label: "host DMA engine \(ring.hardware.engineIndex) of device \(index) (vtrn_memcpy)",
+                                              device: index,
+                                              hangTimeout: runtime.configuration.execTimeoutMilliseconds.map { $0 * 1_000_000 })
         // Rounds of at most a ring's worth of descriptors.
         let perRound = UInt64(ring.hardware.entries) * UInt64(DmaDescriptor.maximumBytes)
         var done: UInt64 = 0
@@ -172,9 +261,9 @@ extension Device {
             chunk.bytes = min(perRound, bytes - done)
             chunk.destination += Int(done)
             chunk.source += Int(done)
-            try ring.enqueue(prepared: [chunk], keepAlive: keepAlive)
-            let sequence = try ring.submit()
-            try ring.wait(for: sequence, timeoutNanoseconds: .max, label: "host DMA queue of device \(index)")
+            try ring.enqueue(prepared: [chunk], keepAlive: keepAlive, recovery: recovery)
+            let sequence = try ring.submit(recovery: recovery)
+            try ring.wait(for: sequence, timeoutNanoseconds: .max, recovery: recovery)
             done += chunk.bytes
         }
     }
@@ -254,6 +343,42 @@ extension DmaQueue {
             var transfersEnqueued: UInt32 = 0
             /// Set by `drain()`: the queue takes no more work.
             var closed = false
+            /// Sequences that failed, in order, disjoint (see `record`).
+            var failures: [Failure] = []
+
+            /// The failure of `sequence`, if it failed.
+            func failure(of sequence: UInt64) -> VtrnError? {
+                for failure in failures.reversed() where failure.first <= sequence {
+                    return sequence <= failure.last ? failure.error : nil
+                }
+                return nil
+            }
+
+            /// Records that sequences first...last failed with `error`. A run of failures of one
+            /// status (a sticky fault failing every submission) is kept as one range with the
+            /// latest message, so the record stays small.
+            mutating func record(first: UInt64, last: UInt64, _ error: VtrnError) {
+                if let previous = failures.last, previous.last + 1 == first, previous.error.status == error.status {
+                    failures[failures.count - 1] = Failure(first: previous.first, last: last, error: error)
+                } else {
+                    failures.append(Failure(first: first, last: last, error: error))
+                }
+            }
+        }
+
+        struct Failure {
+            var first: UInt64
+            var last: UInt64
+            var error: VtrnError
+        }
+
+        /// What a ring's driver needs to recover from a stop: the queue's name for messages, the
+        /// device's index, and how long a hang may last (VTRN_EXEC_TIMEOUT_MS of the caller's
+        /// runtime; nil: forever).
+        struct Recovery {
+            var label: String
+            var device: Int
+            var hangTimeout: UInt64?
         }
 
         init(hardware: DmaQueueHardware) {
@@ -329,9 +454,11 @@ extension DmaQueue {
             return Prepared(destination: destination.0, source: source.0, bytes: transfer.bytes)
         }
 
-        func enqueue(count: Int, device: Device, _ transfer: (Int) throws(VtrnError) -> DmaTransfer) throws(VtrnError) {
+        func enqueue(count: Int, device: Device, recovery: Recovery,
+                     _ transfer: (Int) throws(VtrnError) -> DmaTransfer) throws(VtrnError) {
             try producer.withLock { (producer: inout Producer) throws(VtrnError) in
                 if producer.closed { throw VtrnError(.invalidHandle, "the DMA queue was destroyed") }
+                recover(&producer, recovery)
                 producer.scratch.removeAll(keepingCapacity: true)
                 var keepAlive = KeepAlive()
                 for index in 0..<count {
@@ -342,9 +469,10 @@ extension DmaQueue {
             }
         }
 
-        func enqueue(prepared: [Prepared], keepAlive: KeepAlive) throws(VtrnError) {
+        func enqueue(prepared: [Prepared], keepAlive: KeepAlive, recovery: Recovery) throws(VtrnError) {
             try producer.withLock { (producer: inout Producer) throws(VtrnError) in
                 if producer.closed { throw VtrnError(.invalidHandle, "the DMA queue was destroyed") }
+                recover(&producer, recovery)
                 producer.scratch = prepared
                 try write(&producer, keepAlive: keepAlive)
             }
@@ -414,9 +542,10 @@ extension DmaQueue {
             }
         }
 
-        func submit() throws(VtrnError) -> UInt64 {
+        func submit(recovery: Recovery) throws(VtrnError) -> UInt64 {
             try producer.withLock { (producer: inout Producer) throws(VtrnError) in
                 if producer.closed { throw VtrnError(.invalidHandle, "the DMA queue was destroyed") }
+                recover(&producer, recovery)
                 if producer.tail != producer.published {
                     producer.sequence += 1
                     producer.published = producer.tail
@@ -426,43 +555,113 @@ extension DmaQueue {
             }
         }
 
-        func wait(for sequence: UInt64, timeoutNanoseconds: UInt64, label: String) throws(VtrnError) {
-            let submitted = producer.withLock { $0.sequence }
+        func wait(for sequence: UInt64, timeoutNanoseconds: UInt64, recovery: Recovery) throws(VtrnError) {
+            let (submitted, failed) = producer.withLock { producer in
+                recover(&producer, recovery)
+                return (producer.sequence, producer.failure(of: sequence))
+            }
             guard sequence <= submitted else {
                 throw .invalidArgument("sequence \(sequence) was never submitted on this queue; the last submitted is \(submitted)")
             }
-            switch hardware.wait(for: sequence, timeoutNanoseconds: timeoutNanoseconds) {
-            case .completed:
-                producer.withLock { reclaim(&$0) }
-            case .timedOut:
-                let completed = hardware.completedSequence
-                if timeoutNanoseconds == 0 {
-                    throw VtrnError(.notReady, "sequence \(sequence) has not completed; the last completed is \(completed)")
+            if let failed { throw failed }
+            let start = vtrnsys_monotonic_ns()
+            while true {
+                let elapsed = vtrnsys_monotonic_ns() - start
+                let remaining = timeoutNanoseconds == .max ? .max : timeoutNanoseconds - min(elapsed, timeoutNanoseconds)
+                switch hardware.wait(for: sequence, timeoutNanoseconds: remaining, hangTimeoutNanoseconds: recovery.hangTimeout) {
+                case .completed:
+                    // Completed, or failed and passed by a recovery on another thread.
+                    if let failed = producer.withLock({ producer in
+                        reclaim(&producer)
+                        return producer.failure(of: sequence)
+                    }) { throw failed }
+                    return
+                case .stopped:
+                    if let failed = producer.withLock({ producer in
+                        recover(&producer, recovery)
+                        return producer.failure(of: sequence)
+                    }) { throw failed }
+                case .timedOut:
+                    let completed = hardware.completedSequence
+                    var hang = ""
+                    if let stop = hardware.stop, case .hung(let fault) = stop.reason {
+                        hang = "; the queue hung at descriptor \(stop.position) (\(fault)), "
+                            + (recovery.hangTimeout.map { "which fails it once it has hung for \($0 / 1_000_000) ms (VTRN_EXEC_TIMEOUT_MS)" }
+                               ?? "and with VTRN_EXEC_TIMEOUT_MS=0 only vtrn_device_reset ends that")
+                    }
+                    if timeoutNanoseconds == 0 {
+                        throw VtrnError(.notReady, "sequence \(sequence) has not completed; the last completed is \(completed)\(hang)")
+                    }
+                    throw VtrnError(.timeout, "sequence \(sequence) did not complete within \(timeoutNanoseconds) ns on \(recovery.label); "
+                                    + "the last completed is \(completed)\(hang)")
                 }
-                throw VtrnError(.timeout, "sequence \(sequence) did not complete within \(timeoutNanoseconds) ns on \(label); "
-                                + "the last completed is \(completed)")
-            case .faulted:
-                let position = hardware.faultPosition ?? 0
-                throw VtrnError(.dmaFault, "\(label) stopped at descriptor \(position) (ring slot "
-                                + "\(position % UInt64(hardware.entries))): the engine refused it; later transfers will not run")
             }
         }
 
-        var info: DmaQueue.Info {
+        /// After the hardware queue stopped, what a driver does (udma_q_reset): the sequences in
+        /// flight fail with the stop's error, and the queue restarts past them. What is enqueued
+        /// but not yet submitted stays, for the next submit: dropping it would let that submit
+        /// return the previous sequence, which a caller would take for its batch's. A hang is left
+        /// alone until it has lasted `recovery.hangTimeout` (or a reset ends it).
+        private func recover(_ producer: inout Producer, _ recovery: Recovery) {
+            guard let stop = hardware.stop else { return }
+            if case .hung = stop.reason {
+                guard let hangTimeout = recovery.hangTimeout, vtrnsys_monotonic_ns() &- stop.time >= hangTimeout else { return }
+            }
+            let completed = hardware.completedSequence
+            let slot = stop.position % UInt64(hardware.entries)
+            let at = "descriptor \(stop.position) (ring slot \(slot))"
+            let status: Status, text: String
+            switch stop.reason {
+            case .descriptorError:
+                (status, text) = (.dmaFault, "DMA abort on \(recovery.label): the engine refused \(at), a descriptor from another "
+                                  + "lap of the ring or a mismatched pair")
+            case .aborted(let fault):
+                (status, text) = (.dmaFault, "DMA abort on \(recovery.label): \(at) failed with a descriptor error (\(fault))")
+            case .hbmUncorrectable(let address, let length, let fault):
+                (status, text) = (.hardware, "uncorrectable HBM error on device \(recovery.device): \(recovery.label) read HBM bytes "
+                                  + "[0x\(String(address, radix: 16)), 0x\(String(address + UInt64(length), radix: 16))) at \(at), "
+                                  + "over \(fault)")
+            case .hung(let fault):
+                (status, text) = (.timeout, "\(recovery.label) hung at \(at) (\(fault)); the execution timeout of "
+                                  + "\((recovery.hangTimeout ?? 0) / 1_000_000) ms (VTRN_EXEC_TIMEOUT_MS) ended the wait for it")
+            case .reset:
+                (status, text) = (.reset, "device \(recovery.device) was reset (vtrn_device_reset) while the work was in flight "
+                                  + "on \(recovery.label)")
+            case .deviceLost(let why):
+                (status, text) = (.deviceLost, "device \(recovery.device) was lost (\(why)) while the work was in flight on "
+                                  + "\(recovery.label)")
+            }
+            if completed < producer.sequence {
+                let first = completed + 1, last = producer.sequence
+                let sequences = first == last ? "sequence \(first) failed" : "sequences \(first)-\(last) failed"
+                let head = hardware.head, published = producer.published
+                let skipped = published == head + 1 ? " (descriptor \(head) did not complete)"
+                    : published > head ? " (descriptors \(head)-\(published - 1) did not complete)" : ""
+                let next = stop.reason == .reset ? "the queue is clean and usable again" : "the queue goes on with later submissions"
+                producer.record(first: first, last: last, VtrnError(status, "\(text); \(sequences)\(skipped); \(next)"))
+            }
+            hardware.restart(at: producer.published, sequence: producer.sequence)
+            reclaim(&producer)
+        }
+
+        func info(recovery: Recovery) -> DmaQueue.Info {
             producer.withLock { producer in
-                DmaQueue.Info(freeEntries: hardware.entries - Int(producer.tail - hardware.head),
+                recover(&producer, recovery)
+                return DmaQueue.Info(freeEntries: hardware.entries - Int(producer.tail - hardware.head),
                               submittedSequence: producer.sequence, completedSequence: hardware.completedSequence,
                               descriptorsCompleted: hardware.head, bytesCompleted: hardware.bytesCompleted)
             }
         }
 
-        /// Waits for everything submitted, drops what was not, and releases all keep-alives.
+        /// Waits for everything submitted, drops what was not, and releases all keep-alives. A
+        /// stopped queue (a fault, a hang, a reset, a loss) has nothing left to wait for.
         func drain() {
             let sequence = producer.withLock { producer in
                 producer.closed = true
                 return producer.sequence
             }
-            _ = hardware.wait(for: sequence, timeoutNanoseconds: .max)
+            _ = hardware.wait(for: sequence, timeoutNanoseconds: .max, hangTimeoutNanoseconds: 0)
             producer.withLock { producer in
                 producer.tail = producer.published
                 for slot in producer.keepAlive.indices where !producer.keepAlive[slot].isEmpty {

@@ -81,16 +81,23 @@ public final class Kernel: Sendable {
     public func unload() { unloaded.store(true, ordering: .releasing) }
 
     private func checkLoaded() throws(VtrnError) {
-        try device.state.checkOpen()
+        try device.checkUsable()
         if unloaded.load(ordering: .acquiring) { throw VtrnError(.invalidHandle, "the kernel was unloaded") }
     }
 
     /// Queues one execution on the core and returns its fence at once.
     public func execute(_ bindings: [Binding]) throws(VtrnError) -> Fence {
-        try device.state.submitting { () throws(VtrnError) in try executeOpen(bindings) }
+        guard let tracer = device.runtime.tracer else {
+            return try device.state.submitting { () throws(VtrnError) in try executeOpen(bindings, flow: nil) }
+        }
+        let began = vtrnsys_monotonic_ns()
+        let flow = tracer.newFlow()
+        let fence = try device.state.submitting { () throws(VtrnError) in try executeOpen(bindings, flow: flow) }
+        tracer.call("execute", since: began, arguments: #""device":\#(device.index),"core":\#(core)"#, flow: flow)
+        return fence
     }
 
-    private func executeOpen(_ bindings: [Binding]) throws(VtrnError) -> Fence {
+    private func executeOpen(_ bindings: [Binding], flow: Int?) throws(VtrnError) -> Fence {
         try checkLoaded()
         let parameters = program.parameters
         var bound = [ParameterBinding?](repeating: nil, count: parameters.count)
@@ -123,10 +130,11 @@ public final class Kernel: Sendable {
         let held = leases
         let timeout = device.runtime.configuration.execTimeoutMilliseconds.map { $0 * 1_000_000 }
         let tracer = device.runtime.tracer
+        let clock = device.hardware.preset.peClockHz
         let device = device, core = core
         let execution = CoreExecution(program: program, bindings: bound.map { $0! }, timeout: timeout, traced: tracer != nil) { execution in
             for lease in held { lease.release() }
-            tracer?.record(execution, device: device.index, core: core)
+            tracer?.record(execution, device: device.index, core: core, clockHz: clock, flow: flow)
         }
         guard device.hardware.commandQueues[core].submit(execution) else {
             for lease in held { lease.release() }
@@ -141,7 +149,7 @@ extension Device {
     /// Validates `program` for `core` and loads it, claiming the core for this runtime.
     /// A program that fails validation claims nothing.
     public func load(_ program: Program, core: Int) throws(VtrnError) -> Kernel {
-        try state.checkOpen()
+        try checkUsable()
         guard program.runtime === runtime else {
             throw .invalidArgument("the program belongs to runtime \(program.runtime.serial), not to runtime \(runtime.serial)")
         }
@@ -181,6 +189,9 @@ public final class Fence: Sendable {
         case .outOfBounds(let message): VtrnError(.outOfBounds, message)
         case .deadlock(let message): VtrnError(.deadlock, message)
         case .timeout(let message): VtrnError(.timeout, message)
+        case .hardware(let message): VtrnError(.hardware, message)
+        case .reset(let message): VtrnError(.reset, message)
+        case .deviceLost(let message): VtrnError(.deviceLost, message)
         }
     }
 
@@ -191,6 +202,16 @@ public final class Fence: Sendable {
     /// Waits for the execution and throws its failure. `timeoutNanoseconds` 0 polls (`.notReady`);
     /// a wait that times out throws `.timeout` and the execution goes on.
     public func wait(timeoutNanoseconds: UInt64 = .max) throws(VtrnError) {
+        if let tracer = kernel.device.runtime.tracer {
+            let began = vtrnsys_monotonic_ns()
+            defer { tracer.call("fence wait", since: began, arguments: #""core":\#(kernel.core)"#) }
+            try waitUntraced(timeoutNanoseconds: timeoutNanoseconds)
+        } else {
+            try waitUntraced(timeoutNanoseconds: timeoutNanoseconds)
+        }
+    }
+
+    private func waitUntraced(timeoutNanoseconds: UInt64) throws(VtrnError) {
         guard execution.wait(timeoutNanoseconds: timeoutNanoseconds) else {
             if timeoutNanoseconds == 0 { throw VtrnError(.notReady, "the execution has not finished") }
             throw VtrnError(.timeout, "the execution did not finish within \(timeoutNanoseconds) ns of waiting; it goes on")

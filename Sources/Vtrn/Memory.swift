@@ -46,7 +46,7 @@ extension Device {
     /// Allocates `bytes` of HBM aligned to `alignment` (a power of two up to 1 GiB; 0 means 64).
     /// Out of memory throws `.outOfDeviceMemory` with the usage report Neuron gives.
     public func allocate(_ bytes: UInt64, alignment: UInt64 = 0) throws(VtrnError) -> DeviceMemory {
-        try state.checkOpen()
+        try checkUsable()
         guard bytes > 0 else { throw .invalidArgument("bytes is 0; a device memory block holds at least 1 byte") }
         let alignment = alignment == 0 ? HighBandwidthMemory.defaultAlignment : alignment
         guard alignment & (alignment - 1) == 0, alignment <= HighBandwidthMemory.maximumAlignment else {

@@ -182,13 +182,18 @@ final class MonitorPublisher: @unchecked Sendable {
                              + #""utilization":\#(Double(Int(utilization * 10000)) / 10000),"holder_runtime":\#(holder)}"#)
             }
             let dma = hardware.dmaBytesPerEngine
+            let errors = hardware.faults.counters.snapshot
+            let errorJSON = #""errors":{"lost":\#(hardware.faults.loss != nil),"dma_aborts":\#(errors.dmaAborts),"#
+                + #""hbm_uncorrectable_errors":\#(errors.hbmUncorrectableErrors),"execution_timeouts":\#(errors.executionTimeouts),"#
+                + #""hangs":\#(errors.hangs),"device_losses":\#(errors.deviceLosses),"resets":\#(errors.resets),"#
+                + #""faults_injected":\#(errors.faultsInjected)}"#
             devices.append(#"{"index":\#(hardware.index),"name":"\#(hardware.preset.name)","numa_node":\#(hardware.numaNode),"#
                            + #""hbm_bytes":\#(usage.capacity),"hbm_used_bytes":\#(usage.used),"#
                            + #""dma_bytes":\#(dma.reduce(0, +)),"dma_bytes_per_engine":[\#(dma.map(String.init).joined(separator: ","))],"#
-                           + #""cores":[\#(cores.joined(separator: ","))]}"#)
+                           + errorJSON + #","cores":[\#(cores.joined(separator: ","))]}"#)
         }
         let runtimes = state.withLock { $0.runtimes }
-        let json = #"{"pid":\#(getpid()),"command":"\#(Self.escaped(command))","updated_unix_ns":\#(UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)),"#
+        let json = #"{"pid":\#(getpid()),"command":"\#(jsonEscaped(command))","updated_unix_ns":\#(UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)),"#
             + #""period_ms":\#(period / 1_000_000),"runtimes":\#(runtimes),"devices":[\#(devices.joined(separator: ","))]}"#
         let bytes = Array(json.utf8.prefix(MonitorSegment.size - MonitorSegment.headerBytes))
         let sequenceWord = (base + 8).assumingMemoryBound(to: UInt32.self)
@@ -198,16 +203,4 @@ final class MonitorPublisher: @unchecked Sendable {
         _ = vtrnsys_add_u32(sequenceWord, 1) // even: done
     }
 
-    static func escaped(_ text: String) -> String {
-        var out = ""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case _ where scalar.value < 0x20: out += "\\u" + String(repeating: "0", count: 4 - String(scalar.value, radix: 16).count) + String(scalar.value, radix: 16)
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out
-    }
 }

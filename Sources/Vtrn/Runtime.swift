@@ -62,6 +62,10 @@ public final class Runtime: Sendable {
         publishesCounters = monitorPeriod > 0
         state.log(.info, "created: topology \(configuration.topology), visible cores \(configuration.visibleCores), "
                   + "NUMA nodes \(configuration.deviceNodes)")
+        for entry in configuration.faults {
+            let armed = records[entry.device].shared.hardware.inject(entry.fault)
+            state.log(.info, "device \(entry.device): \(armed.label) armed (VTRN_FAULTS)")
+        }
 
     }
 
@@ -81,8 +85,12 @@ public final class Runtime: Sendable {
         state.waitForSubmissions()
         for resource in state.takeResources() { resource.close() }
         for record in deviceRecords {
-            // Executions on this runtime's cores use its memory: let them finish first.
-            for core in record.shared.cores(claimedBy: serial) { record.shared.hardware.commandQueues[core].drain() }
+            // Executions on this runtime's cores use its memory: let them finish first. A hung one
+            // stops hanging (it would wait for its timeout, or forever without one).
+            for core in record.shared.cores(claimedBy: serial) {
+                record.shared.hardware.commandQueues[core].cancelHangs()
+                record.shared.hardware.commandQueues[core].drain()
+            }
             record.shared.hardware.hbm.freeAll(owner: serial)
             record.shared.releaseClaims(of: serial)
         }

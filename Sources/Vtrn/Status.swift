@@ -18,6 +18,8 @@ public enum Status: Int32, Sendable, CaseIterable, CustomStringConvertible {
     case hardware = 14
     case deadlock = 15
     case `internal` = 16
+    case reset = 17
+    case deviceLost = 18
 
     /// The C name, e.g. "VTRN_ERROR_INVALID_HANDLE".
     public var name: String {
@@ -39,6 +41,8 @@ public enum Status: Int32, Sendable, CaseIterable, CustomStringConvertible {
         case .hardware: "VTRN_ERROR_HARDWARE"
         case .deadlock: "VTRN_ERROR_DEADLOCK"
         case .internal: "VTRN_ERROR_INTERNAL"
+        case .reset: "VTRN_ERROR_RESET"
+        case .deviceLost: "VTRN_ERROR_DEVICE_LOST"
         }
     }
 
@@ -62,6 +66,8 @@ public enum Status: Int32, Sendable, CaseIterable, CustomStringConvertible {
         case .hardware: "hardware error"
         case .deadlock: "deadlock"
         case .internal: "internal error in vtrn"
+        case .reset: "device reset"
+        case .deviceLost: "device lost"
         }
     }
 }

@@ -159,6 +159,15 @@ extension vtrn_execution_info_t: VersionedStruct {
     static let firstVersionSize = 128
 }
 
+extension vtrn_fault_t: VersionedStruct {
+    static let cName = "vtrn_fault_t"
+    static let firstVersionSize = 56
+}
+extension vtrn_device_error_counters_t: VersionedStruct {
+    static let cName = "vtrn_device_error_counters_t"
+    static let firstVersionSize = 72
+}
+
 // MARK: - Strings
 
 /// Copies `text` into a fixed C char array (a tuple), truncating at a UTF-8 boundary and always

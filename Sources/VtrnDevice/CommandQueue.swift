@@ -11,14 +11,22 @@ public final class CoreExecution: @unchecked Sendable {
     public let bindings: [ParameterBinding]
     /// Nanoseconds the execution may run, or nil.
     public let timeout: UInt64?
-    /// Called on the core's thread once the execution has finished (releases what it held).
-    private let completion: (@Sendable (CoreExecution) -> Void)?
+    /// Called on the core's thread once the execution has finished (releases what it held), then
+    /// dropped: the command queue keeps finished executions for a while, and what the closure
+    /// holds (the runtime, through its device) must not live on with them.
+    private var completion: (@Sendable (CoreExecution) -> Void)?
     /// Whether to record each instruction's place on the timeline (VTRN_TRACE).
     public let traced: Bool
 
     private let state = Atomic<Int>(0) // 0 queued, 1 running, 2 finished
     private let completionWord: UnsafeMutablePointer<UInt32>
     private let waiters = Atomic<Int>(0)
+    /// The device's generation (resets so far) when it was queued: a later reset fails it.
+    /// Written by `CoreCommandQueue.submit` before the core's thread can see the execution.
+    public internal(set) var generation: UInt64 = 0
+    /// Set when whoever submitted it gives up on it (its runtime is destroyed): a hung instruction
+    /// then stops hanging.
+    let cancelled = Atomic<Bool>(false)
     /// Written by the core's thread before `state` becomes 2; read after.
     public private(set) var outcome = ExecutionOutcome()
     public let submittedAt: UInt64
@@ -41,12 +49,28 @@ public final class CoreExecution: @unchecked Sendable {
 
     public var isFinished: Bool { state.load(ordering: .acquiring) == 2 }
 
-    func run(on executor: CoreExecutor) {
+    func run(on executor: CoreExecutor, context: ExecutionContext) {
         startedAt = vtrnsys_monotonic_ns()
         state.store(1, ordering: .releasing)
-        outcome = executor.run(program, bindings: bindings, deadline: timeout.map { startedAt &+ $0 }, trace: traced)
+        outcome = executor.run(program, bindings: bindings, deadline: timeout.map { startedAt &+ $0 }, trace: traced,
+                               context: context)
+        // Counted before waiters can see the end, so that a waiter reads the counter up to date.
+        if case .timeout = outcome.failure { context.faults.counters.executionTimeouts.add(1, ordering: .relaxed) }
+        finish()
+    }
+
+    /// Ends an execution that never ran (the device was reset or lost while it was queued).
+    func fail(_ failure: ExecutionOutcome.Failure) {
+        startedAt = vtrnsys_monotonic_ns()
+        state.store(1, ordering: .releasing)
+        outcome.failure = failure
+        finish()
+    }
+
+    private func finish() {
         finishedAt = vtrnsys_monotonic_ns()
         completion?(self)
+        completion = nil
         state.store(2, ordering: .sequentiallyConsistent)
         if waiters.load(ordering: .sequentiallyConsistent) > 0 {
             _ = vtrnsys_add_u32(completionWord, 1)
@@ -88,6 +112,9 @@ public final class CoreCommandQueue: @unchecked Sendable {
     public let preset: ChipPreset
     public let name: String
     public let numaNode: Int
+    /// The core's index on its device, and the device's faults.
+    public let core: Int
+    let faults: DeviceFaults
 
     private struct State {
         /// Taken entries are nil: a finished execution must not stay referenced here (it holds
@@ -96,6 +123,8 @@ public final class CoreCommandQueue: @unchecked Sendable {
         var head = 0
         var thread: UInt64?
         var stopping = false
+        /// The execution the core's thread runs now.
+        var running: CoreExecution?
     }
     private let state = Mutex(State())
     private let pendingCount = Atomic<Int>(0)
@@ -121,10 +150,12 @@ public final class CoreCommandQueue: @unchecked Sendable {
     /// Made on the core thread's first execution (SBUF and PSUM are tens of MiB).
     private var executor: CoreExecutor?
 
-    init(preset: ChipPreset, name: String, numaNode: Int) {
+    init(preset: ChipPreset, name: String, numaNode: Int, core: Int, faults: DeviceFaults) {
         self.preset = preset
         self.name = name
         self.numaNode = numaNode
+        self.core = core
+        self.faults = faults
         wakeWord = .allocate(capacity: 1)
         wakeWord.initialize(to: 0)
     }
@@ -135,6 +166,7 @@ public final class CoreCommandQueue: @unchecked Sendable {
     public func submit(_ execution: CoreExecution) -> Bool {
         let start: Bool? = state.withLock { state in
             guard state.pending.count - state.head < Self.capacity else { return nil }
+            execution.generation = faults.generation
             state.pending.append(execution)
             pendingCount.add(1, ordering: .sequentiallyConsistent)
             if state.thread == nil && !state.stopping {
@@ -167,6 +199,27 @@ public final class CoreCommandQueue: @unchecked Sendable {
         while pendingCount.load(ordering: .acquiring) > 0 { usleep(50) }
     }
 
+    /// Returns once no execution queued before the device reached `generation` is queued or
+    /// running (a reset fails them; the core's thread finishes them).
+    func waitForExecutions(before generation: UInt64) {
+        while state.withLock({ state in
+            (state.running.map { $0.generation < generation } ?? false)
+                || state.pending[state.head...].contains { ($0?.generation ?? .max) < generation }
+        }) {
+            usleep(50)
+        }
+    }
+
+    /// Executions queued or running stop hanging (their runtime is going away and waits for them):
+    /// a hung instruction fails its execution at once instead of at the timeout, or never.
+    public func cancelHangs() {
+        state.withLock { state in
+            state.running?.cancelled.store(true, ordering: .relaxed)
+            for execution in state.pending[state.head...] { execution?.cancelled.store(true, ordering: .relaxed) }
+        }
+        faults.wakeHungInstructions()
+    }
+
     /// Stops the thread after the queued executions (the device is going away).
     func shutdown() {
         let thread: UInt64? = state.withLock { state in
@@ -183,6 +236,7 @@ public final class CoreCommandQueue: @unchecked Sendable {
             guard state.head < state.pending.count else { return (nil, state.stopping) }
             let execution = state.pending[state.head]
             state.pending[state.head] = nil
+            state.running = execution
             state.head += 1
             if state.head > 256 && state.head * 2 > state.pending.count {
                 state.pending.removeFirst(state.head)
@@ -196,14 +250,32 @@ public final class CoreCommandQueue: @unchecked Sendable {
     /// reference to the execution is gone when this returns, before the execution counts as done:
     /// a runtime's teardown waits for that count, and the last reference to the runtime (which the
     /// execution's completion holds) must not go on this thread, which its teardown joins.
-    private func runNext() -> (Bool, Bool) {
+    private func runNext(executorGeneration: inout UInt64) -> (Bool, Bool) {
         let (execution, stopping) = next()
         guard let execution else { return (false, stopping) }
-        if executor == nil { executor = CoreExecutor(preset: preset) }
-        execution.run(on: executor!)
-        runningNanoseconds.add(execution.finishedAt &- execution.startedAt, ordering: .relaxed)
-        deviceNanosecondsTotal.add(UInt64(max(0, execution.outcome.deviceNanoseconds.rounded())), ordering: .relaxed)
-        finishedCount.add(1, ordering: .relaxed)
+        let generation = faults.generation
+        if executor == nil {
+            executor = CoreExecutor(preset: preset)
+            executorGeneration = generation
+        } else if executorGeneration != generation {
+            executor!.clear()
+            executorGeneration = generation
+        }
+        let place = "core \(core) of device \(faults.deviceIndex)"
+        if execution.generation != generation {
+            execution.fail(.reset("device \(faults.deviceIndex) was reset (vtrn_device_reset) while the execution was "
+                                  + "queued on core \(core); it did not run"))
+        } else if let loss = faults.loss {
+            execution.fail(.deviceLost("device \(faults.deviceIndex) is lost (\(loss)): the execution queued on "
+                                       + "\(place) did not run; vtrn_device_reset brings the device back"))
+        } else {
+            execution.run(on: executor!, context: ExecutionContext(faults: faults, core: core, generation: generation,
+                                                                   execution: execution))
+            runningNanoseconds.add(execution.finishedAt &- execution.startedAt, ordering: .relaxed)
+            deviceNanosecondsTotal.add(UInt64(max(0, execution.outcome.deviceNanoseconds.rounded())), ordering: .relaxed)
+            finishedCount.add(1, ordering: .relaxed)
+        }
+        state.withLock { $0.running = nil }
         return (true, false)
     }
 
@@ -211,8 +283,9 @@ public final class CoreCommandQueue: @unchecked Sendable {
         _ = vtrnsys_run_on_node(Int32(numaNode))
         var idleSince: UInt64 = 0
         var idleRounds = 0
+        var executorGeneration: UInt64 = 0
         while true {
-            let (ran, stopping) = runNext()
+            let (ran, stopping) = runNext(executorGeneration: &executorGeneration)
             if ran {
                 pendingCount.subtract(1, ordering: .sequentiallyConsistent)
                 idleRounds = 0
@@ -233,5 +306,63 @@ public final class CoreCommandQueue: @unchecked Sendable {
             sleeping.store(false, ordering: .sequentiallyConsistent)
             idleRounds = 0
         }
+    }
+}
+
+/// What a core's executor needs to see faults while it runs an execution: the device's faults,
+/// the core, and the generation the execution belongs to.
+public struct ExecutionContext {
+    let faults: DeviceFaults
+    let core: Int
+    let generation: UInt64
+    let execution: CoreExecution
+
+    /// Called before an instruction when a fault is armed, the device is lost or was reset: the
+    /// failure that stops the execution at this instruction, if any. A hang sleeps here.
+    func check(_ instruction: Instruction, index: Int, bindings: [ParameterBinding], parameters: [Parameter],
+               deadline: UInt64?) -> ExecutionOutcome.Failure? {
+        let device = faults.deviceIndex
+        let what = "instruction \(index) (\(instruction.operation.name) on \(instruction.engine))"
+        if faults.generation != generation {
+            return .reset("device \(device) was reset (vtrn_device_reset) while the execution ran on core \(core): "
+                          + "\(what) and the ones after it did not run")
+        }
+        if let loss = faults.loss {
+            return .deviceLost("device \(device) was lost (\(loss)) while the execution ran on core \(core): \(what) and "
+                               + "the ones after it did not run; vtrn_device_reset brings the device back")
+        }
+        let armed = faults.armed
+        for fault in armed {
+            guard case .engineHang(let targetCore, let targetEngine) = fault.fault.kind,
+                  targetCore == nil || targetCore == core, targetEngine == nil || targetEngine == instruction.engine,
+                  fault.fires() else { continue }
+            faults.counters.hangs.add(1, ordering: .relaxed)
+            if !fault.fault.sticky { faults.retire(fault) }
+            let hung = "\(what) never finished: \(instruction.engine) of core \(core) of device \(device) hung (\(fault.label))"
+            switch faults.hang(until: deadline, generation: generation, cancelled: { execution.cancelled.load(ordering: .relaxed) }) {
+            case .deadline:
+                let milliseconds = (execution.timeout ?? 0) / 1_000_000
+                return .timeout("\(hung); the execution timeout of \(milliseconds) ms (VTRN_EXEC_TIMEOUT_MS) ended it")
+            case .reset:
+                return .reset("\(hung) until device \(device) was reset (vtrn_device_reset)")
+            case .lost:
+                return .deviceLost("\(hung) until device \(device) was lost (\(faults.loss ?? "lost"))")
+            case .cancelled:
+                return .timeout("\(hung) until its runtime was destroyed")
+            }
+        }
+        // Reads of HBM: the inputs that are parameters, and an accumulating DMA's destination.
+        var accumulates = false
+        if case .dmaCopy(_, _, let readModifyWrite, _) = instruction.operation { accumulates = readModifyWrite != .bypass }
+        for (name, access, writes) in instruction.operation.operands where access.space == .hbm && (!writes || accumulates) {
+            let range = Validator.hbmByteRange(access)
+            let start = UInt(bitPattern: bindings[access.parameter].base.pointer) &+ UInt(bitPattern: range.low)
+            guard let (fault, address) = faults.hbmError(in: armed, reading: start, length: range.high - range.low) else { continue }
+            return .hardware("uncorrectable HBM error on device \(device): \(what) of the execution on core \(core) read "
+                             + "\(name) (parameter \"\(parameters[access.parameter].name)\") at HBM bytes "
+                             + "\(DeviceFaults.range(address, UInt64(range.high - range.low))), over \(fault.label); the "
+                             + "execution stopped there")
+        }
+        return nil
     }
 }

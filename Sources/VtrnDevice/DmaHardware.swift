@@ -57,7 +57,11 @@ public final class DmaQueueHardware: @unchecked Sendable {
     private let headRegister = Atomic<UInt64>(0)
     private let completedRegister = Atomic<UInt64>(0)
     private let bytesCompletedRegister = Atomic<UInt64>(0)
-    private let faultRegister = Atomic<UInt64>(0) // position + 1 of a faulting descriptor, or 0
+    /// Set when the queue stops (see `Stop`); the engine then leaves it alone until `restart`.
+    private let stoppedRegister = Atomic<Bool>(false)
+    private let stopRecord = Mutex<Stop?>(nil)
+    /// The device's faults: the engine consults them once per burst (one atomic load when none is armed).
+    let faults: DeviceFaults
     /// Bumped when the engine publishes a completion and someone waits: the futex word.
     private let completionWord: UnsafeMutablePointer<UInt32>
     private let waiters = Atomic<Int>(0)
@@ -69,7 +73,8 @@ public final class DmaQueueHardware: @unchecked Sendable {
         self.engine = engine.map { Unmanaged.passUnretained($0) }
     }
 
-    init(core: Int, engine: Int, queue: Int, entries: Int) {
+    init(core: Int, engine: Int, queue: Int, entries: Int, faults: DeviceFaults) {
+        self.faults = faults
         self.core = core
         self.engineIndex = engine
         self.queueIndex = queue
@@ -101,27 +106,94 @@ public final class DmaQueueHardware: @unchecked Sendable {
     public var head: UInt64 { headRegister.load(ordering: .acquiring) }
     public var completedSequence: UInt64 { completedRegister.load(ordering: .acquiring) }
     public var bytesCompleted: UInt64 { bytesCompletedRegister.load(ordering: .relaxed) }
-    /// The position of a descriptor the engine refused, if any; the queue stops there.
-    public var faultPosition: UInt64? {
-        let value = faultRegister.load(ordering: .acquiring)
-        return value == 0 ? nil : value - 1
+    /// Why and where a queue stopped. The engine stops a queue at a descriptor it refuses or that
+    /// an injected fault hits; the device stops every queue when it is reset or lost. A stopped
+    /// queue does nothing until the driver restarts it (`restart`).
+    public struct Stop: Sendable, Equatable {
+        public enum Reason: Sendable, Equatable {
+            /// A descriptor from another lap, or a mismatched pair: udma aborts the queue.
+            case descriptorError
+            /// An injected descriptor error (`Fault.Kind.dmaAbort`); the fault's label.
+            case aborted(fault: String)
+            /// The descriptor read HBM bytes [address, address + length) over an uncorrectable error.
+            case hbmUncorrectable(address: UInt64, length: Int, fault: String)
+            /// The descriptor never completes (`Fault.Kind.dmaHang`).
+            case hung(fault: String)
+            /// The device was reset.
+            case reset
+            /// The device was lost; why.
+            case deviceLost(String)
+        }
+        /// The descriptor it stopped at (for a reset or a loss, the first one not done).
+        public let position: UInt64
+        public let reason: Reason
+        /// When it stopped (CLOCK_MONOTONIC, ns): a hang counts from here.
+        public let time: UInt64
     }
 
-    public enum WaitResult: Sendable { case completed, timedOut, faulted }
+    public var isStopped: Bool { stoppedRegister.load(ordering: .acquiring) }
+    public var stop: Stop? { isStopped ? stopRecord.withLock { $0 } : nil }
 
-    /// Waits until `sequence` completes: spins briefly (completions of short transfers arrive in
-    /// microseconds, and waking a sleeping thread costs tens), then sleeps on the futex.
-    public func wait(for sequence: UInt64, timeoutNanoseconds: UInt64) -> WaitResult {
+    /// Stops the queue (engine or device side) and wakes its waiters. The first stop stands, but a
+    /// reset replaces a hang (it ends the hang). True if this call stopped it or changed why.
+    @discardableResult
+    func stop(at position: UInt64, _ reason: Stop.Reason) -> Bool {
+        // The register changes with the record, under its lock, so that a restart racing a stop
+        // leaves the two agreeing.
+        let changed = stopRecord.withLock { record in
+            if let existing = record {
+                guard case .hung = existing.reason, reason == .reset else { return false }
+            }
+            record = Stop(position: position, reason: reason, time: vtrnsys_monotonic_ns())
+            stoppedRegister.store(true, ordering: .sequentiallyConsistent)
+            return true
+        }
+        guard changed else { return false }
+        wakeWaiters()
+        return true
+    }
+
+    /// The driver's queue reset (udma_q_reset) of a stopped queue: the engine resumes with an
+    /// empty queue whose head is `position`, and sequence `sequence` counts as completed (the
+    /// driver fails the sequences that did not complete). The engine is waited out of any burst
+    /// it may still be in, so it never sees a half-set queue.
+    public func restart(at position: UInt64, sequence: UInt64) {
+        precondition(isStopped, "restart of a queue that has not stopped")
+        engine?._withUnsafeGuaranteedRef { $0.quiesce() }
+        headRegister.store(position, ordering: .releasing)
+        doorbellTail.store(position, ordering: .sequentiallyConsistent)
+        doorbellSequence.store(sequence, ordering: .sequentiallyConsistent)
+        completedRegister.store(sequence, ordering: .sequentiallyConsistent)
+        stopRecord.withLock { record in
+            record = nil
+            stoppedRegister.store(false, ordering: .sequentiallyConsistent)
+        }
+    }
+
+    public enum WaitResult: Sendable { case completed, timedOut, stopped }
+
+    /// Waits until `sequence` completes or the queue stops: spins briefly (completions of short
+    /// transfers arrive in microseconds, and waking a sleeping thread costs tens), then sleeps on
+    /// the futex. A hung queue counts as stopped once it has hung for `hangTimeoutNanoseconds`
+    /// (nil: never; a reset still ends the hang), as the driver's DMA completion timeout.
+    public func wait(for sequence: UInt64, timeoutNanoseconds: UInt64, hangTimeoutNanoseconds: UInt64? = nil) -> WaitResult {
+        // Whether the stop ends the wait now, and if not, when a hang will.
+        func stopEnds(at now: UInt64) -> (ends: Bool, hangExpiry: UInt64?) {
+            guard let stop else { return (false, nil) } // restarted meanwhile
+            guard case .hung = stop.reason else { return (true, nil) }
+            guard let hang = hangTimeoutNanoseconds else { return (false, nil) }
+            let expiry = stop.time &+ hang < stop.time ? UInt64.max : stop.time &+ hang
+            return (now >= expiry, expiry)
+        }
         if completedSequence >= sequence { return .completed }
-        if faultPosition != nil { return .faulted }
-        if timeoutNanoseconds == 0 { return .timedOut }
         let start = vtrnsys_monotonic_ns()
+        if isStopped && stopEnds(at: start).ends { return .stopped }
+        if timeoutNanoseconds == 0 { return .timedOut }
         let deadline = timeoutNanoseconds == .max ? UInt64.max : start &+ timeoutNanoseconds
         let spinUntil = min(deadline, start + DmaEngineHardware.waiterSpinNanoseconds)
         var spins = 0
-        while true {
+        while !isStopped {
             if completedSequence >= sequence { return .completed }
-            if faultPosition != nil { return .faulted }
             spins += 1
             if spins & 63 == 0 && vtrnsys_monotonic_ns() >= spinUntil { break }
             vtrnsys_cpu_relax()
@@ -131,10 +203,15 @@ public final class DmaQueueHardware: @unchecked Sendable {
         while true {
             let word = vtrnsys_load_u32(completionWord)
             if completedSequence >= sequence { return .completed }
-            if faultPosition != nil { return .faulted }
             let now = vtrnsys_monotonic_ns()
+            var wakeAt = deadline
+            if isStopped {
+                let (ends, hangExpiry) = stopEnds(at: now)
+                if ends { return .stopped }
+                if let hangExpiry { wakeAt = min(wakeAt, hangExpiry) }
+            }
             if now >= deadline { return .timedOut }
-            _ = vtrnsys_futex_wait(completionWord, word, deadline == .max ? .max : deadline - now)
+            _ = vtrnsys_futex_wait(completionWord, word, wakeAt == .max ? .max : wakeAt - now)
         }
     }
 
@@ -142,13 +219,27 @@ public final class DmaQueueHardware: @unchecked Sendable {
 
     /// Whether the doorbell has published work the engine has not done.
     var hasWork: Bool {
-        doorbellTail.load(ordering: .sequentiallyConsistent) != headRegister.load(ordering: .relaxed)
+        if stoppedRegister.load(ordering: .sequentiallyConsistent) { return false }
+        return doorbellTail.load(ordering: .sequentiallyConsistent) != headRegister.load(ordering: .relaxed)
             || doorbellSequence.load(ordering: .sequentiallyConsistent) != completedRegister.load(ordering: .relaxed)
     }
 
     /// Copies up to `burst` descriptors; true if it did anything.
     func serve(burst: Int) -> Bool {
-        if faultRegister.load(ordering: .relaxed) != 0 { return false }
+        // Sequentially consistent: a reset stops the queue, then waits for the engine's serving
+        // epoch (`DmaEngineHardware.quiesce`); one of the two sees the other.
+        if stoppedRegister.load(ordering: .sequentiallyConsistent) { return false }
+        // Zero unless a fault is armed or the device is lost: then the armed list, once per burst.
+        var armed: [ArmedFault] = []
+        let attention = faults.attention.load(ordering: .sequentiallyConsistent)
+        if attention != 0 {
+            if attention & DeviceFaults.lostBit != 0 {
+                // A lost device moves nothing; its waiters learn it from the stop.
+                if hasWork { stop(at: head, .deviceLost(faults.loss ?? "lost")) }
+                return false
+            }
+            armed = faults.armed
+        }
         let sequence = doorbellSequence.load(ordering: .acquiring)
         let tail = doorbellTail.load(ordering: .acquiring)
         var position = headRegister.load(ordering: .relaxed)
@@ -169,12 +260,13 @@ public final class DmaQueueHardware: @unchecked Sendable {
                   let from = UnsafeRawPointer(bitPattern: UInt(source.address))
             else {
                 // A descriptor from another lap, or a mismatched pair: udma aborts the queue.
-                headRegister.store(position, ordering: .releasing)
-                faultRegister.store(position + 1, ordering: .releasing)
-                publish(completedRegister.load(ordering: .relaxed), force: true)
-                return true
+                faults.counters.dmaAborts.add(1, ordering: .relaxed)
+                return stopMidBurst(at: position, bytes: bytes, .descriptorError)
             }
             let length = source.length
+            if !armed.isEmpty, let reason = injectedFault(armed, reading: from, length: length) {
+                return stopMidBurst(at: position, bytes: bytes, reason)
+            }
             memcpy(to, from, length)
             bytes += UInt64(length)
             position += 1
@@ -188,12 +280,49 @@ public final class DmaQueueHardware: @unchecked Sendable {
         return true
     }
 
-    private func publish(_ sequence: UInt64, force: Bool = false) {
-        if !force { completedRegister.store(sequence, ordering: .sequentiallyConsistent) }
+    private func publish(_ sequence: UInt64) {
+        completedRegister.store(sequence, ordering: .sequentiallyConsistent)
+        wakeWaiters()
+    }
+
+    private func wakeWaiters() {
         if waiters.load(ordering: .sequentiallyConsistent) > 0 {
             _ = vtrnsys_add_u32(completionWord, 1)
             _ = vtrnsys_futex_wake(completionWord, Int32.max)
         }
+    }
+
+    /// Stops at `position` after the burst's descriptors before it (`bytes` of them) completed.
+    private func stopMidBurst(at position: UInt64, bytes: UInt64, _ reason: Stop.Reason) -> Bool {
+        bytesCompletedRegister.add(bytes, ordering: .relaxed)
+        headRegister.store(position, ordering: .releasing)
+        stop(at: position, reason)
+        return true
+    }
+
+    /// The armed fault that the descriptor at hand hits, if any: a DMA abort or hang that targets
+    /// this queue and whose count is reached, or an uncorrectable HBM error under its source.
+    private func injectedFault(_ armed: [ArmedFault], reading source: UnsafeRawPointer, length: Int) -> Stop.Reason? {
+        for fault in armed {
+            switch fault.fault.kind {
+            case .dmaAbort(let target) where target.matches(self):
+                guard fault.fires() else { continue }
+                faults.counters.dmaAborts.add(1, ordering: .relaxed)
+                if !fault.fault.sticky { faults.retire(fault) }
+                return .aborted(fault: fault.label)
+            case .dmaHang(let target) where target.matches(self):
+                guard fault.fires() else { continue }
+                faults.counters.hangs.add(1, ordering: .relaxed)
+                if !fault.fault.sticky { faults.retire(fault) }
+                return .hung(fault: fault.label)
+            default:
+                continue
+            }
+        }
+        if let (fault, address) = faults.hbmError(in: armed, reading: UInt(bitPattern: source), length: length) {
+            return .hbmUncorrectable(address: address, length: length, fault: fault.label)
+        }
+        return nil
     }
 }
 
@@ -228,6 +357,9 @@ public final class DmaEngineHardware: @unchecked Sendable {
     /// Serialises attach and detach, which start and join threads outside `state`'s lock.
     private let lifecycle = Mutex(())
     private let epoch = Atomic<Int>(0)
+    /// Odd while the thread is in a round over its queues, even between rounds: `quiesce` waits
+    /// on it. Two atomic increments per round.
+    private let servingEpoch = Atomic<UInt64>(0)
     private let sleeping = Atomic<Bool>(false)
     private let wakeWord: UnsafeMutablePointer<UInt32>
 
@@ -302,6 +434,18 @@ public final class DmaEngineHardware: @unchecked Sendable {
         }
     }
 
+    /// Returns once the thread is outside the round it may be in: a queue stopped before the call
+    /// is not touched by the engine after it (its next round sees the stop).
+    func quiesce() {
+        let seen = servingEpoch.load(ordering: .sequentiallyConsistent)
+        if seen & 1 == 0 { return }
+        var spins = 0
+        while servingEpoch.load(ordering: .sequentiallyConsistent) == seen {
+            spins += 1
+            if spins < 4096 { vtrnsys_cpu_relax() } else { usleep(20) }
+        }
+    }
+
     /// Called after a doorbell: wakes the thread if it sleeps.
     @inline(__always)
     func notify(force: Bool = false) {
@@ -332,10 +476,12 @@ public final class DmaEngineHardware: @unchecked Sendable {
             }
             var didWork = false
             if !queues.isEmpty {
+                servingEpoch.add(1, ordering: .sequentiallyConsistent)
                 for offset in 0..<queues.count {
                     let queue = queues[(next + offset) % queues.count]
                     if queue._withUnsafeGuaranteedRef({ $0.serve(burst: Self.burst) }) { didWork = true }
                 }
+                servingEpoch.add(1, ordering: .sequentiallyConsistent)
                 next = (next + 1) % queues.count
             }
             if didWork {

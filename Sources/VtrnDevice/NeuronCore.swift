@@ -43,6 +43,12 @@ public struct ExecutionOutcome: Sendable {
         case outOfBounds(String)
         case deadlock(String)
         case timeout(String)
+        /// An uncorrectable error of the hardware (an HBM read over an uncorrectable error).
+        case hardware(String)
+        /// The device was reset before or while the execution ran.
+        case reset(String)
+        /// The device was lost before or while the execution ran.
+        case deviceLost(String)
     }
     public var failure: Failure?
     /// Estimated device time: the latest engine's end, nanoseconds.
@@ -53,12 +59,22 @@ public struct ExecutionOutcome: Sendable {
     public var trace: [TraceEvent] = []
 }
 
-/// One instruction on its engine's virtual timeline (nanoseconds from the execution's start).
+/// One instruction on its engine's virtual timeline (nanoseconds from the execution's start), or,
+/// with `waitedFor`, the time its engine sat idle before it because its semaphore wait was not met.
 public struct TraceEvent: Sendable {
     public let engine: Engine
     public let instruction: Int
     public let start: Double
     public let duration: Double
+    public let waitedFor: (semaphore: Int, value: UInt32)?
+
+    public init(engine: Engine, instruction: Int, start: Double, duration: Double, waitedFor: (semaphore: Int, value: UInt32)? = nil) {
+        self.engine = engine
+        self.instruction = instruction
+        self.start = start
+        self.duration = duration
+        self.waitedFor = waitedFor
+    }
 }
 
 /// The compute state of one NeuronCore: SBUF, PSUM, semaphores, and the engines that execute a
@@ -108,12 +124,19 @@ public final class CoreExecutor: @unchecked Sendable {
         for buffer in integerScratch { buffer.deallocate() }
     }
 
+    /// SBUF and PSUM read as NaN again, as after power-on (a reset's part).
+    public func clear() {
+        memset(sbuf, 0xff, sbufPitch * 128)
+        memset(psum, 0xff, psumPitch * 128)
+    }
+
     public func sbufPointer(partition: Int, offset: Int) -> UnsafeMutableRawPointer { sbuf + partition * sbufPitch + offset }
     public func psumPointer(partition: Int, offset: Int) -> UnsafeMutableRawPointer { psum + partition * psumPitch + offset }
 
     // MARK: Running a program
 
-    public func run(_ program: LoadedProgram, bindings: [ParameterBinding], deadline: UInt64?, trace: Bool = false) -> ExecutionOutcome {
+    public func run(_ program: LoadedProgram, bindings: [ParameterBinding], deadline: UInt64?, trace: Bool = false,
+                    context: ExecutionContext? = nil) -> ExecutionOutcome {
         var outcome = ExecutionOutcome()
         for index in semaphores.indices { semaphores[index] = 0 }
         for semaphore in signalledSemaphores { semaphoreHistories[semaphore].clear() }
@@ -145,14 +168,26 @@ public final class CoreExecutor: @unchecked Sendable {
             }
             let index = program.streams[chosen][position[chosen]]
             let instruction = program.instructions[index]
+            // Two plain loads per instruction while nothing is armed and no reset happened.
+            if let context, context.faults.attention.load(ordering: .relaxed) != 0 || context.faults.generation != context.generation,
+               let failure = context.check(instruction, index: index, bindings: bindings, parameters: program.parameters,
+                                           deadline: deadline) {
+                outcome.failure = failure
+                break
+            }
             if let failure = execute(instruction, index: index, bindings: bindings, parameters: program.parameters) {
                 outcome.failure = failure
                 break
             }
             let duration = cost(of: instruction)
+            let engineFree = time[chosen]
             time[chosen] = chosenStart + duration
             outcome.busyNanoseconds[chosen] += duration
             if trace {
+                if chosenStart > engineFree, let (semaphore, value) = Self.wait(of: instruction) {
+                    outcome.trace.append(TraceEvent(engine: instruction.engine, instruction: index, start: engineFree,
+                                                    duration: chosenStart - engineFree, waitedFor: (semaphore, value)))
+                }
                 outcome.trace.append(TraceEvent(engine: instruction.engine, instruction: index, start: chosenStart, duration: duration))
             }
             outcome.instructions[chosen] += 1

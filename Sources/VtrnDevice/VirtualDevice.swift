@@ -14,6 +14,10 @@ public final class VirtualDevice: Sendable {
     private let engines: [DmaEngineHardware]
     /// Open hardware queues, by `queueKey`.
     private let openQueues = Mutex<Set<Int>>([])
+    /// Every open queue, the host engines' too: a reset or a loss stops them all.
+    private let liveQueues = Mutex<[ObjectIdentifier: DmaQueueHardware]>([:])
+    /// Armed faults, loss, resets and error counters.
+    public let faults: DeviceFaults
     private let nextHostQueue = Atomic<Int>(0)
     /// Each core's command queue, for kernel executions.
     public let commandQueues: [CoreCommandQueue]
@@ -33,6 +37,8 @@ public final class VirtualDevice: Sendable {
         self.index = index
         self.numaNode = numaNode
         self.hbm = hbm
+        let faults = DeviceFaults(deviceIndex: index, hbmBase: hbm.base, hbmCapacity: hbm.capacity)
+        self.faults = faults
         var engines: [DmaEngineHardware] = []
         for core in 0..<preset.coresPerDevice {
             for engine in 0..<preset.dmaEnginesPerCore {
@@ -44,7 +50,7 @@ public final class VirtualDevice: Sendable {
         }
         self.engines = engines
         commandQueues = (0..<preset.coresPerDevice).map {
-            CoreCommandQueue(preset: preset, name: "vtrn\(index)core\($0)", numaNode: numaNode)
+            CoreCommandQueue(preset: preset, name: "vtrn\(index)core\($0)", numaNode: numaNode, core: $0, faults: faults)
         }
     }
 
@@ -68,8 +74,10 @@ public final class VirtualDevice: Sendable {
         precondition(core < preset.coresPerDevice && engine < preset.dmaEnginesPerCore && queue < preset.queuesPerDmaEngine)
         let key = queueKey(core: core, engine: engine, queue: queue)
         guard openQueues.withLock({ $0.insert(key).inserted }) else { return nil }
-        let hardware = DmaQueueHardware(core: core, engine: engine, queue: queue, entries: entries)
+        let hardware = DmaQueueHardware(core: core, engine: engine, queue: queue, entries: entries, faults: faults)
+        liveQueues.withLock { $0[ObjectIdentifier(hardware)] = hardware }
         guard engines[core * preset.dmaEnginesPerCore + engine].attach(hardware) else {
+            liveQueues.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(hardware)) }
             openQueues.withLock { _ = $0.remove(key) }
             return nil
         }
@@ -80,8 +88,12 @@ public final class VirtualDevice: Sendable {
     public func openHostQueue(entries: Int) -> DmaQueueHardware? {
         let number = nextHostQueue.add(1, ordering: .relaxed).newValue
         let engine = number % Self.hostEngineCount
-        let hardware = DmaQueueHardware(core: -1, engine: engine, queue: number, entries: entries)
-        guard engines[preset.coresPerDevice * preset.dmaEnginesPerCore + engine].attach(hardware) else { return nil }
+        let hardware = DmaQueueHardware(core: -1, engine: engine, queue: number, entries: entries, faults: faults)
+        liveQueues.withLock { $0[ObjectIdentifier(hardware)] = hardware }
+        guard engines[preset.coresPerDevice * preset.dmaEnginesPerCore + engine].attach(hardware) else {
+            liveQueues.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(hardware)) }
+            return nil
+        }
         return hardware
     }
 
@@ -89,14 +101,42 @@ public final class VirtualDevice: Sendable {
     /// dmaEnginesPerCore + engine), then the host engines. For monitors.
     public var dmaBytesPerEngine: [UInt64] { engines.map { $0.bytesServed.load(ordering: .relaxed) } }
 
-    /// Tears a queue down; its submitted work must have completed.
+    /// Tears a queue down; its submitted work must have completed (or the queue stopped).
     public func closeQueue(_ queue: DmaQueueHardware) {
+        liveQueues.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(queue)) }
         if queue.core < 0 {
             engines[preset.coresPerDevice * preset.dmaEnginesPerCore + queue.engineIndex].detach(queue)
             return
         }
         engines[queue.core * preset.dmaEnginesPerCore + queue.engineIndex].detach(queue)
         openQueues.withLock { _ = $0.remove(queueKey(core: queue.core, engine: queue.engineIndex, queue: queue.queueIndex)) }
+    }
+}
+
+extension VirtualDevice {
+    /// Arms `fault` (its targets checked against the device by the caller). A device loss stops
+    /// every queue at once; running executions stop at their next instruction, queued ones never
+    /// run, and hung ones wake to fail.
+    @discardableResult
+    public func inject(_ fault: Fault) -> ArmedFault {
+        let armed = faults.arm(fault)
+        if case .deviceLoss = fault.kind, let loss = faults.loss {
+            for queue in liveQueues.withLock({ Array($0.values) }) { queue.stop(at: queue.head, .deviceLost(loss)) }
+            faults.wakeHungInstructions()
+        }
+        return armed
+    }
+
+    /// Resets the device: faults are disarmed and a loss is cleared; every DMA queue stops (its
+    /// driver fails the sequences in flight and restarts it on its next use); executions queued or
+    /// running fail at their next instruction (a hung one at once), and SBUF and PSUM read as NaN
+    /// again. Returns once no engine touches a stopped queue and no execution from before the
+    /// reset is left. HBM and its allocations are untouched.
+    public func reset(clearingCounters: Bool) {
+        let generation = faults.clearForReset(clearingCounters: clearingCounters)
+        for queue in liveQueues.withLock({ Array($0.values) }) { queue.stop(at: queue.head, .reset) }
+        for engine in engines { engine.quiesce() }
+        for queue in commandQueues { queue.waitForExecutions(before: generation) }
     }
 }
 

@@ -47,6 +47,19 @@ struct ListCommand: ParsableCommand {
              String(format: "%04x:%04x", info.pciVendorId, info.pciDeviceId)]
         }
         lines.append(contentsOf: renderTable(header + rows))
+        // The error counters Neuron keeps in sysfs (hw_dma_abort_error, hw_hbm_ue_error, timeout,
+        // reset_req_count), with the device's state and its injected faults.
+        let errorHeader = [["DEVICE", "STATE", "DMA ABORTS", "HBM UE", "EXEC TIMEOUTS", "HANGS", "LOSSES", "RESETS",
+                            "FAULTS ARMED/INJECTED"]]
+        let errorRows = devices.map { info -> [String] in
+            guard let errors = try? runtime.device(info.index).errorCounters else { return ["\(info.index)"] + Array(repeating: "?", count: 8) }
+            let counters = errors.counters
+            return ["\(info.index)", errors.isLost ? "LOST" : "ok", "\(counters.dmaAborts)", "\(counters.hbmUncorrectableErrors)",
+                    "\(counters.executionTimeouts)", "\(counters.hangs)", "\(counters.deviceLosses)", "\(counters.resets)",
+                    "\(errors.armedFaults)/\(counters.faultsInjected)"]
+        }
+        lines.append(contentsOf: renderTable(errorHeader + errorRows))
+
         guard let holders else { return lines.joined(separator: "\n") }
 
         let held = devices.flatMap { info in
@@ -68,7 +81,15 @@ struct ListCommand: ParsableCommand {
     func jsonText(runtime: Runtime, devices: [DeviceInfo], holders: [[CoreHolder?]]) throws -> String {
         let objects: [[String: Any]] = try devices.map { info in
             let device = try runtime.device(info.index)
+            let errors = try device.errorCounters
+            let counters = errors.counters
             return [
+                "errors": [
+                    "lost": errors.isLost, "loss": errors.loss ?? "", "armed_faults": errors.armedFaults,
+                    "dma_aborts": counters.dmaAborts, "hbm_uncorrectable_errors": counters.hbmUncorrectableErrors,
+                    "execution_timeouts": counters.executionTimeouts, "hangs": counters.hangs,
+                    "device_losses": counters.deviceLosses, "resets": counters.resets, "faults_injected": counters.faultsInjected,
+                ] as [String: Any],
                 "index": info.index, "name": info.name, "architecture": "\(info.architecture)",
                 "core_count": info.coreCount, "first_core": info.firstCore, "hbm_bytes": info.hbmBytes,
                 "hbm_used_bytes": info.hbmUsedBytes, "hbm_bandwidth": info.hbmBandwidth, "numa_node": info.numaNode,

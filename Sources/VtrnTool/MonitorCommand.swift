@@ -19,12 +19,21 @@ struct MonitorSnapshot {
     var processes: [Process] = []
     var removed: [Int32] = []
 
+    /// Whether `pid` is a running process: it exists and is not a zombie (killed, not yet reaped).
+    static func alive(_ pid: Int32) -> Bool {
+        if kill(pid, 0) != 0 && errno == ESRCH { return false }
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return true }
+        let state = stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first
+        return state != "Z" && state != "X"
+    }
+
     static func take() -> MonitorSnapshot {
         var snapshot = MonitorSnapshot()
         let names = (try? FileManager.default.contentsOfDirectory(atPath: MonitorSegment.directory)) ?? []
         for name in names.sorted() where name.hasPrefix(MonitorSegment.prefix) {
             guard let pid = Int32(name.dropFirst(MonitorSegment.prefix.count)) else { continue }
-            if kill(pid, 0) != 0 && errno == ESRCH {
+            if !Self.alive(pid) {
                 shm_unlink("/" + name)
                 snapshot.removed.append(pid)
                 continue
@@ -156,8 +165,13 @@ struct TopCommand: ParsableCommand {
                 let index = Int(number(device["index"]))
                 let used = number(device["hbm_used_bytes"]), total = number(device["hbm_bytes"])
                 let dma = rate("\(process.pid)/\(index)/dma", number(device["dma_bytes"]))
-                lines.append(String(format: "  device %d %@  HBM %.1f / %.0f GiB  DMA %@", index, device["name"] as? String ?? "?",
-                                    used / 1073741824, total / 1073741824, dma.map { String(format: "%.2f GB/s", $0 / 1e9) } ?? "-"))
+                let errors = device["errors"] as? [String: Any] ?? [:]
+                let errorText = errors["lost"] as? Bool == true ? "LOST"
+                    : String(format: "errors: %.0f DMA aborts, %.0f HBM UE, %.0f timeouts, %.0f resets", number(errors["dma_aborts"]),
+                             number(errors["hbm_uncorrectable_errors"]), number(errors["execution_timeouts"]), number(errors["resets"]))
+                lines.append(String(format: "  device %d %@  HBM %.1f / %.0f GiB  DMA %@  %@", index, device["name"] as? String ?? "?",
+                                    used / 1073741824, total / 1073741824, dma.map { String(format: "%.2f GB/s", $0 / 1e9) } ?? "-",
+                                    errorText))
                 for core in device["cores"] as? [[String: Any]] ?? [] {
                     let number_ = Int(number(core["core"]))
                     let utilization = number(core["utilization"])

@@ -41,8 +41,20 @@ struct TraceRenderCommand: ParsableCommand {
     @Option(help: "Width of the drawing in pixels.")
     var width = 1600
 
+    @Option(help: "Zoom on the Nth kernel execution (1 is the first): its device timeline, from its start.")
+    var execution: Int?
+
     func run() throws {
-        let trace = try TraceFile(path: file)
+        var trace = try TraceFile(path: file)
+        if let execution {
+            let executions = trace.spans.filter { $0.category == "host" && $0.name == "execution" }.sorted { $0.start < $1.start }
+            guard execution >= 1 && execution <= executions.count else {
+                throw ValidationError("--execution \(execution): the trace has \(executions.count) execution\(executions.count == 1 ? "" : "s")")
+            }
+            let chosen = executions[execution - 1]
+            let device = ((chosen.arguments["device_ns"] as? NSNumber)?.doubleValue ?? 0) / 1000
+            trace.zoom(from: chosen.start, to: chosen.start + (device > 0 ? device : chosen.duration))
+        }
         let svg = trace.svg(width: max(400, width))
         guard FileManager.default.createFile(atPath: output, contents: Data(svg.utf8)) else {
             throw ValidationError("cannot write \(output)")
@@ -114,7 +126,10 @@ struct TraceFile {
                 track = tracks.count
                 index[key] = track
                 let process = processNames[pid] ?? "process \(pid)"
-                tracks.append(Track(pid: pid, tid: tid, name: "\(process) / \(threadNames[key] ?? "thread \(tid)")"))
+                // "device 0 (...) — device clock" → "device 0"; the host process adds nothing.
+                let prefix = process.hasPrefix("device ") ? String(process.split(separator: " ").prefix(2).joined(separator: " ")) + " "
+                    : process.hasPrefix("host") ? "" : process + " / "
+                tracks.append(Track(pid: pid, tid: tid, name: prefix + (threadNames[key] ?? "thread \(tid)")))
             }
             let category = event["cat"] as? String ?? ""
             if category == "instruction" || category == "semaphore" { tracks[track].clock = "device" }
@@ -130,6 +145,18 @@ struct TraceFile {
                                  duration: $0.duration, arguments: $0.arguments) }
         start = spans.map(\.start).min() ?? 0
         end = spans.map(\.end).max() ?? 0
+    }
+
+    /// Keeps what overlaps [from, to] (microseconds), clipped to it.
+    mutating func zoom(from: Double, to: Double) {
+        spans = spans.compactMap { span in
+            guard span.end >= from && span.start <= to else { return nil }
+            let start = max(span.start, from), end = min(span.end, to)
+            return Span(track: span.track, name: span.name, category: span.category, start: start, duration: end - start,
+                        arguments: span.arguments)
+        }
+        start = from
+        end = to
     }
 
     // MARK: Summary
@@ -266,15 +293,13 @@ struct TraceFile {
             kindIndex[kind(span)] = kinds.count
             kinds.append(kind(span))
         }
-        func color(_ name: String) -> String {
-            let fixed = ["dma": "#1f77b4", "semaphore": "#d62728", "host": "#7f7f7f", "api": "#8c564b"]
-            if let color = fixed[name] { return color }
-            let palette = ["#2ca02c", "#ff7f0e", "#9467bd", "#17becf", "#bcbd22", "#e377c2", "#aec7e8", "#ffbb78",
-                           "#98df8a", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5"]
-            var hash: UInt32 = 2166136261
-            for byte in name.utf8 { hash = (hash ^ UInt32(byte)) &* 16777619 }
-            return palette[Int(hash % UInt32(palette.count))]
-        }
+        // Categories keep their colours; instruction kinds take the palette in order of appearance.
+        let fixed = ["dma": "#1f77b4", "semaphore": "#d62728", "host": "#7f7f7f", "api": "#8c564b"]
+        let palette = ["#2ca02c", "#ff7f0e", "#9467bd", "#17becf", "#bcbd22", "#e377c2", "#aec7e8", "#ffbb78",
+                       "#98df8a", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5"]
+        var colors: [String: String] = [:]
+        for name in kinds where fixed[name] == nil { colors[name] = palette[colors.count % palette.count] }
+        func color(_ name: String) -> String { fixed[name] ?? colors[name] ?? "#000000" }
         func escape(_ text: String) -> String {
             text.replacing("&", with: "&amp;").replacing("<", with: "&lt;").replacing(">", with: "&gt;").replacing("\"", with: "&quot;")
         }
@@ -341,4 +366,54 @@ struct TraceFile {
     }
 
     private func f(_ value: Double) -> String { String(format: "%.1f", value) }
+}
+
+/// `vtrn bench trace`: what VTRN_TRACE costs — the demo's wall time with and without it, each the
+/// median of a few runs of `vtrn demo` in a child process (the tool itself), in the same run.
+struct TraceBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "trace",
+        abstract: "Tracing overhead: the demo's wall time with VTRN_TRACE and without.")
+
+    @Option(help: "Runs of each kind (the median counts).")
+    var runs = 3
+
+    @Option(help: "MiB the demo moves.")
+    var mebibytes = 64
+
+    func run() throws {
+        let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("vtrn-bench-trace-\(getpid())")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        func demo(traced: Bool) throws -> UInt64 {
+            let process = Process()
+            process.executableURL = executable
+            process.arguments = ["demo", "--mebibytes", "\(mebibytes)", "--gemm-size", "256"]
+            var environment = ProcessInfo.processInfo.environment
+            environment.removeValue(forKey: "VTRN_TRACE")
+            if traced { environment["VTRN_TRACE"] = folder.appendingPathComponent("trace.json").path }
+            process.environment = environment
+            process.standardOutput = FileHandle.nullDevice
+            let start = now()
+            try process.run()
+            process.waitUntilExit()
+            guard process.terminationStatus == 0 else { throw ValidationError("vtrn demo failed (status \(process.terminationStatus))") }
+            return now() - start
+        }
+        var plain: [UInt64] = [], traced: [UInt64] = []
+        for _ in 0..<max(1, runs) {
+            plain.append(try demo(traced: false))
+            traced.append(try demo(traced: true))
+        }
+        let without = plain.sorted()[plain.count / 2], with = traced.sorted()[traced.count / 2]
+        let size = (try? FileManager.default.attributesOfItem(atPath: folder.appendingPathComponent("trace.json").path)[.size] as? Int) ?? 0
+        let ratio = Double(with) / Double(without)
+        printReport("vtrn bench trace (median of \(runs) runs each; the demo moving \(mebibytes) MiB, GEMM 256)", [
+            Measurement(name: "demo wall time with VTRN_TRACE", value: "\(format(Double(with) / 1e6, 1)) ms",
+                        baseline: "without: \(format(Double(without) / 1e6, 1)) ms", ratio: format(ratio),
+                        goal: "<= 1.25", met: ratio <= 1.25),
+            Measurement(name: "trace file", value: "\(size / 1024) KiB", baseline: "-", ratio: "-", goal: "reported", met: nil),
+        ])
+    }
 }

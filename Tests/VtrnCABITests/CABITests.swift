@@ -31,6 +31,7 @@ import Glibc
             (VTRN_ERROR_TIMEOUT, .timeout), (VTRN_ERROR_QUEUE_FULL, .queueFull), (VTRN_ERROR_UNSUPPORTED, .unsupported),
             (VTRN_ERROR_INVALID_PROGRAM, .invalidProgram), (VTRN_ERROR_DMA_FAULT, .dmaFault),
             (VTRN_ERROR_HARDWARE, .hardware), (VTRN_ERROR_DEADLOCK, .deadlock), (VTRN_ERROR_INTERNAL, .internal),
+            (VTRN_ERROR_RESET, .reset), (VTRN_ERROR_DEVICE_LOST, .deviceLost),
         ]
         #expect(header.count == Status.allCases.count)
         for (c, swift) in header {

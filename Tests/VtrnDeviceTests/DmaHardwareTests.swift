@@ -39,8 +39,9 @@ import Testing
         queue.sourceRing[0] = DmaDescriptor(lengthControl: control, address: UInt64(UInt(bitPattern: memory.baseAddress!)))
         queue.destinationRing[0] = DmaDescriptor(lengthControl: control, address: UInt64(UInt(bitPattern: memory.baseAddress! + 64)))
         queue.ringDoorbell(tail: 1, sequence: 1)
-        #expect(queue.wait(for: 1, timeoutNanoseconds: 5_000_000_000) == .faulted)
-        #expect(queue.faultPosition == 0)
+        #expect(queue.wait(for: 1, timeoutNanoseconds: 5_000_000_000) == .stopped)
+        #expect(queue.stop?.position == 0 && queue.stop?.reason == .descriptorError)
+        #expect(device.faults.counters.snapshot.dmaAborts == 1)
     }
 
     @Test func aQueueOpensOnceAndTheEngineStopsWithItsLastQueue() throws {

@@ -18,7 +18,7 @@ import Glibc
         let program = try LoadedProgram(instructions: instructions, parameters: [], preset: .trn1)
         let outcome = executor.run(program, bindings: [], deadline: nil, trace: true)
         #expect(outcome.failure == nil)
-        return Dictionary(uniqueKeysWithValues: outcome.trace.map { ($0.instruction, $0.start) })
+        return Dictionary(uniqueKeysWithValues: outcome.trace.filter { $0.waitedFor == nil }.map { ($0.instruction, $0.start) })
     }
 
     func end(of instruction: Instruction, startingAt start: Double) -> Double { start + executor.cost(of: instruction) }
@@ -294,5 +294,24 @@ import Glibc
         // Row 0 gets partition 1's -7s (its gather was skipped), row 4 gets table row 3.
         #expect([values[0], values[1]] == [-7, -6] && [values[8], values[9]] == [8 + 6, 9 + 7])
         #expect([values[398], values[399]] == [398, 399])
+    }
+}
+
+extension ExecutorTests {
+    /// A traced execution shows the time an engine sat idle on a semaphore as a wait event, from
+    /// when the engine was free to when its instruction started.
+    @Test func aTraceShowsSemaphoreWaitsAsTheirOwnEvents() throws {
+        let long = Instruction(engine: .dve, operation: .memset(destination: tile(16_384), value: 2),
+                               sync: Synchronization(signalSemaphore: 3, signalValue: 1))
+        let waiting = Instruction(engine: .act, operation: .tensorCopy(destination: tile(1, offset: 80_000), source: tile(1)),
+                                  sync: Synchronization(waitSemaphore: 3, waitValue: 1))
+        let program = try LoadedProgram(instructions: [long, waiting], parameters: [], preset: .trn1)
+        let outcome = executor.run(program, bindings: [], deadline: nil, trace: true)
+        let waits = outcome.trace.filter { $0.waitedFor != nil }
+        #expect(waits.count == 1)
+        let wait = try #require(waits.first)
+        #expect(wait.engine == .act && wait.instruction == 1 && wait.start == 0)
+        #expect(wait.duration == executor.cost(of: long))
+        #expect(wait.waitedFor?.semaphore == 3 && wait.waitedFor?.value == 1)
     }
 }

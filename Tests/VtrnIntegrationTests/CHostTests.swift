@@ -67,8 +67,25 @@ import Testing
 
 /// The `vtrn` tool as a user runs it.
 @Suite struct ToolTests {
-    func tool(_ arguments: [String]) throws -> (status: Int32, output: String) {
-        try runProgram(try builtProduct("vtrn-cli"), arguments)
+    func tool(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
+        try runProgram(try builtProduct("vtrn-cli"), arguments, adding: environment)
+    }
+
+    @Test func lsShowsEachDevicesStateAndErrorCounters() throws {
+        let faults = ["VTRN_FAULTS": "device-loss:device=1,hbm-ue:address=0:bytes=64:sticky"]
+        let (status, output) = try tool(["ls", "--topology", "trn1:2"], environment: faults)
+        #expect(status == 0, "\(output)")
+        #expect(output.contains("| DEVICE | STATE | DMA ABORTS | HBM UE | EXEC TIMEOUTS | HANGS | LOSSES | RESETS | FAULTS ARMED/INJECTED |"))
+        #expect(output.contains("| 0      | ok    | 0          | 0      | 0             | 0     | 0      | 0      | 1/1 "), "\(output)")
+        #expect(output.contains("| 1      | LOST  | 0          | 0      | 0             | 0     | 1      | 0      | 0/1 "), "\(output)")
+        let (_, json) = try tool(["ls", "--json", "--topology", "trn1:2"], environment: faults)
+        let devices = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [[String: Any]])
+        let errors = devices.map { $0["errors"] as? [String: Any] }
+        #expect(errors.map { $0?["lost"] as? Bool } == [false, true])
+        #expect(errors[1]?["loss"] as? String == "lost by injected fault 1 (device-loss)")
+        #expect(errors.map { $0?["armed_faults"] as? Int } == [1, 0])
+        let (badStatus, bad) = try tool(["ls"], environment: ["VTRN_FAULTS": "device-loss:device=1"])
+        #expect(badStatus != 0 && bad.contains("names device 1, which does not exist: the topology \"trn1\" has 1 device"), "\(bad)")
     }
 
     @Test func lsPrintsATableLikeNeuronLs() throws {
@@ -161,10 +178,11 @@ import Testing
     }
 }
 
-/// Runs a program in the package root (in `environment`, else this process's with a lock directory
-/// of its own); its exit status and its stdout and stderr together.
-func runProgram(_ executable: URL, _ arguments: [String],
-                environment: [String: String]? = nil) throws -> (status: Int32, output: String) {
+/// Runs a program in the package root (in `environment`, else this process's environment with
+/// `adding` over it and a lock directory of its own); its exit status and its stdout and stderr
+/// together.
+func runProgram(_ executable: URL, _ arguments: [String], environment: [String: String]? = nil,
+                adding overrides: [String: String] = [:]) throws -> (status: Int32, output: String) {
     let process = Process()
     process.executableURL = executable
     process.arguments = arguments
@@ -180,7 +198,7 @@ func runProgram(_ executable: URL, _ arguments: [String],
         ownLocks = FileManager.default.temporaryDirectory
             .appendingPathComponent("vtrn-program-locks-\(getpid())-\(UUID().uuidString)").path
         own["VTRN_LOCK_DIR"] = ownLocks
-        process.environment = own
+        process.environment = own.merging(overrides) { $1 }
     }
     let pipe = Pipe()
     process.standardOutput = pipe

@@ -171,7 +171,7 @@ import Glibc
         while fgets(&buffer, Int32(buffer.count), file) != nil { text += buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) } }
         fclose(file)
         #expect(text.hasPrefix("{\"displayTimeUnit\":\"ns\",\"traceEvents\":["))
-        #expect(text.contains(#""name":"device 43 (Trainium1, 0000:3b:1e.0)""#))
+        #expect(text.contains(#""name":"device 43 (Trainium1, 0000:3b:1e.0) — device clock""#))
         #expect(text.contains(#""name":"core 1 ACT""#))
         for opcode in ["DMA_COPY", "TENSOR_REDUCE", "ACTIVATE", "TENSOR_SCALAR"] {
             #expect(text.contains(#""name":"\#(opcode)","cat":"instruction","pid":43"#), "\(opcode)")

@@ -1,3 +1,4 @@
+import Foundation
 import Synchronization
 import VtrnTestIsolation
 @testable import Vtrn
@@ -21,4 +22,17 @@ func isolatedDevice(_ architecture: String = "trn1", visibleCores: String? = nil
     let index = nextIndex.add(1, ordering: .relaxed).newValue % 64
     let runtime = try Runtime(options: .init(topology: "\(architecture):\(index + 1)", visibleCores: visibleCores), environment: testEnvironment())
     return (runtime, runtime.devices[index])
+}
+
+/// Two devices no other test uses, in one runtime (its last two), made with `environment`;
+/// `faults` (VTRN_FAULTS) name them as "{0}" and "{1}".
+func isolatedDevices(environment: [String: String] = [:], faults: String? = nil) throws -> (Runtime, Device, Device) {
+    var index = nextIndex.add(2, ordering: .relaxed).newValue % 64
+    if index == 0 { index = 2 }
+    var environment = environment
+    environment["VTRN_FAULTS"] = faults.map {
+        $0.replacingOccurrences(of: "{0}", with: "\(index - 1)").replacingOccurrences(of: "{1}", with: "\(index)")
+    }
+    let runtime = try Runtime(options: .init(topology: "trn1:\(index + 1)"), environment: environment)
+    return (runtime, runtime.devices[index - 1], runtime.devices[index])
 }

@@ -57,8 +57,14 @@ VT_STATIC_ASSERT(VTRN_SUCCESS == 0 && VTRN_NOT_READY == 1 && VTRN_ERROR_INVALID_
                      VTRN_ERROR_TIMEOUT == 9 && VTRN_ERROR_QUEUE_FULL == 10 &&
                      VTRN_ERROR_UNSUPPORTED == 11 && VTRN_ERROR_INVALID_PROGRAM == 12 &&
                      VTRN_ERROR_DMA_FAULT == 13 && VTRN_ERROR_HARDWARE == 14 &&
-                     VTRN_ERROR_DEADLOCK == 15 && VTRN_ERROR_INTERNAL == 16,
+                     VTRN_ERROR_DEADLOCK == 15 && VTRN_ERROR_INTERNAL == 16 && VTRN_ERROR_RESET == 17 &&
+                     VTRN_ERROR_DEVICE_LOST == 18,
                  "vtrn_status_t values changed");
+VT_STATIC_ASSERT(VTRN_FAULT_NONE == 0 && VTRN_FAULT_DMA_ABORT == 1 && VTRN_FAULT_DMA_HANG == 2 && VTRN_FAULT_HBM_UE == 3 &&
+                     VTRN_FAULT_ENGINE_HANG == 4 && VTRN_FAULT_DEVICE_LOSS == 5,
+                 "vtrn_fault_kind_t values changed");
+VT_STATIC_ASSERT(VTRN_FAULT_STICKY == 1 && VTRN_DEVICE_RESET_CLEAR_COUNTERS == 1, "fault and reset flags changed");
+VT_STATIC_ASSERT(VTRN_FAULT_ANY == -1 && VTRN_FAULT_HOST == -2, "VTRN_FAULT_ANY and VTRN_FAULT_HOST changed");
 VT_STATIC_ASSERT(VTRN_ARCH_TRN1 == 1 && VTRN_ARCH_TRN2 == 2, "vtrn_architecture_t values changed");
 VT_STATIC_ASSERT(VTRN_LOG_LEVEL_DEFAULT == 0 && VTRN_LOG_LEVEL_ERROR == 1 && VTRN_LOG_LEVEL_WARNING == 2 &&
                      VTRN_LOG_LEVEL_INFO == 3 && VTRN_LOG_LEVEL_DEBUG == 4 && VTRN_LOG_LEVEL_TRACE == 5,
@@ -90,7 +96,8 @@ VT_STATIC_ASSERT(VTRN_STATUS_FORCE32 == 0x7fffffff && VTRN_ARCH_FORCE32 == 0x7ff
                      VTRN_LOG_LEVEL_FORCE32 == 0x7fffffff && VTRN_ENGINE_FORCE32 == 0x7fffffff &&
                      VTRN_DTYPE_FORCE32 == 0x7fffffff && VTRN_MEMORY_FORCE32 == 0x7fffffff &&
                      VTRN_ALU_FORCE32 == 0x7fffffff && VTRN_ACT_FORCE32 == 0x7fffffff &&
-                     VTRN_SEMAPHORE_FORCE32 == 0x7fffffff,
+                     VTRN_SEMAPHORE_FORCE32 == 0x7fffffff && VTRN_FAULT_KIND_FORCE32 == 0x7fffffff &&
+                     VTRN_FAULT_FLAGS_FORCE32 == 0x7fffffff && VTRN_DEVICE_RESET_FLAGS_FORCE32 == 0x7fffffff,
                  "_FORCE32 members changed");
 
 /* The version macros agree with each other. */
@@ -229,6 +236,27 @@ VT_OFFSET(vtrn_core_holder_t, pid, 12);
 VT_OFFSET(vtrn_core_holder_t, runtime, 16);
 VT_OFFSET(vtrn_core_holder_t, this_process, 20);
 VT_OFFSET(vtrn_core_holder_t, command, 24);
+/* Faults and error counters: first versions. */
+VT_SIZE(vtrn_fault_t, 56);
+VT_OFFSET(vtrn_fault_t, kind, 8);
+VT_OFFSET(vtrn_fault_t, flags, 12);
+VT_OFFSET(vtrn_fault_t, core, 16);
+VT_OFFSET(vtrn_fault_t, engine, 20);
+VT_OFFSET(vtrn_fault_t, queue, 24);
+VT_OFFSET(vtrn_fault_t, reserved, 28);
+VT_OFFSET(vtrn_fault_t, after, 32);
+VT_OFFSET(vtrn_fault_t, address, 40);
+VT_OFFSET(vtrn_fault_t, bytes, 48);
+VT_SIZE(vtrn_device_error_counters_t, 72);
+VT_OFFSET(vtrn_device_error_counters_t, lost, 8);
+VT_OFFSET(vtrn_device_error_counters_t, armed_faults, 12);
+VT_OFFSET(vtrn_device_error_counters_t, dma_aborts, 16);
+VT_OFFSET(vtrn_device_error_counters_t, hbm_uncorrectable_errors, 24);
+VT_OFFSET(vtrn_device_error_counters_t, execution_timeouts, 32);
+VT_OFFSET(vtrn_device_error_counters_t, hangs, 40);
+VT_OFFSET(vtrn_device_error_counters_t, device_losses, 48);
+VT_OFFSET(vtrn_device_error_counters_t, resets, 56);
+VT_OFFSET(vtrn_device_error_counters_t, faults_injected, 64);
 #endif
 
 #endif /* VTRN_TEST_ABI_LAYOUT_H */

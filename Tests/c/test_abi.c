@@ -128,7 +128,7 @@ static void test_status_strings(void) {
         VTRN_ERROR_NOT_FOUND, VTRN_ERROR_OUT_OF_BOUNDS, VTRN_ERROR_OUT_OF_HOST_MEMORY,
         VTRN_ERROR_OUT_OF_DEVICE_MEMORY, VTRN_ERROR_BUSY, VTRN_ERROR_TIMEOUT, VTRN_ERROR_QUEUE_FULL,
         VTRN_ERROR_UNSUPPORTED, VTRN_ERROR_INVALID_PROGRAM, VTRN_ERROR_DMA_FAULT, VTRN_ERROR_HARDWARE,
-        VTRN_ERROR_DEADLOCK, VTRN_ERROR_INTERNAL,
+        VTRN_ERROR_DEADLOCK, VTRN_ERROR_INTERNAL, VTRN_ERROR_RESET, VTRN_ERROR_DEVICE_LOST,
     };
     enum { count = sizeof statuses / sizeof statuses[0] };
     const char *texts[count];
@@ -146,7 +146,7 @@ static void test_status_strings(void) {
         }
     }
     EXPECT_STREQ(vtrn_status_string(VTRN_ERROR_INVALID_HANDLE), "invalid handle");
-    EXPECT_STREQ(vtrn_status_string((vtrn_status_t)17), "unknown status");
+    EXPECT_STREQ(vtrn_status_string((vtrn_status_t)19), "unknown status");
     EXPECT_STREQ(vtrn_status_string((vtrn_status_t)1000), "unknown status");
     EXPECT_STREQ(vtrn_status_string((vtrn_status_t)-1), "unknown status");
     EXPECT_STREQ(vtrn_status_string(VTRN_STATUS_FORCE32), "unknown status");

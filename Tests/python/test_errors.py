@@ -13,7 +13,7 @@ STATUS_STRINGS = {
     0: "success", 1: "not ready", 2: "invalid argument", 3: "invalid handle", 4: "not found",
     5: "out of bounds", 6: "out of host memory", 7: "out of device memory", 8: "busy", 9: "timeout",
     10: "queue full", 11: "unsupported", 12: "invalid program", 13: "DMA fault", 14: "hardware error",
-    15: "deadlock", 16: "internal error in vtrn",
+    15: "deadlock", 16: "internal error in vtrn", 17: "device reset", 18: "device lost",
 }
 
 
@@ -30,7 +30,7 @@ def test_status_string(status, text):
     assert vtrn.status_string(errors.Status(status)) == text
 
 
-@pytest.mark.parametrize("status", [17, 1000, 0x7FFFFFFF, -1])
+@pytest.mark.parametrize("status", [19, 1000, 0x7FFFFFFF, -1])
 def test_status_string_unknown(status):
     assert vtrn.status_string(status) == "unknown status"
 
@@ -81,6 +81,8 @@ def test_error_class_names():
         "VTRN_ERROR_HARDWARE": "HardwareError",
         "VTRN_ERROR_DEADLOCK": "DeadlockError",
         "VTRN_ERROR_INTERNAL": "InternalError",
+        "VTRN_ERROR_RESET": "DeviceResetError",
+        "VTRN_ERROR_DEVICE_LOST": "DeviceLostError",
     }
 
 

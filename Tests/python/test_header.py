@@ -22,6 +22,8 @@ from vtrn._library import (
     DmaQueueOptionsStruct,
     DmaTransferStruct,
     DmaCopyOptionsStruct,
+    DeviceErrorCountersStruct,
+    FaultStruct,
     AccessStruct,
     BindingStruct,
     ExecutionInfoStruct,
@@ -66,6 +68,8 @@ STRUCTS = {
     "vtrn_execution_info_t": ExecutionInfoStruct,
     "vtrn_handle_counts_t": HandleCountsStruct,
     "vtrn_dma_copy_options_t": DmaCopyOptionsStruct,
+    "vtrn_fault_t": FaultStruct,
+    "vtrn_device_error_counters_t": DeviceErrorCountersStruct,
 }
 # Structs that begin with struct_size and have an _INIT macro.
 VERSIONED = [typedef for typedef, fields in HEADER.structs.items() if fields[0][1] == "struct_size"]
@@ -93,6 +97,7 @@ SCALARS = {
     "vtrn_semaphore_op_t": ctypes.c_uint32,
     "vtrn_dma_indirect_t": ctypes.c_uint32,
     "vtrn_dma_oob_mode_t": ctypes.c_uint32,
+    "vtrn_fault_kind_t": ctypes.c_uint32,
     "vtrn_runtime_t": RuntimeHandle,
     "vtrn_device_t": DeviceHandle,
     "vtrn_host_buffer_t": HostBufferHandle,
@@ -254,6 +259,9 @@ def test_memory_refs_mirror_the_inline_helpers():
     ("vtrn_scalar_kind", "VTRN_SCALAR_", _library.SCALAR_KINDS),
     ("vtrn_dma_indirect", "VTRN_DMA_INDIRECT_", _library.DMA_INDIRECT),
     ("vtrn_dma_oob_mode", "VTRN_DMA_OOB_", _library.DMA_OOB_MODES),
+    ("vtrn_fault_kind", "VTRN_FAULT_", _library.FAULT_KINDS),
+    ("vtrn_fault_flags", "VTRN_FAULT_", _library.FAULT_FLAGS),
+    ("vtrn_device_reset_flags", "VTRN_DEVICE_RESET_", _library.DEVICE_RESET_FLAGS),
 ])
 def test_instruction_set_enums_match_header(enum, prefix, table):
     members = HEADER.enums[enum]
@@ -316,3 +324,11 @@ def test_every_function_is_documented_with_what_it_returns(name):
         assert "Every builder: returns" in section, f"{name} is a builder outside the programs section"
         return
     assert re.search(r"\bReturns\b|Never fails", comment), f"{name}'s doc comment does not say what it returns:\n{comment}"
+
+
+def test_fault_constants_and_sizes_match_header():
+    assert _library.FAULT_ANY == eval(HEADER.macros["VTRN_FAULT_ANY"]) == -1
+    assert _library.FAULT_HOST == eval(HEADER.macros["VTRN_FAULT_HOST"]) == -2
+    # First versions, as Tests/c/abi_layout.h pins them.
+    assert ctypes.sizeof(FaultStruct) == 56 and FaultStruct.after.offset == 32
+    assert ctypes.sizeof(DeviceErrorCountersStruct) == 72 and DeviceErrorCountersStruct.dma_aborts.offset == 16

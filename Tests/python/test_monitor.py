@@ -74,6 +74,7 @@ def test_monitor_sees_a_running_process_and_forgets_a_killed_one(child):
     device = seen[-1]["devices"][0]
     assert device["name"] == "Trainium1" and device["hbm_used_bytes"] > 0
     assert device["dma_bytes"] > 0 and len(device["dma_bytes_per_engine"]) == 2 * 16 + 2
+    assert device["errors"]["lost"] is False and device["errors"]["dma_aborts"] == 0
 
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=30)

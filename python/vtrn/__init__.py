@@ -23,6 +23,7 @@ from ._library import (
     DMA_MAX_DESCRIPTOR_BYTES,
     DMA_MAX_RING_ENTRIES,
     DMA_MIN_RING_ENTRIES,
+    FAULT_KINDS,
     VTRN_VERSION_MAJOR,
     VTRN_VERSION_MINOR,
     VTRN_VERSION_PATCH,
@@ -32,6 +33,8 @@ from ._library import (
 from .errors import (
     BusyError,
     DeadlockError,
+    DeviceLostError,
+    DeviceResetError,
     DeviceTimeoutError,
     DmaFaultError,
     HardwareError,
@@ -61,9 +64,8 @@ from .memory import (
     MemoryUsage,
 )
 from .kernel import AccessPattern, ExecutionInfo, Fence, Kernel, Parameter, Program, dtype_name, numpy_dtype
-from .runtime import (
-    CoreHolder, CoreInfo, Device, DeviceInfo, HandleCounts, Runtime, RuntimeInfo, handle_counts, library_path, version,
-)
+from .runtime import (CoreHolder, CoreInfo, Device, DeviceInfo, ErrorCounters, HandleCounts, Runtime,
+                      RuntimeInfo, handle_counts, library_path, version)
 
 __all__ = [
     "__version__", "VTRN_VERSION_MAJOR", "VTRN_VERSION_MINOR", "VTRN_VERSION_PATCH", "WAIT_FOREVER", "LibraryError",
@@ -71,8 +73,9 @@ __all__ = [
     "Status", "VtrnError", "InvalidArgumentError", "InvalidHandleError", "NotFoundError", "OutOfBoundsError",
     "OutOfHostMemoryError", "OutOfDeviceMemoryError", "BusyError", "DeviceTimeoutError", "QueueFullError",
     "UnsupportedError", "InvalidProgramError", "DmaFaultError", "HardwareError", "DeadlockError",
-    "InternalError", "last_error", "status_string",
-    "Runtime", "RuntimeInfo", "Device", "DeviceInfo", "CoreInfo", "CoreHolder", "version", "library_path",
+    "InternalError", "DeviceResetError", "DeviceLostError", "last_error", "status_string",
+    "Runtime", "RuntimeInfo", "Device", "DeviceInfo", "CoreInfo", "CoreHolder", "ErrorCounters", "FAULT_KINDS", "version",
+    "library_path",
     "HandleCounts", "handle_counts",
     "PLACEMENTS", "HostBuffer", "HostBufferInfo", "DeviceMemory", "DeviceMemoryInfo", "MemoryUsage",
     "DmaQueue", "DmaQueueInfo",

@@ -72,6 +72,7 @@ vtrn_activation_t = c_uint32
 vtrn_dma_indirect_t = c_uint32
 vtrn_dma_oob_mode_t = c_uint32
 vtrn_semaphore_op_t = c_uint32
+vtrn_fault_kind_t = c_uint32
 
 # Limits of DMA (VTRN_DMA_* macros).
 DMA_MAX_DESCRIPTOR_BYTES = 65536
@@ -136,6 +137,12 @@ SEMAPHORE_OPS = {"add": 1, "set": 2}  # vtrn_semaphore_op_t (VTRN_SEMAPHORE_*)
 SCALAR_KINDS = {"immediate": 0, "tile": 1, "int32": 2}  # vtrn_scalar_kind_t (VTRN_SCALAR_*)
 DMA_INDIRECT = {"none": 0, "src": 1, "dst": 2}  # vtrn_dma_indirect_t (VTRN_DMA_INDIRECT_*)
 DMA_OOB_MODES = {"error": 0, "skip": 1}  # vtrn_dma_oob_mode_t (VTRN_DMA_OOB_*)
+FAULT_KINDS = {"none": 0, "dma_abort": 1, "dma_hang": 2, "hbm_ue": 3, "engine_hang": 4,  # vtrn_fault_kind_t (VTRN_FAULT_*)
+               "device_loss": 5}
+FAULT_FLAGS = {"sticky": 1 << 0}  # vtrn_fault_flags_t (VTRN_FAULT_*)
+DEVICE_RESET_FLAGS = {"clear_counters": 1 << 0}  # vtrn_device_reset_flags_t (VTRN_DEVICE_RESET_*)
+FAULT_ANY = -1  # VTRN_FAULT_ANY: any core, engine or queue
+FAULT_HOST = -2  # VTRN_FAULT_HOST: the host DMA engines (vtrn_memcpy's), as a DMA fault's core
 
 
 class _VersionedStruct(ctypes.Structure):
@@ -466,6 +473,41 @@ class HandleCountsStruct(_VersionedStruct):
     ]
 
 
+class FaultStruct(_VersionedStruct):
+    """vtrn_fault_t (VTRN_FAULT_INIT): a fault for vtrn_device_inject_fault."""
+
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("kind", vtrn_fault_kind_t),
+        ("flags", c_uint32),
+        ("core", c_int32),
+        ("engine", c_int32),
+        ("queue", c_int32),
+        ("reserved", c_uint32),
+        ("after", c_uint64),
+        ("address", c_uint64),
+        ("bytes", c_uint64),
+    ]
+    _init_defaults_ = {"core": FAULT_ANY, "engine": FAULT_ANY, "queue": FAULT_ANY}
+
+
+class DeviceErrorCountersStruct(_VersionedStruct):
+    """vtrn_device_error_counters_t (VTRN_DEVICE_ERROR_COUNTERS_INIT)."""
+
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("lost", c_uint32),
+        ("armed_faults", c_uint32),
+        ("dma_aborts", c_uint64),
+        ("hbm_uncorrectable_errors", c_uint64),
+        ("execution_timeouts", c_uint64),
+        ("hangs", c_uint64),
+        ("device_losses", c_uint64),
+        ("resets", c_uint64),
+        ("faults_injected", c_uint64),
+    ]
+
+
 # The largest value of each unsigned C type that Python passes in.
 UNSIGNED_MAXIMUM = {"uint32_t": 0xFFFF_FFFF, "uint64_t": 0xFFFF_FFFF_FFFF_FFFF, "size_t": (1 << (8 * ctypes.sizeof(c_size_t))) - 1}
 
@@ -579,6 +621,10 @@ FUNCTIONS: list[tuple[str, type[Any] | None, list[type[Any]]]] = [
     ("vtrn_fence_status", vtrn_status_t, [FenceHandle, POINTER(vtrn_status_t)]),
     ("vtrn_fence_get_info", vtrn_status_t, [FenceHandle, POINTER(ExecutionInfoStruct)]),
     ("vtrn_fence_destroy", vtrn_status_t, [FenceHandle]),
+    # faults, resets and error counters
+    ("vtrn_device_inject_fault", vtrn_status_t, [DeviceHandle, POINTER(FaultStruct)]),
+    ("vtrn_device_reset", vtrn_status_t, [DeviceHandle, c_uint32]),
+    ("vtrn_device_get_error_counters", vtrn_status_t, [DeviceHandle, POINTER(DeviceErrorCountersStruct)]),
 ]
 
 

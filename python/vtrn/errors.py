@@ -31,6 +31,8 @@ class Status(enum.IntEnum):
     ERROR_HARDWARE = 14
     ERROR_DEADLOCK = 15
     ERROR_INTERNAL = 16
+    ERROR_RESET = 17
+    ERROR_DEVICE_LOST = 18
 
     @property
     def c_name(self) -> str:
@@ -163,6 +165,19 @@ class InternalError(VtrnError):
     """A bug in vtrn itself; the message says where. Please report it."""
 
     status = Status.ERROR_INTERNAL
+
+
+class DeviceResetError(VtrnError):
+    """The work was in flight when its device was reset (Device.reset); it did not complete."""
+
+    status = Status.ERROR_RESET
+
+
+class DeviceLostError(VtrnError):
+    """The device is lost: the call needs it, or the work was in flight when it was lost.
+    Device.reset brings it back."""
+
+    status = Status.ERROR_DEVICE_LOST
 
 
 # status -> its exception class.

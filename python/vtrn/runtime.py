@@ -20,12 +20,19 @@ import numpy
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from ._library import (
+    DEVICE_RESET_FLAGS,
     ENGINE_FLAGS,
     CoreHolderStruct,
+    FAULT_ANY,
+    FAULT_FLAGS,
+    FAULT_HOST,
+    FAULT_KINDS,
     CoreInfoStruct,
+    DeviceErrorCountersStruct,
     DeviceHandle,
     DeviceInfoStruct,
     HandleCountsStruct,
+    FaultStruct,
     RuntimeHandle,
     RuntimeInfoStruct,
     RuntimeOptionsStruct,
@@ -159,6 +166,37 @@ class CoreHolder:
     command: str  # its command line, arguments separated by spaces ("" when unknown)
     runtime: int | None  # the holding runtime's number in its process ("runtime 3" in messages); None when unknown
     this_process: bool
+
+
+@dataclass(frozen=True)
+class ErrorCounters:
+    """vtrn_device_error_counters_t: the device's state and error counters (the Neuron driver's
+    sysfs names in comments). Shared by every runtime of the process that has the device."""
+
+    lost: bool  # until Device.reset
+    armed_faults: int
+    dma_aborts: int  # hw_dma_abort_error
+    hbm_uncorrectable_errors: int  # hw_hbm_ue_error, mem_ecc_uncorrected
+    execution_timeouts: int  # timeout
+    hangs: int
+    device_losses: int
+    resets: int  # reset_req_count
+    faults_injected: int
+
+
+def _fault_index(value: int | str | None, what: str, allow_host: bool = False) -> int:
+    """A core, engine or queue of vtrn_fault_t: None is VTRN_FAULT_ANY, "host" VTRN_FAULT_HOST."""
+    if value is None or value == "any":
+        return FAULT_ANY
+    if allow_host and value == "host":
+        return FAULT_HOST
+    if isinstance(value, str):
+        accepted = "a number, None (any) or \"host\"" if allow_host else "a number or None (any)"
+        raise ValueError(f"{what} {value!r} is not {accepted}")
+    value = int(value)
+    if not 0 <= value < 2**31:
+        raise ValueError(f"{what} {value} is out of range: a number from 0, or None for any")
+    return value
 
 
 def _log_level_value(level: str | int | None) -> int:
@@ -361,6 +399,53 @@ class Device:
         (vtrn_kernel_load); the first kernel or DMA queue on a core claims it for this runtime.
         InvalidProgramError names the first instruction that breaks a rule (and claims nothing)."""
         return _kernel.Kernel(self, core, program)
+
+    # -- faults, resets and error counters --
+
+    def inject_fault(self, kind: str, core: int | str | None = None, engine: int | str | None = None,
+                     queue: int | None = None, after: int = 0, address: int = 0, bytes: int = 0,
+                     sticky: bool = False) -> None:
+        """Arms a fault on the device (vtrn_device_inject_fault); see include/vtrn.h and the README.
+
+        ``kind``: "dma_abort" (a descriptor error: the DMA sequence fails with DmaFaultError),
+        "dma_hang" (a descriptor that never completes: DeviceTimeoutError after
+        VTRN_EXEC_TIMEOUT_MS), "hbm_ue" (reads of HBM [address, address + bytes) fail with
+        HardwareError), "engine_hang" (an instruction that never finishes: its fence raises
+        DeviceTimeoutError) or "device_loss" (every call that needs the device raises
+        DeviceLostError until ``reset``). ``core``: a core, "host" (the DMA kinds: vtrn_memcpy's
+        engines) or None for any; ``engine``: a DMA engine number (the DMA kinds) or "pe", "act",
+        "dve", "pool", "dma" (engine_hang), None for any; ``queue``: a queue number or None.
+        ``after`` events (descriptors or instructions) pass first. ``sticky``: every later event
+        fails too, until a reset; else the fault fires once."""
+        kind = kind.replace("-", "_") if isinstance(kind, str) else kind  # VTRN_FAULTS spells them with hyphens
+        if kind not in FAULT_KINDS or kind == "none":
+            raise ValueError(f"fault kind {kind!r} is not one of {', '.join(k for k in FAULT_KINDS if k != 'none')}")
+        if kind == "engine_hang" and isinstance(engine, str) and engine != "any":
+            if engine not in ENGINE_FLAGS:
+                raise ValueError(f"engine {engine!r} is not one of {', '.join(ENGINE_FLAGS)} or None (any)")
+            engine = ENGINE_FLAGS[engine]
+        fault = FaultStruct.init(
+            kind=FAULT_KINDS[kind], flags=FAULT_FLAGS["sticky"] if sticky else 0,
+            core=_fault_index(core, "core", allow_host=kind in ("dma_abort", "dma_hang")),
+            engine=_fault_index(engine, "engine"), queue=_fault_index(queue, "queue"),
+            after=unsigned(after, "uint64_t", "after"), address=unsigned(address, "uint64_t", "address"),
+            bytes=unsigned(bytes, "uint64_t", "bytes"))
+        check(lib.vtrn_device_inject_fault(self._handle, ctypes.byref(fault)))
+
+    def reset(self, clear_counters: bool = False) -> None:
+        """Resets the device (vtrn_device_reset): work in flight fails with DeviceResetError,
+        faults are disarmed, a lost device comes back, queues and cores return clean; memory and
+        handles stay. ``clear_counters`` also sets every error counter to 0."""
+        check(lib.vtrn_device_reset(self._handle, DEVICE_RESET_FLAGS["clear_counters"] if clear_counters else 0))
+
+    @property
+    def error_counters(self) -> ErrorCounters:
+        """An ErrorCounters snapshot (vtrn_device_get_error_counters); works on a lost device."""
+        raw = DeviceErrorCountersStruct.init()
+        check(lib.vtrn_device_get_error_counters(self._handle, ctypes.byref(raw)))
+        fields = {field[0]: getattr(raw, field[0]) for field in DeviceErrorCountersStruct._fields_[1:]}
+        fields["lost"] = bool(raw.lost)
+        return ErrorCounters(**fields)
 
     def from_device(self, memory: _memory.DeviceMemory, dtype: DTypeLike = numpy.uint8,
                     shape: int | tuple[int, ...] | None = None, offset: int = 0) -> NDArray[Any]:

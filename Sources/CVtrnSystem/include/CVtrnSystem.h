@@ -39,6 +39,8 @@ VTRNSYS_HIDDEN int vtrnsys_current_cpu(void);
 VTRNSYS_HIDDEN int vtrnsys_thread_start(void (*body)(void *), void *context, const char *name, uint64_t *thread);
 /* Joins a thread, or detaches it when called on that thread itself. */
 VTRNSYS_HIDDEN int vtrnsys_thread_join(uint64_t thread);
+/* The calling thread's Linux thread id. */
+VTRNSYS_HIDDEN int32_t vtrnsys_thread_id(void);
 
 /* RLIMIT_MEMLOCK's soft limit in bytes; UINT64_MAX when unlimited. */
 VTRNSYS_HIDDEN uint64_t vtrnsys_memlock_limit(void);
