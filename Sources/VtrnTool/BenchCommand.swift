@@ -73,7 +73,9 @@ struct DmaBench: ParsableCommand {
     var seconds = 0.5
 
     func run() throws {
+        var progress = Progress("bench dma", steps: 8)
         // Resident memory first, before this process has touched anything else.
+        progress.step("resident memory of a trn2:2 runtime")
         let before = residentBytes()
         let big = try Runtime(options: RuntimeOptions(topology: "trn2:2"))
         let after = residentBytes()
@@ -84,6 +86,7 @@ struct DmaBench: ParsableCommand {
                                 ratio: "+\(format(Double(after - before) / 1_048_576, 1)) MiB", goal: "<= 64 MiB total",
                                 met: after <= 64 << 20))
 
+        progress.step("a trn1 runtime, \(mebibytes) MiB host buffers and warm HBM")
         let runtime = try Runtime(options: RuntimeOptions(topology: "trn1"))
         let device = runtime.devices[0]
         let bytes = mebibytes << 20
@@ -94,6 +97,7 @@ struct DmaBench: ParsableCommand {
         let queue = try device.openQueue(core: 0, engine: 0, queue: 0, ringEntries: 16384)
 
         // Bandwidth, one transfer at a time, against memcpy of the same size between the same kinds of memory.
+        progress.step("bandwidth of \(mebibytes) MiB transfers, and memcpy's")
         let memcpyTime = medianTime(runs: 9) { memcpy(memory.pointer, host.data, bytes) }
         let memcpyRate = gigabytesPerSecond(bytes, memcpyTime)
         func transferTime(_ transfer: DmaTransfer) throws -> UInt64 {
@@ -111,6 +115,7 @@ struct DmaBench: ParsableCommand {
             rows.append(Measurement(name: name, value: "\(format(rate)) GB/s", baseline: "memcpy \(format(memcpyRate)) GB/s",
                                     ratio: format(rate / memcpyRate), goal: ">= 0.90", met: rate / memcpyRate >= 0.9))
         }
+        progress.step("bandwidth of 1 MiB transfers, and memcpy's")
         let small = 1 << 20
         let smallMemcpy = gigabytesPerSecond(small, medianTime(runs: 51) { memcpy(memory.pointer, host.data, small) })
         let smallRate = gigabytesPerSecond(small, try medianTime(runs: 51) {
@@ -123,6 +128,7 @@ struct DmaBench: ParsableCommand {
 
         // Several engines at once: one queue per host core, each copying its share.
         let engines = max(2, ProcessInfo.processInfo.activeProcessorCount)
+        progress.step("\(engines) DMA engines together")
         let queues = try (1..<engines).map { try device.openQueue(core: 0, engine: $0, queue: 0, ringEntries: 16384) }
         let all = [queue] + queues
         let share = bytes / all.count
@@ -141,6 +147,7 @@ struct DmaBench: ParsableCommand {
                                 goal: "> 1 where memory allows", met: nil))
 
         // Descriptor rate: 64-byte transfers in batches of 1024, enqueued, submitted and completed.
+        progress.step("descriptor rate, 64-byte transfers (\(format(seconds * 1.25)) s)")
         let batch = (0..<1024).map { index in
             DmaTransfer(destination: .device(memory, offset: UInt64(index * 64)), source: .host(host, offset: UInt64(index * 64)), bytes: 64)
         }
@@ -167,6 +174,7 @@ struct DmaBench: ParsableCommand {
                                 ratio: format(rate / copyRate), goal: ">= 5 M/s", met: rate >= 5e6))
 
         // Latency: one 64-byte transfer, submit to completion seen by the waiter, queue hot.
+        progress.step("latency of one 64-byte transfer, and a thread round trip")
         let one = [batch[0]]
         var samples: [UInt64] = []
         let latencyStart = now()
@@ -189,6 +197,7 @@ struct DmaBench: ParsableCommand {
                                 ratio: "-", goal: "reported", met: nil))
 
         // Idle: the runtime with its queues open and nothing to do, CPU time over one second.
+        progress.step("CPU used while idle (1 s)")
         usleep(200_000) // past the engines' spin before they sleep
         let cpuStart = vtrnsys_process_cpu_ns(), wallStart = now()
         usleep(1_000_000)
@@ -197,6 +206,7 @@ struct DmaBench: ParsableCommand {
                                 baseline: "-", ratio: "-", goal: "<= 1 %", met: idle <= 0.01))
         for each in all { each.close() }
         runtime.close()
+        progress.finish()
         printReport("vtrn bench dma (\(ProcessInfo.processInfo.activeProcessorCount) CPUs; ratios are vtrn / baseline)", rows)
     }
 
@@ -234,7 +244,8 @@ struct DmaBench: ParsableCommand {
 
 /// `vtrn bench nki`: NKI kernels through vtrn.nki (Python) against an eager numpy interpretation of
 /// the same operations, and the front end's tracing and caching costs. It runs
-/// `python3 -m vtrn.nki bench` from the repository this tool was built in, on this tool's libvtrn.
+/// `python3 -m vtrn.nki bench` from the repository this tool was built in, on this tool's libvtrn;
+/// installed, on the libvtrn installed beside it, with the vtrn package Python finds.
 struct NkiBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "nki",
@@ -252,16 +263,23 @@ struct NkiBench: ParsableCommand {
                 break
             }
         }
-        guard let package else {
-            throw ValidationError("cannot find python/vtrn/nki above \(binFolder.path): `vtrn bench nki` runs from a build "
-                                  + "inside the vtrn repository")
+        var environment = ProcessInfo.processInfo.environment
+        // Installed (Scripts/install): PREFIX/bin/vtrn, PREFIX/lib/libvtrn.so, and the Python
+        // package wherever pip put it.
+        let installedLibrary = binFolder.deletingLastPathComponent().appendingPathComponent("lib/libvtrn.so")
+        if let package {
+            environment["PYTHONPATH"] = package.path + (environment["PYTHONPATH"].map { ":" + $0 } ?? "")
+            environment["VTRN_LIBRARY"] = binFolder.appendingPathComponent("libvtrn.so").path
+        } else if FileManager.default.fileExists(atPath: installedLibrary.path) {
+            environment["VTRN_LIBRARY"] = installedLibrary.path
+        } else {
+            throw ValidationError("cannot find python/vtrn/nki above \(binFolder.path), nor \(installedLibrary.path): "
+                                  + "`vtrn bench nki` runs from a build inside the vtrn repository, or installed by "
+                                  + "Scripts/install with the Python package installed by pip")
         }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["python3", "-m", "vtrn.nki", "bench"]
-        var environment = ProcessInfo.processInfo.environment
-        environment["PYTHONPATH"] = package.path + (environment["PYTHONPATH"].map { ":" + $0 } ?? "")
-        environment["VTRN_LIBRARY"] = binFolder.appendingPathComponent("libvtrn.so").path
         process.environment = environment
         try process.run()
         process.waitUntilExit()

@@ -18,12 +18,14 @@ struct KernelBench: ParsableCommand {
     var seconds = 0.5
 
     func run() throws {
+        var progress = Progress("bench kernels", steps: 5)
         var rows: [Measurement] = []
         let runtime = try Runtime(options: RuntimeOptions(topology: "trn1"))
         let device = runtime.devices[0]
         let n = size, bytes = n * n * 4
 
         // GEMM end to end from host buffers: copy A and B in, execute, copy C out.
+        progress.step("GEMM \(size)^3 through a core, 5 runs")
         let hostA = try runtime.makeHostBuffer(bytes: bytes), hostB = try runtime.makeHostBuffer(bytes: bytes)
         let hostC = try runtime.makeHostBuffer(bytes: bytes)
         let a = hostA.data.bindMemory(to: Float.self, capacity: n * n), b = hostB.data.bindMemory(to: Float.self, capacity: n * n)
@@ -46,6 +48,7 @@ struct KernelBench: ParsableCommand {
             try device.copy(to: .host(hostC, offset: 0), from: .device(memoryC, offset: 0), bytes: UInt64(bytes))
             lastFence = fence
         }
+        progress.step("cblas_sgemm \(size)^3 on the host, 5 runs")
         let reference = UnsafeMutablePointer<Float>.allocate(capacity: n * n)
         defer { reference.deallocate() }
         let host = medianTime(runs: 5) {
@@ -68,6 +71,7 @@ struct KernelBench: ParsableCommand {
                                 baseline: "-", ratio: "-", goal: "reported", met: nil))
 
         // Empty kernel: submit to fence signalled, hot.
+        progress.step("empty-kernel latency, and a thread round trip")
         let empty = try device.load(runtime.makeProgram(), core: 1)
         for _ in 0..<100 { try empty.execute([]).wait() }
         var samples: [UInt64] = []
@@ -88,6 +92,7 @@ struct KernelBench: ParsableCommand {
                                 baseline: "-", ratio: "-", goal: "reported", met: nil))
 
         // Validation of a 10,000-instruction program.
+        progress.step("validating a 10,000-instruction program, 5 runs")
         let big = runtime.makeProgram()
         let x = try big.addParameter("x", bytes: 128 * 512 * 4)
         let tile = AccessPattern(space: .sbuf, dtype: .fp32, partitions: 128, sizes: [512])
@@ -109,6 +114,7 @@ struct KernelBench: ParsableCommand {
         // Executing 10,000 one-element instructions on ACT, DVE and POOL that order themselves with one
         // counting semaphore per engine (each adds 1 to its own; each waits for its predecessor's
         // engine to count far enough): the executor's scheduling and semaphore bookkeeping alone.
+        progress.step("executing 10,000 chained one-element instructions, 9 runs")
         let chain = runtime.makeProgram()
         let chained: [Engine] = [.act, .dve, .pool]
         var counts = [UInt32](repeating: 0, count: chained.count)
@@ -125,6 +131,7 @@ struct KernelBench: ParsableCommand {
         rows.append(Measurement(name: "executing 10,000 chained one-element instructions (semaphore per engine)",
                                 value: "\(format(Double(chainTime) / 1e6, 2)) ms", baseline: "-", ratio: "-", goal: "reported", met: nil))
         runtime.close()
+        progress.finish()
         printReport("vtrn bench kernels (\(ProcessInfo.processInfo.activeProcessorCount) CPUs; ratios are baseline time / vtrn time "
                     + "for GEMM, vtrn / baseline for latency)", rows)
     }

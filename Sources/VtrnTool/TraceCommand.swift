@@ -402,10 +402,14 @@ struct TraceBench: ParsableCommand {
             return now() - start
         }
         var plain: [UInt64] = [], traced: [UInt64] = []
-        for _ in 0..<max(1, runs) {
+        var progress = Progress("bench trace", steps: 2 * max(1, runs))
+        for run in 1...max(1, runs) {
+            progress.step("vtrn demo, run \(run) without VTRN_TRACE")
             plain.append(try demo(traced: false))
+            progress.step("vtrn demo, run \(run) with VTRN_TRACE")
             traced.append(try demo(traced: true))
         }
+        progress.finish()
         let without = plain.sorted()[plain.count / 2], with = traced.sorted()[traced.count / 2]
         let size = (try? FileManager.default.attributesOfItem(atPath: folder.appendingPathComponent("trace.json").path)[.size] as? Int) ?? 0
         let ratio = Double(with) / Double(without)

@@ -50,14 +50,37 @@ def test_vtrn_library_not_a_library(tmp_path):
     assert "invalid ELF header" in message or "too short" in message, message
 
 
-def copy_package(root):
-    """The package alone under ``root``/python, so that ``root`` plays the repository."""
+def copy_package(root, checkout=True):
+    """The package alone under ``root``/python, so that ``root`` plays the repository (with a
+    Package.swift, which is how the package knows it runs from a checkout) or, without
+    ``checkout``, a folder the package was copied to."""
     shutil.copytree(os.path.join(PYTHON_FOLDER, "vtrn"), root / "python" / "vtrn",
                     ignore=shutil.ignore_patterns("__pycache__"))
+    if checkout:
+        (root / "Package.swift").write_text("// plays the repository's\n")
     return str(root / "python")
 
 
+def installed_places():
+    """Where the package looks for an installed library (after the repository's builds)."""
+    return [os.path.join(sys.prefix, "lib", _library.SONAME), _library._BY_NAME,
+            os.path.join("/usr/local/lib", _library.SONAME)]
+
+
+def skip_if_installed():
+    """These tests need a machine where no libvtrn is installed (Scripts/install /usr/local)."""
+    import ctypes
+
+    for place in installed_places():
+        try:
+            ctypes.CDLL(_library.SONAME if place == _library._BY_NAME else place)
+        except OSError:
+            continue
+        pytest.skip(f"a libvtrn is installed ({place}), so the package finds one")
+
+
 def test_no_library_built(tmp_path):
+    skip_if_installed()
     message = import_error(run_python("import vtrn", python_path=copy_package(tmp_path)))
     release = tmp_path / ".build" / "release" / "libvtrn.so"
     debug = tmp_path / ".build" / "debug" / "libvtrn.so"
@@ -65,7 +88,18 @@ def test_no_library_built(tmp_path):
         "libvtrn.so not found; tried:",
         f"  {release}",
         f"  {debug}",
+        *(f"  {place}" for place in installed_places()),
         f"build it with `swift build` in {tmp_path} (or set VTRN_LIBRARY to the path of a libvtrn.so)",
+    ]
+
+
+def test_no_library_installed(tmp_path):
+    skip_if_installed()
+    message = import_error(run_python("import vtrn", python_path=copy_package(tmp_path, checkout=False)))
+    assert message.splitlines() == [
+        "libvtrn.so not found; tried:",
+        *(f"  {place}" for place in installed_places()),
+        "install it with the vtrn repository's Scripts/install (or set VTRN_LIBRARY to the path of a libvtrn.so)",
     ]
 
 

@@ -677,3 +677,34 @@ def test_tensor_tensor_scan_is_a_linear_recurrence():
             state = decay[:, column] * state + inputs[:, column]
             expected[:, column] = state
         np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-5)
+
+
+@nki.jit
+def broadcast_three_dimensional_row(a):
+    out = nl.ndarray((128, 2, 8), dtype=a.dtype, buffer=nl.shared_hbm)
+    row = nl.load(a)
+    nl.store(out, value=row.broadcast_to((128, 2, 8)))  # LINE:row3
+    return out
+
+
+def test_broadcasting_a_multi_dimensional_row_is_reported_in_nki_terms():
+    # The check for a [1, a, b] row once called nl.any (the module's own, which shadows the
+    # builtin) and failed with a TypeError from vtrn's internals; mypy found it.
+    expect_error(broadcast_three_dimensional_row, rand(1, 2, 8), line_marker="LINE:row3",
+                 match="broadcasting a multi-dimensional row along partitions", cls=NKIUnsupportedError)
+
+
+@nki.jit
+def slice_of_an_indirect_view(table, indices):
+    out = nl.ndarray((indices.shape[0], 4), dtype=table.dtype, buffer=nl.shared_hbm)
+    index = nl.load(indices)
+    rows = table[index, :]
+    nl.store(out, value=nl.load(rows[:, 0:4]))  # LINE:indirect-slice
+    return out
+
+
+def test_a_tensor_indexed_by_a_tile_is_only_a_dma_operand():
+    # Indexing it again once failed with "'View' object is not callable" from vtrn's internals.
+    expect_error(slice_of_an_indirect_view, rand(50, 16), np.array([[7], [0]], dtype=np.int32),
+                 line_marker="LINE:indirect-slice", match="indexing, reshaping or transposing a tensor indexed by a tile",
+                 cls=NKIUnsupportedError)

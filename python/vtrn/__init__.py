@@ -7,6 +7,9 @@
             info = device.info
             print(info.index, info.architecture, info.core_count, info.uuid)
 
+``vtrn.__version__`` is the package's version (that of the header it was written for),
+``vtrn.version()`` the loaded library's and ``vtrn.library_path()`` its file.
+
 Files: ``_library`` finds and declares libvtrn.so (set VTRN_LIBRARY to choose one), ``errors``
 holds the status codes and one exception class per error, ``runtime`` the Runtime and Device
 objects, ``memory`` host buffers, device memory and DMA queues, ``kernel`` programs built the
@@ -15,10 +18,12 @@ kernels written in NKI, unmodified. ``vtrn._library.lib`` is the raw ctypes libr
 this package does not wrap.
 """
 
+from ._version import __version__
 from ._library import (
     DMA_MAX_DESCRIPTOR_BYTES,
     DMA_MAX_RING_ENTRIES,
     DMA_MIN_RING_ENTRIES,
+    FAULT_KINDS,
     VTRN_VERSION_MAJOR,
     VTRN_VERSION_MINOR,
     VTRN_VERSION_PATCH,
@@ -59,17 +64,18 @@ from .memory import (
     MemoryUsage,
 )
 from .kernel import AccessPattern, ExecutionInfo, Fence, Kernel, Parameter, Program, dtype_name, numpy_dtype
-from .runtime import (FAULT_KINDS, CoreHolder, CoreInfo, Device, DeviceInfo, ErrorCounters, HandleCounts, Runtime,
-                      RuntimeInfo, handle_counts, version)
+from .runtime import (CoreHolder, CoreInfo, Device, DeviceInfo, ErrorCounters, HandleCounts, Runtime,
+                      RuntimeInfo, handle_counts, library_path, version)
 
 __all__ = [
-    "VTRN_VERSION_MAJOR", "VTRN_VERSION_MINOR", "VTRN_VERSION_PATCH", "WAIT_FOREVER", "LibraryError",
+    "__version__", "VTRN_VERSION_MAJOR", "VTRN_VERSION_MINOR", "VTRN_VERSION_PATCH", "WAIT_FOREVER", "LibraryError",
     "DMA_MAX_DESCRIPTOR_BYTES", "DMA_MIN_RING_ENTRIES", "DMA_MAX_RING_ENTRIES",
     "Status", "VtrnError", "InvalidArgumentError", "InvalidHandleError", "NotFoundError", "OutOfBoundsError",
     "OutOfHostMemoryError", "OutOfDeviceMemoryError", "BusyError", "DeviceTimeoutError", "QueueFullError",
     "UnsupportedError", "InvalidProgramError", "DmaFaultError", "HardwareError", "DeadlockError",
     "InternalError", "DeviceResetError", "DeviceLostError", "last_error", "status_string",
     "Runtime", "RuntimeInfo", "Device", "DeviceInfo", "CoreInfo", "CoreHolder", "ErrorCounters", "FAULT_KINDS", "version",
+    "library_path",
     "HandleCounts", "handle_counts",
     "PLACEMENTS", "HostBuffer", "HostBufferInfo", "DeviceMemory", "DeviceMemoryInfo", "MemoryUsage",
     "DmaQueue", "DmaQueueInfo",

@@ -1,10 +1,18 @@
 """Finding, loading and declaring libvtrn.so: the only file that knows the C ABI's types.
 
-The library is found through the environment variable ``VTRN_LIBRARY`` (a path to the .so), else
-in the repository's build folders (``.build/release`` and ``.build/debug``; the most recently
-built wins when both exist). Its major version must equal ``VTRN_VERSION_MAJOR``. A function
-of the header that the library does not export (a build older than the header) is listed in
-``missing_functions`` and raises LibraryError when called.
+The library is the first of these that exists (``candidate_paths`` lists them):
+
+1. ``$VTRN_LIBRARY``, a path to the .so; when it is set, nothing else is tried;
+2. the build folders of the repository this package lies in, when it runs from a checkout
+   (``.build/release`` and ``.build/debug``; the most recently built wins when both exist);
+3. an installed library (``Scripts/install PREFIX``): ``sys.prefix/lib/libvtrn.so.MAJOR`` (a
+   virtual environment or the interpreter's own prefix), then ``libvtrn.so.MAJOR`` as the dynamic
+   loader finds it by name (LD_LIBRARY_PATH, ld.so.cache, /lib, /usr/lib), then
+   ``/usr/local/lib/libvtrn.so.MAJOR`` (installed there but ldconfig not run since).
+
+Its major version must equal ``VTRN_VERSION_MAJOR``. A function of the header that the library
+does not export (a build older than the header) is listed in ``missing_functions`` and raises
+LibraryError when called. ``path`` is the file loaded.
 
 Everything of include/vtrn.h that Python needs is mirrored here: fixed-width types, one typed
 pointer class per handle kind, the structs field for field, and the argument and result types of
@@ -14,6 +22,9 @@ every function, in the one table ``FUNCTIONS``. The rest of the package calls ``
 import ctypes
 import operator
 import os
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn, Self
 from ctypes import (
     POINTER,
     c_char,
@@ -28,15 +39,18 @@ from ctypes import (
     c_void_p,
 )
 
+from ._version import __version__
+
 # The header this package was written against (include/vtrn.h, VTRN_VERSION_*).
-VTRN_VERSION_MAJOR = 0
-VTRN_VERSION_MINOR = 1
-VTRN_VERSION_PATCH = 0
+VTRN_VERSION_MAJOR, VTRN_VERSION_MINOR, VTRN_VERSION_PATCH = (int(part) for part in __version__.split("."))
 
 # Timeouts are in nanoseconds; this one waits forever (and is what "no timeout" reads as).
 WAIT_FOREVER = 0xFFFF_FFFF_FFFF_FFFF
 
 _REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Whether this package runs from a checkout of the repository (python/vtrn beside Package.swift),
+# whose build folders then hold the library; an installed package has no repository.
+_IN_CHECKOUT = os.path.isfile(os.path.join(_REPOSITORY, "Package.swift"))
 
 
 class LibraryError(ImportError):
@@ -135,10 +149,10 @@ class _VersionedStruct(ctypes.Structure):
     """A struct that begins with ``size_t struct_size``, as the header's option and info structs do."""
 
     # Fields the header's _INIT macro sets to something other than zero.
-    _init_defaults_ = {}
+    _init_defaults_: dict[str, Any] = {}
 
     @classmethod
-    def init(cls, **fields):
+    def init(cls, **fields: Any) -> Self:
         """The struct as its _INIT macro makes it: struct_size set, defaults, then ``fields``."""
         value = cls(struct_size=ctypes.sizeof(cls), **cls._init_defaults_)
         for name, field in fields.items():
@@ -374,7 +388,7 @@ class ScalarStruct(ctypes.Structure):
     ]
 
     @classmethod
-    def int32(cls, value):
+    def int32(cls, value: int) -> Self:
         """vtrn_scalar_int32 (static inline in the header): the int32's bits stored into ``value``
         as bits (through a Python float, an int32 that reads as a signalling NaN would be quieted)."""
         tile = AccessStruct(space=MEMORY_SPACES["sbuf"], dtype=DTYPES["int32"], start_partition=0, partitions=1, offset=0,
@@ -397,7 +411,7 @@ class SyncStruct(ctypes.Structure):
     ]
 
     @classmethod
-    def none(cls):
+    def none(cls) -> Self:
         """VTRN_SYNC_NONE."""
         return cls(-1, 0, -1, SEMAPHORE_OPS["add"], 0)
 
@@ -498,7 +512,7 @@ class DeviceErrorCountersStruct(_VersionedStruct):
 UNSIGNED_MAXIMUM = {"uint32_t": 0xFFFF_FFFF, "uint64_t": 0xFFFF_FFFF_FFFF_FFFF, "size_t": (1 << (8 * ctypes.sizeof(c_size_t))) - 1}
 
 
-def unsigned(value, c_type, what):
+def unsigned(value: int, c_type: str, what: str) -> int:
     """``value`` as an int that fits the unsigned C type named ``c_type`` ("uint32_t", "uint64_t",
     "size_t"), else ValueError: ctypes would wrap it silently (-1 would become 4294967295)."""
     value = operator.index(value)
@@ -508,14 +522,14 @@ def unsigned(value, c_type, what):
     return value
 
 
-def host_ref(buffer, offset=0):
+def host_ref(buffer: HostBufferHandle, offset: int = 0) -> MemoryRefStruct:
     """vtrn_host_ref (static inline in the header): ``offset`` bytes into a HostBufferHandle."""
     if not isinstance(buffer, HostBufferHandle):
         raise TypeError(f"host_ref needs a HostBufferHandle, not {type(buffer).__name__}")
     return MemoryRefStruct(buffer.value, offset)
 
 
-def device_ref(memory, offset=0):
+def device_ref(memory: DeviceMemoryHandle, offset: int = 0) -> MemoryRefStruct:
     """vtrn_device_ref (static inline in the header): ``offset`` bytes into a DeviceMemoryHandle."""
     if not isinstance(memory, DeviceMemoryHandle):
         raise TypeError(f"device_ref needs a DeviceMemoryHandle, not {type(memory).__name__}")
@@ -524,7 +538,8 @@ def device_ref(memory, offset=0):
 
 # -- Functions: every declaration of include/vtrn.h, in its order ------------------------------
 
-FUNCTIONS = [
+# (name, result type, argument types): ctypes types (restype None would be void).
+FUNCTIONS: list[tuple[str, type[Any] | None, list[type[Any]]]] = [
     # version and errors
     ("vtrn_version", c_uint32, []),
     ("vtrn_status_string", c_char_p, [vtrn_status_t]),
@@ -615,46 +630,87 @@ FUNCTIONS = [
 
 # -- Loading -----------------------------------------------------------------------------------
 
-def candidate_paths():
-    """Where the library may be, in the order tried: VTRN_LIBRARY alone if set, else the builds."""
+# The file name programs load at run time: Scripts/install gives the library this SONAME.
+SONAME = f"libvtrn.so.{VTRN_VERSION_MAJOR}"
+# The candidate that is a name for the dynamic loader to search, not a path.
+_BY_NAME = f"{SONAME} (the dynamic loader's search: LD_LIBRARY_PATH, ld.so.cache, /lib, /usr/lib)"
+
+
+def candidate_paths() -> list[str]:
+    """Where the library may be, in the order tried: ``$VTRN_LIBRARY`` alone if it is set, else the
+    repository's builds (the most recently built first), then the installed places (see the
+    module's documentation). One entry is not a path but the SONAME for the dynamic loader to find."""
     explicit = os.environ.get("VTRN_LIBRARY")
     if explicit:
         return [explicit]
+    installed = [os.path.join(sys.prefix, "lib", SONAME), _BY_NAME, os.path.join("/usr/local/lib", SONAME)]
+    if not _IN_CHECKOUT:
+        return installed
     builds = [os.path.join(_REPOSITORY, ".build", kind, "libvtrn.so") for kind in ("release", "debug")]
     existing = [path for path in builds if os.path.isfile(path)]
     # Prefer the most recently built; keep the others after it (and the missing ones for messages).
     existing.sort(key=os.path.getmtime, reverse=True)
-    return existing + [path for path in builds if path not in existing]
+    return existing + [path for path in builds if path not in existing] + installed
 
 
-def _find():
+def _find_and_open() -> tuple[str, ctypes.CDLL]:
+    """The first candidate that exists, opened: (its path, the ctypes library)."""
     paths = candidate_paths()
     for path in paths:
+        if path == _BY_NAME:
+            try:
+                library = ctypes.CDLL(SONAME)
+            except OSError:
+                continue  # not found by name; a file that exists but fails to load is reported below
+            return _loaded_file(library) or SONAME, library
         if os.path.isfile(path):
-            return path
+            try:
+                return path, ctypes.CDLL(path)
+            except OSError as error:
+                raise LibraryError(f"cannot load {path}: {error}") from error
     if os.environ.get("VTRN_LIBRARY"):
         raise LibraryError(f"VTRN_LIBRARY={paths[0]!r}: no such file; point it at a built libvtrn.so "
                            "or unset it to use the repository's build")
     tried = "\n".join(f"  {path}" for path in paths)
-    raise LibraryError(f"libvtrn.so not found; tried:\n{tried}\nbuild it with `swift build` in {_REPOSITORY} "
-                       "(or set VTRN_LIBRARY to the path of a libvtrn.so)")
+    remedy = (f"build it with `swift build` in {_REPOSITORY}" if _IN_CHECKOUT
+              else "install it with the vtrn repository's Scripts/install")
+    raise LibraryError(f"libvtrn.so not found; tried:\n{tried}\n{remedy} (or set VTRN_LIBRARY to the path of a libvtrn.so)")
+
+
+class _DlInfo(ctypes.Structure):
+    """Dl_info of <dlfcn.h>, which dladdr fills."""
+
+    _fields_ = [("dli_fname", c_char_p), ("dli_fbase", c_void_p), ("dli_sname", c_char_p), ("dli_saddr", c_void_p)]
+
+
+def _loaded_file(library: ctypes.CDLL) -> str | None:
+    """The path of the file the loader opened for ``library`` (loaded by name), or None: glibc's
+    dladdr on one of its functions."""
+    try:
+        dladdr = ctypes.CDLL(None).dladdr
+        function = library.vtrn_version
+    except AttributeError:
+        return None
+    dladdr.argtypes, dladdr.restype = [c_void_p, POINTER(_DlInfo)], c_int32
+    info = _DlInfo()
+    if not dladdr(ctypes.cast(function, c_void_p), ctypes.byref(info)) or not info.dli_fname:
+        return None
+    return os.path.abspath(os.fsdecode(info.dli_fname))
 
 
 # Functions of FUNCTIONS that the loaded library does not export (calling them raises LibraryError).
-missing_functions = []
+missing_functions: list[str] = []
 
 
-def _load(path):
-    try:
-        library = ctypes.CDLL(path)
-    except OSError as error:
-        raise LibraryError(f"cannot load {path}: {error}") from error
+def _declare(path: str, library: ctypes.CDLL) -> ctypes.CDLL:
+    """Checks the version of ``library`` (loaded from ``path``) and declares every function of
+    FUNCTIONS on it; returns it."""
     try:
         version_function = library.vtrn_version
     except AttributeError:
         raise LibraryError(f"{path} is not libvtrn: it has no vtrn_version") from None
     version_function.argtypes, version_function.restype = [], c_uint32
-    version = version_function()
+    version: int = version_function()
     version_text = f"{version >> 16}.{(version >> 8) & 0xFF}.{version & 0xFF}"
     if version >> 16 != VTRN_VERSION_MAJOR:
         raise LibraryError(f"{path} is libvtrn {version_text}; this package needs major version {VTRN_VERSION_MAJOR} "
@@ -673,13 +729,15 @@ def _load(path):
     return library
 
 
-def _missing_function(name, path, version_text):
-    def missing(*arguments):
+def _missing_function(name: str, path: str, version_text: str) -> Callable[..., NoReturn]:
+    """What stands for function ``name`` when the library lacks it: it raises LibraryError."""
+
+    def missing(*arguments: object) -> NoReturn:
         raise LibraryError(f"{path} (libvtrn {version_text}) does not export {name}, which include/vtrn.h "
                            "declares: the library is older than the header; rebuild it with `swift build`")
     missing.__name__ = name
     return missing
 
 
-path = _find()
-lib = _load(path)
+path, lib = _find_and_open()
+lib = _declare(path, lib)

@@ -35,40 +35,45 @@ class Status(enum.IntEnum):
     ERROR_DEVICE_LOST = 18
 
     @property
-    def c_name(self):
+    def c_name(self) -> str:
         """The name in include/vtrn.h, e.g. "VTRN_ERROR_INVALID_HANDLE"."""
         return "VTRN_" + self.name
 
 
-def status_string(status):
+def status_string(status: int) -> str:
     """The library's fixed description of a status ("invalid handle"; "unknown status" otherwise)."""
-    return lib.vtrn_status_string(int(status) & 0xFFFF_FFFF).decode("utf-8", "replace")
+    text: bytes = lib.vtrn_status_string(int(status) & 0xFFFF_FFFF)
+    return text.decode("utf-8", "replace")
 
 
-def last_error():
+def last_error() -> str:
     """This thread's message for its most recent failed vtrn call ("" if none failed)."""
-    return lib.vtrn_last_error().decode("utf-8", "replace")
+    text: bytes = lib.vtrn_last_error()
+    return text.decode("utf-8", "replace")
 
 
 class VtrnError(Exception):
     """A vtrn call failed. ``status`` is the vtrn_status_t, ``message`` the library's message."""
 
-    status = None  # set by each subclass; an unknown status gets a plain VtrnError
+    status: int | None = None  # set by each subclass; an unknown status gets a plain VtrnError
 
-    def __init__(self, message, status=None):
+    def __init__(self, message: str, status: int | None = None) -> None:
         if status is not None:
             self.status = int(status)
         self.message = message
         super().__init__(message)
 
     @property
-    def status_name(self):
-        try:
-            return Status(self.status).c_name
-        except ValueError:
-            return f"unknown status {self.status}"
+    def status_name(self) -> str:
+        """The C name of ``status`` ("VTRN_ERROR_BUSY"), or "unknown status N"."""
+        if self.status is not None:
+            try:
+                return Status(self.status).c_name
+            except ValueError:
+                pass
+        return f"unknown status {self.status}"
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.status_name}: {self.message}"
 
 
@@ -175,10 +180,11 @@ class DeviceLostError(VtrnError):
     status = Status.ERROR_DEVICE_LOST
 
 
-ERROR_CLASSES = {cls.status: cls for cls in VtrnError.__subclasses__()}
+# status -> its exception class.
+ERROR_CLASSES: dict[int | None, type[VtrnError]] = {cls.status: cls for cls in VtrnError.__subclasses__()}
 
 
-def check(status):
+def check(status: int) -> Status:
     """Returns ``status`` if it is SUCCESS or NOT_READY, else raises its exception.
 
     Call it right after the C call, on the same thread: the message is that thread's last error.

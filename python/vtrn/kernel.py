@@ -46,14 +46,20 @@ device memory (for outputs), a ``DeviceMemory`` or ``(DeviceMemory, offset)`` is
 (bf16 and fp8 as ml_dtypes types). Memory the fence allocated is freed when the fence closes.
 """
 
+from __future__ import annotations
+
 import ctypes
 import math
 import numbers
 import operator
+from collections.abc import Iterable
 from ctypes import byref
 from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy
+from numpy.typing import DTypeLike, NDArray
 
 from ._library import (
     ACTIVATION_ALIASES,
@@ -84,10 +90,23 @@ from ._library import (
 from .errors import InvalidArgumentError, Status, check
 from .memory import DeviceMemory, _int32, _Resource
 
+if TYPE_CHECKING:
+    from .runtime import Device, Runtime
+
+ml_dtypes: ModuleType | None
 try:
     import ml_dtypes
 except ImportError:  # bf16 and fp8 tiles still work; only numpy arrays of them need ml_dtypes
     ml_dtypes = None
+
+# A semaphore and a value: ``wait=(semaphore, value)``, ``signal=``, ``signal_set=``; None for none.
+Sync: TypeAlias = "tuple[int, int] | None"
+# An enum value by its name ("exp", "add", "dve") or its C number.
+EnumValue: TypeAlias = "str | int"
+# An immediate number or a [P,1] tile.
+ScalarValue: TypeAlias = "float | int | numpy.integer[Any] | numpy.floating[Any] | AccessPattern"
+# What ``Kernel.execute`` binds to a parameter.
+Binding: TypeAlias = "NDArray[Any] | DeviceMemory | tuple[DeviceMemory, int] | None"
 
 # The engines in the order of vtrn_execution_info_t's per-engine arrays.
 ENGINE_ORDER = ("pe", "act", "dve", "pool", "dma")
@@ -106,7 +125,7 @@ PSUM_BANK_BYTES = 2048
 
 # -- names of enum values ----------------------------------------------------------------------
 
-def _enum_value(value, table, what, aliases=None):
+def _enum_value(value: EnumValue, table: dict[str, int], what: str, aliases: dict[str, str] | None = None) -> int:
     """The C value of ``value``: a name of ``table`` (or of ``aliases``, NKI's other spellings), or
     a number passed on as it is (the library refuses unknown numbers with its own message)."""
     if isinstance(value, str):
@@ -120,7 +139,7 @@ def _enum_value(value, table, what, aliases=None):
     return unsigned(value, "uint32_t", what)
 
 
-def dtype_name(dtype):
+def dtype_name(dtype: DTypeLike) -> str:
     """The library's name of a dtype ("fp32", "bf16", "fp8_e4m3", ...) given that name, numpy's
     or ml_dtypes' name ("float32", "bfloat16", "float8_e4m3"), or a numpy dtype.
     InvalidArgumentError for anything else (ml_dtypes.float8_e4m3fn, max 448, is not Trainium's
@@ -139,17 +158,18 @@ def dtype_name(dtype):
     return name
 
 
-def numpy_dtype(dtype):
+def numpy_dtype(dtype: DTypeLike) -> numpy.dtype[Any]:
     """The numpy dtype that holds a vtrn dtype (ml_dtypes.bfloat16 for "bf16", ...)."""
     name = _NUMPY_NAMES[dtype_name(dtype)]
     if name in ("bfloat16", "float8_e4m3", "float8_e5m2"):
         if ml_dtypes is None:
             raise ImportError(f"numpy arrays of {dtype_name(dtype)} need the ml_dtypes package (pip install ml_dtypes)")
-        return numpy.dtype(getattr(ml_dtypes, name))
+        narrow: numpy.dtype[Any] = numpy.dtype(getattr(ml_dtypes, name))
+        return narrow
     return numpy.dtype(name)
 
 
-def _size(value, what):
+def _size(value: int, what: str) -> int:
     value = operator.index(value)
     if value < 0:
         raise ValueError(f"{what} {value} is negative")
@@ -169,7 +189,8 @@ class AccessPattern:
     constructor takes any combination, for patterns the helpers do not make; the library
     validates them at load."""
 
-    def __init__(self, space, dtype, shape, strides=None, offset=0, start_partition=0, parameter=0, name=None):
+    def __init__(self, space: str, dtype: DTypeLike, shape: Iterable[int], strides: Iterable[int | None] | None = None,
+                 offset: int = 0, start_partition: int = 0, parameter: int = 0, name: str | None = None) -> None:
         if space not in MEMORY_SPACES:
             raise InvalidArgumentError(f"space {space!r} is not one of {', '.join(MEMORY_SPACES)}")
         self.space = space
@@ -178,13 +199,16 @@ class AccessPattern:
         if not self.shape:
             raise ValueError("an access pattern has at least one axis")
         if strides is None:  # contiguous, C order
-            strides, step = [], 1
+            contiguous: list[int | None] = []
+            step = 1
             for size in reversed(self.shape[1:] if space != "hbm" else self.shape):
-                strides.insert(0, step)
+                contiguous.insert(0, step)
                 step *= size
             if space != "hbm":
-                strides.insert(0, None)
-        self.strides = tuple(strides)
+                contiguous.insert(0, None)
+            strides = contiguous
+        # In elements; the partition axis of SBUF and PSUM has None.
+        self.strides: tuple[int | None, ...] = tuple(strides)
         if len(self.strides) != len(self.shape):
             raise ValueError(f"shape {self.shape} and strides {self.strides} differ in length")
         self.offset = operator.index(offset)
@@ -193,25 +217,27 @@ class AccessPattern:
         self.name = name  # the parameter's name, or None: for repr
 
     @property
-    def itemsize(self):
+    def itemsize(self) -> int:
+        """Bytes per element of ``dtype``."""
         return DTYPE_SIZES[self.dtype]
 
     @property
-    def partitions(self):
+    def partitions(self) -> int:
         """The partitions an instruction sees: the first axis (HBM: 1 for a one-axis view)."""
         return self.shape[0] if len(self.shape) > 1 or self.space != "hbm" else 1
 
     @property
-    def free_shape(self):
+    def free_shape(self) -> tuple[int, ...]:
         """The free axes, in numpy order."""
         return self.shape[1:] if len(self.shape) > 1 or self.space != "hbm" else self.shape
 
-    def _replace(self, shape, strides, offset=None, start_partition=None):
+    def _replace(self, shape: Iterable[int], strides: Iterable[int | None], offset: int | None = None,
+                 start_partition: int | None = None) -> AccessPattern:
         return AccessPattern(self.space, self.dtype, shape, strides, self.offset if offset is None else offset,
                              self.start_partition if start_partition is None else start_partition, self.parameter,
                              self.name)
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: Any) -> AccessPattern:
         """A view: integers pick one index (an HBM axis disappears; an SBUF/PSUM partition axis
         keeps one partition), slices may step (free axes and HBM axes only) and reverse."""
         key = key if isinstance(key, tuple) else (key,)
@@ -223,7 +249,8 @@ class AccessPattern:
         if len(key) > len(self.shape):
             raise IndexError(f"too many indices: the view has {len(self.shape)} axes, {len(key)} given")
         key = key + (slice(None),) * (len(self.shape) - len(key))
-        shape, strides = [], []
+        shape: list[int] = []
+        strides: list[int | None] = []
         offset, start = self.offset, self.start_partition
         for axis, (item, size, stride) in enumerate(zip(key, self.shape, self.strides)):
             partition_axis = axis == 0 and self.space != "hbm"
@@ -235,9 +262,9 @@ class AccessPattern:
                         raise IndexError(f"the partition axis of {self.space.upper()} takes slices of step 1, not {step}")
                     start += first
                 else:
-                    offset += first * stride * self.itemsize
+                    offset += first * _stride(stride) * self.itemsize
                 shape.append(count)
-                strides.append(None if partition_axis else stride * step)
+                strides.append(None if partition_axis else _stride(stride) * step)
                 continue
             try:
                 index = operator.index(item)
@@ -251,49 +278,50 @@ class AccessPattern:
                 shape.append(1)
                 strides.append(None)
             else:
-                offset += index * stride * self.itemsize
+                offset += index * _stride(stride) * self.itemsize
         if not shape:  # every axis of an HBM view indexed: one element
             shape, strides = [1], [1]
         return self._replace(shape, strides, offset, start)
 
     @property
-    def T(self):
+    def T(self) -> AccessPattern:
         """The axes reversed (HBM only): a transposed, strided read or write for DMA_COPY."""
         if self.space != "hbm":
             raise ValueError(f"an {self.space.upper()} tile's partition axis cannot trade places with a free axis in an "
                              "access pattern; use Program.transpose (the PE) to transpose a tile")
         return self._replace(self.shape[::-1], self.strides[::-1])
 
-    def broadcast_to(self, shape):
+    def broadcast_to(self, shape: Iterable[int]) -> AccessPattern:
         """The view repeated along new leading axes or axes of size 1, with stride 0 (numpy's
         rules). SBUF and PSUM views cannot broadcast their partition axis."""
-        shape = tuple(_size(size, "size") for size in shape)
-        if len(shape) < len(self.shape):
-            raise ValueError(f"cannot broadcast shape {self.shape} to the shorter {shape}")
-        extra = len(shape) - len(self.shape)
+        target = tuple(_size(size, "size") for size in shape)
+        if len(target) < len(self.shape):
+            raise ValueError(f"cannot broadcast shape {self.shape} to the shorter {target}")
+        extra = len(target) - len(self.shape)
         old_shape = (1,) * extra + self.shape
-        old_strides = (0,) * extra + self.strides
-        strides = []
-        for axis, (new, old, stride) in enumerate(zip(shape, old_shape, old_strides)):
+        old_strides: tuple[int | None, ...] = (0,) * extra + self.strides
+        strides: list[int | None] = []
+        for axis, (new, old, stride) in enumerate(zip(target, old_shape, old_strides)):
             if new != old and old != 1:
-                raise ValueError(f"cannot broadcast shape {self.shape} to {shape}")
+                raise ValueError(f"cannot broadcast shape {self.shape} to {target}")
             if axis == 0 and self.space != "hbm":
                 if new != old or extra:
                     raise ValueError(f"an {self.space.upper()} view cannot broadcast its partition axis")
                 strides.append(None)
             else:
                 strides.append(0 if new != old else stride)
-        return self._replace(shape, strides)
+        return self._replace(target, strides)
 
-    def free_axes(self):
+    def free_axes(self) -> list[tuple[int, int]]:
         """(size, stride) of each free axis as vtrn_access_t counts them: the fastest first, and
         one axis of size 1 when the view has none left."""
         count = len(self.free_shape)
         if count == 0:
             return [(1, 1)]
-        return list(zip(reversed(self.shape[-count:]), reversed(self.strides[-count:])))
+        return [(size, _stride(stride)) for size, stride in zip(reversed(self.shape[-count:]),
+                                                                  reversed(self.strides[-count:]))]
 
-    def struct(self):
+    def struct(self) -> AccessStruct:
         """The vtrn_access_t of this view."""
         axes = self.free_axes()
         if len(axes) > 4:
@@ -313,7 +341,7 @@ class AccessPattern:
             access.partition_stride = self.strides[0]
         return access
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if self.space == "hbm":
             where = f"HBM {self.name or f'parameter {self.parameter}'}"
         else:
@@ -322,14 +350,20 @@ class AccessPattern:
                 f"strides={self.strides}>")
 
 
-def _operand(value, what):
+def _stride(stride: int | None) -> int:
+    """A free axis's stride (only the partition axis of SBUF and PSUM has None)."""
+    assert stride is not None, "a free axis has a stride"
+    return stride
+
+
+def _operand(value: AccessPattern | None, what: str) -> AccessStruct:
     if not isinstance(value, AccessPattern):
         raise TypeError(f"{what} is a {type(value).__name__}; an operand is an AccessPattern (a tile, a parameter "
                         "or a view of one)")
     return value.struct()
 
 
-def _scalar(value, what, integers=False):
+def _scalar(value: ScalarValue, what: str, integers: bool = False) -> ScalarStruct:
     """A vtrn_scalar_t: a number, or a [P,1] AccessPattern. With ``integers``, a Python or numpy
     integer becomes an exact int32 immediate (VTRN_SCALAR_INT32): -2^31 to 2^32 - 1, taken as 32
     bits (0xffffffff is -1); otherwise every number is passed as fp32."""
@@ -338,14 +372,14 @@ def _scalar(value, what, integers=False):
     if isinstance(value, bool) or not isinstance(value, (int, float, numpy.integer, numpy.floating)):
         raise TypeError(f"{what} is a {type(value).__name__}; it is a number or a [P,1] AccessPattern")
     if integers and isinstance(value, (int, numpy.integer)):
-        value = int(value)
-        if not -(1 << 31) <= value < (1 << 32):
-            raise ValueError(f"{what} {value} is out of range: an integer immediate is 32 bits (-2^31 to 2^32 - 1)")
-        return ScalarStruct.int32(value - (1 << 32) if value >= (1 << 31) else value)
+        number = int(value)
+        if not -(1 << 31) <= number < (1 << 32):
+            raise ValueError(f"{what} {number} is out of range: an integer immediate is 32 bits (-2^31 to 2^32 - 1)")
+        return ScalarStruct.int32(number - (1 << 32) if number >= (1 << 31) else number)
     return ScalarStruct(is_tile=SCALAR_KINDS["immediate"], value=float(value))
 
 
-def _semaphore_pair(pair, what):
+def _semaphore_pair(pair: tuple[int, int], what: str) -> tuple[int, int]:
     try:
         semaphore, value = pair
     except (TypeError, ValueError):
@@ -356,7 +390,7 @@ def _semaphore_pair(pair, what):
     return semaphore, unsigned(value, "uint32_t", f"{what}: value")
 
 
-def _sync(wait, signal, signal_set):
+def _sync(wait: Sync, signal: Sync, signal_set: Sync) -> ctypes._CArgObject | None:
     """A pointer to a vtrn_sync_t, or None for no semaphore work."""
     if wait is None and signal is None and signal_set is None:
         return None
@@ -367,7 +401,9 @@ def _sync(wait, signal, signal_set):
         sync.wait_semaphore, sync.wait_value = _semaphore_pair(wait, "wait")
     if signal is not None or signal_set is not None:
         what = "signal" if signal is not None else "signal_set"
-        sync.signal_semaphore, sync.signal_value = _semaphore_pair(signal if signal is not None else signal_set, what)
+        pair = signal if signal is not None else signal_set
+        assert pair is not None
+        sync.signal_semaphore, sync.signal_value = _semaphore_pair(pair, what)
         sync.signal_op = SEMAPHORE_OPS["add" if signal is not None else "set"]
     return byref(sync)
 
@@ -380,57 +416,60 @@ class Parameter:
 
     name: str
     index: int
-    shape: tuple
+    shape: tuple[int, ...]
     dtype: str  # a vtrn dtype name, "fp32", "bf16", ...
     bytes: int
 
 
-class Program(_Resource):
+class Program(_Resource[ProgramHandle]):
     """A program being built (vtrn_program_t), from ``Runtime.program()``. Instruction methods
     append one instruction each; see the module's documentation for operands and semaphores.
     Not to be built from several threads at once."""
 
     _destroy = "vtrn_program_destroy"
 
-    def __init__(self, runtime):
+    def __init__(self, runtime: Runtime) -> None:
         handle = ProgramHandle()
         check(lib.vtrn_program_create(runtime.handle, byref(handle)))
         super().__init__(runtime, handle)
-        self.parameters = {}  # name -> Parameter, in declaration order
+        self.parameters: dict[str, Parameter] = {}  # name -> Parameter, in declaration order
         self._next = {"sbuf": 0, "psum": 0}  # the bump allocators: next free byte of every partition
         self._closed = False
 
     # -- data --
 
-    def parameter(self, name, shape, dtype="float32"):
+    def parameter(self, name: str, shape: int | Iterable[int], dtype: DTypeLike = "float32") -> AccessPattern:
         """Declares kernel parameter ``name`` (1-63 bytes, unique), a C-ordered HBM tensor of
         ``shape`` and ``dtype``; returns it as an AccessPattern."""
         if not isinstance(name, str):
             raise TypeError(f"the parameter name is a {type(name).__name__}, not a str")
-        shape = (_size(shape, "size"),) if numpy.ndim(shape) == 0 else tuple(_size(size, "size") for size in shape)
-        dtype = dtype_name(dtype)
-        size = math.prod(shape) * DTYPE_SIZES[dtype]
+        sizes = tuple(_size(size, "size") for size in shape) if isinstance(shape, Iterable) else (_size(shape, "size"),)
+        element = dtype_name(dtype)
+        size = math.prod(sizes) * DTYPE_SIZES[element]
         index = ctypes.c_uint32()
         check(lib.vtrn_program_add_parameter(self._handle, name.encode(), unsigned(size, "uint64_t", "bytes"),
                                              byref(index)))
-        self.parameters[name] = Parameter(name, index.value, shape, dtype, size)
-        return AccessPattern("hbm", dtype, shape, parameter=index.value, name=name)
+        self.parameters[name] = Parameter(name, index.value, sizes, element, size)
+        return AccessPattern("hbm", element, sizes, parameter=index.value, name=name)
 
-    def sbuf(self, shape, dtype="float32", partition=0, offset=None):
+    def sbuf(self, shape: Iterable[int], dtype: DTypeLike = "float32", partition: int = 0,
+             offset: int | None = None) -> AccessPattern:
         """A tile of SBUF: ``shape`` is (partitions, free...), from partition ``partition``, at byte
         ``offset`` of each partition (None: the next free one)."""
         return self._tile("sbuf", shape, dtype, partition, offset)
 
-    def psum(self, shape, dtype="float32", partition=0, offset=None):
+    def psum(self, shape: Iterable[int], dtype: DTypeLike = "float32", partition: int = 0,
+             offset: int | None = None) -> AccessPattern:
         """A tile of PSUM, as ``sbuf``; placed inside one 2 KiB bank when it fits one."""
         return self._tile("psum", shape, dtype, partition, offset)
 
-    def _tile(self, space, shape, dtype, partition, offset):
-        shape = tuple(_size(size, "size") for size in shape)
-        if len(shape) < 2:
-            raise ValueError(f"a tile's shape is (partitions, free...), at least 2 axes; {shape} given")
-        dtype = dtype_name(dtype)
-        size = math.prod(shape[1:]) * DTYPE_SIZES[dtype]
+    def _tile(self, space: str, shape: Iterable[int], dtype: DTypeLike, partition: int,
+              offset: int | None) -> AccessPattern:
+        sizes = tuple(_size(size, "size") for size in shape)
+        if len(sizes) < 2:
+            raise ValueError(f"a tile's shape is (partitions, free...), at least 2 axes; {sizes} given")
+        element = dtype_name(dtype)
+        size = math.prod(sizes[1:]) * DTYPE_SIZES[element]
         if offset is None:
             offset = -(-self._next[space] // TILE_ALIGNMENT) * TILE_ALIGNMENT
             if space == "psum":
@@ -439,18 +478,20 @@ class Program(_Resource):
                     offset = -(-offset // PSUM_BANK_BYTES) * PSUM_BANK_BYTES
         offset = _size(offset, "offset")
         self._next[space] = max(self._next[space], offset + size)
-        return AccessPattern(space, dtype, shape, offset=offset, start_partition=_size(partition, "partition"))
+        return AccessPattern(space, element, sizes, offset=offset, start_partition=_size(partition, "partition"))
 
     @property
-    def instruction_count(self):
+    def instruction_count(self) -> int:
+        """The instructions appended so far."""
         count = ctypes.c_uint32()
         check(lib.vtrn_program_instruction_count(self._handle, byref(count)))
         return count.value
 
     # -- instructions --
 
-    def dma_copy(self, dst, src, *, dst_rmw_op=None, src_index=None, dst_index=None, oob_mode="error", wait=None,
-                 signal=None, signal_set=None):
+    def dma_copy(self, dst: AccessPattern, src: AccessPattern, *, dst_rmw_op: EnumValue | None = None,
+                 src_index: AccessPattern | None = None, dst_index: AccessPattern | None = None,
+                 oob_mode: EnumValue = "error", wait: Sync = None, signal: Sync = None, signal_set: Sync = None) -> None:
         """DMA_COPY (DMA): dst = src element by element in flat (partition-major) order (HBM<->SBUF,
         SBUF<->SBUF, HBM<->HBM, whose rows are not limited to 128); a dtype change goes through
         fp32. ``dst_rmw_op="add"`` (NKI's dst_rmw_op) accumulates instead: dst = dst + src, through
@@ -478,125 +519,136 @@ class Program(_Resource):
         check(lib.vtrn_program_dma_copy_ex(self._handle, _operand(dst, "dst"), _operand(src, "src"), byref(options),
                                            _sync(wait, signal, signal_set)))
 
-    def matmul(self, dst, stationary, moving, accumulate=False, *, wait=None, signal=None, signal_set=None):
+    def matmul(self, dst: AccessPattern, stationary: AccessPattern, moving: AccessPattern, accumulate: bool = False, *,
+               wait: Sync = None, signal: Sync = None, signal_set: Sync = None) -> None:
         """MATMUL (PE): dst[M,N] (fp32 PSUM) = (accumulate ? dst : 0) + stationary[K,M]^T . moving[K,N]."""
         check(lib.vtrn_program_matmul(self._handle, _operand(dst, "dst"), _operand(stationary, "stationary"),
                                       _operand(moving, "moving"), 1 if accumulate else 0,
                                       _sync(wait, signal, signal_set)))
 
-    def transpose(self, dst, src, engine="pe", *, wait=None, signal=None, signal_set=None):
+    def transpose(self, dst: AccessPattern, src: AccessPattern, engine: EnumValue = "pe", *, wait: Sync = None,
+                  signal: Sync = None, signal_set: Sync = None) -> None:
         """TRANSPOSE: dst[F,P] = src[P,F], bit exact. On the PE (``engine="pe"``) up to 128 x 128,
         src in SBUF, dst in PSUM; on DVE (``engine="dve"``) up to 32 x 32, SBUF or PSUM either side."""
         check(lib.vtrn_program_transpose_on(self._handle, _enum_value(engine, ENGINE_FLAGS, "engine"),
                                             _operand(dst, "dst"), _operand(src, "src"), _sync(wait, signal, signal_set)))
 
-    def activate(self, dst, function, src, scale=1.0, bias=None, accumulate_out=None, *, wait=None, signal=None,
-                 signal_set=None):
+    def activate(self, dst: AccessPattern, function: EnumValue, src: AccessPattern, scale: ScalarValue = 1.0,
+                 bias: AccessPattern | None = None, accumulate_out: AccessPattern | None = None, *, wait: Sync = None,
+                 signal: Sync = None, signal_set: Sync = None) -> None:
         """ACTIVATE (ACT): dst = function(src * scale + bias); ``scale`` a number or a [P,1] tile,
         ``bias`` a [P,1] tile or None, ``accumulate_out`` a [P,1] tile that receives each
         partition's sum of the results, or None."""
-        function = _enum_value(function, ACTIVATIONS, "activation", ACTIVATION_ALIASES)
-        scale = _scalar(scale, "scale")
-        bias = None if bias is None else byref(_operand(bias, "bias"))
-        accumulate_out = None if accumulate_out is None else byref(_operand(accumulate_out, "accumulate_out"))
-        check(lib.vtrn_program_activate(self._handle, _operand(dst, "dst"), function, _operand(src, "src"), byref(scale),
-                                        bias, accumulate_out, _sync(wait, signal, signal_set)))
+        code = _enum_value(function, ACTIVATIONS, "activation", ACTIVATION_ALIASES)
+        scale_struct = _scalar(scale, "scale")
+        bias_ref = None if bias is None else byref(_operand(bias, "bias"))
+        accumulate_ref = None if accumulate_out is None else byref(_operand(accumulate_out, "accumulate_out"))
+        check(lib.vtrn_program_activate(self._handle, _operand(dst, "dst"), code, _operand(src, "src"), byref(scale_struct),
+                                        bias_ref, accumulate_ref, _sync(wait, signal, signal_set)))
 
-    def tensor_tensor(self, dst, a, b, op, *, wait=None, signal=None, signal_set=None):
+    def tensor_tensor(self, dst: AccessPattern, a: AccessPattern, b: AccessPattern, op: EnumValue, *, wait: Sync = None,
+                      signal: Sync = None, signal_set: Sync = None) -> None:
         """TENSOR_TENSOR (DVE): dst = a op b, element by element."""
-        op = _enum_value(op, ALU_OPS, "ALU op", ALU_ALIASES)
-        check(lib.vtrn_program_tensor_tensor(self._handle, _operand(dst, "dst"), _operand(a, "a"), _operand(b, "b"), op,
+        code = _enum_value(op, ALU_OPS, "ALU op", ALU_ALIASES)
+        check(lib.vtrn_program_tensor_tensor(self._handle, _operand(dst, "dst"), _operand(a, "a"), _operand(b, "b"), code,
                                              _sync(wait, signal, signal_set)))
 
-    def tensor_scalar(self, dst, src, op0, x0, op1=None, x1=None, reverse=0, engine="dve", *, wait=None, signal=None,
-                      signal_set=None):
+    def tensor_scalar(self, dst: AccessPattern, src: AccessPattern, op0: EnumValue, x0: ScalarValue,
+                      op1: EnumValue | None = None, x1: ScalarValue | None = None, reverse: int = 0,
+                      engine: EnumValue = "dve", *, wait: Sync = None, signal: Sync = None,
+                      signal_set: Sync = None) -> None:
         """TENSOR_SCALAR (DVE, ACT or POOL): dst = (src op0 x0) op1 x1; x a number or a [P,1]
         tile; op1 None skips the second stage. Bit 0 of ``reverse`` makes the first stage
         x0 op0 src, bit 1 the second x1 op1 (...). An integer x is an exact 32-bit immediate
         (what the bitvec ops need; arithmetic ops see its nearest fp32), a float x an fp32 one."""
-        engine = _enum_value(engine, ENGINE_FLAGS, "engine")
-        op0 = _enum_value(op0, ALU_OPS, "ALU op", ALU_ALIASES)
-        op1 = ALU_OPS["bypass"] if op1 is None else _enum_value(op1, ALU_OPS, "ALU op", ALU_ALIASES)
-        x0 = _scalar(x0, "x0", integers=True)
-        x1 = None if x1 is None else byref(_scalar(x1, "x1", integers=True))
-        check(lib.vtrn_program_tensor_scalar(self._handle, engine, _operand(dst, "dst"), _operand(src, "src"), op0,
-                                             byref(x0), op1, x1, unsigned(reverse, "uint32_t", "reverse"),
-                                             _sync(wait, signal, signal_set)))
+        engine_code = _enum_value(engine, ENGINE_FLAGS, "engine")
+        op0_code = _enum_value(op0, ALU_OPS, "ALU op", ALU_ALIASES)
+        op1_code = ALU_OPS["bypass"] if op1 is None else _enum_value(op1, ALU_OPS, "ALU op", ALU_ALIASES)
+        x0_struct = _scalar(x0, "x0", integers=True)
+        x1_ref = None if x1 is None else byref(_scalar(x1, "x1", integers=True))
+        check(lib.vtrn_program_tensor_scalar(self._handle, engine_code, _operand(dst, "dst"), _operand(src, "src"),
+                                             op0_code, byref(x0_struct), op1_code, x1_ref,
+                                             unsigned(reverse, "uint32_t", "reverse"), _sync(wait, signal, signal_set)))
 
-    def tensor_reduce(self, dst, src, op, negate=False, *, wait=None, signal=None, signal_set=None):
+    def tensor_reduce(self, dst: AccessPattern, src: AccessPattern, op: EnumValue, negate: bool = False, *,
+                      wait: Sync = None, signal: Sync = None, signal_set: Sync = None) -> None:
         """TENSOR_REDUCE (DVE): op over each partition's elements, negated when ``negate``
         (arithmetic ops only). dst is [P,1], or keeps leading axes: with src's free elements in
         the order of its shape (the last axis fastest), dst's k elements per partition each
         reduce one of k consecutive groups, so ``dst`` of shape (P, A) reduces the last axis of
         a (P, A, B) src; reduce other axes by passing a view that puts them last. op: add, max,
         min, multiply, logical_and/or/xor, or bitwise_and/or/xor (integer tiles)."""
-        op = _enum_value(op, ALU_OPS, "ALU op", ALU_ALIASES)
-        check(lib.vtrn_program_tensor_reduce(self._handle, _operand(dst, "dst"), _operand(src, "src"), op,
+        code = _enum_value(op, ALU_OPS, "ALU op", ALU_ALIASES)
+        check(lib.vtrn_program_tensor_reduce(self._handle, _operand(dst, "dst"), _operand(src, "src"), code,
                                              1 if negate else 0, _sync(wait, signal, signal_set)))
 
-    def tensor_copy(self, dst, src, engine="dve", *, wait=None, signal=None, signal_set=None):
+    def tensor_copy(self, dst: AccessPattern, src: AccessPattern, engine: EnumValue = "dve", *, wait: Sync = None,
+                    signal: Sync = None, signal_set: Sync = None) -> None:
         """TENSOR_COPY (DVE, ACT or POOL): dst = src; bit exact when the dtypes match."""
-        engine = _enum_value(engine, ENGINE_FLAGS, "engine")
-        check(lib.vtrn_program_tensor_copy(self._handle, engine, _operand(dst, "dst"), _operand(src, "src"),
+        code = _enum_value(engine, ENGINE_FLAGS, "engine")
+        check(lib.vtrn_program_tensor_copy(self._handle, code, _operand(dst, "dst"), _operand(src, "src"),
                                            _sync(wait, signal, signal_set)))
 
-    def memset(self, dst, value, engine="dve", *, wait=None, signal=None, signal_set=None):
+    def memset(self, dst: AccessPattern, value: float, engine: EnumValue = "dve", *, wait: Sync = None,
+               signal: Sync = None, signal_set: Sync = None) -> None:
         """MEMSET (DVE or POOL): every element of dst = value (rounded to dst's dtype)."""
-        engine = _enum_value(engine, ENGINE_FLAGS, "engine")
-        check(lib.vtrn_program_memset(self._handle, engine, _operand(dst, "dst"), float(value),
+        code = _enum_value(engine, ENGINE_FLAGS, "engine")
+        check(lib.vtrn_program_memset(self._handle, code, _operand(dst, "dst"), float(value),
                                       _sync(wait, signal, signal_set)))
 
-    def iota(self, dst, steps, offset=0, channel_multiplier=0, *, wait=None, signal=None, signal_set=None):
+    def iota(self, dst: AccessPattern, steps: Iterable[int], offset: int = 0, channel_multiplier: int = 0, *,
+             wait: Sync = None, signal: Sync = None, signal_set: Sync = None) -> None:
         """IOTA (POOL): dst[p, i...] = offset + p * channel_multiplier + sum(steps[d] * i_d) in
         int32; ``steps`` has one value per free axis of dst, in the order of its shape."""
         access = _operand(dst, "dst")
         check(lib.vtrn_program_iota(self._handle, access, self._steps(steps, dst, "iota"), _int32(offset, "offset"),
                                     _int32(channel_multiplier, "channel_multiplier"), _sync(wait, signal, signal_set)))
 
-    def affine_select(self, dst, steps, offset, channel_multiplier, cmp, on_true, on_false, *, wait=None, signal=None,
-                      signal_set=None):
+    def affine_select(self, dst: AccessPattern, steps: Iterable[int], offset: int, channel_multiplier: int,
+                      cmp: EnumValue, on_true: AccessPattern, on_false: float, *, wait: Sync = None,
+                      signal: Sync = None, signal_set: Sync = None) -> None:
         """AFFINE_SELECT (POOL): with v = offset + p * channel_multiplier + sum(steps[d] * i_d),
         dst = on_true where (v cmp 0), else the number ``on_false`` (causal masks)."""
         access = _operand(dst, "dst")
-        cmp = _enum_value(cmp, ALU_OPS, "ALU op", ALU_ALIASES)
+        code = _enum_value(cmp, ALU_OPS, "ALU op", ALU_ALIASES)
         check(lib.vtrn_program_affine_select(self._handle, access, self._steps(steps, dst, "affine_select"),
                                              _int32(offset, "offset"), _int32(channel_multiplier, "channel_multiplier"),
-                                             cmp, _operand(on_true, "on_true"), float(on_false),
+                                             code, _operand(on_true, "on_true"), float(on_false),
                                              _sync(wait, signal, signal_set)))
 
-    def sem_signal(self, engine, semaphore, value, op="add"):
+    def sem_signal(self, engine: EnumValue, semaphore: int, value: int, op: EnumValue = "add") -> None:
         """SEM_SIGNAL (any engine): semaphore += value ("add") or = value ("set"), in the engine's order."""
         check(lib.vtrn_program_sem_signal(self._handle, _enum_value(engine, ENGINE_FLAGS, "engine"),
                                           unsigned(semaphore, "uint32_t", "semaphore"),
                                           _enum_value(op, SEMAPHORE_OPS, "semaphore op"),
                                           unsigned(value, "uint32_t", "value")))
 
-    def sem_wait(self, engine, semaphore, value):
+    def sem_wait(self, engine: EnumValue, semaphore: int, value: int) -> None:
         """SEM_WAIT (any engine): the engine's stream waits until the semaphore is at least ``value``."""
         check(lib.vtrn_program_sem_wait(self._handle, _enum_value(engine, ENGINE_FLAGS, "engine"),
                                         unsigned(semaphore, "uint32_t", "semaphore"), unsigned(value, "uint32_t", "value")))
 
     @staticmethod
-    def _steps(steps, dst, what):
+    def _steps(steps: Iterable[int], dst: AccessPattern, what: str) -> ctypes.Array[ctypes.c_int32]:
         # The library reads one step per free dimension of dst, so the count is Python's to check.
-        steps = [_int32(step, "step") for step in steps]
+        values = [_int32(step, "step") for step in steps]
         dimensions = len(dst.free_axes())
-        if len(steps) != dimensions:
-            raise InvalidArgumentError(f"{what}: steps has {len(steps)} values but dst has {dimensions} free "
+        if len(values) != dimensions:
+            raise InvalidArgumentError(f"{what}: steps has {len(values)} values but dst has {dimensions} free "
                                        f"dimensions (shape {dst.shape})")
-        return (ctypes.c_int32 * len(steps))(*reversed(steps))
+        return (ctypes.c_int32 * len(values))(*reversed(values))
 
 
 
 # -- kernels and executions ----------------------------------------------------------------------
 
-class Kernel(_Resource):
+class Kernel(_Resource[KernelHandle]):
     """A program validated and loaded on one core (vtrn_kernel_t), from ``Device.load``.
     ``close()`` (or ``unload()``) unloads it after its queued executions finish."""
 
     _destroy = "vtrn_kernel_unload"
 
-    def __init__(self, device, core, program):
+    def __init__(self, device: Device, core: int, program: Program) -> None:
         handle = KernelHandle()
         check(lib.vtrn_kernel_load(device.handle, unsigned(core, "uint32_t", "core"), program.handle, byref(handle)))
         super().__init__(device.runtime, handle)
@@ -605,15 +657,17 @@ class Kernel(_Resource):
         self.parameters = dict(program.parameters)  # the program may be destroyed now
         self._closed = False
 
-    def unload(self):
+    def unload(self) -> None:
         """The same as close()."""
         self.close()
 
-    def execute(self, **bindings):
+    def execute(self, **bindings: Binding) -> Fence:
         """Queues one execution with every parameter bound (see the module's documentation for
         what a binding may be) and returns its Fence at once."""
         structs = (BindingStruct * max(1, len(bindings)))()
-        names, memories, owned = [], {}, []
+        names: list[bytes] = []
+        memories: dict[str, tuple[DeviceMemory, int]] = {}
+        owned: list[DeviceMemory] = []
         try:
             for index, (name, value) in enumerate(bindings.items()):
                 memory, offset = self._memory(name, value, owned)
@@ -628,13 +682,13 @@ class Kernel(_Resource):
             raise
         return Fence(self, handle, memories, owned)
 
-    def _memory(self, name, value, owned):
+    def _memory(self, name: str, value: Binding, owned: list[DeviceMemory]) -> tuple[DeviceMemory, int]:
         """(DeviceMemory, offset) for one binding; memory this call allocates goes into ``owned``."""
         parameter = self.parameters.get(name)
         if isinstance(value, DeviceMemory):
             return value, 0
         if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], DeviceMemory):
-            return value
+            return value[0], value[1]
         if value is None:
             # A name the kernel lacks gets a byte, so that the library names the problem.
             owned.append(self.device.allocate(parameter.bytes if parameter else 1))
@@ -660,24 +714,25 @@ class ExecutionInfo:
     queued_ns: int  # host time from execute to start
     device_ns: int  # estimated device time: the latest engine's end
     device_cycles: int  # device_ns in cycles of the PE clock
-    instructions: dict  # executed per engine: {"pe": ..., "act": ..., "dve": ..., "pool": ..., "dma": ...}
-    engine_busy_ns: dict  # estimated busy time per engine, the same keys
+    instructions: dict[str, int]  # executed per engine: {"pe": ..., "act": ..., "dve": ..., "pool": ..., "dma": ...}
+    engine_busy_ns: dict[str, int]  # estimated busy time per engine, the same keys
 
 
-class Fence(_Resource):
+class Fence(_Resource[FenceHandle]):
     """One execution of a kernel (vtrn_fence_t), from ``Kernel.execute``. Closing it releases the
     handle and frees the memory ``execute`` allocated; the execution goes on if it runs."""
 
     _destroy = "vtrn_fence_destroy"
 
-    def __init__(self, kernel, handle, memories, owned):
+    def __init__(self, kernel: Kernel, handle: FenceHandle, memories: dict[str, tuple[DeviceMemory, int]],
+                 owned: list[DeviceMemory]) -> None:
         super().__init__(kernel.runtime, handle)
         self.kernel = kernel
         self._memories = memories  # name -> (DeviceMemory, offset)
         self._owned = owned
         self._closed = False
 
-    def wait(self, timeout_ns=None):
+    def wait(self, timeout_ns: int | None = None) -> bool:
         """Waits for the execution: True once it succeeded; False when ``timeout_ns`` is 0 and it
         has not finished (a poll). Raises its failure (DeadlockError, DeviceTimeoutError,
         OutOfBoundsError...), or DeviceTimeoutError when a finite wait runs out. None waits forever."""
@@ -685,14 +740,14 @@ class Fence(_Resource):
         return check(lib.vtrn_fence_wait(self._handle, timeout)) == Status.SUCCESS
 
     @property
-    def status(self):
+    def status(self) -> Status:
         """The execution's status now: Status.NOT_READY while queued or running."""
         status = ctypes.c_uint32()
         check(lib.vtrn_fence_status(self._handle, byref(status)))
         return Status(status.value)
 
     @property
-    def info(self):
+    def info(self) -> ExecutionInfo:
         """An ExecutionInfo."""
         raw = ExecutionInfoStruct.init()
         check(lib.vtrn_fence_get_info(self._handle, byref(raw)))
@@ -701,11 +756,11 @@ class Fence(_Resource):
                              instructions=dict(zip(ENGINE_ORDER, raw.instructions)),
                              engine_busy_ns=dict(zip(ENGINE_ORDER, raw.engine_busy_ns)))
 
-    def memory(self, name):
+    def memory(self, name: str) -> tuple[DeviceMemory, int]:
         """The (DeviceMemory, offset) bound to parameter ``name``."""
         return self._memories[name]
 
-    def result(self, name):
+    def result(self, name: str) -> NDArray[Any]:
         """Waits for the execution (raising its failure), then reads parameter ``name`` from its
         memory as a numpy array of the parameter's shape and dtype."""
         parameter = self.kernel.parameters[name]
@@ -713,7 +768,7 @@ class Fence(_Resource):
         self.wait()
         return self.kernel.device.from_device(memory, numpy_dtype(parameter.dtype), parameter.shape, offset)
 
-    def _released(self):
+    def _released(self) -> None:
         owned, self._owned = self._owned, []
         for memory in owned:
             memory.free()

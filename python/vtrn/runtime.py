@@ -14,8 +14,10 @@ library's message.
 import ctypes
 import weakref
 from dataclasses import dataclass
+from typing import Any
 
 import numpy
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from ._library import (
     DEVICE_RESET_FLAGS,
@@ -39,6 +41,7 @@ from ._library import (
 )
 from ._lifecycle import Closable
 from .errors import check
+from . import _library
 from . import kernel as _kernel
 from . import memory as _memory
 
@@ -50,10 +53,15 @@ ARCHITECTURES = {1: "trn1", 2: "trn2"}
 ENGINES = {bit: name for name, bit in ENGINE_FLAGS.items() if name != "dma"}
 
 
-def version():
-    """The loaded library's version as (major, minor, patch)."""
-    packed = lib.vtrn_version()
+def version() -> tuple[int, int, int]:
+    """The loaded library's version as (major, minor, patch) (``vtrn.__version__`` is the package's)."""
+    packed: int = lib.vtrn_version()
     return packed >> 16, (packed >> 8) & 0xFF, packed & 0xFF
+
+
+def library_path() -> str:
+    """The path of the libvtrn.so this package loaded (``vtrn._library`` says where it looks)."""
+    return _library.path
 
 
 @dataclass(frozen=True)
@@ -74,18 +82,18 @@ class HandleCounts:
     orphaned_host_bytes: int
 
 
-def handle_counts():
+def handle_counts() -> "HandleCounts":
     """vtrn_get_handle_counts: a snapshot of the process's live handles per kind."""
     raw = HandleCountsStruct.init()
     check(lib.vtrn_get_handle_counts(ctypes.byref(raw)))
-    return HandleCounts(**{name: getattr(raw, name) for name, _ in HandleCountsStruct._fields_ if name != "struct_size"})
+    return HandleCounts(**{field[0]: getattr(raw, field[0]) for field in HandleCountsStruct._fields_ if field[0] != "struct_size"})
 
 
-def _text(raw):
+def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
-def _uint32(value, what):
+def _uint32(value: int, what: str) -> int:
     # ctypes wraps out-of-range integers silently (-1 would become device 4294967295, 2**32 device 0).
     return unsigned(value, "uint32_t", what)
 
@@ -135,7 +143,7 @@ class CoreInfo:
     index: int
     global_index: int
     visible: bool
-    engines: frozenset  # of "pe", "act", "dve", "pool"
+    engines: frozenset[str]  # of "pe", "act", "dve", "pool"
     sbuf_partitions: int
     sbuf_bytes_per_partition: int
     psum_bytes_per_partition: int
@@ -154,9 +162,9 @@ class CoreHolder:
     """vtrn_core_holder_t: who holds a core (``Device.core_holder``), a runtime of this process or
     of another one (see "Core ownership" in include/vtrn.h)."""
 
-    pid: int  # the holding process (os.getpid() when it is this one); None when its lock file names no live process
+    pid: int | None  # the holding process (os.getpid() when it is this one); None when its lock file names no live process
     command: str  # its command line, arguments separated by spaces ("" when unknown)
-    runtime: int  # the holding runtime's number in its process ("runtime 3" in messages); None when unknown
+    runtime: int | None  # the holding runtime's number in its process ("runtime 3" in messages); None when unknown
     this_process: bool
 
 
@@ -176,7 +184,7 @@ class ErrorCounters:
     faults_injected: int
 
 
-def _fault_index(value, what, allow_host=False):
+def _fault_index(value: int | str | None, what: str, allow_host: bool = False) -> int:
     """A core, engine or queue of vtrn_fault_t: None is VTRN_FAULT_ANY, "host" VTRN_FAULT_HOST."""
     if value is None or value == "any":
         return FAULT_ANY
@@ -191,7 +199,7 @@ def _fault_index(value, what, allow_host=False):
     return value
 
 
-def _log_level_value(level):
+def _log_level_value(level: str | int | None) -> int:
     if level is None:
         return 0
     if isinstance(level, str):
@@ -211,9 +219,11 @@ class Runtime(Closable):
     vtrn_log_level_t number. Close it with ``close()`` or a ``with`` block.
     """
 
-    def __init__(self, topology=None, visible_cores=None, log_level=None):
+    def __init__(self, topology: str | None = None, visible_cores: str | None = None,
+                 log_level: str | int | None = None) -> None:
         self._closed = True  # until created, so that __del__ and close() do nothing
-        self._host_buffers = weakref.WeakSet()  # to refuse closing under a live numpy view
+        # to refuse closing under a live numpy view
+        self._host_buffers: weakref.WeakSet[_memory.HostBuffer] = weakref.WeakSet()
         options = RuntimeOptionsStruct.init(
             topology=None if topology is None else topology.encode(),
             visible_cores=None if visible_cores is None else visible_cores.encode(),
@@ -225,15 +235,16 @@ class Runtime(Closable):
         self._closed = False
 
     @property
-    def handle(self):
+    def handle(self) -> RuntimeHandle:
         """The vtrn_runtime_t, for calling the C functions directly."""
         return self._handle
 
     @property
-    def closed(self):
+    def closed(self) -> bool:
+        """Whether ``close()`` was called (the runtime is destroyed)."""
         return self._closed
 
-    def close(self):
+    def close(self) -> None:
         """Destroys the runtime and everything made from it (devices, host buffers, device memory,
         DMA queues, after waiting for submitted transfers). Calling it again does nothing.
         BufferError when a numpy view of one of its host buffers is alive: the memory under it
@@ -247,11 +258,11 @@ class Runtime(Closable):
         self._closed = True
         check(lib.vtrn_runtime_destroy(self._handle))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<vtrn.Runtime {'closed' if self._closed else 'open'} handle={self._handle.value:#x}>"
 
     @property
-    def info(self):
+    def info(self) -> RuntimeInfo:
         """The configuration in force, as a RuntimeInfo."""
         raw = RuntimeInfoStruct.init()
         check(lib.vtrn_runtime_get_info(self._handle, ctypes.byref(raw)))
@@ -265,23 +276,25 @@ class Runtime(Closable):
         )
 
     @property
-    def device_count(self):
+    def device_count(self) -> int:
+        """The number of devices of the topology (vtrn_device_count)."""
         count = ctypes.c_uint32()
         check(lib.vtrn_device_count(self._handle, ctypes.byref(count)))
         return count.value
 
-    def device(self, index):
+    def device(self, index: int) -> "Device":
         """The device at ``index``; NotFoundError past the last one."""
         handle = DeviceHandle()
         check(lib.vtrn_device_get(self._handle, _uint32(index, "device index"), ctypes.byref(handle)))
         return Device(self, handle, index)
 
     @property
-    def devices(self):
+    def devices(self) -> "list[Device]":
         """Every device, in index order."""
         return [self.device(index) for index in range(self.device_count)]
 
-    def host_buffer(self, bytes, placement="device_local", device=0, numa_node=None, huge_pages=False, locked=False):
+    def host_buffer(self, bytes: int, placement: str = "device_local", device: "int | Device" = 0,
+                    numa_node: int | None = None, huge_pages: bool = False, locked: bool = False) -> _memory.HostBuffer:
         """A HostBuffer of ``bytes`` bytes for DMA (vtrn_host_buffer_create), its pages placed:
         "device_local" on the NUMA node of ``device`` (an index or a Device), "node" on
         ``numa_node``, "interleave" round robin over the online nodes, "any" where first written.
@@ -289,13 +302,13 @@ class Runtime(Closable):
         ``locked`` pins the pages (mlock)."""
         return _memory.HostBuffer.create(self, bytes, placement, device, numa_node, huge_pages, locked)
 
-    def register(self, array):
+    def register(self, array: NDArray[Any]) -> _memory.HostBuffer:
         """A HostBuffer over the memory of a numpy array, without a copy (vtrn_host_buffer_register).
         The buffer keeps the array alive. ValueError for an array that is not contiguous or is
         read-only (DMA may write to it)."""
         return _memory.HostBuffer.register(self, array)
 
-    def program(self):
+    def program(self) -> _kernel.Program:
         """A new, empty Program (vtrn_program_create): declare parameters, place tiles, append
         instructions, then ``Device.load`` it."""
         return _kernel.Program(self)
@@ -304,44 +317,44 @@ class Runtime(Closable):
 class Device:
     """A virtual Trainium device of a runtime (vtrn_device_t). Keeps its runtime alive."""
 
-    def __init__(self, runtime, handle, index):
+    def __init__(self, runtime: Runtime, handle: DeviceHandle, index: int) -> None:
         self.runtime = runtime
         self._handle = handle
         self.index = index
 
     @property
-    def handle(self):
+    def handle(self) -> DeviceHandle:
         """The vtrn_device_t, for calling the C functions directly."""
         return self._handle
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<vtrn.Device {self.index} handle={self._handle.value or 0:#x}>"
 
     @property
-    def info(self):
+    def info(self) -> DeviceInfo:
         """A DeviceInfo; hbm_used_bytes is a snapshot."""
         raw = DeviceInfoStruct.init()
         check(lib.vtrn_device_get_info(self._handle, ctypes.byref(raw)))
-        fields = {name: getattr(raw, name) for name, _ in DeviceInfoStruct._fields_[1:]}
+        fields = {field[0]: getattr(raw, field[0]) for field in DeviceInfoStruct._fields_[1:]}
         fields["architecture"] = ARCHITECTURES.get(raw.architecture, f"unknown ({raw.architecture})")
         for name in ("name", "bus_address", "uuid"):
             fields[name] = _text(fields[name])
         return DeviceInfo(**fields)
 
-    def core_info(self, core):
+    def core_info(self, core: int) -> CoreInfo:
         """A CoreInfo for core ``core`` of this device (0 .. core_count-1); NotFoundError past it."""
         raw = CoreInfoStruct.init()
         check(lib.vtrn_device_get_core_info(self._handle, _uint32(core, "core index"), ctypes.byref(raw)))
-        fields = {name: getattr(raw, name) for name, _ in CoreInfoStruct._fields_[1:]}
+        fields = {field[0]: getattr(raw, field[0]) for field in CoreInfoStruct._fields_[1:]}
         fields["visible"] = bool(raw.visible)
         fields["engines"] = frozenset(name for bit, name in ENGINES.items() if raw.engines & bit)
         return CoreInfo(**fields)
 
-    def cores(self):
+    def cores(self) -> list[CoreInfo]:
         """CoreInfo of every core of the device."""
         return [self.core_info(core) for core in range(self.info.core_count)]
 
-    def core_holder(self, core):
+    def core_holder(self, core: int) -> CoreHolder | None:
         """Who holds core ``core`` of this device, as a CoreHolder, or None when it is free
         (vtrn_device_get_core_holder). Claims are the host's: the holder may be a runtime of this
         process or of another one, which then raises BusyError naming it; asking never takes the
@@ -355,33 +368,33 @@ class Device:
 
     # -- device memory and DMA (the objects are in memory.py) --
 
-    def allocate(self, bytes, alignment=0):
+    def allocate(self, bytes: int, alignment: int = 0) -> _memory.DeviceMemory:
         """A DeviceMemory block of ``bytes`` bytes of HBM (vtrn_device_memory_alloc), aligned to
         ``alignment`` (a power of two up to 1 GiB; 0 for the default, 64).
         OutOfDeviceMemoryError with the library's usage report when it does not fit."""
         return _memory.DeviceMemory.allocate(self, bytes, alignment)
 
-    def memory_usage(self):
+    def memory_usage(self) -> _memory.MemoryUsage:
         """A MemoryUsage snapshot of the device's HBM (shared by every runtime of the process)."""
         return _memory.memory_usage(self)
 
-    def dma_queue(self, core=0, engine=0, queue=0, ring_entries=4096):
+    def dma_queue(self, core: int = 0, engine: int = 0, queue: int = 0, ring_entries: int = 4096) -> _memory.DmaQueue:
         """Opens DMA queue ``queue`` of DMA engine ``engine`` of NeuronCore ``core`` as a DmaQueue
         (vtrn_dma_queue_create); the first queue on a core claims it for this runtime until the
         runtime is closed. BusyError when another runtime holds the core, in this process or
         another one (the message names its pid and command line)."""
         return _memory.DmaQueue.open(self, core, engine, queue, ring_entries)
 
-    def memcpy(self, dst, src, bytes):
+    def memcpy(self, dst: "_memory.MemoryReference", src: "_memory.MemoryReference", bytes: int) -> None:
         """Copies ``bytes`` bytes between memory references (a HostBuffer, a DeviceMemory, or a
         (one of them, offset) tuple) and returns when done (vtrn_memcpy)."""
         _memory.memcpy(self, dst, src, bytes)
 
-    def to_device(self, array, alignment=0):
+    def to_device(self, array: ArrayLike, alignment: int = 0) -> _memory.DeviceMemory:
         """A new DeviceMemory holding the bytes of ``array`` (any array-like; in C order)."""
         return _memory.to_device(self, array, alignment)
 
-    def load(self, program, core=0):
+    def load(self, program: _kernel.Program, core: int = 0) -> _kernel.Kernel:
         """Validates ``program`` for core ``core`` of this device and loads it as a Kernel
         (vtrn_kernel_load); the first kernel or DMA queue on a core claims it for this runtime.
         InvalidProgramError names the first instruction that breaks a rule (and claims nothing)."""
@@ -389,7 +402,9 @@ class Device:
 
     # -- faults, resets and error counters --
 
-    def inject_fault(self, kind, core=None, engine=None, queue=None, after=0, address=0, bytes=0, sticky=False):
+    def inject_fault(self, kind: str, core: int | str | None = None, engine: int | str | None = None,
+                     queue: int | None = None, after: int = 0, address: int = 0, bytes: int = 0,
+                     sticky: bool = False) -> None:
         """Arms a fault on the device (vtrn_device_inject_fault); see include/vtrn.h and the README.
 
         ``kind``: "dma_abort" (a descriptor error: the DMA sequence fails with DmaFaultError),
@@ -417,22 +432,23 @@ class Device:
             bytes=unsigned(bytes, "uint64_t", "bytes"))
         check(lib.vtrn_device_inject_fault(self._handle, ctypes.byref(fault)))
 
-    def reset(self, clear_counters=False):
+    def reset(self, clear_counters: bool = False) -> None:
         """Resets the device (vtrn_device_reset): work in flight fails with DeviceResetError,
         faults are disarmed, a lost device comes back, queues and cores return clean; memory and
         handles stay. ``clear_counters`` also sets every error counter to 0."""
         check(lib.vtrn_device_reset(self._handle, DEVICE_RESET_FLAGS["clear_counters"] if clear_counters else 0))
 
     @property
-    def error_counters(self):
+    def error_counters(self) -> ErrorCounters:
         """An ErrorCounters snapshot (vtrn_device_get_error_counters); works on a lost device."""
         raw = DeviceErrorCountersStruct.init()
         check(lib.vtrn_device_get_error_counters(self._handle, ctypes.byref(raw)))
-        fields = {name: getattr(raw, name) for name, _ in DeviceErrorCountersStruct._fields_[1:]}
+        fields = {field[0]: getattr(raw, field[0]) for field in DeviceErrorCountersStruct._fields_[1:]}
         fields["lost"] = bool(raw.lost)
         return ErrorCounters(**fields)
 
-    def from_device(self, memory, dtype=numpy.uint8, shape=None, offset=0):
+    def from_device(self, memory: _memory.DeviceMemory, dtype: DTypeLike = numpy.uint8,
+                    shape: int | tuple[int, ...] | None = None, offset: int = 0) -> NDArray[Any]:
         """A new numpy array of ``dtype`` and ``shape`` read from ``memory`` starting ``offset``
         bytes in; shape None reads the whole block from ``offset`` on."""
         return _memory.from_device(self, memory, dtype, shape, offset)

@@ -27,6 +27,9 @@ process holds NeuronCores. To run kernels on a device of your own runtime instea
 process with it), call ``vtrn.nki.use_device(device)``.
 """
 
+from collections.abc import Callable
+from typing import Any, overload
+
 from . import compiler, isa, language, typing
 from ._core import NKIError, NKIUnsupportedError
 from ._kernel import JitKernel, Launch, Report, as_kernel, close, last_report, run, use_device
@@ -37,7 +40,14 @@ __all__ = ["compiler", "jit", "simulate_kernel", "simulate", "baremetal", "bench
            "install_import_shim", "uninstall_import_shim", "use_device", "close"]
 
 
-def jit(func=None, mode="auto", **kwargs):
+@overload
+def jit(func: Callable[..., Any], mode: str = "auto", **kwargs: Any) -> JitKernel: ...
+@overload
+def jit(func: None = None, mode: str = "auto", **kwargs: Any) -> Callable[[Callable[..., Any]], JitKernel]: ...
+
+
+def jit(func: Callable[..., Any] | None = None, mode: str = "auto",
+        **kwargs: Any) -> JitKernel | Callable[[Callable[..., Any]], JitKernel]:
     """@nki.jit / @nki.jit(mode=..., platform_target="trn2"): a kernel that runs on vtrn when
     called with numpy arrays (every mode simulates: vtrn has no other device)."""
     if func is None:
@@ -45,37 +55,38 @@ def jit(func=None, mode="auto", **kwargs):
     return JitKernel(func, mode, **kwargs)
 
 
-def simulate_kernel(kernel, *args, **kwargs):
+def simulate_kernel(kernel: Any, *args: Any, **kwargs: Any) -> Any:
     """Runs ``kernel`` (an @nki.jit function, or ``kernel[grid]``) on numpy arrays and returns what
     it returns, as numpy arrays, as NKI's simulate_kernel does. ``last_report()`` has the costs."""
     function, grid = as_kernel(kernel)
     return run(function, grid, args, kwargs)[0]
 
 
-def simulate_with_report(kernel, *args, trace_file=None, **kwargs):
+def simulate_with_report(kernel: Any, *args: Any, trace_file: str | None = None, **kwargs: Any) -> tuple[Any, Report]:
     """simulate_kernel, returning ``(outputs, Report)``; ``trace_file`` writes a Perfetto/Chrome
     trace of every engine's instructions, each labelled with its NKI call and kernel line."""
     function, grid = as_kernel(kernel)
     return run(function, grid, args, kwargs, trace_path=trace_file)
 
 
-def simulate(kernel):
+def simulate(kernel: Any) -> Callable[..., Any]:
     """NKI 0.3+'s ``nki.simulate(kernel)(*arrays)``."""
     function, grid = as_kernel(kernel)
 
-    def call(*args, **kwargs):
+    def call(*args: Any, **kwargs: Any) -> Any:
         return run(function, grid, args, kwargs)[0]
     return call
 
 
-def baremetal(kernel=None, **kwargs):
+def baremetal(kernel: Any = None, **kwargs: Any) -> Any:
     """@nki.baremetal: on vtrn the same as simulating (the virtual device is the device)."""
     if kernel is None:
         return lambda k: baremetal(k, **kwargs)
     return kernel if isinstance(kernel, (Launch, JitKernel)) else as_kernel(kernel)[0]
 
 
-def benchmark(kernel=None, warmup=10, iters=100, save_trace_name=None, **kwargs):
+def benchmark(kernel: Any = None, warmup: int = 10, iters: int = 100, save_trace_name: str | None = None,
+              **kwargs: Any) -> Any:
     """@nki.benchmark: runs the kernel once and reports vtrn's estimated device time as the
     latency (every percentile: the estimate is deterministic) in ``benchmark_result``;
     ``save_trace_name`` gets vtrn's Perfetto trace of the run (not a Neuron NTFF profile)."""
@@ -84,42 +95,42 @@ def benchmark(kernel=None, warmup=10, iters=100, save_trace_name=None, **kwargs)
     return _Benchmarked(kernel, save_trace_name)
 
 
-def profile(func=None, **kwargs):
+def profile(func: Any = None, **kwargs: Any) -> Callable[..., Any]:
     """@nki.profile: runs the kernel; ``trace_file=`` (vtrn's) writes a Perfetto trace."""
     if func is None:
         return lambda f: profile(f, **kwargs)
     function, grid = as_kernel(func)
     trace_file = kwargs.get("trace_file")
 
-    def call(*args, **call_kwargs):
+    def call(*args: Any, **call_kwargs: Any) -> Any:
         return run(function, grid, args, call_kwargs, trace_path=trace_file)[0]
     return call
 
 
 class _Latency:
-    def __init__(self, microseconds):
+    def __init__(self, microseconds: float) -> None:
         self.microseconds = microseconds
 
-    def get_latency_percentile(self, percentile):
+    def get_latency_percentile(self, percentile: float) -> float:
         return self.microseconds
 
 
 class _BenchmarkResult:
-    def __init__(self, report):
+    def __init__(self, report: Report) -> None:
         self.report = report
         self.nc_latency = _Latency(report.device_ns / 1000)
 
 
 class _Benchmarked:
-    def __init__(self, kernel, trace_file=None):
+    def __init__(self, kernel: Any, trace_file: str | None = None) -> None:
         self.function, self.grid = as_kernel(kernel)
         self.trace_file = trace_file
-        self.benchmark_result = None
+        self.benchmark_result: _BenchmarkResult | None = None
 
-    def __getitem__(self, grid):
+    def __getitem__(self, grid: Any) -> "_Benchmarked":
         return _Benchmarked(Launch(self.function, grid), self.trace_file)
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         outputs, report = run(self.function, self.grid, args, kwargs, trace_path=self.trace_file)
         self.benchmark_result = _BenchmarkResult(report)
         return outputs

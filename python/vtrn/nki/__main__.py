@@ -8,9 +8,10 @@ python -m vtrn.nki bench                         vtrn against eager numpy on the
 import os
 import runpy
 import sys
+from typing import Any
 
 
-def _run(arguments):
+def _run(arguments: list[str]) -> int:
     report = False
     while arguments and arguments[0].startswith("--"):
         option = arguments.pop(0)
@@ -33,7 +34,7 @@ def _run(arguments):
     if report:
         original = _kernel.run
 
-        def reporting(*args, **kwargs):
+        def reporting(*args: Any, **kwargs: Any) -> Any:
             outputs, found = original(*args, **kwargs)
             print(found, file=sys.stderr)
             return outputs, found
@@ -48,7 +49,8 @@ def _run(arguments):
     return 0
 
 
-def main(arguments=None):
+def main(arguments: list[str] | None = None) -> int:
+    """``python -m vtrn.nki``: runs the command of ``arguments`` (sys.argv's by default); the exit status."""
     arguments = list(sys.argv[1:] if arguments is None else arguments)
     if not arguments or arguments[0] in ("-h", "--help"):
         print(__doc__)

@@ -12,15 +12,26 @@ import numbers
 import os
 import sys
 import threading
+from collections.abc import Iterable, Sequence
+from types import FrameType, ModuleType
+from typing import Any, NoReturn, TypeAlias
 
 import numpy
 
 from .._library import DTYPE_SIZES
 
+ml_dtypes: ModuleType | None
 try:
-    import ml_dtypes
+    import ml_dtypes as ml_dtypes
 except ImportError:  # only bf16/fp8 numpy arrays need it
     ml_dtypes = None
+
+# (file, line) of a kernel's source.
+Where: TypeAlias = tuple[str, int]
+# What an index expression may not leave: (dimension, size, const, {var: coefficient}).
+Check: TypeAlias = "tuple[int, int, int, dict[IndexVar, int]]"
+# (first partition, end partition, first byte, end byte) of a view in its buffer.
+Box: TypeAlias = tuple[int, int, int, int]
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _VTRN_DIR = os.path.dirname(_PACKAGE_DIR)
@@ -38,8 +49,9 @@ class NKIError(Exception):
     """A kernel broke one of NKI's rules, or used what vtrn.nki does not support yet. The message
     begins with the kernel's file and line and names the NKI function."""
 
-    def __init__(self, message, where=None, api=None):
-        self.file, self.line = where if where else (None, None)
+    def __init__(self, message: str, where: Where | None = None, api: str | None = None) -> None:
+        self.file: str | None = where[0] if where else None
+        self.line: int | None = where[1] if where else None
         self.api = api
         self.reason = message
         prefix = f"{os.path.basename(self.file)}:{self.line}: " if self.file else ""
@@ -54,23 +66,23 @@ class NKIUnsupportedError(NKIError):
 class NKIUnsupportedAttribute(NKIUnsupportedError, AttributeError):
     """A name of NKI's modules that vtrn.nki does not have yet."""
 
-    def __init__(self, api):
+    def __init__(self, api: str) -> None:
         NKIUnsupportedError.__init__(self, "is not supported by vtrn.nki yet", where(), api)
 
 
-_inside = {}
+_inside: dict[str, bool] = {}
 
 
-def _inside_package(filename):
+def _inside_package(filename: str) -> bool:
     found = _inside.get(filename)
     if found is None:
         found = _inside[filename] = os.path.abspath(filename).startswith(_PACKAGE_DIR + os.sep)
     return found
 
 
-def where():
+def where() -> Where:
     """(file, line) of the innermost frame outside this package: the kernel's line."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None and _inside_package(frame.f_code.co_filename):
         frame = frame.f_back
     if frame is None:
@@ -78,11 +90,13 @@ def where():
     return (frame.f_code.co_filename, frame.f_lineno)
 
 
-def fail(message, api=None, cls=NKIError):
+def fail(message: str, api: str | None = None, cls: type[NKIError] = NKIError) -> NoReturn:
+    """Raises ``cls`` (NKIError) with ``message``, at the kernel's line, naming NKI function ``api``."""
     raise cls(message, where(), api)
 
 
-def unsupported(api, detail=""):
+def unsupported(api: str, detail: str = "") -> NoReturn:
+    """Raises NKIUnsupportedError: ``api`` is not supported by vtrn.nki yet (``detail`` says what)."""
     raise NKIUnsupportedError(f"is not supported by vtrn.nki yet{': ' + detail if detail else ''}", where(), api)
 
 
@@ -92,7 +106,7 @@ class _TFloat32:
     """nl.tfloat32: fp32 storage; the PE's reduced-precision mode is computed as fp32 here."""
     name = "tfloat32"
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "tfloat32"
 
 
@@ -105,7 +119,7 @@ _UNSUPPORTED_DTYPES = ("float64", "int64", "uint64", "int16", "uint16", "uint32"
                        "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e3m4", "float4_e2m1fn")
 
 
-def vtrn_dtype(dtype, api=None, what="dtype"):
+def vtrn_dtype(dtype: Any, api: str | None = None, what: str = "dtype") -> str:
     """vtrn's name of an NKI dtype: nl.float32, numpy dtypes and their names, ml_dtypes' bf16/fp8."""
     if dtype is tfloat32 or dtype == "tfloat32":
         return "fp32"
@@ -125,24 +139,28 @@ def vtrn_dtype(dtype, api=None, what="dtype"):
     raise NKIError(f"{what} {dtype!r} is not a dtype", where(), api)
 
 
-def numpy_dtype(vtrn_name):
+def numpy_dtype(vtrn_name: str) -> numpy.dtype[Any]:
+    """The numpy dtype of vtrn dtype ``vtrn_name`` (ml_dtypes' for bf16 and fp8)."""
     name = _VTRN_TO_NUMPY[vtrn_name]
     if name in ("bfloat16", "float8_e4m3", "float8_e5m2"):
         if ml_dtypes is None:
             raise ImportError(f"{name} arrays need the ml_dtypes package (pip install ml-dtypes)")
-        return numpy.dtype(getattr(ml_dtypes, name))
+        narrow: numpy.dtype[Any] = numpy.dtype(getattr(ml_dtypes, name))
+        return narrow
     return numpy.dtype(name)
 
 
-def itemsize(vtrn_name):
+def itemsize(vtrn_name: str) -> int:
+    """Bytes per element of vtrn dtype ``vtrn_name``."""
     return DTYPE_SIZES[vtrn_name]
 
 
-def is_float(vtrn_name):
+def is_float(vtrn_name: str) -> bool:
+    """Whether vtrn dtype ``vtrn_name`` is a floating-point one."""
     return vtrn_name.startswith(("fp", "bf"))
 
 
-def promote(a, b):
+def promote(a: str, b: str) -> str:
     """The dtype of a binary op's result, as NKI promotes: the wider float, floats over ints."""
     if a == b:
         return a
@@ -161,12 +179,12 @@ class IndexVar:
     __slots__ = ("extent", "number")
     _count = 0
 
-    def __init__(self, extent):
+    def __init__(self, extent: int) -> None:
         self.extent = extent
         IndexVar._count += 1
         self.number = IndexVar._count
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"i{self.number}[{self.extent}]"
 
 
@@ -176,24 +194,26 @@ class Index:
     right of a 2-axis index). Arithmetic with ints keeps it affine; comparisons make masks."""
     __slots__ = ("terms", "const", "axes", "ndim")
 
-    def __init__(self, terms, const, axes, ndim):
+    def __init__(self, terms: dict[IndexVar, int], const: int, axes: dict[IndexVar, int], ndim: int) -> None:
         self.terms = terms      # {IndexVar: coefficient}
         self.const = const
         self.axes = axes        # {IndexVar: axis from the right}
         self.ndim = ndim
 
     @staticmethod
-    def of(var):
+    def of(var: IndexVar) -> "Index":
+        """The index of one variable alone: ``var`` with coefficient 1 on axis 0."""
         return Index({var: 1}, 0, {var: 0}, 1)
 
     @property
-    def shape(self):
+    def shape(self) -> tuple[int, ...]:
+        """The index's broadcast shape: each variable's extent on its axis, 1 elsewhere."""
         shape = [1] * self.ndim
         for var, axis in self.axes.items():
             shape[self.ndim - 1 - axis] = var.extent
         return tuple(shape)
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: Any) -> "Index":
         """``[:, None]`` and ``[None, :]``: place a 1-axis index on an axis of a larger space."""
         key = key if isinstance(key, tuple) else (key,)
         if self.ndim != 1 or sum(1 for item in key if item is not None) != 1 or \
@@ -206,14 +226,14 @@ class Index:
         axis = ndim - 1 - position
         return Index(dict(self.terms), self.const, {var: axis for var in self.axes}, ndim)
 
-    def _sliced(self, item):
+    def _sliced(self, item: slice) -> "Index":
         (var,) = self.axes
         start, stop, step = item.indices(var.extent)
         new = IndexVar(len(range(start, stop, step)))
         coefficient = self.terms.get(var, 0)
         return Index({new: coefficient * step}, self.const + coefficient * start, {new: 0}, 1)
 
-    def _combine(self, other, sign):
+    def _combine(self, other: "Index | int", sign: int) -> "Index":
         if isinstance(other, Index):
             terms = dict(self.terms)
             for var, coefficient in other.terms.items():
@@ -224,55 +244,55 @@ class Index:
         value = _int(other)
         return Index(dict(self.terms), self.const + sign * value, self.axes, self.ndim)
 
-    def __add__(self, other):
+    def __add__(self, other: "Index | int") -> "Index":
         return self._combine(other, 1)
 
     __radd__ = __add__
 
-    def __sub__(self, other):
+    def __sub__(self, other: "Index | int") -> "Index":
         return self._combine(other, -1)
 
-    def __rsub__(self, other):
+    def __rsub__(self, other: "Index | int") -> "Index":
         return (-self)._combine(other, 1)
 
-    def __neg__(self):
+    def __neg__(self) -> "Index":
         return Index({var: -c for var, c in self.terms.items()}, -self.const, self.axes, self.ndim)
 
-    def __mul__(self, other):
+    def __mul__(self, other: int) -> "Index":
         value = _int(other)
         return Index({var: c * value for var, c in self.terms.items()}, self.const * value, self.axes, self.ndim)
 
     __rmul__ = __mul__
 
-    def _compare(self, other, op):
+    def _compare(self, other: "Index | int", op: str) -> "Mask":
         return Mask([(self - other, op)])
 
-    def __lt__(self, other):
+    def __lt__(self, other: "Index | int") -> "Mask":
         return self._compare(other, "<")
 
-    def __le__(self, other):
+    def __le__(self, other: "Index | int") -> "Mask":
         return self._compare(other, "<=")
 
-    def __gt__(self, other):
+    def __gt__(self, other: "Index | int") -> "Mask":
         return self._compare(other, ">")
 
-    def __ge__(self, other):
+    def __ge__(self, other: "Index | int") -> "Mask":
         return self._compare(other, ">=")
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return id(self)
 
-    def __eq__(self, other):  # NKI masks use == rarely; keep identity semantics for dict keys
+    def __eq__(self, other: object) -> "Mask":  # type: ignore[override]  # NKI masks use == rarely; keep identity semantics for dict keys
         if isinstance(other, (Index, numbers.Integral)):
-            return self._compare(other, "==")
+            return self._compare(other if isinstance(other, Index) else int(other), "==")
         return NotImplemented
 
-    def __ne__(self, other):
+    def __ne__(self, other: object) -> "Mask":  # type: ignore[override]  # a mask, as NKI's
         if isinstance(other, (Index, numbers.Integral)):
-            return self._compare(other, "!=")
+            return self._compare(other if isinstance(other, Index) else int(other), "!=")
         return NotImplemented
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         terms = " + ".join(f"{c}*{v!r}" for v, c in self.terms.items())
         return f"<nki index {terms} + {self.const}>"
 
@@ -280,7 +300,7 @@ class Index:
 builtins_min, builtins_max = min, max
 
 
-def _int(value):
+def _int(value: Any) -> int:
     if type(value).__name__ == "Tensor":
         unsupported("indexing", "indices taken from a tile's data (indirect, data-dependent DMA)")
     if isinstance(value, bool) or not isinstance(value, (numbers.Integral, numpy.integer)):
@@ -292,11 +312,11 @@ class Mask:
     """A conjunction of affine comparisons ``expression op 0`` over index variables (``&`` joins)."""
     __slots__ = ("conditions", "never")
 
-    def __init__(self, conditions, never=False):
+    def __init__(self, conditions: list[tuple[Index, str]], never: bool = False) -> None:
         self.conditions = conditions
         self.never = never      # a condition on loop variables alone was false: nothing runs
 
-    def __and__(self, other):
+    def __and__(self, other: "Mask | bool | numpy.bool_") -> "Mask":
         if isinstance(other, (bool, numpy.bool_)):
             return self if other else Mask(self.conditions, True)
         if not isinstance(other, Mask):
@@ -305,13 +325,13 @@ class Mask:
 
     __rand__ = __and__
 
-    def __or__(self, other):
+    def __or__(self, other: Any) -> NoReturn:
         unsupported("mask |", "only conjunctions (&) of comparisons are supported")
 
-    def ranges(self):
+    def ranges(self) -> dict[IndexVar, tuple[int, int]]:
         """{IndexVar: (low, high)}: the values each variable keeps. Conditions of one variable
         narrow its range; others are NKIUnsupportedError (vtrn masks are boxes)."""
-        ranges = {}
+        ranges: dict[IndexVar, tuple[int, int]] = {}
         for expression, op in self.conditions:
             live = {var: c for var, c in expression.terms.items() if c != 0}
             if not live:
@@ -356,7 +376,7 @@ class DynamicSlice:
     """nl.ds(start, size)."""
     __slots__ = ("start", "size")
 
-    def __init__(self, start, size):
+    def __init__(self, start: Any, size: Any) -> None:
         self.start, self.size = start, size
 
 
@@ -370,37 +390,41 @@ class Buffer:
                  "first", "last", "record", "predecessors", "number", "bank", "group", "zeroing", "blocks")
     _count = 0
 
-    def __init__(self, space, shape, dtype, name=None, partition_axis=0, where_=None, kind=None):
-        self.space = space
-        self.shape = shape
-        self.dtype = dtype
+    def __init__(self, space: str, shape: tuple[int, ...], dtype: str, name: str | None = None,
+                 partition_axis: int = 0, where_: Where | None = None, kind: str | None = None) -> None:
+        self.space = space          # "hbm", "sbuf" or "psum"
+        self.shape = tuple(shape)
+        self.dtype = dtype          # a vtrn dtype name
         Buffer._count += 1
         self.number = Buffer._count
         self.name = name
-        self.partition_axis = partition_axis if space != "hbm" else None
+        self.partition_axis: int | None = partition_axis if space != "hbm" else None
         self.where = where_
         self.kind = kind            # HBM: "input", "output", "scratch"
-        self.parameter = None       # HBM: the program's parameter index
-        self.offset = None          # on chip: bytes into each partition
-        self.first = self.last = None  # on chip: first and last operation that uses it
-        self.record = None          # dependency bookkeeping (_lower)
-        self.predecessors = ()      # on chip: buffers that held its bytes before it
-        self.bank = None
-        self.group = None           # PSUM: the box of an open matmul accumulation group, until read
-        self.zeroing = None         # PSUM: (memset op, [boxes touched since]) of nl.zeros
-        self.blocks = None          # on chip with block dimensions: {block index: Buffer}, made on use
+        self.parameter: int | None = None  # HBM: the program's parameter index
+        self.offset: int | None = None  # on chip: bytes into each partition
+        self.first: int | None = None  # on chip: first and last operation that uses it
+        self.last: int | None = None
+        self.record: Any = None     # dependency bookkeeping (_lower)
+        self.predecessors: Any = ()  # on chip: buffers that held its bytes before it
+        self.bank: int | None = None
+        self.group: Any = None      # PSUM: the box of an open matmul accumulation group, until read
+        self.zeroing: Any = None    # PSUM: (memset op, [boxes touched since]) of nl.zeros
+        # On chip with block dimensions: {block index: Buffer}, made on use.
+        self.blocks: dict[tuple[int, ...], Buffer] | None = None
 
     @property
-    def partitions(self):
-        return self.shape[self.partition_axis] if self.space != "hbm" else None
+    def partitions(self) -> int | None:
+        """The partitions an on-chip buffer spans (None for HBM)."""
+        return self.shape[self.partition_axis] if self.partition_axis is not None else None
 
     @property
-    def blocked(self):
+    def blocked(self) -> bool:
         """Whether the buffer has block dimensions (nl.par_dim not first): each block is a tile of
         its own, placed on its own by the allocator, as NKI's compiler treats blocks."""
-        return self.space != "hbm" and self.partition_axis > 0
+        return self.space != "hbm" and (self.partition_axis or 0) > 0
 
-    def block(self, index):
+    def block(self, index: tuple[int, ...]) -> "Buffer":
         """The tile of block ``index`` (a tuple of ints, one per block dimension)."""
         if self.blocks is None:
             self.blocks = {}
@@ -413,15 +437,18 @@ class Buffer:
         return found
 
     @property
-    def bytes_per_partition(self):
+    def bytes_per_partition(self) -> int:
+        """Bytes each partition holds (every axis but the partition axis)."""
         free = math.prod(size for axis, size in enumerate(self.shape) if axis != self.partition_axis)
         return free * itemsize(self.dtype)
 
     @property
-    def nbytes(self):
+    def nbytes(self) -> int:
+        """Bytes of the whole buffer."""
         return math.prod(self.shape) * itemsize(self.dtype)
 
-    def describe(self):
+    def describe(self) -> str:
+        """The buffer as messages name it ("HBM tensor 'x'", "SBUF tile [128, 512] float32")."""
         if self.space == "hbm":
             return f"HBM tensor {self.name!r}"
         return f"{self.space.upper()} tile {list(self.shape)} {_VTRN_TO_NUMPY[self.dtype]}"
@@ -432,13 +459,14 @@ class BlockSubset(Buffer):
     more block dimensions): its blocks are the parent's."""
     __slots__ = ("parent", "prefix")
 
-    def __init__(self, parent, prefix):
+    def __init__(self, parent: Buffer, prefix: tuple[int, ...]) -> None:
         super().__init__(parent.space, parent.shape[len(prefix):], parent.dtype, parent.name,
-                         parent.partition_axis - len(prefix), parent.where)
+                         (parent.partition_axis or 0) - len(prefix), parent.where)
         self.parent, self.prefix = parent, prefix
         self.zeroing = parent.zeroing
 
-    def block(self, index):
+    def block(self, index: tuple[int, ...]) -> Buffer:
+        """The parent's block at this subset's prefix followed by ``index``."""
         return self.parent.block(self.prefix + tuple(index))
 
 
@@ -448,20 +476,23 @@ class View:
     and ``offset`` in elements (on chip: into each partition) plus ``partition`` (the first)."""
     __slots__ = ("buffer", "shape", "strides", "offset", "partition", "paxis", "vars", "checks", "ranges")
 
-    def __init__(self, buffer, shape, strides, offset, partition, paxis, vars_=None, checks=(), ranges=None):
+    def __init__(self, buffer: Buffer, shape: tuple[int, ...], strides: tuple[int, ...], offset: int,
+                 partition: int, paxis: int | None, vars_: Iterable[IndexVar | None] | None = None,
+                 checks: tuple[Check, ...] = (), ranges: dict[IndexVar, tuple[int, int]] | None = None) -> None:
         self.buffer = buffer
         self.shape = shape
         self.strides = strides
         self.offset = offset
         self.partition = partition
         self.paxis = paxis
-        self.vars = vars_ or (None,) * len(shape)   # the index variable behind each axis, for masks
+        # The index variable behind each axis, for masks.
+        self.vars: tuple[IndexVar | None, ...] = tuple(vars_) if vars_ else (None,) * len(shape)
         # Bounds of index expressions, checked when an operation uses the view (after its mask):
         # (dimension, size, const, {var: coefficient}); ranges: {var: (low, high)} a mask kept.
         self.checks = checks
         self.ranges = ranges or {}
 
-    def check_bounds(self, api):
+    def check_bounds(self, api: str) -> None:
         """NKIError when an index expression, as far as the mask keeps it, leaves its dimension."""
         for dimension, size, const, terms in self.checks:
             low = high = const
@@ -479,7 +510,8 @@ class View:
                      f"[{low}, {high}] exceed dimension size of {size} (cut it off with mask=)", api)
 
     @staticmethod
-    def whole(buffer):
+    def whole(buffer: Buffer) -> "View":
+        """A view of all of ``buffer``, C-ordered (on chip, the partition axis strides by partitions)."""
         shape = buffer.shape
         strides = [0] * len(shape)
         step = 1
@@ -491,15 +523,17 @@ class View:
             step *= shape[axis]
         return View(buffer, tuple(shape), tuple(strides), 0, 0, buffer.partition_axis)
 
-    def same_place(self, other):
-        return (self.buffer is other.buffer and self.shape == other.shape and self.strides == other.strides
+    def same_place(self, other: "View | IndirectView") -> bool:
+        """Whether ``other`` views exactly the same elements of the same buffer."""
+        return isinstance(other, View) and (self.buffer is other.buffer and self.shape == other.shape and self.strides == other.strides
                 and self.offset == other.offset and self.partition == other.partition and self.paxis == other.paxis)
 
-    def with_vars(self, vars_):
+    def with_vars(self, vars_: Iterable[IndexVar | None]) -> "View":
+        """The same view with ``vars_`` as the index variables behind its axes (for masks)."""
         return View(self.buffer, self.shape, self.strides, self.offset, self.partition, self.paxis, tuple(vars_),
                     self.checks, self.ranges)
 
-    def index(self, key, api):
+    def index(self, key: Any, api: str) -> "View | IndirectView":
         """The view ``key`` selects: ints, slices (steps allowed on free axes), nl.ds, Ellipsis,
         and nl.arange/mgrid index expressions (affine), as NKI indexes tensors and tiles."""
         key = key if isinstance(key, tuple) else (key,)
@@ -508,7 +542,7 @@ class View:
             key = key[:at] + (slice(None),) * (len(self.shape) - len(key) + 1) + key[at + 1:]
         if self.buffer.blocked and self.paxis == self.buffer.partition_axis and self.shape == self.buffer.shape:
             # The whole of a tile with block dimensions: ints pick a block, a tile of its own.
-            count = self.buffer.partition_axis
+            count = self.buffer.partition_axis or 0
             picks = key[:count]
             leading = 0
             while leading < len(picks) and isinstance(picks[leading], (numbers.Integral, numpy.integer)) and \
@@ -522,14 +556,14 @@ class View:
                                              not isinstance(item, bool) for item in picks):
                 unsupported(api, "indexing the block dimensions of a tile other than with ints "
                                  f"(tiles[k, ...]); got {picks!r}")
-            index = []
+            block_index: list[int] = []
             for axis, item in enumerate(picks):
                 value = int(item)
                 if not -self.shape[axis] <= value < self.shape[axis]:
                     fail(f"block index {value} is out of range for block dimension {axis} of size "
                          f"{self.shape[axis]}", api)
-                index.append(value % self.shape[axis])
-            tile = View.whole(self.buffer.block(tuple(index)))
+                block_index.append(value % self.shape[axis])
+            tile = View.whole(self.buffer.block(tuple(block_index)))
             rest = key[count:]
             return tile.index(rest, api) if rest else tile
         if len(key) > len(self.shape) and self.paxis == 0 and self.buffer.space != "hbm":
@@ -547,7 +581,9 @@ class View:
         advanced = [item for item in key if isinstance(item, Index)]
         if advanced:
             return self._advanced(key, advanced, api)
-        shape, strides, vars_ = [], [], []
+        shape: list[int] = []
+        strides: list[int] = []
+        vars_: list[IndexVar | None] = []
         checks = list(self.checks)
         offset, partition, paxis = self.offset, self.partition, None
         for axis, (item, size, stride) in enumerate(zip(key, self.shape, self.strides)):
@@ -604,7 +640,13 @@ class View:
         return View(self.buffer, tuple(shape), tuple(strides), offset, partition, paxis, vars_, tuple(checks),
                     dict(self.ranges))
 
-    def _indirect(self, key, tiles, api):
+    def subview(self, key: Any, api: str) -> "View":
+        """``index`` with a key that holds no tile (so the result is a View, not an IndirectView)."""
+        found = self.index(key, api)
+        assert isinstance(found, View), f"{api}: the key {key!r} indexes by a tile"
+        return found
+
+    def _indirect(self, key: tuple[Any, ...], tiles: list[int], api: str) -> "IndirectView":
         """tensor[index_tile, ...]: rows picked by the values of an integer [P, 1] tile, for an
         indirect DMA (gather when loaded from, scatter when stored into)."""
         if self.buffer.space != "hbm" or len(tiles) != 1:
@@ -623,11 +665,12 @@ class View:
         table_key = list(key)
         table_key[position] = Index({rows: 1}, 0, {rows: ndim - 1}, ndim) if others else slice(None)
         table = self.index(tuple(table_key), api)
+        assert isinstance(table, View), "the table's key has no tile in it"
         if table.shape[0] != self.shape[position] or table.strides[0] != self.strides[position]:
             unsupported(api, "an indirect index on a dimension that does not come out first")
         return IndirectView(table, index)
 
-    def _advanced(self, key, advanced, api):
+    def _advanced(self, key: tuple[Any, ...], advanced: list[Index], api: str) -> "View":
         ndim = max(index.ndim for index in advanced)
         axes_of = {}
         for index in advanced:
@@ -642,10 +685,13 @@ class View:
                      f"and {var.extent})", api)
             out_shape[position] = max(out_shape[position], var.extent)
         out_strides = [0] * ndim
-        out_kind = [None] * ndim      # "p" partition, "f" free
-        out_vars = [None] * ndim
+        out_kind: list[str | None] = [None] * ndim      # "p" partition, "f" free
+        out_vars: list[IndexVar | None] = [None] * ndim
         offset, partition = self.offset, self.partition
-        extra_shape, extra_strides, extra_kind, extra_vars = [], [], [], []
+        extra_shape: list[int] = []
+        extra_strides: list[int] = []
+        extra_kind: list[str | None] = []
+        extra_vars: list[IndexVar | None] = []
         checks = list(self.checks)
         for axis, (item, size, stride) in enumerate(zip(key, self.shape, self.strides)):
             kind = "p" if axis == self.paxis else "f"
@@ -698,10 +744,10 @@ class View:
         paxis = kinds.index("p") if "p" in kinds else None
         if self.paxis is not None and paxis is None and self.buffer.space != "hbm":
             # The partition was indexed by a constant expression: keep one partition in front.
-            shape, strides, vars_, paxis = (1,) + shape, (1,) + strides, [None] + vars_, 0
+            shape, strides, vars_, paxis = (1,) + shape, (1,) + strides, [None, *vars_], 0
         return View(self.buffer, shape, strides, offset, partition, paxis, vars_, tuple(checks), dict(self.ranges))
 
-    def restrict(self, boxes):
+    def restrict(self, boxes: dict[int, tuple[int, int]]) -> "View":
         """The view cut to ``boxes``: {axis: (low, high)}."""
         shape, offset, partition = list(self.shape), self.offset, self.partition
         ranges = dict(self.ranges)
@@ -718,7 +764,7 @@ class View:
         return View(self.buffer, tuple(shape), self.strides, offset, partition, self.paxis, self.vars, self.checks,
                     ranges)
 
-    def reshape(self, shape, api):
+    def reshape(self, shape: tuple[int, ...], api: str) -> "View":
         """A contiguous view with another shape (HBM tensors; on chip, the free axes)."""
         size = math.prod(self.shape)
         if math.prod(shape) != size:
@@ -728,13 +774,14 @@ class View:
         contiguous = View.whole(Buffer("hbm", self.shape, self.buffer.dtype))
         if self.strides != contiguous.strides:
             unsupported("reshape", "reshaping a strided (sliced or transposed) view of an HBM tensor")
-        strides, step = [], 1
+        strides: list[int] = []
+        step = 1
         for size_ in reversed(shape):
             strides.insert(0, step)
             step *= size_
         return View(self.buffer, tuple(shape), tuple(strides), self.offset, 0, None)
 
-    def byte_box(self):
+    def byte_box(self) -> Box:
         """(first partition, end partition, first byte, end byte) the view touches in its buffer."""
         size = itemsize(self.buffer.dtype)
         low = high = self.offset
@@ -750,34 +797,35 @@ class View:
         return (p_low, p_high + 1, low * size, (high + 1) * size)
 
 
-def overlap(a, b):
+def overlap(a: Sequence[Any], b: Sequence[Any]) -> bool:
     """Whether two (p0, p1, b0, b1, ...) boxes share a byte."""
-    return a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]
+    return bool(a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3])
 
 
-def contains(outer, inner):
+def contains(outer: Sequence[Any], inner: Sequence[Any]) -> bool:
     """Whether box ``inner`` lies within box ``outer`` (extra fields after the four are ignored)."""
-    return outer[0] <= inner[0] and inner[1] <= outer[1] and outer[2] <= inner[2] and inner[3] <= outer[3]
+    return bool(outer[0] <= inner[0] and inner[1] <= outer[1] and outer[2] <= inner[2] and inner[3] <= outer[3])
 
 
 class IndirectView:
     """An HBM table whose rows an index tile picks: ``shape`` is (index partitions, row shape)."""
     __slots__ = ("table", "index", "buffer", "shape", "vars", "checks")
 
-    def __init__(self, table, index):
+    def __init__(self, table: View, index: View) -> None:
         self.table, self.index = table, index
         self.buffer = table.buffer
         self.shape = (index.shape[0],) + table.shape[1:]
         self.vars = (index.vars[0],) + tuple(table.vars[1:])
-        self.checks = ()
+        self.checks: tuple[Check, ...] = ()
 
-    def restrict(self, boxes):
+    def restrict(self, boxes: dict[int, tuple[int, int]]) -> "IndirectView":
         """A mask cuts the index tile's partitions (and the rows' free axes)."""
         index_boxes = {0: boxes[0]} if 0 in boxes else {}
         table_boxes = {axis: box for axis, box in boxes.items() if axis != 0}
         return IndirectView(self.table.restrict(table_boxes), self.index.restrict(index_boxes))
 
-    def with_vars(self, vars_):
+    def with_vars(self, vars_: Iterable[IndexVar | None]) -> "IndirectView":
+        """The same view: an indirect view keeps the index tile's variables."""
         return self
 
 
@@ -788,7 +836,8 @@ class Op:
     it writes and reads, the rest of its arguments, and the kernel line that made it."""
     __slots__ = ("engine", "kind", "writes", "reads", "args", "where", "api", "index")
 
-    def __init__(self, engine, kind, writes, reads, args, where_, api):
+    def __init__(self, engine: str, kind: str, writes: list[Any], reads: list[Any], args: dict[str, Any],
+                 where_: Where, api: str) -> None:
         self.engine = engine    # "pe", "act", "dve", "pool", "dma"
         self.kind = kind        # "dma_copy", "matmul", "transpose", "activate", ...
         self.writes = writes    # [View]
@@ -796,22 +845,23 @@ class Op:
         self.args = args        # dict
         self.where = where_
         self.api = api          # the NKI function, for messages
-        self.index = None
+        self.index: int = -1  # its position in the trace, once added
 
 
 class Trace:
     """What one run of a kernel function recorded."""
 
-    def __init__(self, target, program_ids=(), grid=()):
+    def __init__(self, target: dict[str, Any], program_ids: tuple[int, ...] = (), grid: tuple[int, ...] = ()) -> None:
         self.target = target            # a preset description: {"name", "sbuf_bytes", ...}
-        self.ops = []
-        self.parameters = []            # HBM buffers in parameter order
+        self.ops: list[Op] = []
+        self.parameters: list[Buffer] = []  # HBM buffers in parameter order
         self.program_ids = program_ids
         self.grid = grid
-        self.names = set()
-        self.constants = {}             # parameter name -> numpy array (nl.shared_constant)
+        self.names: set[str] = set()
+        self.constants: dict[str, Any] = {}  # parameter name -> numpy array (nl.shared_constant)
 
-    def add(self, op):
+    def add(self, op: Op) -> Op:
+        """Appends ``op``, numbers it, and notes the first and last use of each on-chip buffer it touches."""
         op.index = len(self.ops)
         self.ops.append(op)
         for view in op.writes:
@@ -821,22 +871,23 @@ class Trace:
         return op
 
     @staticmethod
-    def _touch(buffer, index):
+    def _touch(buffer: Buffer, index: int) -> None:
         if buffer.space == "hbm":
             return
         if buffer.first is None:
             buffer.first = index
         buffer.last = index
 
-    def finish(self):
+    def finish(self) -> None:
         """Drops the memsets of nl.zeros in PSUM that matmuls overwrite before anything reads the
         zeros (NKI's compiler turns such a first matmul into an overwrite: on the chip,
         accumulating onto a memset is undefined), then renumbers the ops."""
-        dead = set()
+        dead: set[int] = set()
         for op in self.ops:
             if op.kind == "memset" and op.args.get("zeroing"):
                 buffer = op.writes[0].buffer
-                covered, needed = [], False
+                covered: list[Any] = []
+                needed = False
                 for later in self.ops[op.index + 1:]:
                     for view in later.reads:
                         if view.buffer is buffer and not any(contains(box, view.byte_box()) for box in covered):
@@ -861,7 +912,8 @@ class Trace:
             for view in op.writes + op.reads:
                 self._touch(view.buffer, index)
 
-    def hbm(self, shape, dtype, name, kind, where_):
+    def hbm(self, shape: tuple[int, ...], dtype: str, name: str | None, kind: str, where_: Where | None) -> Buffer:
+        """A new HBM buffer, the next kernel parameter, under a name unique in the trace."""
         base = name or f"{kind}{len(self.parameters)}"
         name, number = base, 1
         while name in self.names:
@@ -877,16 +929,17 @@ class Trace:
 _state = threading.local()
 
 
-def current(api):
+def current(api: str) -> Trace:
     """The trace being recorded on this thread; NKIError outside a kernel."""
-    trace = getattr(_state, "trace", None)
+    trace: Trace | None = getattr(_state, "trace", None)
     if trace is None:
         fail("Calling NKI API outside of NKI kernels is not supported. (Run the kernel with "
              "nki.simulate_kernel(kernel, *arrays), or call the @nki.jit kernel with numpy arrays.)", api)
     return trace
 
 
-def set_current(trace):
-    previous = getattr(_state, "trace", None)
+def set_current(trace: Trace | None) -> Trace | None:
+    """Makes ``trace`` the one recorded on this thread (None: none); returns the previous one."""
+    previous: Trace | None = getattr(_state, "trace", None)
     _state.trace = trace
     return previous

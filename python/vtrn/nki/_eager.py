@@ -4,6 +4,7 @@ and rounds to each result's dtype, like the engines, but has no engines, no time
 """
 
 import math
+from typing import Any
 
 import numpy
 
@@ -15,11 +16,11 @@ _ERF = numpy.vectorize(math.erf, otypes=[numpy.float32])
 class _Memory:
     """A numpy array per buffer; views as numpy strided views of them."""
 
-    def __init__(self, inputs):
-        self.arrays = {}
+    def __init__(self, inputs: Any) -> None:
+        self.arrays: dict[Any, Any] = {}
         self.inputs = inputs    # parameter name -> numpy array
 
-    def array(self, buffer):
+    def array(self, buffer: Any) -> Any:
         found = self.arrays.get(buffer)
         if found is None:
             dtype = numpy_dtype(buffer.dtype)
@@ -34,7 +35,7 @@ class _Memory:
             self.arrays[buffer] = found
         return found
 
-    def view(self, view):
+    def view(self, view: Any) -> Any:
         base = self.array(view.buffer)
         size = base.itemsize
         if view.buffer.space == "hbm":
@@ -49,7 +50,7 @@ class _Memory:
         return numpy.lib.stride_tricks.as_strided(flat[start:], shape=view.shape, strides=strides)
 
 
-def _alu(op, a, b):
+def _alu(op: Any, a: Any, b: Any) -> Any:
     if op == "add":
         return a + b
     if op == "subtract":
@@ -79,7 +80,7 @@ def _alu(op, a, b):
     raise NotImplementedError(f"the eager interpreter has no ALU op {op}")
 
 
-def _activation(function, x):
+def _activation(function: Any, x: Any) -> Any:
     with numpy.errstate(all="ignore"):
         if function == "copy":
             return x
@@ -108,28 +109,28 @@ def _activation(function, x):
     raise NotImplementedError(f"the eager interpreter has no activation {function}")
 
 
-def _f32(a):
+def _f32(a: Any) -> Any:
     return numpy.asarray(a, dtype=numpy.float32)
 
 
-def _store(memory, view, values):
+def _store(memory: Any, view: Any, values: Any) -> None:
     target = memory.view(view)
     target[...] = numpy.asarray(values).reshape(target.shape).astype(target.dtype)
 
 
-def _scalar(memory, value, partitions):
+def _scalar(memory: Any, value: Any, partitions: Any) -> Any:
     if isinstance(value, (int, float)):
         return numpy.float32(value)
     return _f32(memory.view(value)).reshape(partitions, *([1] * 0), -1)[:, :1]
 
 
-def run(trace, inputs):
+def run(trace: Any, inputs: Any) -> Any:
     """Executes ``trace``'s ops with numpy; returns {parameter name: array} of every HBM tensor."""
     memory = _Memory(inputs)
     for op in trace.ops:
         args = op.args
         kind = op.kind
-        dst = op.writes[0] if op.writes else None
+        dst: Any = op.writes[0] if op.writes else None
         if kind == "dma_copy":
             values = memory.view(args["src"]).reshape(-1)
             if args.get("rmw") == "add":
@@ -175,7 +176,7 @@ def run(trace, inputs):
             partitions = x.shape[0]
             groups = max(1, math.prod(dst.shape) // max(1, dst.shape[0] if dst.paxis == 0 else 1))
             flat = x.reshape(partitions, groups, -1)
-            reducer = {"add": numpy.sum, "max": numpy.max, "min": numpy.min, "multiply": numpy.prod}[args["op"]]
+            reducer: Any = {"add": numpy.sum, "max": numpy.max, "min": numpy.min, "multiply": numpy.prod}[args["op"]]
             value = reducer(flat, axis=2)
             _store(memory, dst, -value if args.get("negate") else value)
         elif kind == "tensor_copy":

@@ -9,7 +9,9 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy
 
@@ -19,6 +21,9 @@ from ..runtime import Runtime
 from . import _core, _lower
 from ._core import NKIError, Trace, View, numpy_dtype, vtrn_dtype
 from ._tensor import Tensor
+
+if TYPE_CHECKING:
+    import vtrn
 
 _ENGINE_NAMES = {"pe": "tensor (PE)", "act": "scalar (ACT)", "dve": "vector (DVE)", "pool": "gpsimd (POOL)",
                  "dma": "DMA"}
@@ -30,9 +35,9 @@ class Report:
     kernel: str
     target: str                      # "trn1" or "trn2"
     device_ns: float                 # estimated device time (a grid: the busiest core's instances in turn)
-    instructions: dict               # engine -> instructions executed (all instances)
-    busy_ns: dict                    # engine -> estimated busy time (all instances)
-    utilisation: dict                # engine -> busy time / (device time x cores used)
+    instructions: dict[str, int]     # engine -> instructions executed (all instances)
+    busy_ns: dict[str, float]        # engine -> estimated busy time (all instances)
+    utilisation: dict[str, float]    # engine -> busy time / (device time x cores used)
     instances: int = 1
     cores: int = 1
     wall_ns: int = 0                 # host time of the call's device work: binding, executions, reading back
@@ -40,10 +45,10 @@ class Report:
     trace_ms: float = 0.0            # host time tracing the kernel (0 when cached)
     load_ms: float = 0.0             # host time allocating, scheduling, emitting and loading (0 when cached)
     cached: bool = False
-    trace_file: str = None
+    trace_file: str | None = None
     program_instructions: int = 0    # instructions of the loaded program(s), semaphore waits included
 
-    def __str__(self):
+    def __str__(self) -> str:
         lines = [f"{self.kernel} on {self.target}: estimated device time {self.device_ns / 1000:.3f} us"
                  f" ({self.instances} instance{'s' if self.instances != 1 else ''} on {self.cores} "
                  f"core{'s' if self.cores != 1 else ''}); host: trace {self.trace_ms:.1f} ms, load "
@@ -63,7 +68,8 @@ class JitKernel:
     """A kernel function under @nki.jit. Calling it with numpy arrays runs it on vtrn and returns
     what the kernel returns, as numpy arrays; ``kernel[grid](...)`` launches a grid of instances."""
 
-    def __init__(self, func, mode="auto", platform_target=None, **options):
+    def __init__(self, func: Callable[..., Any], mode: str = "auto", platform_target: str | None = None,
+                 **options: Any) -> None:
         if not callable(func):
             raise TypeError(f"nki.jit decorates a function, not a {type(func).__name__}")
         self.func = func
@@ -75,26 +81,26 @@ class JitKernel:
         self.__doc__ = getattr(func, "__doc__", None)
         self.__wrapped__ = func
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if getattr(_core._state, "trace", None) is not None:
             # Called from inside a kernel being traced (a sub-kernel, @nki.jit(mode="trace")):
             # its operations belong to the caller's kernel.
             return self.func(*args, **kwargs)
         return run(self, ((), 1), args, kwargs)[0]
 
-    def __getitem__(self, grid):
+    def __getitem__(self, grid: Any) -> "Launch":
         return Launch(self, grid)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<nki.jit kernel {self.__name__}>"
 
 
 class Launch:
     """``kernel[grid]``: a kernel with a launch grid of SPMD instances."""
 
-    def __init__(self, kernel, grid):
+    def __init__(self, kernel: JitKernel, grid: Any) -> None:
         grid = grid if isinstance(grid, tuple) else (grid,)
-        sizes = []
+        sizes: list[int] = []
         cores = 1
         for size in grid:
             if hasattr(size, "_nki_spmd"):
@@ -108,11 +114,15 @@ class Launch:
         self.grid = (tuple(sizes), cores)
         self.__name__ = kernel.__name__
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return run(self.kernel, self.grid, args, kwargs)[0]
 
 
-def as_kernel(kernel):
+# A launch grid: (sizes of its dimensions, cores they are spread over).
+Grid: TypeAlias = tuple[tuple[int, ...], int]
+
+
+def as_kernel(kernel: Any) -> tuple[JitKernel, Grid]:
     """(JitKernel, grid) of what simulate_kernel and friends are given; a grid is (sizes, cores)."""
     if isinstance(kernel, Launch):
         return kernel.kernel, kernel.grid
@@ -128,7 +138,8 @@ def as_kernel(kernel):
 class _Context:
     """A runtime and device to run kernels on, with the loaded kernels cached."""
 
-    def __init__(self, topology=None, trace_path=None, device=None):
+    def __init__(self, topology: str | None = None, trace_path: str | None = None,
+                 device: "vtrn.Device | None" = None) -> None:
         self.owned = device is None
         if device is None:
             previous = os.environ.get("VTRN_TRACE")
@@ -158,16 +169,16 @@ class _Context:
             "sbuf_bytes": cores[0].sbuf_bytes_per_partition,
             "psum_bytes": cores[0].psum_bytes_per_partition,
         }
-        self.cache = {}
+        self.cache: dict[Any, Any] = {}
         self.lock = threading.Lock()
         # Device memory kept between runs, by size: fresh HBM costs a page fault per page on its
         # first write, which made copying a run's inputs in several times slower than memcpy.
-        self.pool = {}
+        self.pool: "dict[int, list[vtrn.DeviceMemory]]" = {}
         self.pooled_bytes = 0
 
     POOL_LIMIT = 1 << 30
 
-    def take(self, nbytes):
+    def take(self, nbytes: int) -> "vtrn.DeviceMemory":
         with self.lock:
             spare = self.pool.get(nbytes)
             if spare:
@@ -175,7 +186,7 @@ class _Context:
                 return spare.pop()
         return self.device.allocate(nbytes)
 
-    def give_back(self, memory):
+    def give_back(self, memory: "vtrn.DeviceMemory") -> None:
         with self.lock:
             if self.pooled_bytes + memory.bytes <= self.POOL_LIMIT and not memory.closed:
                 self.pool.setdefault(memory.bytes, []).append(memory)
@@ -183,7 +194,7 @@ class _Context:
                 return
         memory.free()
 
-    def close(self):
+    def close(self) -> None:
         for compiled in self.cache.values():
             compiled.kernel.close()
         self.cache.clear()
@@ -196,11 +207,14 @@ class _Context:
             self.runtime.close()
 
 
-_contexts = {}
+_contexts: "dict[str | None, _Context]" = {}
 _contexts_lock = threading.Lock()
 
 
-def context(topology=None):
+def context(topology: str | None = None) -> "_Context":
+    """The context kernels of ``topology`` run in (its device, cores, compiled-kernel cache and
+    pooled device memory; None: VTRN_TOPOLOGY's first device), made on first use; the device
+    given to ``use_device`` wins."""
     with _contexts_lock:
         chosen = _contexts.get("device")
         if chosen is not None and not chosen.runtime.closed:
@@ -211,7 +225,7 @@ def context(topology=None):
         return found
 
 
-def use_device(device):
+def use_device(device: "vtrn.Device | None") -> None:
     """Runs kernels of every target on ``device`` (a vtrn.Device of your runtime) from now on,
     instead of a runtime of vtrn.nki's own; None goes back to vtrn.nki's own."""
     with _contexts_lock:
@@ -222,14 +236,14 @@ def use_device(device):
             _contexts["device"] = _Context(device=device)
 
 
-def close():
+def close() -> None:
     """Unloads vtrn.nki's kernels and closes the runtime it opened (releasing its cores); the next
     kernel run opens a new one. Called at exit."""
     _close_all()
 
 
 @atexit.register
-def _close_all():
+def _close_all() -> None:
     with _contexts_lock:
         for found in _contexts.values():
             try:
@@ -239,7 +253,7 @@ def _close_all():
         _contexts.clear()
 
 
-def _topology(kernel):
+def _topology(kernel: Any) -> Any:
     target = kernel.platform_target or kernel.options.get("target")
     if target is None:
         return None
@@ -254,19 +268,19 @@ def _topology(kernel):
 @dataclass
 class Compiled:
     """A traced, scheduled and loaded instance of a kernel."""
-    kernel: object                     # vtrn.Kernel
-    parameters: list                   # [(name, shape, dtype, kind)]
-    inputs: dict                       # argument key -> parameter name
-    constants: dict                    # parameter name -> numpy array (nl.shared_constant)
+    kernel: Any                        # vtrn.Kernel
+    parameters: list[Any]              # [(name, shape, dtype, kind)]
+    inputs: dict[Any, str]             # argument key -> parameter name
+    constants: dict[str, Any]          # parameter name -> numpy array (nl.shared_constant)
     outputs: object                    # the return structure, parameter names in place of tensors
-    written_inputs: list               # input parameter names the kernel writes
-    origin: list                       # program instruction index -> op
+    written_inputs: list[str]          # input parameter names the kernel writes
+    origin: list[Any]                  # program instruction index -> op
     instruction_count: int
     trace_ms: float
     load_ms: float
 
 
-def _signature(value):
+def _signature(value: Any) -> Any:
     if isinstance(value, numpy.ndarray):
         return ("array", value.shape, value.dtype.str)
     if isinstance(value, (bool, int, float, str, type(None))):
@@ -278,7 +292,7 @@ def _signature(value):
     return ("id", id(value))
 
 
-def _bind_arguments(func, args, kwargs):
+def _bind_arguments(func: Any, args: Any, kwargs: Any) -> Any:
     """[(key, name, value)] for the kernel's arguments, in order."""
     try:
         bound = inspect.signature(func).bind(*args, **kwargs)
@@ -299,7 +313,7 @@ def _bind_arguments(func, args, kwargs):
     return items
 
 
-def _trace(kernel, grid, ids, items, target):
+def _trace(kernel: Any, grid: Any, ids: Any, items: Any, target: Any) -> Any:
     trace = Trace(target, ids, grid)
     call_args = {}
     inputs = {}
@@ -324,7 +338,7 @@ def _trace(kernel, grid, ids, items, target):
     return trace, inputs, result
 
 
-def _rebuild(signature, values):
+def _rebuild(signature: Any, values: Any) -> Any:
     """Positional and keyword arguments for the kernel from per-name values."""
     args, kwargs = [], {}
     parameters = signature.parameters
@@ -346,7 +360,7 @@ def _rebuild(signature, values):
     return args, kwargs
 
 
-def _outputs(result, kernel):
+def _outputs(result: Any, kernel: Any) -> Any:
     """The return value with parameter names in place of HBM tensors."""
     if result is None:
         return None
@@ -367,7 +381,7 @@ def _outputs(result, kernel):
                    kernel.__name__)
 
 
-def _compile(ctx, kernel, grid, ids, items, core):
+def _compile(ctx: Any, kernel: Any, grid: Any, ids: Any, items: Any, core: Any) -> Any:
     started = time.perf_counter()
     trace, inputs, result = _trace(kernel, grid, ids, items, ctx.target)
     outputs = _outputs(result, kernel)
@@ -400,7 +414,7 @@ def _compile(ctx, kernel, grid, ids, items, core):
                     (traced - started) * 1000, (loaded_at - traced) * 1000)
 
 
-def _located(error, origin):
+def _located(error: Any, origin: Any) -> Any:
     """An NKIError at the kernel line behind the instruction a vtrn error names."""
     message = getattr(error, "message", str(error))
     found = re.search(r"instruction (\d+)", message)
@@ -415,7 +429,8 @@ def _located(error, origin):
 _last = threading.local()
 
 
-def run(kernel, grid, args, kwargs, trace_path=None):
+def run(kernel: JitKernel, grid: Grid, args: tuple[Any, ...], kwargs: dict[str, Any],
+        trace_path: str | None = None) -> tuple[Any, Report]:
     """Runs a kernel (all instances of its grid) on numpy arrays: (outputs, Report)."""
     topology = _topology(kernel)
     if trace_path is not None:
@@ -435,17 +450,18 @@ def run(kernel, grid, args, kwargs, trace_path=None):
             ctx.close()
     if trace_path is not None:
         report.trace_file = trace_path
-        _annotate_trace(trace_path, report._origins, report._placement)
+        _annotate_trace(trace_path, getattr(report, "_origins"), getattr(report, "_placement"))
     _last.report = report
     return outputs, report
 
 
-def last_report():
+def last_report() -> Report | None:
     """The Report of the last kernel run on this thread (None before one)."""
-    return getattr(_last, "report", None)
+    report: Report | None = getattr(_last, "report", None)
+    return report
 
 
-def _run(ctx, kernel, grid, args, kwargs):
+def _run(ctx: Any, kernel: Any, grid: Any, args: Any, kwargs: Any) -> Any:
     grid, spread = grid
     items = _bind_arguments(kernel.func, args, kwargs)
     signature = tuple((key, _signature(value)) for key, _, value in items)
@@ -470,8 +486,8 @@ def _run(ctx, kernel, grid, args, kwargs):
                     ctx.cache[key] = found
         compiled.append(found)
     values = {key: value for key, _, value in items}
-    memories = {}
-    owned = []
+    memories: dict[str, Any] = {}
+    owned: list[Any] = []
     fences = []
     started = time.perf_counter_ns()
     try:
@@ -538,7 +554,7 @@ def _run(ctx, kernel, grid, args, kwargs):
     return outputs, report
 
 
-def _fill(structure, results):
+def _fill(structure: Any, results: Any) -> Any:
     if structure is None:
         return None
     if isinstance(structure, str):
@@ -548,8 +564,8 @@ def _fill(structure, results):
     return {key: _fill(value, results) for key, value in structure.items()}
 
 
-def _report(kernel, ctx, compiled, infos, wall, cached, placement):
-    per_core = {}
+def _report(kernel: Any, ctx: Any, compiled: Any, infos: Any, wall: Any, cached: Any, placement: Any) -> Any:
+    per_core: dict[int, Any] = {}
     instructions = dict.fromkeys(_lower.ENGINES, 0)
     busy = dict.fromkeys(_lower.ENGINES, 0.0)
     for number, info in enumerate(infos):
@@ -566,12 +582,12 @@ def _report(kernel, ctx, compiled, infos, wall, cached, placement):
                     cores=cores, wall_ns=wall, execution_ns=sum(info.wall_ns for info in infos), trace_ms=0.0 if cached else sum(c.trace_ms for c in compiled),
                     load_ms=0.0 if cached else sum(c.load_ms for c in compiled), cached=cached,
                     program_instructions=sum(c.instruction_count for c in compiled))
-    report._origins = [c.origin for c in compiled]
-    report._placement = placement
+    setattr(report, "_origins", [c.origin for c in compiled])
+    setattr(report, "_placement", placement)
     return report
 
 
-def _annotate_trace(path, origins, placement):
+def _annotate_trace(path: Any, origins: Any, placement: Any) -> None:
     """Adds each instruction's NKI call and kernel line to the trace's instruction events. The
     tracer writes each execution's event followed by its instructions; a core runs its
     instances in the order they were queued, so the n-th execution on a core is its n-th instance."""
@@ -580,7 +596,7 @@ def _annotate_trace(path, origins, placement):
             data = json.load(file)
     except (OSError, ValueError):
         return
-    queues = {}
+    queues: dict[Any, Any] = {}
     for origin, core in zip(origins, placement):
         queues.setdefault(core, []).append(origin)
     origin = None

@@ -20,6 +20,7 @@
 import bisect
 import ctypes
 from ctypes import byref
+from typing import Any
 
 from .._library import (
     ACTIVATIONS,
@@ -37,7 +38,7 @@ from .._library import (
     lib,
 )
 from ..errors import VtrnError, check
-from ._core import PSUM_BANK_BYTES, PSUM_BANKS, NKIError, contains, itemsize, overlap
+from ._core import PSUM_BANK_BYTES, PSUM_BANKS, NKIError, Trace, contains, itemsize, overlap
 
 ENGINES = ("pe", "act", "dve", "pool", "dma")
 ENGINE_NUMBER = {name: number for number, name in enumerate(ENGINES)}
@@ -54,17 +55,17 @@ class _Space:
     overlap, as NKI's compiler multi-buffers such loops. A kernel whose tiles do not fit that way
     (the round trip cuts the space into pieces) is placed again by best fit (``compact``)."""
 
-    def __init__(self, name, capacity, unit, compact=False):
+    def __init__(self, name: Any, capacity: Any, unit: Any, compact: Any = False) -> None:
         self.name = name
         self.capacity = capacity    # units
         self.unit = unit            # bytes per unit
         self.free = [(0, capacity)]  # sorted, disjoint [start, end)
-        self.owner = [None] * capacity  # the last buffer that held each unit
-        self.live = {}
+        self.owner: list[Any] = [None] * capacity  # the last buffer that held each unit
+        self.live: dict[Any, Any] = {}
         self.compact = compact
         self.cursor = 0
 
-    def _choose(self, units):
+    def _choose(self, units: Any) -> Any:
         if self.compact:
             best = None
             for start, end in self.free:
@@ -78,7 +79,7 @@ class _Space:
                     return begin
         return None
 
-    def allocate(self, buffer, units):
+    def allocate(self, buffer: Any, units: Any) -> Any:
         start = self._choose(units)
         if start is None:
             return None
@@ -88,8 +89,8 @@ class _Space:
                 self.free[position:position + 1] = ([(a, start)] if a < start else []) + ([(end, b)] if end < b else [])
                 break
         self.cursor = end
-        previous = []
-        seen = set()
+        previous: list[Any] = []
+        seen: set[int] = set()
         for unit in range(start, end):
             owner = self.owner[unit]
             if owner is not None and owner.number not in seen:
@@ -100,7 +101,7 @@ class _Space:
         self.live[buffer] = (start, end)
         return start
 
-    def release(self, buffer):
+    def release(self, buffer: Any) -> None:
         start, end = self.live.pop(buffer)
         position = bisect.bisect_left(self.free, (start, end))
         if position > 0 and self.free[position - 1][1] == start:
@@ -113,7 +114,7 @@ class _Space:
         self.free.insert(position, (start, end))
 
 
-def allocate(trace):
+def allocate(trace: Trace) -> None:
     """Gives every on-chip buffer of ``trace`` its offset; NKIError when one does not fit."""
     try:
         _allocate(trace, compact=False)
@@ -121,11 +122,12 @@ def allocate(trace):
         _allocate(trace, compact=True)
 
 
-def _allocate(trace, compact):
+def _allocate(trace: Trace, compact: Any) -> None:
     target = trace.target
     spaces = {"sbuf": _Space("SBUF", target["sbuf_bytes"] // ALIGNMENT, ALIGNMENT, compact),
               "psum": _Space("PSUM", target["psum_bytes"] // PSUM_BANK_BYTES, PSUM_BANK_BYTES, compact)}
-    starting, ending = {}, {}
+    starting: dict[int, list[Any]] = {}
+    ending: dict[int, list[Any]] = {}
     seen = set()
     for op in trace.ops:
         for view in op.writes + op.reads:
@@ -152,7 +154,7 @@ def _allocate(trace, compact):
             spaces[buffer.space].release(buffer)
 
 
-def _overflow(buffer, space, units, target):
+def _overflow(buffer: Any, space: Any, units: Any, target: Any) -> Any:
     live = sorted(space.live.items(), key=lambda item: item[1])
     used = sum(end - start for _, (start, end) in live)
     lines = [f"{other.describe()} made at {_short(other.where)}" for other, _ in live[:8]]
@@ -169,7 +171,7 @@ def _overflow(buffer, space, units, target):
     return NKIError(what, buffer.where, "allocation")
 
 
-def _short(where_):
+def _short(where_: Any) -> Any:
     import os
     return f"{os.path.basename(where_[0])}:{where_[1]}" if where_ else "?"
 
@@ -179,23 +181,23 @@ def _short(where_):
 class _Record:
     __slots__ = ("writes", "reads", "last")
 
-    def __init__(self):
-        self.writes = []   # (p0, p1, b0, b1, engine, ordinal)
-        self.reads = []
-        self.last = {}     # engine -> its last ordinal that touched the buffer
+    def __init__(self) -> None:
+        self.writes: list[tuple[int, int, int, int, str, int]] = []   # (p0, p1, b0, b1, engine, ordinal)
+        self.reads: list[tuple[int, int, int, int, str, int]] = []
+        self.last: dict[str, int] = {}     # engine -> its last ordinal that touched the buffer
 
 
-def _inside(entry, box):
+def _inside(entry: Any, box: Any) -> Any:
     return box[0] <= entry[0] and entry[1] <= box[1] and box[2] <= entry[2] and entry[3] <= box[3]
 
 
 COLLAPSE = 64   # accesses remembered per buffer before those of one engine merge
 
 
-def _collapse(entries):
+def _collapse(entries: Any) -> Any:
     """One entry per engine: the union of its boxes at its latest ordinal. Later accesses may then
     wait for more than they must (never less), and a scan over a buffer's columns stays linear."""
-    merged = {}
+    merged: dict[str, Any] = {}
     for p0, p1, b0, b1, engine, ordinal in entries:
         found = merged.get(engine)
         merged[engine] = (p0, p1, b0, b1, engine, ordinal) if found is None else (
@@ -203,17 +205,17 @@ def _collapse(entries):
     return list(merged.values())
 
 
-def schedule(trace):
+def schedule(trace: Trace) -> Any:
     """For each op, ``(waits, ordinal)``: the (engine, count) semaphore waits to put before it, the
     last of which rides on the instruction, and its ordinal on its engine (its semaphore's value
     once it is done)."""
     counts = dict.fromkeys(ENGINES, 0)
     known = {engine: dict.fromkeys(ENGINES, 0) for engine in ENGINES}   # what each engine knows is done
-    clocks = {engine: [None] for engine in ENGINES}                      # known-vector after each instruction
+    clocks: dict[str, list[Any]] = {engine: [None] for engine in ENGINES}                      # known-vector after each instruction
     plan = []
     for op in trace.ops:
         engine = op.engine
-        needs = {}
+        needs: dict[str, int] = {}
         for is_write, views in ((False, op.reads), (True, op.writes)):
             for view in views:
                 buffer = view.buffer
@@ -277,7 +279,7 @@ def schedule(trace):
 
 # -- 4. emission ----------------------------------------------------------------------------------
 
-def access(view):
+def access(view: Any) -> Any:
     """The vtrn_access_t of a view whose buffer has its place."""
     buffer = view.buffer
     size = itemsize(buffer.dtype)
@@ -308,11 +310,11 @@ def access(view):
     return struct
 
 
-def _compact(free):
+def _compact(free: Any) -> Any:
     """Free axes (outermost first) without size-1 axes, adjacent axes merged where they are one
     run; at least one axis. More than 4 is NKIUnsupportedError's business (checked by the caller)."""
     axes = [(extent, stride) for extent, stride in free if extent != 1]
-    merged = []
+    merged: list[Any] = []
     for extent, stride in axes:
         if merged and merged[-1][1] == stride * extent:
             outer_extent, _ = merged[-1]
@@ -324,7 +326,7 @@ def _compact(free):
     return merged or [(1, 1)]
 
 
-def _scalar(value):
+def _scalar(value: Any) -> Any:
     if isinstance(value, int):
         return ScalarStruct.int32(value)
     if isinstance(value, float):
@@ -332,7 +334,7 @@ def _scalar(value):
     return ScalarStruct(is_tile=1, value=0.0, tile=access(value))
 
 
-def emit(program_handle, trace, plan):
+def emit(program_handle: Any, trace: Trace, plan: Any) -> Any:
     """Appends the trace's instructions to a program. Returns the map from program instruction
     index to op, for messages."""
     origin = []
@@ -352,7 +354,7 @@ def emit(program_handle, trace, plan):
     return origin
 
 
-def _emit_one(handle, op, flag, sync):
+def _emit_one(handle: Any, op: Any, flag: Any, sync: Any) -> None:
     args = op.args
     kind = op.kind
     dst = access(op.writes[0]) if op.writes else None

@@ -6,10 +6,10 @@ import sys
 import types
 
 _NAMES = ("nki", "neuronxcc")
-_installed = []
+_installed: list[str] = []
 
 
-def _real(name):
+def _real(name: str) -> bool:
     if name in sys.modules:
         return not getattr(sys.modules[name], "__vtrn_shim__", False)
     try:
@@ -20,7 +20,7 @@ def _real(name):
     return spec is not None and spec.origin not in (None, "namespace")
 
 
-def install_import_shim():
+def install_import_shim() -> list[str]:
     """``import nki`` / ``import neuronxcc.nki`` now give vtrn.nki, where the real package is
     absent. Returns the top-level names it took over ([] when both are installed for real)."""
     from . import __name__ as package
@@ -35,9 +35,9 @@ def install_import_shim():
         taken.append("nki")
     if not _real("neuronxcc"):
         neuronxcc = types.ModuleType("neuronxcc", "vtrn.nki's stand-in for the Neuron compiler's package")
-        neuronxcc.__vtrn_shim__ = True
-        neuronxcc.__path__ = []
-        neuronxcc.nki = nki
+        setattr(neuronxcc, "__vtrn_shim__", True)
+        setattr(neuronxcc, "__path__", [])
+        setattr(neuronxcc, "nki", nki)
         sys.modules["neuronxcc"] = neuronxcc
         sys.modules["neuronxcc.nki"] = nki
         sys.modules["neuronxcc.nki.language"] = nki.language
@@ -49,7 +49,7 @@ def install_import_shim():
     return taken
 
 
-def uninstall_import_shim():
+def uninstall_import_shim() -> None:
     """Undoes install_import_shim."""
     for name in list(sys.modules):
         if name.split(".")[0] in _installed and (

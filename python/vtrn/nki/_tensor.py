@@ -2,8 +2,11 @@
 assignment and arithmetic. Operators are the nl functions of the same meaning."""
 
 import numbers
+from typing import Any, NoReturn
 
-from ._core import View, current, fail, numpy_dtype
+import numpy
+
+from ._core import IndirectView, Op, View, current, fail, numpy_dtype
 
 
 class Tensor:
@@ -12,73 +15,93 @@ class Tensor:
     with ints, slices, nl.ds and nl.arange expressions, assignment into tiles, and operators."""
     __slots__ = ("_view", "__weakref__")
 
-    def __init__(self, view):
+    def __init__(self, view: "View | IndirectView") -> None:
         self._view = view
+
+    def _direct(self, api: str) -> View:
+        """The tensor's view; NKIUnsupportedError for a tensor indexed by a tile, which only a DMA
+        takes (a gather or scatter), as it is."""
+        if isinstance(self._view, IndirectView):
+            from ._core import unsupported
+            unsupported(api, "indexing, reshaping or transposing a tensor indexed by a tile (it is an indirect "
+                             "DMA's operand, as it is)")
+        return self._view
 
     # -- description --
 
     @property
-    def shape(self):
-        return self._view.shape
+    def shape(self) -> tuple[int, ...]:
+        """The shape, the partition dimension first for a tile."""
+        return tuple(self._view.shape)
 
     @property
-    def ndim(self):
+    def ndim(self) -> int:
+        """The number of dimensions."""
         return len(self._view.shape)
 
     @property
-    def dtype(self):
+    def dtype(self) -> numpy.dtype[Any]:
+        """The element type as a numpy dtype (ml_dtypes' for bf16 and fp8), equal to nl.float32 and friends."""
         return numpy_dtype(self._view.buffer.dtype)
 
     @property
-    def itemsize(self):
+    def itemsize(self) -> int:
+        """Bytes per element."""
         return self.dtype.itemsize
 
     @property
-    def buffer(self):
+    def buffer(self) -> Any:
+        """Where it lives: nl.sbuf, nl.psum, or nl.hbm / nl.shared_hbm / nl.private_hbm for a tensor."""
         from . import language
         buffer = self._view.buffer
         if buffer.space == "hbm":
             return {"input": language.hbm, "output": language.shared_hbm,
-                    "scratch": language.private_hbm}.get(buffer.kind, language.hbm)
+                    "scratch": language.private_hbm}.get(buffer.kind or "", language.hbm)
         return language.sbuf if buffer.space == "sbuf" else language.psum
 
     @property
-    def name(self):
-        return self._view.buffer.name
+    def name(self) -> str | None:
+        """The name given to nl.ndarray (a kernel argument's for an input), or None."""
+        name: str | None = self._view.buffer.name
+        return name
 
-    def __len__(self):
-        return self._view.shape[0]
+    def __len__(self) -> int:
+        return int(self._view.shape[0])
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         buffer = self._view.buffer
         return f"<nki {buffer.space} tensor {list(self.shape)} {self.dtype.name}{' ' + buffer.name if buffer.name else ''}>"
 
-    def __bool__(self):
+    def __bool__(self) -> NoReturn:
         fail("a tensor has no truth value while a kernel is traced (data is not known until it runs); "
              "use masks, nl.where or nisa.affine_select for data-dependent choices")
 
-    def __array__(self, *args, **kwargs):
+    def __array__(self, *args: Any, **kwargs: Any) -> NoReturn:
         fail("a kernel tensor cannot become a numpy array while the kernel is traced: its data exists only "
              "when the kernel runs; return it from the kernel to read it")
 
-    def __iter__(self):
+    def __iter__(self) -> NoReturn:
         fail("iterating over a tensor is not supported; loop with nl.affine_range over indices instead")
 
     # -- views --
 
-    def __getitem__(self, key):
-        return Tensor(self._view.index(key, "indexing"))
+    def __getitem__(self, key: Any) -> "Tensor":
+        return Tensor(self._direct("indexing").index(key, "indexing"))
 
-    def reshape(self, shape):
+    def reshape(self, shape: Any) -> "Tensor":
+        """The same elements with another shape (a contiguous HBM tensor only), as numpy's reshape."""
         shape = tuple(shape) if not isinstance(shape, numbers.Integral) else (shape,)
-        return Tensor(self._view.reshape(shape, "reshape"))
+        return Tensor(self._direct("reshape").reshape(shape, "reshape"))
 
-    def broadcast_to(self, shape):
+    def broadcast_to(self, shape: Any) -> "Tensor":
+        """nl.broadcast_to(self, shape): a [1, n] tile repeated over partitions, or size-1 free axes repeated."""
         from . import language
-        return language.broadcast_to(self, shape)
+        result: Tensor = language.broadcast_to(self, shape)
+        return result
 
-    def expand_dims(self, axis):
-        view = self._view
+    def expand_dims(self, axis: int) -> "Tensor":
+        """A view with a new dimension of size 1 at ``axis`` (not before a tile's partition dimension)."""
+        view = self._direct("expand_dims")
         axis = axis % (len(view.shape) + 1)
         if axis == 0 and view.buffer.space != "hbm":
             fail("cannot add a dimension before a tile's partition dimension", "expand_dims")
@@ -89,17 +112,21 @@ class Tensor:
         return Tensor(View(view.buffer, shape, strides, view.offset, view.partition, paxis, vars_, view.checks,
                            view.ranges))
 
-    def astype(self, dtype):
+    def astype(self, dtype: Any) -> "Tensor":
+        """nl.copy(self, dtype=dtype): a new tile of ``dtype``."""
         from . import language
-        return language.copy(self, dtype=dtype)
+        result: Tensor = language.copy(self, dtype=dtype)
+        return result
 
-    def ap(self, pattern, offset=0, **kwargs):
+    def ap(self, pattern: Any, offset: int = 0, **kwargs: Any) -> NoReturn:
+        """An explicit access pattern (NKI 0.2): not supported by vtrn.nki yet."""
         from ._core import unsupported
         unsupported("tensor.ap", "explicit access patterns")
 
     @property
-    def T(self):
-        view = self._view
+    def T(self) -> "Tensor":
+        """An HBM tensor's axes reversed (a transposed, strided view for DMA)."""
+        view = self._direct(".T")
         if view.buffer.space != "hbm":
             fail("a tile's partition dimension cannot trade places with a free dimension in a view; "
                  "transpose it with nl.transpose or nisa.nc_transpose", ".T")
@@ -108,113 +135,113 @@ class Tensor:
 
     # -- assignment --
 
-    def __setitem__(self, key, value):
-        target = self._view.index(key, "assignment")
+    def __setitem__(self, key: Any, value: Any) -> None:
+        target = self._direct("assignment").index(key, "assignment")
         assign(target, value, "assignment")
 
     # -- operators: the nl functions --
 
-    def _binary(self, other, op, reverse=False):
+    def _binary(self, other: Any, op: str, reverse: bool = False) -> "Tensor":
         from . import language
         return language._binary(f"operator {op}", other, self, op) if reverse else \
             language._binary(f"operator {op}", self, other, op)
 
-    def __add__(self, other):
+    def __add__(self, other: Any) -> "Tensor":
         return self._binary(other, "add")
 
-    def __radd__(self, other):
+    def __radd__(self, other: Any) -> "Tensor":
         return self._binary(other, "add", True)
 
-    def __sub__(self, other):
+    def __sub__(self, other: Any) -> "Tensor":
         return self._binary(other, "subtract")
 
-    def __rsub__(self, other):
+    def __rsub__(self, other: Any) -> "Tensor":
         return self._binary(other, "subtract", True)
 
-    def __mul__(self, other):
+    def __mul__(self, other: Any) -> "Tensor":
         return self._binary(other, "multiply")
 
-    def __rmul__(self, other):
+    def __rmul__(self, other: Any) -> "Tensor":
         return self._binary(other, "multiply", True)
 
-    def __truediv__(self, other):
+    def __truediv__(self, other: Any) -> "Tensor":
         return self._binary(other, "divide")
 
-    def __rtruediv__(self, other):
+    def __rtruediv__(self, other: Any) -> "Tensor":
         return self._binary(other, "divide", True)
 
-    def __pow__(self, other):
+    def __pow__(self, other: Any) -> "Tensor":
         return self._binary(other, "pow")
 
-    def __rpow__(self, other):
+    def __rpow__(self, other: Any) -> "Tensor":
         return self._binary(other, "pow", True)
 
-    def __and__(self, other):
+    def __and__(self, other: Any) -> "Tensor":
         return self._binary(other, "bitwise_and")
 
-    def __or__(self, other):
+    def __or__(self, other: Any) -> "Tensor":
         return self._binary(other, "bitwise_or")
 
-    def __xor__(self, other):
+    def __xor__(self, other: Any) -> "Tensor":
         return self._binary(other, "bitwise_xor")
 
-    def __lshift__(self, other):
+    def __lshift__(self, other: Any) -> "Tensor":
         return self._binary(other, "shift_left")
 
-    def __rshift__(self, other):
+    def __rshift__(self, other: Any) -> "Tensor":
         return self._binary(other, "shift_right")
 
-    def __lt__(self, other):
+    def __lt__(self, other: Any) -> "Tensor":
         return self._binary(other, "less")
 
-    def __le__(self, other):
+    def __le__(self, other: Any) -> "Tensor":
         return self._binary(other, "less_equal")
 
-    def __gt__(self, other):
+    def __gt__(self, other: Any) -> "Tensor":
         return self._binary(other, "greater")
 
-    def __ge__(self, other):
+    def __ge__(self, other: Any) -> "Tensor":
         return self._binary(other, "greater_equal")
 
-    def __eq__(self, other):
+    def __eq__(self, other: Any) -> Any:
         if isinstance(other, (Tensor, numbers.Number)):
             return self._binary(other, "equal")
         return NotImplemented
 
-    def __ne__(self, other):
+    def __ne__(self, other: Any) -> Any:
         if isinstance(other, (Tensor, numbers.Number)):
             return self._binary(other, "not_equal")
         return NotImplemented
 
     __hash__ = object.__hash__
 
-    def __neg__(self):
+    def __neg__(self) -> "Tensor":
         from . import language
         return language.negative(self)
 
-    def __abs__(self):
+    def __abs__(self) -> "Tensor":
         from . import language
         return language.abs(self)
 
-    def _inplace(self, other, op):
+    def _inplace(self, other: Any, op: str) -> "Tensor":
         from . import language
-        language._in_place(self._view, other, op, f"operator {op}=")
+        language._in_place(self._direct(f"operator {op}="), other, op, f"operator {op}=")
         return self
 
-    def __iadd__(self, other):
+    def __iadd__(self, other: Any) -> "Tensor":
         return self._inplace(other, "add")
 
-    def __isub__(self, other):
+    def __isub__(self, other: Any) -> "Tensor":
         return self._inplace(other, "subtract")
 
-    def __imul__(self, other):
+    def __imul__(self, other: Any) -> "Tensor":
         return self._inplace(other, "multiply")
 
-    def __itruediv__(self, other):
+    def __itruediv__(self, other: Any) -> "Tensor":
         return self._inplace(other, "divide")
 
 
-def fresh(value):
+def fresh(value: Tensor) -> Op | None:
     """Whether ``value`` is the whole, untouched result of the trace's last op: that op may then
     write straight into wherever the value is assigned."""
     view = value._view
@@ -232,11 +259,12 @@ def fresh(value):
     return op
 
 
-def squeeze_equal(a, b):
+def squeeze_equal(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
+    """Whether two shapes are equal once their dimensions of size 1 are dropped."""
     return tuple(s for s in a if s != 1) == tuple(s for s in b if s != 1)
 
 
-def retarget(value, op, target):
+def retarget(value: Any, op: Any, target: Any) -> None:
     """Makes ``op`` write ``target`` instead of the temporary ``value`` stands for."""
     old = op.writes[0]
     whole = View.whole(old.buffer)
@@ -261,7 +289,7 @@ def retarget(value, op, target):
     value._view = target
 
 
-def _boxes(part, whole):
+def _boxes(part: Any, whole: Any) -> Any:
     """{axis: (low, high)} of a sub-box ``part`` of a contiguous view ``whole`` of one buffer."""
     boxes = {}
     delta = part.offset - whole.offset
@@ -275,13 +303,13 @@ def _boxes(part, whole):
     return boxes
 
 
-def assign(target, value, api):
+def assign(target: Any, value: Any, api: str) -> None:
     """``target_view = value``: a tensor (an op's fresh result lands in place; anything else is
     copied), or a number (memset)."""
     from . import language
     if isinstance(value, Tensor):
         view = value._view
-        if view.same_place(target):
+        if isinstance(view, View) and view.same_place(target):
             return
         op = fresh(value)
         if op is not None and op.kind == "transpose" and op.engine == "pe" and target.buffer.space == "psum" and \
@@ -308,7 +336,7 @@ def assign(target, value, api):
             if allowed:
                 retarget(value, op, target)
                 return
-        language._copy_into(target, view, api)
+        language._copy_into(target, value._direct(api), api)
         return
     if isinstance(value, numbers.Number):
         language._memset_view(target, value, api)

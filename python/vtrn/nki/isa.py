@@ -6,7 +6,9 @@ Both of NKI's calling conventions work: the one that returns a new tile
 (``nisa.nc_matmul(dst, stationary, moving)`` or ``dst=``), told apart by the arguments.
 """
 
+import math
 import numbers
+from typing import Any, NoReturn
 
 from .._library import ALU_OPS
 from . import _core
@@ -62,11 +64,15 @@ class reduce_cmd:
 
 
 class oob_mode:
+    """nisa.oob_mode: what an indirect DMA does with an index outside the table (``dma_copy(oob_mode=)``)."""
+
     error = "error"
     skip = "skip"
 
 
 class dge_mode:
+    """nisa.dge_mode: the DMA descriptor generation mode; accepted and ignored (vtrn has one DMA model)."""
+
     unknown = "unknown"
     none = "none"
     swdge = "swdge"
@@ -74,17 +80,19 @@ class dge_mode:
 
 
 class nc_version:
+    """nisa.nc_version: NeuronCore generations (gen2 = trn1, gen3 = trn2), for ``nisa.get_nc_version()``."""
+
     gen2 = 2
     gen3 = 3
 
 
-def get_nc_version():
+def get_nc_version() -> Any:
     """The NeuronCore generation of the device the kernel is traced for (trn1: gen2, trn2: gen3)."""
     trace = current("nisa.get_nc_version")
     return nc_version.gen3 if trace.target["name"] == "trn2" else nc_version.gen2
 
 
-def _op_name(op, api, what="op"):
+def _op_name(op: Any, api: str, what: str = "op") -> Any:
     """The vtrn ALU op of an NKI operator (nl.add, nl.maximum, numpy.add...)."""
     name = getattr(op, "_alu", None)
     if name is None:
@@ -98,7 +106,7 @@ def _op_name(op, api, what="op"):
     return name
 
 
-def _activation_name(op, api):
+def _activation_name(op: Any, api: str) -> Any:
     name = getattr(op, "_activation", None) or getattr(op, "__name__", None)
     if name is None:
         fail(f"op {op!r} is not an activation function (nl.exp, nl.tanh, nl.copy...)", api)
@@ -107,7 +115,7 @@ def _activation_name(op, api):
     return nl._activation_function(name, api)
 
 
-def _engine(value, allowed, default, api):
+def _engine(value: Any, allowed: Any, default: Any, api: str) -> Any:
     if value is None or value == engine.unknown:
         return default
     if value not in allowed:
@@ -117,7 +125,7 @@ def _engine(value, allowed, default, api):
     return value
 
 
-def _leading_dst(args, dst):
+def _leading_dst(args: Any, dst: Any) -> Any:
     """NKI 0.2's convention for functions whose first argument is otherwise not a tile: a tile
     first is the destination. Returns (dst, the other positional arguments)."""
     args = list(args)
@@ -126,7 +134,7 @@ def _leading_dst(args, dst):
     return dst, args
 
 
-def _finish(dst, result, api):
+def _finish(dst: Any, result: Tensor, api: str) -> Tensor:
     """The dst= convention: the result lands in dst."""
     if dst is None:
         return result
@@ -138,12 +146,14 @@ def _finish(dst, result, api):
 
 # -- the tensor engine --------------------------------------------------------------------------------
 
-def nc_matmul(*args, is_stationary_onezero=False, is_moving_onezero=False, is_transpose=False, tile_position=(),
-              tile_size=(), mask=None, dst=None, accumulate=None, perf_mode=None, **kwargs):
+def nc_matmul(*positional: Any, is_stationary_onezero: Any = False, is_moving_onezero: Any = False,
+              is_transpose: Any = False, tile_position: Any = (),
+              tile_size: Any = (), mask: Any = None, dst: Any = None, accumulate: Any = None, perf_mode: Any = None,
+              **kwargs: Any) -> Any:
     """stationary[K, M].T @ moving[K, N] on the tensor engine: a new fp32 PSUM tile [M, N]
     (or into ``dst``; ``accumulate=True`` adds to it). K <= 128, M <= 128, N <= 512."""
     api = "nisa.nc_matmul"
-    args = list(args)
+    args = list(positional)
     if dst is None and len(args) == 3:
         dst = args.pop(0)
     stationary = args[0] if args else kwargs.pop("stationary")
@@ -171,7 +181,8 @@ def nc_matmul(*args, is_stationary_onezero=False, is_moving_onezero=False, is_tr
     return _finish(dst, result, api)
 
 
-def _nc_matmul(api, stationary, moving, mask=None, tile_position=(), tile_size=()):
+def _nc_matmul(api: str, stationary: Any, moving: Any, mask: Any = None, tile_position: Any = (),
+               tile_size: Any = ()) -> Tensor:
     s = nl._onchip(stationary, api, "stationary")
     m = nl._onchip(moving, api, "moving")
     # The tensor engine reads SBUF: an operand in PSUM (a transpose's result) goes through SBUF,
@@ -207,7 +218,7 @@ def _nc_matmul(api, stationary, moving, mask=None, tile_position=(), tile_size=(
     return tile
 
 
-def _masked_matmul(mask, dst, stationary, moving, api):
+def _masked_matmul(mask: Any, dst: Any, stationary: Any, moving: Any, api: str) -> Any:
     """A mask over a matmul's [M, N] result cuts stationary's free axis (M) and moving's (N)."""
     (cut,) = nl._mask_views(mask, [dst], api)
     if cut.shape == dst.shape:
@@ -222,12 +233,12 @@ def _masked_matmul(mask, dst, stationary, moving, api):
     return cut, s, m
 
 
-def _core_boxes(part, whole):
+def _core_boxes(part: Any, whole: Any) -> Any:
     from ._tensor import _boxes
     return _boxes(part, whole)
 
 
-def _check_tiling(api, position, size, k, m):
+def _check_tiling(api: str, position: Any, size: Any, k: Any, m: Any) -> None:
     """tile_position/tile_size: the PE array split in row and column tiles of 32, 64 or 128."""
     if len(position) != 2 or len(size) != 2:
         fail("tile_position and tile_size are (row, column) pairs, given together", api)
@@ -243,12 +254,13 @@ def _check_tiling(api, position, size, k, m):
         fail(f"K={k}, M={m} do not fit tile_size {tuple(size)} (K <= rows, M <= columns)", api)
 
 
-def nc_transpose(*args, mask=None, dtype=None, engine=engine.unknown, dst=None, **kwargs):
+def nc_transpose(*positional: Any, mask: Any = None, dtype: Any = None, engine: str = engine.unknown, dst: Any = None,
+                 **kwargs: Any) -> Tensor:
     """A 2-D transpose [P, F] -> [F, P]: on the tensor engine into PSUM (up to 128 x 128), or on
     the vector engine into SBUF (up to 32 x 32). ``engine.unknown`` picks the vector engine for
     tiles that fit it, as NKI does."""
     api = "nisa.nc_transpose"
-    args = list(args)
+    args = list(positional)
     if dst is None and len(args) == 2:
         dst = args.pop(0)
     data = args[0] if args else kwargs.pop("data")
@@ -261,7 +273,7 @@ def nc_transpose(*args, mask=None, dtype=None, engine=engine.unknown, dst=None, 
     return _finish(dst, nl._transpose(api, view, chosen, dtype), api)
 
 
-def _has_vector_transpose():
+def _has_vector_transpose() -> Any:
     from .._library import lib
     return hasattr(lib, "vtrn_program_transpose_on") and "vtrn_program_transpose_on" not in \
         getattr(lib, "missing_functions", ())
@@ -269,8 +281,9 @@ def _has_vector_transpose():
 
 # -- the scalar engine --------------------------------------------------------------------------------
 
-def activation(*args, bias=None, scale=1.0, reduce_op=None, reduce_res=None, reduce_cmd=reduce_cmd.idle, mask=None,
-               dtype=None, dst=None, **kwargs):
+def activation(*args: Any, bias: Any = None, scale: Any = 1.0, reduce_op: Any = None, reduce_res: Any = None,
+               reduce_cmd: Any = reduce_cmd.idle, mask: Any = None,
+               dtype: Any = None, dst: Any = None, **kwargs: Any) -> Tensor:
     """op(data * scale + bias) on the scalar engine; ``scale`` a number or a [P, 1] tile, ``bias`` a
     [P, 1] tile. With ``reduce_op=nl.add`` and ``reduce_res`` (a [P, 1] tile), the free-axis sum
     of the results lands there too."""
@@ -293,7 +306,8 @@ def activation(*args, bias=None, scale=1.0, reduce_op=None, reduce_res=None, red
     return _finish(dst, result, api)
 
 
-def activation_reduce(*args, reduce_op=None, reduce_res=None, bias=None, scale=1.0, mask=None, dtype=None, **kwargs):
+def activation_reduce(*args: Any, reduce_op: Any = None, reduce_res: Any = None, bias: Any = None, scale: Any = 1.0,
+                      mask: Any = None, dtype: Any = None, **kwargs: Any) -> Tensor:
     """activation with its free-axis reduction into ``reduce_res``."""
     if reduce_op is None or reduce_res is None:
         fail("needs reduce_op and reduce_res", "nisa.activation_reduce")
@@ -303,10 +317,11 @@ def activation_reduce(*args, reduce_op=None, reduce_res=None, bias=None, scale=1
 
 # -- the vector engine --------------------------------------------------------------------------------
 
-def tensor_tensor(*args, op=None, dtype=None, mask=None, engine=engine.unknown, dst=None, **kwargs):
+def tensor_tensor(*positional: Any, op: Any = None, dtype: Any = None, mask: Any = None, engine: str = engine.unknown,
+                  dst: Any = None, **kwargs: Any) -> Tensor:
     """data1 op data2 element by element (vector engine, or gpsimd when asked)."""
     api = "nisa.tensor_tensor"
-    args = list(args)
+    args = list(positional)
     if dst is None and len(args) >= 3 and isinstance(args[2], Tensor):
         dst = args.pop(0)
     data1 = args[0] if args else kwargs.pop("data1")
@@ -319,12 +334,14 @@ def tensor_tensor(*args, op=None, dtype=None, mask=None, engine=engine.unknown, 
     return _finish(dst, nl._binary(api, data1, data2, _op_name(op, api), dtype=dtype, mask=mask, engine=chosen), api)
 
 
-def tensor_scalar(*args, op0=None, operand0=None, reverse0=False, op1=None, operand1=None, reverse1=False,
-                  dtype=None, mask=None, engine=engine.unknown, dst=None, **kwargs):
+def tensor_scalar(*positional: Any, op0: Any = None, operand0: Any = None, reverse0: Any = False, op1: Any = None,
+                  operand1: Any = None, reverse1: Any = False,
+                  dtype: Any = None, mask: Any = None, engine: str = engine.unknown, dst: Any = None,
+                  **kwargs: Any) -> Tensor:
     """(data op0 operand0) op1 operand1, each operand a number or a [P, 1] tile broadcast along
     the free dimensions; ``reverse`` swaps an operation's sides. Vector, scalar or gpsimd engine."""
     api = "nisa.tensor_scalar"
-    args = list(args)
+    args = list(positional)
     if dst is None and len(args) >= 2 and isinstance(args[1], Tensor):
         dst = args.pop(0)
     names = ["data", "op0", "operand0", "reverse0", "op1", "operand1", "reverse1"]
@@ -361,7 +378,7 @@ def tensor_scalar(*args, op0=None, operand0=None, reverse0=False, op1=None, oper
     return _finish(dst, tile, api)
 
 
-def _operand(value, api, what, partitions, op=None):
+def _operand(value: Any, api: str, what: str, partitions: Any, op: Any = None) -> Any:
     if isinstance(value, bool):
         return float(value)
     if isinstance(value, numbers.Number):
@@ -369,12 +386,14 @@ def _operand(value, api, what, partitions, op=None):
     return nl._column(value, api, what, partitions)
 
 
-def scalar_tensor_tensor(*args, data=None, op0=None, operand0=None, op1=None, operand1=None, reverse0=False,
-                         reverse1=False, dtype=None, mask=None, engine=engine.unknown, dst=None, **kwargs):
+def scalar_tensor_tensor(*positional: Any, data: Any = None, op0: Any = None, operand0: Any = None, op1: Any = None,
+                         operand1: Any = None, reverse0: Any = False,
+                         reverse1: Any = False, dtype: Any = None, mask: Any = None, engine: str = engine.unknown,
+                         dst: Any = None, **kwargs: Any) -> Tensor:
     """(data op0 operand0) op1 operand1 with operand0 a number or [P, 1] tile and operand1 a tile:
     a tensor_scalar then a tensor_tensor (vector engine)."""
     api = "nisa.scalar_tensor_tensor"
-    args = list(args)
+    args = list(positional)
     if dst is None and len(args) >= 1 and data is not None:
         dst = args.pop(0)
     names = ["data", "op0", "operand0", "op1", "operand1"]
@@ -390,7 +409,8 @@ def scalar_tensor_tensor(*args, data=None, op0=None, operand0=None, op1=None, op
     return _finish(dst, result, api)
 
 
-def tensor_reduce(*args, axis=None, negate=False, keepdims=False, dtype=None, mask=None, dst=None, **kwargs):
+def tensor_reduce(*args: Any, axis: Any = None, negate: Any = False, keepdims: bool = False, dtype: Any = None,
+                  mask: Any = None, dst: Any = None, **kwargs: Any) -> Tensor:
     """op over the free axes ``axis`` of data (vector engine): add, max, min, multiply, and the
     bitwise and logical reductions."""
     api = "nisa.tensor_reduce"
@@ -403,10 +423,11 @@ def tensor_reduce(*args, axis=None, negate=False, keepdims=False, dtype=None, ma
     return _finish(dst, nl._reduce(api, name, data, axis, dtype, keepdims, mask, negate=negate), api)
 
 
-def tensor_copy(*args, mask=None, dtype=None, engine=engine.unknown, dst=None, **kwargs):
+def tensor_copy(*positional: Any, mask: Any = None, dtype: Any = None, engine: str = engine.unknown, dst: Any = None,
+                **kwargs: Any) -> Tensor:
     """A copy of a tile (vector, scalar or gpsimd engine): bit exact when the dtypes match."""
     api = "nisa.tensor_copy"
-    args = list(args)
+    args = list(positional)
     if dst is None and len(args) == 2:
         dst = args.pop(0)
     src = args[0] if args else kwargs.pop("src")
@@ -419,7 +440,8 @@ def tensor_copy(*args, mask=None, dtype=None, engine=engine.unknown, dst=None, *
     return _finish(dst, tile, api)
 
 
-def memset(*args, value=None, dtype=None, mask=None, engine=engine.unknown, dst=None, **kwargs):
+def memset(*args: Any, value: Any = None, dtype: Any = None, mask: Any = None, engine: str = engine.unknown,
+           dst: Any = None, **kwargs: Any) -> Any:
     """A new tile of ``shape`` filled with ``value`` (vector or gpsimd engine)."""
     api = "nisa.memset"
     dst, args = _leading_dst(args, dst)
@@ -441,7 +463,7 @@ def memset(*args, value=None, dtype=None, mask=None, engine=engine.unknown, dst=
     return tile
 
 
-def _affine(expression, shape, api):
+def _affine(expression: Any, shape: Any, api: str) -> Any:
     """(steps per free axis in shape order, offset, channel multiplier) of an index expression over
     a tile of ``shape``: the partition axis's variable gives the multiplier."""
     if isinstance(expression, numbers.Integral):
@@ -464,7 +486,7 @@ def _affine(expression, shape, api):
     return steps, expression.const, multiplier
 
 
-def iota(*args, dtype=None, mask=None, dst=None, **kwargs):
+def iota(*args: Any, dtype: Any = None, mask: Any = None, dst: Any = None, **kwargs: Any) -> Tensor:
     """A tile whose elements are an affine expression of their indices, e.g.
     nisa.iota(i_p * 512 + i_f, dtype=nl.int32) (gpsimd engine)."""
     api = "nisa.iota"
@@ -487,8 +509,9 @@ def iota(*args, dtype=None, mask=None, dst=None, **kwargs):
     return _finish(dst, tile, api)
 
 
-def affine_select(*args, pred=None, on_true_tile=None, on_false_value=None, dtype=None, mask=None, dst=None,
-                  **kwargs):
+def affine_select(*args: Any, pred: Any = None, on_true_tile: Any = None, on_false_value: Any = None,
+                  dtype: Any = None, mask: Any = None, dst: Any = None,
+                  **kwargs: Any) -> Tensor:
     """on_true_tile where the affine predicate of the element's indices holds, else
     on_false_value (causal masks), on the gpsimd engine."""
     api = "nisa.affine_select"
@@ -509,14 +532,16 @@ def affine_select(*args, pred=None, on_true_tile=None, on_false_value=None, dtyp
     tile = nl._new("sbuf", view.shape, nl._dtype_or(dtype, view.buffer.dtype, api), api)
     dst_view, src = nl._mask_views(mask, [tile._view, view], api)
     nl._record("pool", "affine_select", [dst_view], [src], api, steps=steps, offset=offset,
-               channel_multiplier=multiplier, cmp=compare, on_true=src, on_false=float(on_false_value))
+               channel_multiplier=multiplier, cmp=compare, on_true=src,
+            on_false=float(on_false_value))  # type: ignore[arg-type]  # a Number is a real here
     return _finish(dst, tile, api)
 
 
 # -- DMA ----------------------------------------------------------------------------------------------
 
-def dma_copy(*args, dst=None, src=None, mask=None, dst_rmw_op=None, oob_mode=oob_mode.error,
-             dge_mode=dge_mode.unknown, **kwargs):
+def dma_copy(*args: Any, dst: Any = None, src: Any = None, mask: Any = None, dst_rmw_op: Any = None,
+             oob_mode: Any = oob_mode.error,
+             dge_mode: Any = dge_mode.unknown, **kwargs: Any) -> Any:
     """dst = src through a DMA engine: HBM <-> SBUF, SBUF <-> SBUF, HBM <-> HBM."""
     api = "nisa.dma_copy"
     values = dict(zip(["dst", "src"], args))
@@ -540,7 +565,7 @@ def dma_copy(*args, dst=None, src=None, mask=None, dst_rmw_op=None, oob_mode=oob
     for view, what in ((target, "dst"), (source, "src")):
         if view.buffer.space == "psum":
             fail(f"{what} is in PSUM; the DMA engines do not reach PSUM", api)
-    if _core.math.prod(target.shape) != _core.math.prod(source.shape):
+    if math.prod(target.shape) != math.prod(source.shape):
         fail(f"dst has shape {list(target.shape)} and src {list(source.shape)}: DMA moves equal element counts", api)
     target, source = nl._mask_views(mask, [target, source], api) if mask is not None else (target, source)
     reads = [source, target] if rmw else [source]     # an accumulating DMA reads dst too
@@ -548,14 +573,15 @@ def dma_copy(*args, dst=None, src=None, mask=None, dst_rmw_op=None, oob_mode=oob
     return dst
 
 
-def _not_yet(name, detail=""):
-    def function(*args, **kwargs):
+def _not_yet(name: str, detail: Any = "") -> Any:
+    def function(*args: Any, **kwargs: Any) -> NoReturn:
         unsupported(f"nisa.{name}", detail)
     function.__name__ = name
+    function.__doc__ = f"nisa.{name}: not supported by vtrn.nki yet (raises NKIUnsupportedError)."
     return function
 
 
-def tensor_partition_reduce(*args, mask=None, dtype=None, dst=None, **kwargs):
+def tensor_partition_reduce(*args: Any, mask: Any = None, dtype: Any = None, dst: Any = None, **kwargs: Any) -> Tensor:
     """op over the partitions of data [P, F] into [1, F]: add as a matmul by a ones vector on the
     tensor engine; max and min by transposing 128-column blocks on the PE, reducing their free
     axis on the vector engine and transposing back."""
@@ -587,7 +613,7 @@ def tensor_partition_reduce(*args, mask=None, dtype=None, dst=None, **kwargs):
             moving = source.index((slice(None), slice(start, start + width)), api)
             total = nl._new("psum", (1, width), "fp32", api)._view
             nl._record("pe", "matmul", [total], [ones, moving], api, stationary=ones, moving=moving, accumulate=False)
-            target = result._view.index((slice(None), slice(start, start + width)), api)
+            target = result._direct(api).index((slice(None), slice(start, start + width)), api)
             nl._record("act", "activate", [target], [total], api, function="copy", src=total, scale=1.0)
     elif name in ("max", "min"):
         for start in range(0, free, PMAX):
@@ -595,28 +621,29 @@ def tensor_partition_reduce(*args, mask=None, dtype=None, dst=None, **kwargs):
             block = view.index((slice(None), slice(start, start + width)), api)
             flipped = nl._transpose(api, block, "pe")                       # [width, P] in PSUM
             column = nl._reduce(api, name, flipped, 1, "fp32", True, None)     # [width, 1]
-            back = nl._transpose(api, column._view, "pe")                    # [1, width] in PSUM
-            target = result._view.index((slice(None), slice(start, start + width)), api)
+            back = nl._transpose(api, column._direct(api), "pe")                    # [1, width] in PSUM
+            target = result._direct(api).index((slice(None), slice(start, start + width)), api)
             nl._record("act", "activate", [target], [back._view], api, function="copy", src=back._view, scale=1.0)
     else:
         unsupported(api, f"the operator {name} (add, max and min are supported)")
     return _finish(dst, result, api)
 
 
-def reciprocal(*args, dtype=None, mask=None, dst=None, **kwargs):
+def reciprocal(*positional: Any, dtype: Any = None, mask: Any = None, dst: Any = None, **kwargs: Any) -> Tensor:
     """1 / data, element by element (vector engine)."""
     api = "nisa.reciprocal"
-    args = list(args)
+    args = list(positional)
     if dst is None and len(args) == 2:
         dst = args.pop(0)
     data = args[0] if args else kwargs.pop("data")
     return _finish(dst, nl._scalar_op(api, data, "reciprocal", 0.0, dtype, mask), api)
 
 
-def dma_transpose(*args, axes=None, mask=None, dtype=None, dst=None, **kwargs):
+def dma_transpose(*positional: Any, axes: Any = None, mask: Any = None, dtype: Any = None, dst: Any = None,
+                  **kwargs: Any) -> Tensor:
     """A 2-D HBM tensor read transposed into SBUF by the DMA engine: tile[j, i] = src[i, j]."""
     api = "nisa.dma_transpose"
-    args = list(args)
+    args = list(positional)
     if dst is None and len(args) == 2:
         dst = args.pop(0)
     src = args[0] if args else kwargs.pop("src")
@@ -627,14 +654,15 @@ def dma_transpose(*args, axes=None, mask=None, dtype=None, dst=None, **kwargs):
     return _finish(dst, nl.load(src.T, mask=mask, dtype=dtype), api)
 
 
-def tensor_tensor_scan(*args, initial=None, op0=None, op1=None, reverse0=False, reverse1=False, dtype=None,
-                       mask=None, dst=None, **kwargs):
+def tensor_tensor_scan(*positional: Any, initial: Any = None, op0: Any = None, op1: Any = None, reverse0: Any = False,
+                       reverse1: Any = False, dtype: Any = None,
+                       mask: Any = None, dst: Any = None, **kwargs: Any) -> Tensor:
     """A scan along the free dimension of [P, F] tiles: r[:, 0] = op1(op0(data0[:, 0], initial),
     data1[:, 0]) and r[:, i] = op1(op0(data0[:, i], r[:, i - 1]), data1[:, i]). vtrn's vector
     engine has no scan instruction: it runs as two instructions per column, so its estimated
     time is that of the columns one by one."""
     api = "nisa.tensor_tensor_scan"
-    args = list(args)
+    args = list(positional)
     # NKI 0.2 puts dst first: (dst, data0, data1[, initial, op0, ...]); the tutorials' form is
     # (data0, data1[, initial, op0, ...]). A third tile is data1 when initial came by keyword, or
     # when the fourth argument is not an operator.
@@ -658,11 +686,11 @@ def tensor_tensor_scan(*args, initial=None, op0=None, op1=None, reverse0=False, 
     if isinstance(initial, Tensor):
         previous = nl._column(initial, api, "initial", partitions)
     elif isinstance(initial, numbers.Number):
-        previous = float(initial)
+        previous = float(initial)  # type: ignore[arg-type]  # a Number is a real here (NKI's scalars)
     else:
         fail("initial is a number or a [P, 1] tile", api)
     for column in range(columns):
-        target = result._view.index((slice(None), slice(column, column + 1)), api)
+        target = result._direct(api).index((slice(None), slice(column, column + 1)), api)
         x0 = a.index((slice(None), slice(column, column + 1)), api)
         x1 = b.index((slice(None), slice(column, column + 1)), api)
         # op0(data0, previous), data0 on the left unless reverse0
@@ -689,7 +717,8 @@ for _name in ("tensor_scalar_reduce", "tensor_copy_predicated",
 del _name
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> NoReturn:
+    """Names of NKI's module that vtrn.nki does not have yet raise NKIUnsupportedAttribute."""
     if name.startswith("__"):
         raise AttributeError(name)
     raise _core.NKIUnsupportedAttribute(f"nisa.{name}")

@@ -9,6 +9,8 @@ A name NKI has and vtrn.nki does not yet raises NKIUnsupportedError naming it.
 import builtins
 import math
 import numbers
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import numpy
 
@@ -65,7 +67,7 @@ class bfp16:
     max = 3.3895313892515355e38
 
 
-def finfo(dtype):
+def finfo(dtype: Any) -> Any:
     """Machine limits of a float dtype (numpy's finfo; ml_dtypes' for bfloat16 and fp8)."""
     numpy_type = _core.numpy_dtype(vtrn_dtype(dtype, "nl.finfo"))
     if _core.ml_dtypes is not None and numpy_type.name in ("bfloat16", "float8_e4m3", "float8_e5m2"):
@@ -76,14 +78,14 @@ def finfo(dtype):
 # -- buffers -------------------------------------------------------------------------------------------
 
 class _BufferKind:
-    def __init__(self, name, space):
+    def __init__(self, name: str, space: Any) -> None:
         self.name = name
         self.space = space
 
-    def __repr__(self):
+    def __repr__(self) -> Any:
         return f"nl.{self.name}"
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
         unsupported(f"nl.{self.name}(...)", "buffer objects with explicit placement")
 
 
@@ -97,10 +99,10 @@ private_hbm = _BufferKind("private_hbm", "hbm")
 class par_dim:
     """nl.par_dim(n): marks the partition dimension of a tile that is not its first."""
 
-    def __init__(self, size):
+    def __init__(self, size: Any) -> None:
         self.size = size
 
-    def __repr__(self):
+    def __repr__(self) -> Any:
         return f"par_dim({self.size})"
 
 
@@ -118,7 +120,7 @@ class tile_size:
 
 # -- helpers -----------------------------------------------------------------------------------------
 
-def _shape(shape, api):
+def _shape(shape: Any, api: str) -> Any:
     if isinstance(shape, (numbers.Integral, par_dim)):
         shape = (shape,)
     try:
@@ -137,7 +139,8 @@ def _shape(shape, api):
     return tuple(sizes), partition_axis
 
 
-def _new(space, shape, dtype, api, partition_axis=0, name=None, kind=None):
+def _new(space: str, shape: Any, dtype: Any, api: str, partition_axis: int = 0, name: str | None = None,
+         kind: str | None = None) -> Tensor:
     """A new tensor: an HBM parameter or an on-chip tile."""
     trace = current(api)
     if space == "hbm":
@@ -162,7 +165,7 @@ def _new(space, shape, dtype, api, partition_axis=0, name=None, kind=None):
     return Tensor(View.whole(buffer))
 
 
-def _record(engine, kind, writes, reads, api, **args):
+def _record(engine: str, kind: Any, writes: Any, reads: Any, api: str, **args: Any) -> Any:
     """Records one instruction; nothing when a mask left it nothing to write (returns None)."""
     trace = current(api)
     if builtins.any(size == 0 for view in writes for size in view.shape):
@@ -197,7 +200,7 @@ def _record(engine, kind, writes, reads, api, **args):
     return trace.add(Op(engine, kind, writes, reads, args, _where(), api))
 
 
-def _onchip(value, api, what="input"):
+def _onchip(value: Any, api: str, what: str = "input") -> Any:
     """The view of a tile operand, partition dimension first."""
     if isinstance(value, LoopReduce):
         unsupported("nl.loop_reduce", "its result used other than as the value of a tile assignment "
@@ -208,6 +211,7 @@ def _onchip(value, api, what="input"):
     if view.buffer.space == "hbm":
         fail(f"{what} is in HBM ({view.buffer.name}); compute engines read SBUF and PSUM: nl.load it into SBUF "
              "first", api)
+    assert isinstance(view, View), "a tile indexes an HBM tensor only"
     if view.paxis != 0:
         fail(f"{what} has shape {list(view.shape)} with its partition dimension at position {view.paxis}; "
              "the partition dimension of a tile operand comes first (index the block out, e.g. tiles[k])", api)
@@ -216,15 +220,15 @@ def _onchip(value, api, what="input"):
     return view
 
 
-def _free_size(view):
+def _free_size(view: View) -> Any:
     return math.prod(view.shape[1:])
 
 
-def _dtype_or(dtype, default, api):
+def _dtype_or(dtype: Any, default: Any, api: str) -> Any:
     return default if dtype is None else vtrn_dtype(dtype, api)
 
 
-def _mask_views(mask, views, api):
+def _mask_views(mask: Any, views: Any, api: str) -> Any:
     """The views cut to what ``mask`` keeps (views share one shape: an op's output index space)."""
     if mask is None:
         return views
@@ -236,7 +240,7 @@ def _mask_views(mask, views, api):
         return [view.restrict({0: (0, 0)}) for view in views]
     ranges = mask.ranges()
     shape = views[0].shape
-    boxes = {}
+    boxes: dict[int, tuple[int, int]] = {}
     for var, (low, high) in ranges.items():
         axis = None
         for view in views:
@@ -266,13 +270,13 @@ def _mask_views(mask, views, api):
     return out
 
 
-def _empty(views):
+def _empty(views: Any) -> Any:
     return builtins.any(size == 0 for size in views[0].shape)
 
 
 # -- memory ------------------------------------------------------------------------------------------
 
-def ndarray(shape, dtype, buffer=sbuf, name="", **kwargs):
+def ndarray(shape: Any, dtype: Any, buffer: Any = sbuf, name: str = "", **kwargs: Any) -> Tensor:
     """A new tensor: in HBM (nl.shared_hbm: a kernel output; nl.hbm, nl.private_hbm), or a tile
     in SBUF or PSUM (uninitialised: it reads as NaN, as the simulator fills new memory)."""
     api = "nl.ndarray"
@@ -291,9 +295,9 @@ def ndarray(shape, dtype, buffer=sbuf, name="", **kwargs):
     return tensor
 
 
-def _filled(shape, dtype, buffer, value, api, name=""):
+def _filled(shape: Any, dtype: Any, buffer: Any, value: Any, api: str, name: str = "") -> Tensor:
     tensor = ndarray(shape, dtype, buffer=buffer, name=name)
-    view = tensor._view
+    view = tensor._direct(api)
     if view.buffer.space == "hbm":
         fail("Creating HBM tensor with init value is not supported.", api)
     trace = current(api)
@@ -306,48 +310,54 @@ def _filled(shape, dtype, buffer, value, api, name=""):
     return tensor
 
 
-def _memset_views(view, value, api):
+def _memset_views(view: View, value: Any, api: str) -> None:
     """Fills a whole on-chip buffer, block by block when its partition dimension is not first."""
     buffer = view.buffer
-    if buffer.partition_axis == 0:
+    if not buffer.partition_axis:
         _memset_view(view, value, api)
         return
     blocks = [range(size) for axis, size in enumerate(buffer.shape) if axis < buffer.partition_axis]
     import itertools
     for block in itertools.product(*blocks):
-        _memset_view(view.index(block, api), value, api)
+        _memset_view(view.subview(block, api), value, api)
 
 
-def zeros(shape, dtype, buffer=sbuf, name="", **kwargs):
+def zeros(shape: Any, dtype: Any, buffer: Any = sbuf, name: str = "", **kwargs: Any) -> Tensor:
     """A new tile of zeros (MEMSET on the vector engine)."""
     return _filled(shape, dtype, buffer, 0.0, "nl.zeros", name)
 
 
-def ones(shape, dtype, buffer=sbuf, name="", **kwargs):
+def ones(shape: Any, dtype: Any, buffer: Any = sbuf, name: str = "", **kwargs: Any) -> Tensor:
+    """A new tile of ones (MEMSET on the vector engine)."""
     return _filled(shape, dtype, buffer, 1.0, "nl.ones", name)
 
 
-def full(shape, fill_value, dtype, buffer=sbuf, name="", **kwargs):
+def full(shape: Any, fill_value: Any, dtype: Any, buffer: Any = sbuf, name: str = "", **kwargs: Any) -> Tensor:
+    """A new tile filled with ``fill_value`` (MEMSET on the vector engine)."""
     return _filled(shape, dtype, buffer, fill_value, "nl.full", name)
 
 
-def zeros_like(a, dtype=None, buffer=None, name="", **kwargs):
+def zeros_like(a: Any, dtype: Any = None, buffer: Any = None, name: str = "", **kwargs: Any) -> Tensor:
+    """A new tile of zeros shaped as ``a`` (its dtype and buffer unless given)."""
     return zeros(a.shape, a.dtype if dtype is None else dtype, buffer=buffer or a.buffer, name=name)
 
 
-def ones_like(a, dtype=None, buffer=None, name="", **kwargs):
+def ones_like(a: Any, dtype: Any = None, buffer: Any = None, name: str = "", **kwargs: Any) -> Tensor:
+    """A new tile of ones shaped as ``a`` (its dtype and buffer unless given)."""
     return ones(a.shape, a.dtype if dtype is None else dtype, buffer=buffer or a.buffer, name=name)
 
 
-def empty_like(a, dtype=None, buffer=None, name="", **kwargs):
+def empty_like(a: Any, dtype: Any = None, buffer: Any = None, name: str = "", **kwargs: Any) -> Tensor:
+    """A new, uninitialised tile shaped as ``a`` (its dtype and buffer unless given)."""
     return ndarray(a.shape, a.dtype if dtype is None else dtype, buffer=buffer or a.buffer, name=name)
 
 
-def full_like(a, fill_value, dtype=None, buffer=None, name="", **kwargs):
+def full_like(a: Any, fill_value: Any, dtype: Any = None, buffer: Any = None, name: str = "", **kwargs: Any) -> Tensor:
+    """A new tile of ``fill_value`` shaped as ``a`` (its dtype and buffer unless given)."""
     return full(a.shape, fill_value, a.dtype if dtype is None else dtype, buffer=buffer or a.buffer, name=name)
 
 
-def shared_constant(constant, dtype=None, **kwargs):
+def shared_constant(constant: Any, dtype: Any = None, **kwargs: Any) -> Tensor:
     """An HBM tensor holding ``constant`` (a numpy array, or the path of a .npy file)."""
     api = "nl.shared_constant"
     if isinstance(constant, str):
@@ -357,11 +367,12 @@ def shared_constant(constant, dtype=None, **kwargs):
     vtrn_name = _dtype_or(dtype, None, api) if dtype is not None else vtrn_dtype(constant.dtype, api)
     trace = current(api)
     buffer = trace.hbm(constant.shape, vtrn_name, "constant", "constant", _where())
+    assert buffer.name is not None, "Trace.hbm names every tensor"
     trace.constants[buffer.name] = numpy.ascontiguousarray(constant, dtype=_core.numpy_dtype(vtrn_name))
     return Tensor(View.whole(buffer))
 
 
-def shared_identity_matrix(n, dtype=uint8, **kwargs):
+def shared_identity_matrix(n: Any, dtype: Any = uint8, **kwargs: Any) -> Tensor:
     """An [n, n] identity tile in SBUF (gpsimd: affine_select on the partition and column index)."""
     api = "nl.shared_identity_matrix"
     n = _core._int(n)
@@ -375,7 +386,7 @@ def shared_identity_matrix(n, dtype=uint8, **kwargs):
     return tile
 
 
-def _memset_view(view, value, api, engine="dve"):
+def _memset_view(view: View, value: Any, api: str, engine: str = "dve") -> None:
     if view.buffer.space == "hbm":
         unsupported(api, "filling HBM directly (fill a tile and nl.store it)")
     if view.paxis != 0:
@@ -385,7 +396,7 @@ def _memset_view(view, value, api, engine="dve"):
     _record(engine, "memset", [view], [], api, value=float(value))
 
 
-def load(src, mask=None, dtype=None, **kwargs):
+def load(src: Any, mask: Any = None, dtype: Any = None, **kwargs: Any) -> Tensor:
     """Loads a tensor from HBM into a new SBUF tile of the same shape (DMA). The first dimension
     of the view becomes the partition dimension."""
     api = "nl.load"
@@ -410,7 +421,7 @@ def load(src, mask=None, dtype=None, **kwargs):
     return tile
 
 
-def store(dst, value, mask=None, **kwargs):
+def store(dst: Any, value: Any, mask: Any = None, **kwargs: Any) -> None:
     """Stores a tile into an HBM tensor (DMA). A PSUM tile goes through SBUF first."""
     api = "nl.store"
     if not isinstance(dst, Tensor):
@@ -439,7 +450,7 @@ def store(dst, value, mask=None, **kwargs):
     _record("dma", "dma_copy", [target_m], [source_m], api, src=source_m)
 
 
-def atomic_rmw(dst, value, op, mask=None, **kwargs):
+def atomic_rmw(dst: Any, value: Any, op: Any, mask: Any = None, **kwargs: Any) -> Any:
     """dst = op(dst, value) in HBM by an accumulating DMA (op nl.add, as NKI's DMA supports)."""
     api = "nl.atomic_rmw"
     from . import isa
@@ -453,7 +464,7 @@ def atomic_rmw(dst, value, op, mask=None, **kwargs):
     return isa.dma_copy(dst=dst, src=value, mask=mask, dst_rmw_op=op)
 
 
-def _record_indirect(api, dst, src, side, rmw=None, oob_mode="error"):
+def _record_indirect(api: str, dst: Any, src: Any, side: Any, rmw: Any = None, oob_mode: Any = "error") -> None:
     """An indirect DMA: ``side`` ("src" gather, "dst" scatter) is an IndirectView."""
     indirect = src if side == "src" else dst
     other = dst if side == "src" else src
@@ -469,7 +480,7 @@ def _record_indirect(api, dst, src, side, rmw=None, oob_mode="error"):
                 oob=oob_mode)
 
 
-def load_transpose2d(src, mask=None, dtype=None, **kwargs):
+def load_transpose2d(src: Any, mask: Any = None, dtype: Any = None, **kwargs: Any) -> Tensor:
     """Loads a 2-D HBM view transposed: tile[j, i] = src[i, j] (a strided DMA)."""
     api = "nl.load_transpose2d"
     if not isinstance(src, Tensor) or src._view.buffer.space != "hbm" or len(src.shape) != 2:
@@ -477,7 +488,7 @@ def load_transpose2d(src, mask=None, dtype=None, **kwargs):
     return load(src.T, mask=mask, dtype=dtype)
 
 
-def copy(src, dtype=None, mask=None, **kwargs):
+def copy(src: Any, dtype: Any = None, mask: Any = None, **kwargs: Any) -> Tensor:
     """A new SBUF tile with src's values (PSUM to SBUF, dtype conversion), on the scalar engine."""
     api = "nl.copy"
     view = _onchip(src, api, "src")
@@ -489,7 +500,7 @@ def copy(src, dtype=None, mask=None, **kwargs):
     return tile
 
 
-def _copy_into(target, view, api):
+def _copy_into(target: Any, view: View, api: str) -> None:
     """target = view, by whatever engine can."""
     if target.buffer.space == "hbm":
         if view.buffer.space == "psum":
@@ -512,7 +523,7 @@ def _copy_into(target, view, api):
     _record("act", "activate", [target], [src], api, function="copy", src=src, scale=1.0)
 
 
-def broadcast_to(src, shape, **kwargs):
+def broadcast_to(src: Any, shape: Any, **kwargs: Any) -> Tensor:
     """src repeated along axes of size 1: free axes as a view (stride 0); the partition axis
     (1 -> P) by the tensor engine, which multiplies a ones vector [1, P] by the row (as NKI's
     compiler does it), into a new SBUF tile."""
@@ -524,7 +535,7 @@ def broadcast_to(src, shape, **kwargs):
     return Tensor(_broadcast_to(view, shape, api))
 
 
-def _partition_broadcast(view, partitions, api):
+def _partition_broadcast(view: View, partitions: Any, api: str) -> Any:
     """A new SBUF tile [partitions, F...] whose every partition is the one partition of ``view``."""
     if partitions > PMAX:
         fail(f"cannot broadcast to {partitions} partitions; at most {PMAX}", api)
@@ -532,20 +543,20 @@ def _partition_broadcast(view, partitions, api):
     dtype = view.buffer.dtype
     row = view
     if view.buffer.space != "sbuf" or not _core.is_float(dtype) or len(view.shape) > 2 and \
-            any(s != 1 for s in view.shape[1:-1]):
+            builtins.any(s != 1 for s in view.shape[1:-1]):
         staged = _new("sbuf", (1, free), "fp32" if not _core.is_float(dtype) else dtype, api)
         flat = View(view.buffer, (1, free), (1, 1), view.offset, view.partition, 0) if len(view.shape) == 2 else None
         if flat is None:
             unsupported(api, "broadcasting a multi-dimensional row along partitions")
         _record("act", "activate", [staged._view], [flat], api, function="copy", src=flat, scale=1.0)
-        row = staged._view
+        row = staged._direct(api)
     elif len(view.shape) != 2:
         row = View(view.buffer, (1, free), (1, view.strides[-1]), view.offset, view.partition, 0)
     ones_dtype = "fp32" if row.buffer.dtype == "fp32" else "bf16"
     if row.buffer.dtype not in ("fp32", ones_dtype):
         staged = _new("sbuf", (1, free), "bf16", api)
         _record("act", "activate", [staged._view], [row], api, function="copy", src=row, scale=1.0)
-        row = staged._view
+        row = staged._direct(api)
     ones = _new("sbuf", (1, partitions), ones_dtype, api)
     _record("dve", "memset", [ones._view], [], api, value=1.0)
     out = _new("sbuf", (partitions,) + view.shape[1:], dtype, api)
@@ -561,7 +572,7 @@ def _partition_broadcast(view, partitions, api):
     return out._view
 
 
-def _broadcast_to(view, shape, api):
+def _broadcast_to(view: View, shape: Any, api: str) -> Any:
     if len(shape) < len(view.shape):
         fail(f"cannot broadcast shape {list(view.shape)} to {list(shape)}", api)
     if view.paxis == 0 and len(view.shape) < len(shape):
@@ -590,7 +601,7 @@ def _broadcast_to(view, shape, api):
 
 # -- index expressions and loops ----------------------------------------------------------------------
 
-def arange(*args):
+def arange(*args: Any) -> Any:
     """nl.arange(stop) / nl.arange(start, stop[, step]): an index over a range, shaped with
     [:, None] (partition) or [None, :] (free)."""
     if len(args) == 1:
@@ -606,28 +617,28 @@ def arange(*args):
     return Index({var: step}, start, {var: 0}, 1)
 
 
-class _Grid(tuple):
+class _Grid(tuple[Any, ...]):
     """nl.mgrid's result: unpacks as (i_p, i_f, ...), and names them .p, .x, .y, .z."""
 
     @property
-    def p(self):
+    def p(self) -> Any:
         return self[0]
 
     @property
-    def x(self):
+    def x(self) -> Any:
         return self[1]
 
     @property
-    def y(self):
+    def y(self) -> Any:
         return self[2]
 
     @property
-    def z(self):
+    def z(self) -> Any:
         return self[3]
 
 
 class _MGrid:
-    def __getitem__(self, key):
+    def __getitem__(self, key: Any) -> Any:
         key = key if isinstance(key, tuple) else (key,)
         indices = []
         for position, item in enumerate(key):
@@ -643,23 +654,23 @@ class _MGrid:
 mgrid = _MGrid()
 
 
-def ds(start, size):
+def ds(start: Any, size: Any) -> Any:
     """nl.ds(start, size): the slice start:start+size."""
     return DynamicSlice(start, size)
 
 
-def affine_range(*args, **kwargs):
+def affine_range(*args: Any, **kwargs: Any) -> Any:
     """A loop whose iterations NKI may reorder and overlap (no loop-carried dependency except PSUM
     accumulation). Unrolled; its iterations' tiles get separate places, so engines overlap them."""
     return range(*args)
 
 
-def sequential_range(*args, **kwargs):
+def sequential_range(*args: Any, **kwargs: Any) -> Any:
     """A loop whose iterations run in order (loop-carried dependencies allowed). Unrolled."""
     return range(*args)
 
 
-def static_range(*args, **kwargs):
+def static_range(*args: Any, **kwargs: Any) -> Any:
     """A loop unrolled at trace time."""
     return range(*args)
 
@@ -668,21 +679,21 @@ class _SpmdDim:
     """A launch-grid dimension: ``size`` instances, ``cores`` of them side by side on NeuronCores
     (nl.nc(n)); the rest run one after another on a core, as NKI runs SPMD instances."""
 
-    def __init__(self, size, cores):
+    def __init__(self, size: Any, cores: Any) -> None:
         self._nki_spmd = size
         self.cores = cores
 
-    def __mul__(self, other):
+    def __mul__(self, other: Any) -> Any:
         other = other if isinstance(other, _SpmdDim) else _SpmdDim(_core._int(other), 1)
         return _SpmdDim(self._nki_spmd * other._nki_spmd, self.cores * other.cores)
 
     __rmul__ = __mul__
 
-    def __repr__(self):
+    def __repr__(self) -> Any:
         return f"spmd_dim({self._nki_spmd}, cores={self.cores})"
 
 
-def nc(count):
+def nc(count: Any) -> Any:
     """nl.nc(n): a grid dimension of n instances spread over n physical NeuronCores."""
     count = _core._int(count)
     if count < 1:
@@ -690,7 +701,7 @@ def nc(count):
     return _SpmdDim(count, count)
 
 
-def spmd_dim(*sizes):
+def spmd_dim(*sizes: Any) -> Any:
     """nl.spmd_dim(a, b, ...): one grid dimension of a * b * ... instances (nl.nc parts on cores)."""
     result = _SpmdDim(1, 1)
     for size in sizes:
@@ -698,7 +709,7 @@ def spmd_dim(*sizes):
     return result
 
 
-def program_id(axis=0):
+def program_id(axis: Any = 0) -> Any:
     """This instance's index along ``axis`` of the launch grid (0 without a grid)."""
     trace = current("nl.program_id")
     axis = _core._int(axis)
@@ -710,7 +721,7 @@ def program_id(axis=0):
     return trace.program_ids[axis]
 
 
-def num_programs(axes=0):
+def num_programs(axes: Any = 0) -> Any:
     """The launch grid's size along ``axes`` (1 without a grid)."""
     trace = current("nl.num_programs")
     if isinstance(axes, (tuple, list)):
@@ -724,20 +735,23 @@ def num_programs(axes=0):
     return trace.grid[axis]
 
 
-def program_ndim():
+def program_ndim() -> Any:
+    """The number of dimensions of the launch grid (0 for a kernel called without one)."""
     return len(current("nl.program_ndim").grid)
 
 
-def static_cast(array, dtype):
+def static_cast(array: Any, dtype: Any) -> Any:
     """Host side: a numpy array converted to an NKI dtype (nl.bfloat16 and fp8 through ml_dtypes)."""
     return numpy.asarray(array).astype(_core.numpy_dtype(vtrn_dtype(dtype, "nl.static_cast")))
 
 
-def device_print(prefix, x, **kwargs):
+def device_print(prefix: Any, x: Any, **kwargs: Any) -> NoReturn:
+    """Printing from the device: not supported by vtrn.nki yet (NKIUnsupportedError)."""
     unsupported("nl.device_print", "printing from the device")
 
 
-def static_assert(condition, message=""):
+def static_assert(condition: Any, message: Any = "") -> None:
+    """NKIError naming the kernel line when ``condition`` is false while the kernel is traced."""
     if not condition:
         fail(f"static assertion failed{': ' + message if message else ''}", "nl.static_assert")
 
@@ -748,11 +762,11 @@ def static_assert(condition, message=""):
 _ACTIVATION_NAMES = dict(ACTIVATION_ALIASES, identity="copy", absolute="abs")  # numpy's spellings too
 
 
-def _activation_function(name, api):
+def _activation_function(name: str, api: str) -> Any:
     return _instruction_name(name, _ACTIVATION_NAMES, ACTIVATIONS, "activation function", api)
 
 
-def _instruction_name(name, aliases, table, what, api):
+def _instruction_name(name: str, aliases: Any, table: Any, what: str, api: str) -> Any:
     """vtrn's name for an NKI operator or activation function; NKIUnsupportedError when vtrn lacks it."""
     vtrn_name = aliases.get(name, name)
     if vtrn_name not in table:
@@ -760,18 +774,19 @@ def _instruction_name(name, aliases, table, what, api):
     return vtrn_name
 
 
-def _unary_activation(name):
-    def function(x, dtype=None, mask=None, **kwargs):
+def _unary_activation(name: str) -> Any:
+    def function(x: Any, dtype: Any = None, mask: Any = None, **kwargs: Any) -> Any:
         api = f"nl.{name}"
         return _activate(api, _activation_function(name, api), x, dtype=dtype, mask=mask)
     function.__name__ = name
     function.__qualname__ = name
     function.__doc__ = f"nl.{name}(x): element-wise {name} on the scalar engine (ACTIVATE)."
-    function._activation = name
+    setattr(function, "_activation", name)
     return function
 
 
-def _activate(api, function, x, dtype=None, scale=1.0, bias=None, reduce_out=None, mask=None):
+def _activate(api: str, function: Any, x: Any, dtype: Any = None, scale: Any = 1.0, bias: Any = None,
+              reduce_out: Any = None, mask: Any = None) -> Tensor:
     view = _onchip(x, api, "x")
     out_dtype = _dtype_or(dtype, view.buffer.dtype, api)
     tile = _new("sbuf", view.shape, out_dtype, api)
@@ -785,7 +800,7 @@ def _activate(api, function, x, dtype=None, scale=1.0, bias=None, reduce_out=Non
     elif not isinstance(scale, numbers.Number):
         fail(f"scale is a {type(scale).__name__}; a number or a [P, 1] tile", api)
     else:
-        scale = float(scale)
+        scale = float(scale)  # type: ignore[arg-type]  # a Number is a real here (NKI's scalars)
     if bias is not None:
         bias = _column(bias, api, "bias", view.shape[0])
         if mask is not None:
@@ -802,7 +817,7 @@ def _activate(api, function, x, dtype=None, scale=1.0, bias=None, reduce_out=Non
     return tile
 
 
-def _column(value, api, what, partitions):
+def _column(value: Any, api: str, what: str, partitions: Any) -> Any:
     if isinstance(value, numbers.Number):
         fail(f"{what} is a number here; it is a [P, 1] tile", api)
     view = _onchip(value, api, what)
@@ -818,42 +833,68 @@ for _name in ("exp", "log", "tanh", "sigmoid", "relu", "gelu", "gelu_apprx_tanh"
               "gelu_apprx_sigmoid", "gelu_apprx_sigmoid_dx", "sign", "exp2"):
     globals()[_name] = _unary_activation(_name)
 del _name
+# What the loop made, for type checkers (each is documented by its __doc__).
+exp: Callable[..., Tensor]
+log: Callable[..., Tensor]
+tanh: Callable[..., Tensor]
+sigmoid: Callable[..., Tensor]
+relu: Callable[..., Tensor]
+gelu: Callable[..., Tensor]
+gelu_apprx_tanh: Callable[..., Tensor]
+silu: Callable[..., Tensor]
+square: Callable[..., Tensor]
+sqrt: Callable[..., Tensor]
+rsqrt: Callable[..., Tensor]
+erf: Callable[..., Tensor]
+sin: Callable[..., Tensor]
+cos: Callable[..., Tensor]
+tan: Callable[..., Tensor]
+arctan: Callable[..., Tensor]
+softplus: Callable[..., Tensor]
+mish: Callable[..., Tensor]
+gelu_dx: Callable[..., Tensor]
+silu_dx: Callable[..., Tensor]
+erf_dx: Callable[..., Tensor]
+gelu_apprx_sigmoid: Callable[..., Tensor]
+gelu_apprx_sigmoid_dx: Callable[..., Tensor]
+sign: Callable[..., Tensor]
+exp2: Callable[..., Tensor]
 
 
-def reciprocal(x, dtype=None, mask=None, **kwargs):
+def reciprocal(x: Any, dtype: Any = None, mask: Any = None, **kwargs: Any) -> Tensor:
     """nl.reciprocal(x) = 1 / x (vector engine)."""
     return _scalar_op("nl.reciprocal", x, "reciprocal", 0.0, dtype, mask)
 
 
-reciprocal._alu = "reciprocal"
+setattr(reciprocal, "_alu", "reciprocal")
 
 
-def abs(x, dtype=None, mask=None, **kwargs):  # noqa: A001 (NKI's name)
+def abs(x: Any, dtype: Any = None, mask: Any = None, **kwargs: Any) -> Tensor:  # noqa: A001 (NKI's name)
     """nl.abs(x) = |x| (vector engine)."""
     return _scalar_op("nl.abs", x, "abs", 0.0, dtype, mask)
 
 
-abs._alu = "abs"
-abs._activation = "abs"
+setattr(abs, "_alu", "abs")
+setattr(abs, "_activation", "abs")
 
 
-def invert(x, dtype=None, mask=None, **kwargs):
+def invert(x: Any, dtype: Any = None, mask: Any = None, **kwargs: Any) -> Tensor:
     """nl.invert(x) = ~x, bitwise, on integer tiles (vector engine)."""
     return _scalar_op("nl.invert", x, _alu("invert", "nl.invert"), 0, dtype, mask)
 
 
-invert._alu = "invert"
+setattr(invert, "_alu", "invert")
 
 
-def logical_not(x, dtype=None, mask=None, **kwargs):
+def logical_not(x: Any, dtype: Any = None, mask: Any = None, **kwargs: Any) -> Tensor:
     """nl.logical_not(x): 1 where x is 0, else 0 (vector engine)."""
     return _scalar_op("nl.logical_not", x, _alu("logical_not", "nl.logical_not"), 0.0, dtype, mask)
 
 
-logical_not._alu = "logical_not"
+setattr(logical_not, "_alu", "logical_not")
 
 
-def _rounded(api, x, mask, direction):
+def _rounded(api: str, x: Any, mask: Any, direction: Any) -> Any:
     """floor (direction -1) or ceil (+1): round to the nearest integer through int32 (as the
     engines convert), then step back where that went past x."""
     view = _onchip(x, api, "x")
@@ -867,19 +908,19 @@ def _rounded(api, x, mask, direction):
     return _binary(api, nearest, past, "subtract" if direction < 0 else "add", dtype="float32", mask=mask)
 
 
-def floor(x, dtype=None, mask=None, **kwargs):
+def floor(x: Any, dtype: Any = None, mask: Any = None, **kwargs: Any) -> Any:
     """nl.floor(x): the largest integer <= x (vector engine, through int32: |x| < 2^31)."""
     result = _rounded("nl.floor", x, mask, -1)
     return result if dtype is None and x.dtype == numpy.float32 else copy(result, dtype=dtype or x.dtype, mask=mask)
 
 
-def ceil(x, dtype=None, mask=None, **kwargs):
+def ceil(x: Any, dtype: Any = None, mask: Any = None, **kwargs: Any) -> Any:
     """nl.ceil(x): the smallest integer >= x (vector engine, through int32: |x| < 2^31)."""
     result = _rounded("nl.ceil", x, mask, +1)
     return result if dtype is None and x.dtype == numpy.float32 else copy(result, dtype=dtype or x.dtype, mask=mask)
 
 
-def mod(x, y, dtype=None, mask=None, **kwargs):
+def mod(x: Any, y: Any, dtype: Any = None, mask: Any = None, **kwargs: Any) -> Any:
     """nl.mod(x, y) = x - y * floor(x / y): the sign of the divisor, as Python's %."""
     api = "nl.mod"
     quotient = _binary(api, x, y, "divide", dtype="float32", mask=mask)
@@ -889,7 +930,7 @@ def mod(x, y, dtype=None, mask=None, **kwargs):
     return _binary(api, x, product, "subtract", dtype=out_dtype, mask=mask)
 
 
-def fmod(x, y, dtype=None, mask=None, **kwargs):
+def fmod(x: Any, y: Any, dtype: Any = None, mask: Any = None, **kwargs: Any) -> Any:
     """nl.fmod(x, y) = x - y * trunc(x / y): the sign of the dividend, as numpy.fmod."""
     api = "nl.fmod"
     quotient = _binary(api, x, y, "divide", dtype="float32", mask=mask)
@@ -908,12 +949,12 @@ def fmod(x, y, dtype=None, mask=None, **kwargs):
 class LoopReduce:
     """What nl.loop_reduce returns: assigned into a tile, it becomes tile = op(tile, x)."""
 
-    def __init__(self, x, op, dtype, mask):
+    def __init__(self, x: Any, op: Any, dtype: Any, mask: Any) -> None:
         self.x, self.op, self.dtype, self.mask = x, op, dtype, mask
         self.shape = x.shape
 
 
-def loop_reduce(x, op, loop_indices, dtype=None, mask=None, **kwargs):
+def loop_reduce(x: Any, op: Any, loop_indices: Any, dtype: Any = None, mask: Any = None, **kwargs: Any) -> Any:
     """nl.loop_reduce(x, op, loop_indices): assigned into a tile (``acc[...] = nl.loop_reduce(a,
     op=np.add, loop_indices=[k])``), the tile becomes op(tile, x), as NKI documents it (the
     destination is also an input). vtrn unrolls loops, so this is that tensor_tensor each time."""
@@ -923,7 +964,7 @@ def loop_reduce(x, op, loop_indices, dtype=None, mask=None, **kwargs):
     return LoopReduce(x, _op_name(op, api), dtype, mask)
 
 
-def negative(x, dtype=None, mask=None, **kwargs):
+def negative(x: Any, dtype: Any = None, mask: Any = None, **kwargs: Any) -> Tensor:
     """nl.negative(x) = -x (vector engine)."""
     return _scalar_op("nl.negative", x, "multiply", -1.0, dtype, mask)
 
@@ -931,19 +972,20 @@ def negative(x, dtype=None, mask=None, **kwargs):
 _BITVEC = ("bitwise_and", "bitwise_or", "bitwise_xor", "shift_left", "shift_right", "invert")
 
 
-def _immediate(op, value):
+def _immediate(op: Any, value: Any) -> Any:
     """An immediate operand: an exact int32 for the bitvec ops, else fp32."""
     if op in _BITVEC and isinstance(value, (numbers.Integral, numpy.integer)) and not isinstance(value, bool):
         return int(value)
     return float(value)
 
 
-def _true_division(op, dtype, default):
+def _true_division(op: Any, dtype: Any, default: Any) -> Any:
     """x / y of integers is a float (true division, as numpy's), unless dtype says otherwise."""
     return "fp32" if op == "divide" and dtype is None and not _core.is_float(default) else default
 
 
-def _scalar_op(api, x, op, operand, dtype, mask, engine="dve", reverse=False):
+def _scalar_op(api: str, x: Any, op: Any, operand: Any, dtype: Any, mask: Any, engine: str = "dve",
+               reverse: Any = False) -> Tensor:
     view = _onchip(x, api, "x")
     out_dtype = _true_division(op, dtype, _dtype_or(dtype, view.buffer.dtype, api))
     tile = _new("sbuf", view.shape, out_dtype, api)
@@ -958,18 +1000,18 @@ def _scalar_op(api, x, op, operand, dtype, mask, engine="dve", reverse=False):
 _ALU_NAMES = dict(ALU_ALIASES, amax="max", amin="min", sum="add", prod="multiply", true_divide="divide")
 
 
-def _alu(name, api):
+def _alu(name: str, api: str) -> Any:
     return _instruction_name(name, _ALU_NAMES, ALU_OPS, "operator", api)
 
 
-def _binary_function(name):
-    def function(x, y, dtype=None, mask=None, **kwargs):
+def _binary_function(name: str) -> Any:
+    def function(x: Any, y: Any, dtype: Any = None, mask: Any = None, **kwargs: Any) -> Any:
         return _binary(f"nl.{name}", x, y, _alu(name, f"nl.{name}"), dtype=dtype, mask=mask)
     function.__name__ = name
     function.__qualname__ = name
     function.__doc__ = f"nl.{name}(x, y): element-wise, a tile with a tile (same shape, or [P, 1] broadcast along " \
                        "the free dimensions) or a number, on the vector engine."
-    function._alu = _ALU_NAMES.get(name, name)
+    setattr(function, "_alu", _ALU_NAMES.get(name, name))
     return function
 
 
@@ -978,9 +1020,31 @@ for _name in ("add", "subtract", "multiply", "divide", "maximum", "minimum", "po
               "left_shift", "right_shift", "logical_and", "logical_or", "logical_xor"):
     globals()[_name] = _binary_function(_name)
 del _name
+# What the loop made, for type checkers (each is documented by its __doc__).
+add: Callable[..., Tensor]
+subtract: Callable[..., Tensor]
+multiply: Callable[..., Tensor]
+divide: Callable[..., Tensor]
+maximum: Callable[..., Tensor]
+minimum: Callable[..., Tensor]
+power: Callable[..., Tensor]
+equal: Callable[..., Tensor]
+not_equal: Callable[..., Tensor]
+greater: Callable[..., Tensor]
+greater_equal: Callable[..., Tensor]
+less: Callable[..., Tensor]
+less_equal: Callable[..., Tensor]
+bitwise_and: Callable[..., Tensor]
+bitwise_or: Callable[..., Tensor]
+bitwise_xor: Callable[..., Tensor]
+left_shift: Callable[..., Tensor]
+right_shift: Callable[..., Tensor]
+logical_and: Callable[..., Tensor]
+logical_or: Callable[..., Tensor]
+logical_xor: Callable[..., Tensor]
 
 
-def _binary(api, x, y, op, dtype=None, mask=None, engine="dve"):
+def _binary(api: str, x: Any, y: Any, op: str, dtype: Any = None, mask: Any = None, engine: str = "dve") -> Tensor:
     """x op y: tensor_tensor for two tiles of one shape (free axes of size 1 broadcast with stride
     0), tensor_scalar for a number or a [P, 1] tile."""
     x_tile, y_tile = isinstance(x, Tensor), isinstance(y, Tensor)
@@ -1021,7 +1085,7 @@ def _binary(api, x, y, op, dtype=None, mask=None, engine="dve"):
     return tile
 
 
-def _broadcast_shapes(a, b, api):
+def _broadcast_shapes(a: Any, b: Any, api: str) -> Any:
     if len(a) != len(b):
         size = builtins.max(len(a), len(b))
         a, b = (1,) * (size - len(a)) + a, (1,) * (size - len(b)) + b
@@ -1033,7 +1097,8 @@ def _broadcast_shapes(a, b, api):
     return tuple(shape)
 
 
-def _tile_scalar(api, data, column, op, out_dtype, mask, engine, reverse):
+def _tile_scalar(api: str, data: Any, column: Any, op: Any, out_dtype: Any, mask: Any, engine: str,
+                 reverse: Any) -> Tensor:
     tile = _new("sbuf", data.shape, out_dtype, api)
     dst, src, column = _mask_views(mask, [tile._view, data, column], api)
     if not _empty([dst]):
@@ -1042,7 +1107,7 @@ def _tile_scalar(api, data, column, op, out_dtype, mask, engine, reverse):
     return tile
 
 
-def _in_place(view, other, op, api):
+def _in_place(view: View, other: Any, op: Any, api: str) -> None:
     """view op= other, in place. A matmul result that was just made accumulates into PSUM."""
     if isinstance(other, Tensor):
         if other._view.buffer.space != "hbm" and other._view.buffer.first is None:
@@ -1074,13 +1139,13 @@ def _in_place(view, other, op, api):
     _record("dve", "tensor_tensor", [target], [target, src], api, a=target, b=src, op=op)
 
 
-def _core_shape(shape):
+def _core_shape(shape: Any) -> Any:
     return tuple(s for s in shape if s != 1)
 
 
 # -- reductions ----------------------------------------------------------------------------------------
 
-def _reduce(api, op, x, axis, dtype, keepdims, mask, negate=False):
+def _reduce(api: str, op: Any, x: Any, axis: Any, dtype: Any, keepdims: Any, mask: Any, negate: Any = False) -> Tensor:
     view = _onchip(x, api, "x")
     ndim = len(view.shape)
     axes = axis if isinstance(axis, (tuple, list)) else (axis,)
@@ -1121,13 +1186,13 @@ def _reduce(api, op, x, axis, dtype, keepdims, mask, negate=False):
     return tile
 
 
-def _reduction(name, op):
-    def function(x, axis, dtype=None, keepdims=False, mask=None, **kwargs):
+def _reduction(name: str, op: Any) -> Any:
+    def function(x: Any, axis: Any, dtype: Any = None, keepdims: bool = False, mask: Any = None, **kwargs: Any) -> Any:
         return _reduce(f"nl.{name}", op, x, axis, dtype, keepdims, mask)
     function.__name__ = name
     function.__qualname__ = name
     function.__doc__ = f"nl.{name}(x, axis, dtype=None, keepdims=False): reduces free axes (vector engine)."
-    function._alu = op
+    setattr(function, "_alu", op)
     return function
 
 
@@ -1137,7 +1202,7 @@ min = _reduction("min", "min")  # noqa: A001
 prod = _reduction("prod", "multiply")
 
 
-def mean(x, axis, dtype=None, keepdims=False, mask=None, **kwargs):
+def mean(x: Any, axis: Any, dtype: Any = None, keepdims: bool = False, mask: Any = None, **kwargs: Any) -> Tensor:
     """nl.mean: the sum over ``axis`` times 1/n."""
     api = "nl.mean"
     total = _reduce(api, "add", x, axis, dtype, keepdims, mask)
@@ -1149,7 +1214,7 @@ def mean(x, axis, dtype=None, keepdims=False, mask=None, **kwargs):
     return total
 
 
-def var(x, axis, dtype=None, keepdims=False, mask=None, **kwargs):
+def var(x: Any, axis: Any, dtype: Any = None, keepdims: bool = False, mask: Any = None, **kwargs: Any) -> Tensor:
     """nl.var: the mean of squared deviations from the mean over ``axis`` (population variance)."""
     api = "nl.var"
     centre = mean(x, axis, dtype="float32", keepdims=True, mask=mask)
@@ -1158,17 +1223,23 @@ def var(x, axis, dtype=None, keepdims=False, mask=None, **kwargs):
     return mean(squared, axis, dtype=dtype or x.dtype, keepdims=keepdims, mask=mask)
 
 
-def all(x, axis, dtype=None, keepdims=False, mask=None, **kwargs):  # noqa: A001
+def all(x: Any, axis: Any, dtype: Any = None, keepdims: bool = False, mask: Any = None,
+        **kwargs: Any) -> Tensor:  # noqa: A001
+    """Logical AND over ``axis`` (the free axes) on the vector engine: 1.0 where every element is nonzero."""
     return _reduce("nl.all", _alu("logical_and", "nl.all"), x, axis, dtype, keepdims, mask)
 
 
-def any(x, axis, dtype=None, keepdims=False, mask=None, **kwargs):  # noqa: A001
+def any(x: Any, axis: Any, dtype: Any = None, keepdims: bool = False, mask: Any = None,
+        **kwargs: Any) -> Tensor:  # noqa: A001
+    """Logical OR over ``axis`` (the free axes) on the vector engine: 1.0 where some element is nonzero."""
     return _reduce("nl.any", _alu("logical_or", "nl.any"), x, axis, dtype, keepdims, mask)
 
 
 # -- matrices -------------------------------------------------------------------------------------------
 
-def matmul(x, y, transpose_x=False, mask=None, **kwargs):
+def matmul(x: Any, y: Any, transpose_x: Any = False, mask: Any = None, **kwargs: Any) -> Any:
+    """Logical OR over ``axis`` (the free axes) on the vector engine: 1.0 where some element is nonzero."""
+    """Logical AND over ``axis`` (the free axes) on the vector engine: 1.0 where every element is nonzero."""
     """x @ y on the tensor engine into a new fp32 PSUM tile. With ``transpose_x`` x is already
     [K, M] (the stationary layout); otherwise x [M, K] is transposed first (on the PE, via PSUM)."""
     api = "nl.matmul"
@@ -1180,7 +1251,7 @@ def matmul(x, y, transpose_x=False, mask=None, **kwargs):
     return isa._nc_matmul(api, x, y, mask=mask)
 
 
-def _identity(dtype, size, api):
+def _identity(dtype: Any, size: Any, api: str) -> Any:
     """An identity tile [size, size] of ``dtype`` in SBUF, made once per kernel."""
     trace = current(api)
     cache = trace.__dict__.setdefault("identities", {})
@@ -1195,7 +1266,7 @@ def _identity(dtype, size, api):
     return found
 
 
-def _transpose_as_matmul(op, target, api):
+def _transpose_as_matmul(op: Any, target: Any, api: str) -> None:
     """Replaces the trace's last op, a PE transpose, by stationary.T @ identity into ``target``."""
     trace = current(api)
     assert trace.ops[-1] is op
@@ -1211,14 +1282,14 @@ def _transpose_as_matmul(op, target, api):
     _record("pe", "matmul", [target], [source, identity], api, stationary=source, moving=identity, accumulate=False)
 
 
-def transpose(x, dtype=None, mask=None, **kwargs):
+def transpose(x: Any, dtype: Any = None, mask: Any = None, **kwargs: Any) -> Tensor:
     """The 2-D transpose of a tile, on the tensor engine, into PSUM."""
     api = "nl.transpose"
     view = _onchip(x, api, "x")
     return _transpose(api, view, "pe", dtype)
 
 
-def _transpose(api, view, engine, dtype=None):
+def _transpose(api: str, view: View, engine: str, dtype: Any = None) -> Tensor:
     if len(view.shape) != 2:
         fail(f"x has shape {list(view.shape)}; transpose takes a 2-D tile [P, F]", api)
     p, f = view.shape
@@ -1233,7 +1304,7 @@ def _transpose(api, view, engine, dtype=None):
     return tile
 
 
-def softmax(x, axis, dtype=None, compute_dtype=None, mask=None, **kwargs):
+def softmax(x: Any, axis: Any, dtype: Any = None, compute_dtype: Any = None, mask: Any = None, **kwargs: Any) -> Any:
     """nl.softmax over the free axis ``axis`` (max, exp with a running sum, reciprocal, scale)."""
     api = "nl.softmax"
     view = _onchip(x, api, "x")
@@ -1247,19 +1318,23 @@ def softmax(x, axis, dtype=None, compute_dtype=None, mask=None, **kwargs):
     return _binary(api, exps, inverse, "multiply", dtype=numpy.dtype(_core.numpy_dtype(out_dtype)))
 
 
-def where(condition, x, y, dtype=None, mask=None, **kwargs):
+def where(condition: Any, x: Any, y: Any, dtype: Any = None, mask: Any = None, **kwargs: Any) -> NoReturn:
+    """Data-dependent selection: not supported by vtrn.nki yet (nisa.affine_select selects by index)."""
     unsupported("nl.where", "data-dependent selection (nisa.affine_select selects by index)")
 
 
-def dropout(x, rate, dtype=None, mask=None, **kwargs):
+def dropout(x: Any, rate: Any, dtype: Any = None, mask: Any = None, **kwargs: Any) -> NoReturn:
+    """Dropout needs random numbers: not supported by vtrn.nki yet."""
     unsupported("nl.dropout", "random numbers")
 
 
-def rand(shape, dtype=float32, **kwargs):
+def rand(shape: Any, dtype: Any = float32, **kwargs: Any) -> NoReturn:
+    """Random numbers: not supported by vtrn.nki yet."""
     unsupported("nl.rand", "random numbers")
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> NoReturn:
+    """Names of NKI's module that vtrn.nki does not have yet raise NKIUnsupportedAttribute."""
     if name.startswith("__"):
         raise AttributeError(name)
     raise _core.NKIUnsupportedAttribute(f"nl.{name}")
