@@ -274,7 +274,7 @@ public final class DmaQueueHardware: @unchecked Sendable {
             if slot == entries { slot = 0 }
         }
         bytesCompletedRegister.add(bytes, ordering: .relaxed)
-        engine?._withUnsafeGuaranteedRef { $0.bytesServed.add(bytes, ordering: .relaxed) }
+        _ = engine?._withUnsafeGuaranteedRef { $0.bytesServed.add(bytes, ordering: .relaxed) }
         headRegister.store(position, ordering: .releasing)
         if position == tail { publish(sequence) }
         return true
