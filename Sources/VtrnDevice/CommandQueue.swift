@@ -90,7 +90,11 @@ public final class CoreCommandQueue: @unchecked Sendable {
     public let numaNode: Int
 
     private struct State {
-        var pending: [CoreExecution] = []
+        /// Queued executions from `head`; a slot is emptied when its execution is taken, since a
+        /// finished execution must not stay referenced here: its completion holds the runtime,
+        /// which holds the device and so this queue (a cycle that kept every runtime that ran a
+        /// kernel, its device's HBM reservation and this thread alive after vtrn_runtime_destroy).
+        var pending: [CoreExecution?] = []
         var head = 0
         var thread: UInt64?
         var stopping = false
@@ -156,13 +160,21 @@ public final class CoreCommandQueue: @unchecked Sendable {
         }
         _ = vtrnsys_add_u32(wakeWord, 1)
         _ = vtrnsys_futex_wake(wakeWord, 1)
-        if let thread, thread != 0 { _ = vtrnsys_thread_join(thread) }
+        guard let thread, thread != 0 else { return }
+        // The last reference to the device can be an execution this very thread has just run (its
+        // completion holds the runtime): the thread cannot join itself, so it ends detached.
+        if thread == UInt64(pthread_self()) {
+            _ = pthread_detach(pthread_t(thread))
+        } else {
+            _ = vtrnsys_thread_join(thread)
+        }
     }
 
     private func next() -> (CoreExecution?, Bool) {
         state.withLock { state in
             guard state.head < state.pending.count else { return (nil, state.stopping) }
             let execution = state.pending[state.head]
+            state.pending[state.head] = nil
             state.head += 1
             if state.head > 256 && state.head * 2 > state.pending.count {
                 state.pending.removeFirst(state.head)
