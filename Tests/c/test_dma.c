@@ -24,6 +24,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/mman.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -421,6 +422,9 @@ static void test_host_buffer_errors(void) {
 
     EXPECT_ERROR(vtrn_host_buffer_create(runtime, 0, NULL, &out), VTRN_ERROR_INVALID_ARGUMENT, "bytes is 0");
     EXPECT_ERROR(vtrn_host_buffer_create(runtime, 0, &options, &out), VTRN_ERROR_INVALID_ARGUMENT, "bytes is 0");
+    /* A size_t past INT64_MAX is named as it is (it read as "bytes is 0" once). */
+    EXPECT_ERROR(vtrn_host_buffer_create(runtime, SIZE_MAX, NULL, &out), VTRN_ERROR_INVALID_ARGUMENT,
+                 "bytes is 18446744073709551615", "more than a process can map");
     EXPECT_ERROR(vtrn_host_buffer_create(runtime, 4096, NULL, NULL), VTRN_ERROR_INVALID_ARGUMENT, "out", "NULL");
 
     options.placement = (vtrn_numa_placement_t)7;
@@ -671,6 +675,25 @@ static void test_register(void) {
     EXPECT_ERROR(vtrn_host_buffer_register(runtime, start, bytes, NULL), VTRN_ERROR_INVALID_ARGUMENT, "out");
     EXPECT_ERROR(vtrn_host_buffer_register((vtrn_runtime_t)GARBAGE, start, bytes, &out), VTRN_ERROR_INVALID_HANDLE,
                  "not a vtrn handle");
+    /* More than the process has mapped is refused: a 2^62-byte registration was accepted, and
+     * vtrn_host_buffer_numa_node then walked it page by page for hours (found by the fuzzer). */
+    EXPECT_ERROR(vtrn_host_buffer_register(runtime, start, (size_t)1 << 62, &out), VTRN_ERROR_INVALID_ARGUMENT,
+                 "not all mapped memory");
+    EXPECT_ERROR(vtrn_host_buffer_register(runtime, (void *)(UINTPTR_MAX - 4095), 8192, &out), VTRN_ERROR_INVALID_ARGUMENT,
+                 "wrap around");
+    EXPECT_ERROR(vtrn_host_buffer_register(runtime, start, SIZE_MAX, &out), VTRN_ERROR_INVALID_ARGUMENT,
+                 "18446744073709551615", "more than a process can map");
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    unsigned char *gone = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (gone != MAP_FAILED) {
+        munmap(gone + page, page); /* the buffer's second page is not mapped any more */
+        EXPECT_ERROR(vtrn_host_buffer_register(runtime, gone, 2 * page, &out), VTRN_ERROR_INVALID_ARGUMENT,
+                     "not all mapped memory");
+        vtrn_host_buffer_t one_page = NULL;
+        EXPECT_OK(vtrn_host_buffer_register(runtime, gone, page, &one_page));
+        EXPECT_OK(vtrn_host_buffer_destroy(one_page));
+        munmap(gone, page);
+    }
     EXPECT(out == SENTINEL_HOST_BUFFER);
 
     vtrn_host_buffer_t registered = NULL;
