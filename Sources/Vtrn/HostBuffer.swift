@@ -265,14 +265,19 @@ extension Runtime {
     public func registerHostBuffer(_ pointer: UnsafeMutableRawPointer, bytes: Int) throws(VtrnError) -> HostBuffer {
         try state.checkOpen()
         try Self.checkHostBufferSize(bytes)
-        // The range must be memory this process has mapped: a registration that claimed more
-        // would have vtrn walk it page by page (vtrn_host_buffer_numa_node looped for hours over
-        // a claimed 2^62 bytes) or overflow computing its end. msync checks the mappings only.
+        // The range must be memory this process has mapped, and no more than the host's memory
+        // (what DMA can reach): a registration that claimed more had vtrn walk it page by page
+        // (vtrn_host_buffer_numa_node looped for hours over a claimed 2^44 bytes of a sanitizer's
+        // reservation) or overflow computing its end. msync checks the mappings, not the pages.
+        let page = UInt(sysconf(Int32(_SC_PAGESIZE)))
+        let physical = UInt(max(0, sysconf(Int32(_SC_PHYS_PAGES)))) * page
+        guard UInt(bytes) <= physical else {
+            throw .invalidArgument("bytes is \(bytes), more than this host's \(byteCount(UInt64(physical))) of memory")
+        }
         let start = UInt(bitPattern: pointer)
         let (end, wraps) = start.addingReportingOverflow(UInt(bytes))
         let range = "[0x\(String(start, radix: 16)), +\(bytes))"
         guard !wraps else { throw .invalidArgument("pointer and bytes \(range) wrap around the address space") }
-        let page = UInt(sysconf(Int32(_SC_PAGESIZE)))
         let first = start / page * page
         if msync(UnsafeMutableRawPointer(bitPattern: first), Int(end - first), MS_ASYNC) != 0 {
             throw .invalidArgument("\(range) is not all mapped memory of this process (msync: \(String(cString: strerror(errno))))")
