@@ -60,6 +60,9 @@ public struct BestFitAllocator: Sendable {
         return best.start
     }
 
+    /// The rounded size of the block at `offset`, or nil if no block starts there.
+    public func size(of offset: UInt64) -> UInt64? { blocks[offset]?.size }
+
     /// Returns a block's space; the size it held, or nil if no block starts at `offset`.
     @discardableResult
     public mutating func free(_ offset: UInt64) -> UInt64? {
