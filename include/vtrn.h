@@ -908,7 +908,8 @@ vtrn_status_t vtrn_host_buffer_create(vtrn_runtime_t runtime, size_t bytes, cons
  *  without a copy. The caller keeps ownership and must keep the memory alive until the buffer is
  *  destroyed and every transfer using it has completed. No placement is applied.
  *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT for a NULL pointer,
- *  0 bytes or a NULL out. */
+ *  0 bytes, more bytes than the host has memory, a range that wraps around the address space or
+ *  is not all memory this process has mapped, or a NULL out. */
 vtrn_status_t vtrn_host_buffer_register(vtrn_runtime_t runtime, void *pointer, size_t bytes, vtrn_host_buffer_t *out);
 
 /** The buffer's memory: [out] data its first byte, [out][optional] bytes its size. The pointer is

@@ -198,7 +198,7 @@ extension Runtime {
     /// touched here, so they are where the policy put them when this returns.
     public func makeHostBuffer(bytes: Int, options: HostBufferOptions = HostBufferOptions()) throws(VtrnError) -> HostBuffer {
         try state.checkOpen()
-        guard bytes > 0 else { throw .invalidArgument("bytes is 0; a host buffer holds at least 1 byte") }
+        try Self.checkHostBufferSize(bytes)
         let policy = try MemoryPolicy.resolve(options, deviceNodes: configuration.deviceNodes, host: host)
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
         guard bytes <= Int.max - (2 << 20) else { throw .invalidArgument("bytes is \(bytes), more than a process can map") }
@@ -275,11 +275,35 @@ extension Runtime {
         return buffer
     }
 
+    /// A host buffer's size from C, where it is a size_t: 0, or one so large that it is negative
+    /// as an Int, is refused naming the caller's number.
+    static func checkHostBufferSize(_ bytes: Int) throws(VtrnError) {
+        if bytes == 0 { throw .invalidArgument("bytes is 0; a host buffer holds at least 1 byte") }
+        if bytes < 0 { throw .invalidArgument("bytes is \(UInt(bitPattern: bytes)), more than a process can map") }
+    }
+
     /// Wraps memory the caller owns so DMA can use it without a copy. The caller keeps it alive
     /// until the buffer is closed and its transfers have completed.
     public func registerHostBuffer(_ pointer: UnsafeMutableRawPointer, bytes: Int) throws(VtrnError) -> HostBuffer {
         try state.checkOpen()
-        guard bytes > 0 else { throw .invalidArgument("bytes is 0; a host buffer holds at least 1 byte") }
+        try Self.checkHostBufferSize(bytes)
+        // The range must be memory this process has mapped, and no more than the host's memory
+        // (what DMA can reach): a registration that claimed more had vtrn walk it page by page
+        // (vtrn_host_buffer_numa_node looped for hours over a claimed 2^44 bytes of a sanitizer's
+        // reservation) or overflow computing its end. msync checks the mappings, not the pages.
+        let page = UInt(sysconf(Int32(_SC_PAGESIZE)))
+        let physical = UInt(max(0, sysconf(Int32(_SC_PHYS_PAGES)))) * page
+        guard UInt(bytes) <= physical else {
+            throw .invalidArgument("bytes is \(bytes), more than this host's \(byteCount(UInt64(physical))) of memory")
+        }
+        let start = UInt(bitPattern: pointer)
+        let (end, wraps) = start.addingReportingOverflow(UInt(bytes))
+        let range = "[0x\(String(start, radix: 16)), +\(bytes))"
+        guard !wraps else { throw .invalidArgument("pointer and bytes \(range) wrap around the address space") }
+        let first = start / page * page
+        if msync(UnsafeMutableRawPointer(bitPattern: first), Int(end - first), MS_ASYNC) != 0 {
+            throw .invalidArgument("\(range) is not all mapped memory of this process (msync: \(String(cString: strerror(errno))))")
+        }
         let buffer = HostBuffer(base: pointer, bytes: bytes, mappedBytes: 0, options: HostBufferOptions(placement: .any),
                                 policy: .firstTouch, hugePages: false, locked: false, registered: true, note: "", runtime: self)
         return buffer

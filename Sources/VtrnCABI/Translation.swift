@@ -60,10 +60,17 @@ protocol VersionedStruct {
 }
 
 extension VersionedStruct {
+    /// The caller's struct_size, read on its own: `pointee` would copy the whole struct as this
+    /// header knows it, reading past a caller's smaller (older, or wrongly sized) struct. A size_t:
+    /// a huge value is large, not negative.
+    static func structSize(_ pointer: UnsafeRawPointer) -> UInt {
+        pointer.loadUnaligned(as: UInt.self)
+    }
+
     /// The caller's input struct, read up to its own struct_size over `defaults`; nil for NULL.
     static func read(_ pointer: UnsafePointer<Self>?, name: String, defaults: Self) throws(VtrnError) -> Self? {
         guard let pointer else { return nil }
-        let size = UInt(bitPattern: pointer.pointee.struct_size) // size_t: a huge value is large, not negative
+        let size = structSize(pointer)
         try checkSize(size, name: name)
         var value = defaults
         withUnsafeMutableBytes(of: &value) { destination in
@@ -75,16 +82,16 @@ extension VersionedStruct {
     /// Checks an output struct's struct_size before any work is done; returns the caller's size.
     static func checkOutput(_ pointer: UnsafeMutablePointer<Self>?, name: String) throws(VtrnError) -> UnsafeMutablePointer<Self> {
         let pointer = try UnsafeMutablePointer.required(pointer, name)
-        try checkSize(UInt(bitPattern: pointer.pointee.struct_size), name: name)
+        try checkSize(structSize(pointer), name: name)
         return pointer
     }
 
     /// Writes `value` into the caller's struct, filling only what its struct_size holds.
     func write(to pointer: UnsafeMutablePointer<Self>) {
-        let size = pointer.pointee.struct_size
+        let size = Self.structSize(pointer)
         var value = self
-        value.struct_size = size
-        let count = Int(Swift.min(UInt(bitPattern: size), UInt(MemoryLayout<Self>.size)))
+        value.struct_size = Int(bitPattern: size)
+        let count = Int(Swift.min(size, UInt(MemoryLayout<Self>.size)))
         withUnsafeBytes(of: &value) { source in
             UnsafeMutableRawPointer(pointer).copyMemory(from: source.baseAddress!, byteCount: count)
         }

@@ -60,7 +60,7 @@ public struct BestFitAllocator: Sendable {
         return best.start
     }
 
-    /// The size of the live block at `offset`.
+    /// The rounded size of the block at `offset`, or nil if no block starts there.
     public func size(of offset: UInt64) -> UInt64? { blocks[offset]?.size }
 
     /// Returns a block's space; the size it held, or nil if no block starts at `offset`.

@@ -117,8 +117,10 @@ public final class CoreCommandQueue: @unchecked Sendable {
     let faults: DeviceFaults
 
     private struct State {
-        /// Taken entries are nil: a finished execution must not stay referenced here (it holds
-        /// what its completion releases, up to the runtime that owns this queue's device).
+        /// Queued executions from `head`; a slot is emptied when its execution is taken, since a
+        /// finished execution must not stay referenced here: its completion holds the runtime,
+        /// which holds the device and so this queue (a cycle that kept every runtime that ran a
+        /// kernel, its device's HBM reservation and this thread alive after vtrn_runtime_destroy).
         var pending: [CoreExecution?] = []
         var head = 0
         var thread: UInt64?
@@ -228,7 +230,14 @@ public final class CoreCommandQueue: @unchecked Sendable {
         }
         _ = vtrnsys_add_u32(wakeWord, 1)
         _ = vtrnsys_futex_wake(wakeWord, 1)
-        if let thread, thread != 0 { _ = vtrnsys_thread_join(thread) }
+        guard let thread, thread != 0 else { return }
+        // The last reference to the device can be an execution this very thread has just run (its
+        // completion holds the runtime): the thread cannot join itself, so it ends detached.
+        if thread == UInt64(pthread_self()) {
+            _ = pthread_detach(pthread_t(thread))
+        } else {
+            _ = vtrnsys_thread_join(thread)
+        }
     }
 
     private func next() -> (CoreExecution?, Bool) {

@@ -204,3 +204,30 @@ import Glibc
         #expect(values == Array(repeating: 255 << 8, count: 4))
     }
 }
+
+@Suite struct KernelTeardownTests {
+    /// A finished execution stayed in its core's command queue, and its completion held the
+    /// runtime: a cycle through the device that kept the runtime, the device's HBM reservation and
+    /// the core's thread alive after the runtime closed (found by the fuzzer's leak check).
+    @Test func aRuntimeThatRanAKernelReleasesItsDeviceWhenClosed() throws {
+        weak var hardware: VirtualDevice?
+        weak var weakRuntime: Runtime?
+        try {
+            let (runtime, device) = try isolatedDevice()
+            hardware = device.hardware
+            weakRuntime = runtime
+            let program = runtime.makeProgram()
+            let steps = AccessPattern(space: .sbuf, dtype: .int32, partitions: 4, sizes: [8])
+            try program.append(Instruction(engine: .pool, operation: .iota(destination: steps, steps: [1], offset: 0,
+                                                                           channelMultiplier: 8)))
+            let kernel = try device.load(program, core: 0)
+            for _ in 0..<3 { try kernel.execute([]).wait() }
+            runtime.close()
+        }()
+        // The core's thread lets go of its last execution just after the fence completes.
+        let deadline = ContinuousClock.now + .seconds(5)
+        while (hardware != nil || weakRuntime != nil) && ContinuousClock.now < deadline { usleep(1000) }
+        #expect(weakRuntime == nil, "the runtime outlived its close() and every reference")
+        #expect(hardware == nil, "the device outlived every runtime that had it")
+    }
+}

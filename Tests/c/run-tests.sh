@@ -2,7 +2,7 @@
 # run-tests.sh PROGRAM...
 #
 # Runs each C test program (even after a failure), showing its output, and ends with the suite's
-# one closing line "c: N passed, M failed", the sums of the programs' own closing lines
+# one closing line "c: N passed, M failed" (SUITE names it otherwise), the sums of the programs' own closing lines
 # "NAME: N passed, M failed" (test_framework.h's finish()). A program that exits non-zero without
 # its closing line (a crash, an abort) counts as one failed check and is named.
 # Exits 0 when every program exited 0 and nothing failed, 1 otherwise, 2 on bad usage.
@@ -42,5 +42,5 @@ for program in "$@"; do
     fi
 done
 
-echo "c: $passed passed, $failed failed"
+echo "${SUITE:-c}: $passed passed, $failed failed"
 [[ $failed -eq 0 && $status -eq 0 ]]

@@ -15,6 +15,7 @@
  * test needs with setenv/unsetenv (only on the main thread, never while other threads run).
  */
 #define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 
 #include <inttypes.h>
 #include <pthread.h>
@@ -24,7 +25,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "test_framework.h"
 #include "vtrn.h"
@@ -800,6 +803,88 @@ static void test_struct_sizes(void) {
     EXPECT(bytes_are(bigger_options.newer_fields, sizeof bigger_options.newer_fields, SENTINEL_BYTE));
 }
 
+/* `bytes` of memory that end where an inaccessible page starts: a call that reads or writes one
+ * byte past them faults. */
+static void *before_guard_page(size_t bytes) {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    unsigned char *pages = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (pages == MAP_FAILED) return NULL;
+    mprotect(pages + page, page, PROT_NONE);
+    return pages + page - bytes;
+}
+
+static void release_guarded(void *block) {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    munmap((void *)((uintptr_t)block / page * page), 2 * page);
+}
+
+/* A struct whose struct_size is too small is refused having read struct_size alone: the library
+ * once read the whole struct (as its header knows it) just to get at struct_size, past the end of
+ * a caller's smaller struct (found by the fuzzer, under ASan). Each struct here is only its
+ * struct_size, right before an inaccessible page. */
+static void test_struct_size_read_alone(void) {
+    GROUP("struct_size read alone");
+    vtrn_runtime_t runtime = create_runtime("trn1");
+    vtrn_device_t device = get_device(runtime, 0);
+    vtrn_host_buffer_t buffer = NULL;
+    vtrn_device_memory_t memory = NULL;
+    vtrn_dma_queue_t queue = NULL;
+    vtrn_program_t program = NULL;
+    vtrn_kernel_t kernel = NULL;
+    vtrn_fence_t fence = NULL;
+    EXPECT_OK(vtrn_host_buffer_create(runtime, 4096, NULL, &buffer));
+    EXPECT_OK(vtrn_device_memory_alloc(device, 4096, 0, &memory));
+    EXPECT_OK(vtrn_dma_queue_create(device, NULL, &queue));
+    EXPECT_OK(vtrn_program_create(runtime, &program));
+    EXPECT_OK(vtrn_program_memset(program, VTRN_ENGINE_DVE, vtrn_sbuf(0, 1, 0, VTRN_DTYPE_FP32, 1), 1.0f, NULL));
+    EXPECT_OK(vtrn_kernel_load(device, 0, program, &kernel));
+    EXPECT_OK(vtrn_kernel_execute(kernel, NULL, 0, &fence));
+    EXPECT_OK(vtrn_fence_wait(fence, UINT64_MAX));
+
+    const size_t claims[] = { 0, sizeof(size_t) };
+    for (size_t i = 0; i < sizeof claims / sizeof claims[0]; i++) {
+        size_t *size = before_guard_page(sizeof(size_t));
+        if (size == NULL) {
+            EXPECT_MSG(0, "mmap failed");
+            break;
+        }
+        *size = claims[i];
+        vtrn_runtime_t out_runtime = SENTINEL_RUNTIME;
+        EXPECT_ERROR(vtrn_runtime_create((vtrn_runtime_options_t *)size, &out_runtime), VTRN_ERROR_INVALID_ARGUMENT, "struct_size");
+        EXPECT(out_runtime == SENTINEL_RUNTIME);
+        EXPECT_ERROR(vtrn_runtime_get_info(runtime, (vtrn_runtime_info_t *)size), VTRN_ERROR_INVALID_ARGUMENT, "struct_size");
+        EXPECT_ERROR(vtrn_device_get_info(device, (vtrn_device_info_t *)size), VTRN_ERROR_INVALID_ARGUMENT, "struct_size");
+        EXPECT_ERROR(vtrn_device_get_core_info(device, 0, (vtrn_core_info_t *)size), VTRN_ERROR_INVALID_ARGUMENT, "struct_size");
+        vtrn_host_buffer_t out_buffer = NULL;
+        EXPECT_ERROR(vtrn_host_buffer_create(runtime, 4096, (vtrn_host_buffer_options_t *)size, &out_buffer),
+                     VTRN_ERROR_INVALID_ARGUMENT, "struct_size");
+        EXPECT_ERROR(vtrn_host_buffer_get_info(buffer, (vtrn_host_buffer_info_t *)size), VTRN_ERROR_INVALID_ARGUMENT, "struct_size");
+        EXPECT_ERROR(vtrn_device_memory_get_info(memory, (vtrn_device_memory_info_t *)size), VTRN_ERROR_INVALID_ARGUMENT,
+                     "struct_size");
+        EXPECT_ERROR(vtrn_device_get_memory_usage(device, (vtrn_memory_usage_t *)size), VTRN_ERROR_INVALID_ARGUMENT, "struct_size");
+        vtrn_dma_queue_t out_queue = NULL;
+        EXPECT_ERROR(vtrn_dma_queue_create(device, (vtrn_dma_queue_options_t *)size, &out_queue), VTRN_ERROR_INVALID_ARGUMENT,
+                     "struct_size");
+        EXPECT_ERROR(vtrn_dma_queue_get_info(queue, (vtrn_dma_queue_info_t *)size), VTRN_ERROR_INVALID_ARGUMENT, "struct_size");
+        vtrn_access_t tile = vtrn_sbuf(0, 1, 0, VTRN_DTYPE_FP32, 1);
+        EXPECT_ERROR(vtrn_program_dma_copy_ex(program, tile, tile, (vtrn_dma_copy_options_t *)size, NULL),
+                     VTRN_ERROR_INVALID_ARGUMENT, "struct_size");
+        EXPECT_ERROR(vtrn_fence_get_info(fence, (vtrn_execution_info_t *)size), VTRN_ERROR_INVALID_ARGUMENT, "struct_size");
+        EXPECT_EQ_U64(*size, claims[i]);
+        release_guarded(size);
+    }
+
+    /* A struct of exactly its first version's size, right before the page, works. */
+    vtrn_device_info_t *info = before_guard_page(sizeof *info);
+    if (info != NULL) {
+        *info = (vtrn_device_info_t)VTRN_DEVICE_INFO_INIT;
+        EXPECT_OK(vtrn_device_get_info(device, info));
+        EXPECT_EQ_U64(info->core_count, 2);
+        release_guarded(info);
+    }
+    EXPECT_OK(vtrn_runtime_destroy(runtime));
+}
+
 static void test_outputs_untouched(void) {
     GROUP("outputs untouched on failure");
     vtrn_runtime_t runtime = create_runtime("trn1");
@@ -1207,6 +1292,7 @@ int main(void) {
     test_null_out_pointers();
     test_indices();
     test_struct_sizes();
+    test_struct_size_read_alone();
     test_outputs_untouched();
     test_handles();
     test_several_runtimes();

@@ -148,6 +148,21 @@ static inline int bytes_are(const void *bytes, size_t count, unsigned char value
 
 static int verbose;
 
+/* The sanitizer the program was built with, as `make sanitize` says in VTRN_TEST_SANITIZER
+ * ("address", "thread"), or NULL. A few checks cannot hold as written under one: mlock is a
+ * no-op under every sanitizer, and tight execution timeouts meet engines slowed down. */
+static inline const char *test_sanitizer(void) {
+    const char *name = getenv("VTRN_TEST_SANITIZER");
+    return name != NULL && name[0] != 0 ? name : NULL;
+}
+
+/* How much slower the library runs: ThreadSanitizer about 10 times, AddressSanitizer 3. Tests
+ * whose execution must still be running when a timeout of N ms passes use N times this. */
+static inline unsigned test_slowdown(void) {
+    const char *name = test_sanitizer();
+    return name == NULL ? 1 : strcmp(name, "thread") == 0 ? 10 : 3;
+}
+
 /* Seconds since the first call, for the verbose group lines (so slow groups show). */
 static inline double elapsed_seconds(void) {
     static struct timespec start;

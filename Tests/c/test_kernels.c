@@ -48,9 +48,14 @@ static const char *const variables[] = {
 };
 
 /* A runtime of `topology`, with VTRN_EXEC_TIMEOUT_MS set to `timeout_ms` while it is made (NULL:
- * unset, the default of 30 s); NULL after a recorded failure. */
+ * unset, the default of 30 s); NULL after a recorded failure. Under a sanitizer the timeout is
+ * test_slowdown() times longer, as the executions that must outlast it are that much slower. */
 static vtrn_runtime_t create_runtime_with_timeout(const char *topology, const char *timeout_ms) {
-    if (timeout_ms != NULL) setenv("VTRN_EXEC_TIMEOUT_MS", timeout_ms, 1);
+    if (timeout_ms != NULL) {
+        char scaled[32];
+        snprintf(scaled, sizeof scaled, "%llu", strtoull(timeout_ms, NULL, 10) * test_slowdown());
+        setenv("VTRN_EXEC_TIMEOUT_MS", scaled, 1);
+    }
     vtrn_runtime_options_t options = VTRN_RUNTIME_OPTIONS_INIT;
     options.topology = topology;
     vtrn_runtime_t runtime = NULL;
@@ -1747,7 +1752,7 @@ static void test_timeout(void) {
     vtrn_runtime_t runtime = create_runtime_with_timeout("trn1", "50");
     vtrn_runtime_info_t runtime_info = VTRN_RUNTIME_INFO_INIT;
     EXPECT_OK(vtrn_runtime_get_info(runtime, &runtime_info));
-    EXPECT_EQ_U64(runtime_info.exec_timeout_ns, 50000000ull);
+    EXPECT_EQ_U64(runtime_info.exec_timeout_ns, 50000000ull * test_slowdown());
     vtrn_device_t device = get_device(runtime, 0);
     vtrn_kernel_t blocker = load_blocker(runtime, device, 0);
     vtrn_fence_t fence = start_blocker(runtime, device, blocker);
@@ -1756,7 +1761,7 @@ static void test_timeout(void) {
     vtrn_execution_info_t info = VTRN_EXECUTION_INFO_INIT;
     EXPECT_OK(vtrn_fence_get_info(fence, &info));
     EXPECT_EQ_U64(info.status, VTRN_ERROR_TIMEOUT);
-    EXPECT_MSG(info.wall_ns >= 50000000ull, "timed out after %" PRIu64 " ns", info.wall_ns);
+    EXPECT_MSG(info.wall_ns >= 50000000ull * test_slowdown(), "timed out after %" PRIu64 " ns", info.wall_ns);
     EXPECT_MSG(info.instructions[1] > 0 && info.instructions[1] < 4096, "ACT ran %" PRIu64 " instructions",
                info.instructions[1]);
     EXPECT_EQ_U64(fence_status(fence), VTRN_ERROR_TIMEOUT);

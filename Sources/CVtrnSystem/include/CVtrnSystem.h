@@ -29,6 +29,17 @@ static inline uint32_t vtrnsys_add_u32(uint32_t *word, uint32_t value) {
 }
 static inline void vtrnsys_cpu_relax(void) { __builtin_ia32_pause(); }
 
+/* ThreadSanitizer's happens-before annotations. Weak: they resolve only in a process that has
+ * TSan's runtime (a --sanitize=thread build), and cost a test of a null pointer elsewhere. */
+void __tsan_acquire(void *address) __attribute__((weak));
+void __tsan_release(void *address) __attribute__((weak));
+static inline void vtrnsys_tsan_acquire(void *address) {
+    if (__tsan_acquire) __tsan_acquire(address);
+}
+static inline void vtrnsys_tsan_release(void *address) {
+    if (__tsan_release) __tsan_release(address);
+}
+
 /* Pins the calling thread to the CPUs of a NUMA node (nothing happens if libnuma is unusable). */
 VTRNSYS_HIDDEN int vtrnsys_run_on_node(int node);
 

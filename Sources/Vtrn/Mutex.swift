@@ -1,0 +1,4 @@
+import VtrnDevice
+
+/// VtrnDevice's `Mutex` (the standard one, visible to ThreadSanitizer) shadows Synchronization's here.
+typealias Mutex = VtrnDevice.Mutex
