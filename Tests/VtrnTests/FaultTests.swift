@@ -310,7 +310,7 @@ import Glibc
         let source = try runtime.makeHostBuffer(bytes: bytes)
         for index in 0..<bytes { source.data.storeBytes(of: UInt8(truncatingIfNeeded: index &* 7), toByteOffset: index, as: UInt8.self) }
         let workers = 3, rounds = 100
-        let outcomes = Mutex<[Status: Int]>([:])
+        let outcomes = VtrnDevice.Mutex<[Status: Int]>([:])
         let finished = Atomic<Int>(0)
         DispatchQueue.concurrentPerform(iterations: workers + 1) { worker in
             if worker == workers {
@@ -357,7 +357,7 @@ import Glibc
         let cores = 2, rounds = 40
         let kernels = try (0..<cores).map { try doublingKernel(device, core: $0) }
         let data = try (0..<cores).map { _ in try prepare(device) }
-        let outcomes = Mutex<[Status: Int]>([:])
+        let outcomes = VtrnDevice.Mutex<[Status: Int]>([:])
         let finished = Atomic<Int>(0)
         DispatchQueue.concurrentPerform(iterations: cores + 1) { core in
             if core == cores {

@@ -2,6 +2,7 @@ import Foundation
 import Synchronization
 import Testing
 import VtrnKernels
+import VtrnDevice
 @testable import Vtrn
 
 /// `Runtime.close()` while other threads use the runtime: each of their calls succeeds or throws
@@ -14,7 +15,7 @@ import VtrnKernels
         try StandardKernels.softmax(program, rows: 64, columns: 64)
         let kernel = try device.load(program, core: 0)
         let succeeded = Atomic<Int>(0), invalidated = Atomic<Int>(0)
-        let unexpected = Mutex<[String]>([])
+        let unexpected = VtrnDevice.Mutex<[String]>([])
         let stop = Atomic<Bool>(false)
 
         @Sendable func attempt(_ work: () throws(VtrnError) -> Void) {
