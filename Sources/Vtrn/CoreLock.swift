@@ -133,9 +133,11 @@ enum LockDirectory {
     /// `text` made absolute against the working directory, without trailing slashes.
     static func absolute(_ text: String) -> String {
         if text.hasPrefix("/") { return normalized(text) }
-        guard let directory = getcwd(nil, 0) else { return text }
-        defer { free(directory) }
-        return normalized(String(cString: directory) + "/" + text)
+        // A buffer of our own: getcwd(NULL, 0)'s allocation is glibc's internal malloc, which
+        // AddressSanitizer does not see, so freeing it is reported as a free of foreign memory.
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        guard getcwd(&buffer, buffer.count) != nil else { return text }
+        return normalized(String(cString: buffer) + "/" + text)
     }
 
     private static func normalized(_ path: String) -> String {
