@@ -134,8 +134,9 @@ import Glibc
     }
 
     @Test func timeoutStopsALongExecution() throws {
-        let runtime = try Runtime(options: .init(topology: "trn1:40"), environment: testEnvironment(["VTRN_EXEC_TIMEOUT_MS": "20"]))
-        let device = runtime.devices[39]
+        let index = isolatedIndex()
+        let runtime = try Runtime(options: .init(topology: "trn1:\(index + 1)"), environment: testEnvironment(["VTRN_EXEC_TIMEOUT_MS": "20"]))
+        let device = runtime.devices[index]
         let program = runtime.makeProgram()
         let tile = AccessPattern(space: .sbuf, dtype: .fp32, partitions: 128, sizes: [32768])
         for _ in 0..<4000 {
@@ -152,8 +153,9 @@ import Glibc
 @Suite struct TraceTests {
     @Test func traceShowsEveryEngineOnATimeline() throws {
         let path = "/tmp/vtrn-trace-\(getpid())-%r.json"
-        let runtime = try Runtime(options: .init(topology: "trn1:44"), environment: testEnvironment(["VTRN_TRACE": path]))
-        let device = runtime.devices[43]
+        let index = isolatedIndex()
+        let runtime = try Runtime(options: .init(topology: "trn1:\(index + 1)"), environment: testEnvironment(["VTRN_TRACE": path]))
+        let device = runtime.devices[index]
         let program = runtime.makeProgram()
         try StandardKernels.softmax(program, rows: 200, columns: 64)
         let kernel = try device.load(program, core: 1)
@@ -171,12 +173,12 @@ import Glibc
         while fgets(&buffer, Int32(buffer.count), file) != nil { text += buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) } }
         fclose(file)
         #expect(text.hasPrefix("{\"displayTimeUnit\":\"ns\",\"traceEvents\":["))
-        #expect(text.contains(#""name":"device 43 (Trainium1, 0000:3b:1e.0) — device clock""#))
+        #expect(text.contains(#""name":"device \#(index) (Trainium1, \#(device.hardware.busAddress)) — device clock""#))
         #expect(text.contains(#""name":"core 1 ACT""#))
         for opcode in ["DMA_COPY", "TENSOR_REDUCE", "ACTIVATE", "TENSOR_SCALAR"] {
-            #expect(text.contains(#""name":"\#(opcode)","cat":"instruction","pid":43"#), "\(opcode)")
+            #expect(text.contains(#""name":"\#(opcode)","cat":"instruction","pid":\#(index)"#), "\(opcode)")
         }
-        #expect(text.contains(#""name":"execution","cat":"host","pid":43,"tid":15"#))
+        #expect(text.contains(#""name":"execution","cat":"host","pid":\#(index),"tid":15"#))
         // One span per executed instruction, plus the execution's own.
         let spans = text.components(separatedBy: #""cat":"instruction""#).count - 1
         #expect(spans == program.instructionCount)

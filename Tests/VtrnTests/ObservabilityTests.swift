@@ -12,7 +12,7 @@ import Glibc
     @Test func theTraceIsValidWhileTheRuntimeRunsAndShowsEnginesWaitsAndCalls() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("vtrn-swift-trace-\(getpid())-\(UUID().uuidString).json").path
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let index = 41
+        let index = isolatedIndex()
         let runtime = try Runtime(options: .init(topology: "trn1:\(index + 1)"), environment: testEnvironment(["VTRN_TRACE": path]))
         let device = runtime.devices[index]
         let program = runtime.makeProgram()

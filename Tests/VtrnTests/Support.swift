@@ -18,8 +18,11 @@ func testEnvironment(_ variables: [String: String] = [:]) -> [String: String] {
 /// uses: a runtime over `ARCH:(k+1)` and its last device, k unique per call.
 private let nextIndex = Atomic<Int>(8)
 
+/// A device index no other test uses, for a test that makes its own runtime over `ARCH:(k+1)`.
+func isolatedIndex() -> Int { nextIndex.add(1, ordering: .relaxed).newValue % 64 }
+
 func isolatedDevice(_ architecture: String = "trn1", visibleCores: String? = nil) throws -> (Runtime, Device) {
-    let index = nextIndex.add(1, ordering: .relaxed).newValue % 64
+    let index = isolatedIndex()
     let runtime = try Runtime(options: .init(topology: "\(architecture):\(index + 1)", visibleCores: visibleCores), environment: testEnvironment())
     return (runtime, runtime.devices[index])
 }
