@@ -9,15 +9,15 @@ import Synchronization
 /// a `Mutex<[Int: Int]>`, three reports. This one also tells TSan (`__tsan_acquire` once the lock is
 /// held, `__tsan_release` before it is let go, both on the lock's address) when TSan's
 /// runtime is in the process, and is the standard mutex otherwise. Its API is what vtrn uses.
-public struct Mutex<Value: ~Copyable>: ~Copyable, @unchecked Sendable {
+package struct Mutex<Value: ~Copyable>: ~Copyable, @unchecked Sendable {
     @usableFromInline let base: Synchronization::Mutex<Value>
 
     @inlinable
-    public init(_ initialValue: consuming sending Value) { base = Synchronization::Mutex(initialValue) }
+    package init(_ initialValue: consuming sending Value) { base = Synchronization::Mutex(initialValue) }
 
     /// As `Synchronization.Mutex.withLock`.
     @inlinable
-    public borrowing func withLock<Result: ~Copyable, E: Error>(
+    package borrowing func withLock<Result: ~Copyable, E: Error>(
         _ body: (inout sending Value) throws(E) -> sending Result
     ) throws(E) -> sending Result {
         // The lock's address names it to TSan (taken before the value is touched: TSan checks
