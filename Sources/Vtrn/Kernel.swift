@@ -126,13 +126,18 @@ public final class Kernel: Sendable {
         if let missing = bound.firstIndex(where: { $0 == nil }) {
             throw .invalidArgument("parameter \"\(parameters[missing].name)\" is not bound")
         }
+        return try submit(bindings: bound.map { $0! }, leases: leases, flow: flow)
+    }
+
+    /// Queues an execution with its parameters bound; `leases` keep the bound memory until it ends.
+    func submit(bindings: [ParameterBinding], leases: [BlockLease], flow: Int?) throws(VtrnError) -> Fence {
         for lease in leases { lease.acquire() }
         let held = leases
         let timeout = device.runtime.configuration.execTimeoutMilliseconds.map { $0 * 1_000_000 }
         let tracer = device.runtime.tracer
         let clock = device.hardware.preset.peClockHz
         let device = device, core = core
-        let execution = CoreExecution(program: program, bindings: bound.map { $0! }, timeout: timeout, traced: tracer != nil) { execution in
+        let execution = CoreExecution(program: program, bindings: bindings, timeout: timeout, traced: tracer != nil) { execution in
             for lease in held { lease.release() }
             tracer?.record(execution, device: device.index, core: core, clockHz: clock, flow: flow)
         }
@@ -162,6 +167,14 @@ extension Device {
         } catch {
             throw VtrnError(.invalidProgram, error.message)
         }
+        for (position, instruction) in loaded.instructions.enumerated() {
+            guard case .collective(let collective) = instruction.operation else { continue }
+            guard collective.group.rank(device: hardware, core: core) != nil else {
+                throw VtrnError(.invalidProgram, "instruction \(position) (\(collective.kind) on CC): core \(core) of device "
+                                + "\(index) is not a member of \(collective.group.name), whose ranks are "
+                                + collective.group.members.enumerated().map { "\($0.offset): \($0.element.label)" }.joined(separator: ", "))
+            }
+        }
         try claim(core: core)
         return Kernel(device: self, core: core, program: loaded)
     }
@@ -187,6 +200,7 @@ public final class Fence: Sendable {
         switch execution.outcome.failure {
         case nil: nil
         case .outOfBounds(let message): VtrnError(.outOfBounds, message)
+        case .invalidArgument(let message): VtrnError(.invalidArgument, message)
         case .deadlock(let message): VtrnError(.deadlock, message)
         case .timeout(let message): VtrnError(.timeout, message)
         case .hardware(let message): VtrnError(.hardware, message)
@@ -238,7 +252,7 @@ public final class Fence: Sendable {
                     queuedNanoseconds: finished ? execution.startedAt - execution.submittedAt : 0,
                     deviceNanoseconds: device,
                     deviceCycles: UInt64((outcome.deviceNanoseconds * Double(kernel.device.hardware.preset.peClockHz) / 1e9).rounded()),
-                    instructions: finished ? outcome.instructions : Array(repeating: 0, count: 5),
-                    busyNanoseconds: finished ? outcome.busyNanoseconds.map { UInt64($0.rounded()) } : Array(repeating: 0, count: 5))
+                    instructions: finished ? outcome.instructions : Array(repeating: 0, count: Engine.allCases.count),
+                    busyNanoseconds: finished ? outcome.busyNanoseconds.map { UInt64($0.rounded()) } : Array(repeating: 0, count: Engine.allCases.count))
     }
 }

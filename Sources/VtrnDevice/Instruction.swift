@@ -9,7 +9,12 @@ public enum MemorySpace: Int, Sendable, CustomStringConvertible {
 /// The engines, as stream indices; the C header's flags are `1 << rawValue`.
 public enum Engine: Int, Sendable, CaseIterable, CustomStringConvertible {
     case pe = 0, act, dve, pool, dma
-    public var description: String { ["PE", "ACT", "DVE", "POOL", "DMA"][rawValue] }
+    /// The collective-communication engine (Neuron's CC cores): collectives inside a kernel run
+    /// here, beside the compute engines, ordered with them by semaphores.
+    case cc
+    public var description: String { ["PE", "ACT", "DVE", "POOL", "DMA", "CC"][rawValue] }
+    /// DMA and CC move data between memories; the others compute on SBUF and PSUM.
+    public var movesData: Bool { self == .dma || self == .cc }
     public var flag: UInt32 { 1 << UInt32(rawValue) }
     public init?(flag: UInt32) {
         guard flag != 0, flag & (flag - 1) == 0, let engine = Engine(rawValue: flag.trailingZeroBitCount) else { return nil }
@@ -197,6 +202,8 @@ public enum Operation: Sendable, Equatable {
                       onTrue: AccessPattern, onFalse: Float)
     case semaphoreSignal(semaphore: Int, op: SemaphoreOp, value: UInt32)
     case semaphoreWait(semaphore: Int, value: UInt32)
+    /// A collective of a communicator's ranks, on the CC engine.
+    case collective(CollectiveInstruction)
 
     /// The opcode, as DESIGN.md names it.
     public var name: String {
@@ -214,6 +221,7 @@ public enum Operation: Sendable, Equatable {
         case .affineSelect: "AFFINE_SELECT"
         case .semaphoreSignal: "SEM_SIGNAL"
         case .semaphoreWait: "SEM_WAIT"
+        case .collective(let collective): collective.kind.name
         }
     }
 
@@ -237,6 +245,8 @@ public enum Operation: Sendable, Equatable {
         case .iota(let d, _, _, _): [("dst", d, true)]
         case .affineSelect(let d, _, _, _, _, let t, _): [("dst", d, true), ("on_true", t, false)]
         case .semaphoreSignal, .semaphoreWait: []
+        case .collective(let c):
+            (c.destination.map { [("dst", $0, true)] } ?? []) + (c.source.map { [("src", $0, false)] } ?? [])
         }
     }
 }

@@ -20,6 +20,16 @@ public struct LoadedProgram: Sendable {
         for (index, instruction) in instructions.enumerated() { streams[instruction.engine.rawValue].append(index) }
         self.streams = streams
     }
+
+    /// A program the runtime builds itself (a host-called collective), valid by construction:
+    /// its operands may be longer than a kernel's access patterns allow.
+    package init(unvalidated instructions: [Instruction], parameters: [Parameter]) {
+        self.instructions = instructions
+        self.parameters = parameters
+        var streams = Array(repeating: [Int](), count: Engine.allCases.count)
+        for (index, instruction) in instructions.enumerated() { streams[instruction.engine.rawValue].append(index) }
+        self.streams = streams
+    }
 }
 
 /// Where each parameter lives for one execution: host memory backing HBM.
@@ -39,8 +49,10 @@ public struct UnsafeSendablePointer: @unchecked Sendable {
 
 /// How an execution ended, and what it cost.
 public struct ExecutionOutcome: Sendable {
-    public enum Failure: Sendable, Equatable {
+    public enum Failure: Error, Sendable, Equatable {
         case outOfBounds(String)
+        /// Ranks of a collective asked for different things.
+        case invalidArgument(String)
         case deadlock(String)
         case timeout(String)
         /// An uncorrectable error of the hardware (an HBM read over an uncorrectable error).
@@ -175,11 +187,22 @@ public final class CoreExecutor: @unchecked Sendable {
                 outcome.failure = failure
                 break
             }
-            if let failure = execute(instruction, index: index, bindings: bindings, parameters: program.parameters) {
-                outcome.failure = failure
-                break
+            let duration: Double
+            if case .collective(let collective) = instruction.operation {
+                let result = runCollective(collective, index: index, start: chosenStart, bindings: bindings,
+                                           parameters: program.parameters, deadline: deadline, context: context)
+                guard case .success(let nanoseconds) = result else {
+                    if case .failure(let failure) = result { outcome.failure = failure }
+                    break
+                }
+                duration = max(nanoseconds, cost(of: instruction))
+            } else {
+                if let failure = execute(instruction, index: index, bindings: bindings, parameters: program.parameters) {
+                    outcome.failure = failure
+                    break
+                }
+                duration = cost(of: instruction)
             }
-            let duration = cost(of: instruction)
             let engineFree = time[chosen]
             time[chosen] = chosenStart + duration
             outcome.busyNanoseconds[chosen] += duration
@@ -235,6 +258,85 @@ public final class CoreExecutor: @unchecked Sendable {
         return "every unfinished engine waits on a semaphore that nothing pending can raise: " + blocked.joined(separator: "; ")
     }
 
+    // MARK: Collectives
+
+    /// A collective instruction: this core's rank joins the group's collective with its operands
+    /// (staged through contiguous buffers when they are not contiguous HBM). The virtual time it
+    /// takes is the wait for the last rank plus the ring's steps on the links.
+    private func runCollective(_ collective: CollectiveInstruction, index: Int, start: Double, bindings: [ParameterBinding],
+                               parameters: [Parameter], deadline: UInt64?,
+                               context: ExecutionContext?) -> Result<Double, ExecutionOutcome.Failure> {
+        let what = "instruction \(index) (\(collective.kind) on CC)"
+        guard let context, let rank = collective.group.rank(faults: context.faults, core: context.core) else {
+            return .failure(.invalidArgument("\(what): this core is not a member of \(collective.group.name)"))
+        }
+        for (name, access, _) in Operation.collective(collective).operands where access.space == .hbm {
+            let range = Validator.hbmByteRange(access)
+            if range.high > bindings[access.parameter].bytes {
+                return .failure(.outOfBounds("\(what): \(name) reaches byte \(range.high) of parameter "
+                                             + "\"\(parameters[access.parameter].name)\", but its binding leaves "
+                                             + "\(bindings[access.parameter].bytes) bytes"))
+            }
+        }
+        var staged: [UnsafeMutableRawPointer] = []
+        defer { for buffer in staged { buffer.deallocate() } }
+        func contiguous(_ access: AccessPattern) -> UnsafeMutableRawPointer {
+            if access.space == .hbm && access.isContiguous && (access.partitions == 1 || access.partitionStride == access.elementsPerPartition) {
+                return base(access, 0, bindings)
+            }
+            let buffer = UnsafeMutableRawPointer.allocate(byteCount: max(1, access.elementCount * access.dtype.size), alignment: 64)
+            staged.append(buffer)
+            return buffer
+        }
+        let source = collective.source.map { access -> UnsafeMutableRawPointer in
+            let pointer = contiguous(access)
+            if !staged.isEmpty && staged.last == pointer { gather(access, bindings, into: pointer) }
+            return pointer
+        }
+        let destination = collective.destination.map { contiguous($0) }
+        let destinationStaged = destination.map { pointer in staged.contains(pointer) } ?? false
+        let timeout = context.execution.timeout
+        let result = collective.group.perform(rank: rank, operation: collective.operation, source: source.map { UnsafeRawPointer($0) },
+                                              destination: destination, virtualTime: start, deadline: deadline,
+                                              timeoutNanoseconds: timeout, generations: collective.group.generations,
+                                              cancelled: { context.execution.cancelled.load(ordering: .relaxed) })
+        if case .success = result, destinationStaged, let access = collective.destination, let destination {
+            scatter(access, bindings, from: destination)
+        }
+        return result.mapError { failure in
+            switch failure {
+            case .invalidArgument(let message): .invalidArgument("\(what): \(message)")
+            default: failure
+            }
+        }
+    }
+
+    /// An operand's elements, partition by partition, into a contiguous buffer.
+    private func gather(_ access: AccessPattern, _ bindings: [ParameterBinding], into buffer: UnsafeMutableRawPointer) {
+        let size = access.dtype.size, perPartition = access.elementsPerPartition
+        for p in 0..<access.partitions {
+            let start = base(access, p, bindings)
+            let out = buffer + p * perPartition * size
+            forEachRun(access) { offset, element in
+                Self.moveElements(to: out + element * size, toStride: size, from: start + offset, fromStride: access.strides[0] * size,
+                                  count: access.sizes[0], size: size)
+            }
+        }
+    }
+
+    /// The reverse of `gather`.
+    private func scatter(_ access: AccessPattern, _ bindings: [ParameterBinding], from buffer: UnsafeRawPointer) {
+        let size = access.dtype.size, perPartition = access.elementsPerPartition
+        for p in 0..<access.partitions {
+            let start = base(access, p, bindings)
+            let from = buffer + p * perPartition * size
+            forEachRun(access) { offset, element in
+                Self.moveElements(to: start + offset, toStride: access.strides[0] * size, from: from + element * size, fromStride: size,
+                                  count: access.sizes[0], size: size)
+            }
+        }
+    }
+
     // MARK: Cost model
 
     /// Nanoseconds an instruction keeps its engine busy: cycles of the engine's clock (at least
@@ -247,7 +349,7 @@ public final class CoreExecutor: @unchecked Sendable {
         case .act: clock = preset.actClockHz
         case .dve: clock = preset.dveClockHz
         case .pool: clock = preset.poolClockHz
-        case .dma: clock = preset.actClockHz
+        case .dma, .cc: clock = preset.actClockHz
         }
         var cycles = 64.0
         switch instruction.operation {
@@ -272,7 +374,7 @@ public final class CoreExecutor: @unchecked Sendable {
             cycles = max(64, Double(source.elementsPerPartition))
         case .memset(let destination, _), .iota(let destination, _, _, _), .affineSelect(let destination, _, _, _, _, _, _):
             cycles = max(64, Double(destination.elementsPerPartition))
-        case .semaphoreSignal, .semaphoreWait:
+        case .semaphoreSignal, .semaphoreWait, .collective:
             cycles = 64
         }
         return cycles / Double(clock) * 1e9
@@ -587,7 +689,7 @@ public final class CoreExecutor: @unchecked Sendable {
                 for i in 0..<count { c[i] = b[i] != 0 ? a[i] : onFalse }
                 store(destination, p, bindings, from: c)
             }
-        case .semaphoreSignal, .semaphoreWait:
+        case .semaphoreSignal, .semaphoreWait, .collective:
             break
         }
         return nil

@@ -44,6 +44,7 @@ public enum Validator {
         case .memset: allowed = [.dve, .pool]
         case .iota, .affineSelect: allowed = [.pool]
         case .semaphoreSignal, .semaphoreWait: allowed = Engine.allCases
+        case .collective: allowed = [.cc]
         }
         guard allowed.contains(engine) else {
             throw fail(nil, "runs on \(allowed.map(\.description).joined(separator: " or ")), not \(engine)")
@@ -83,7 +84,7 @@ public enum Validator {
             guard access.offset <= maxStride else { throw fail(name, "byte offset \(access.offset) is larger than \(maxStride)") }
             // Broadcast views (stride 0) can describe more elements than a partition holds; an
             // engine's pass over a partition is bounded by what SBUF's widest partition holds.
-            if engine != .dma && access.elementsPerPartition > preset.sbufBytesPerPartition {
+            if !engine.movesData && access.elementsPerPartition > preset.sbufBytesPerPartition {
                 throw fail(name, "has \(access.elementsPerPartition) elements per partition; compute engines process at most "
                            + "\(preset.sbufBytesPerPartition) (the bytes of an SBUF partition)")
             }
@@ -112,7 +113,7 @@ public enum Validator {
                     throw fail(name, "bytes \(range.low)..<\(range.high) of each partition run outside \(access.space) "
                                + "(\(capacity) bytes per partition)")
                 }
-                if engine != .dma {
+                if !engine.movesData {
                     // NKI's quadrant rule: compute engines start at 0, 32, 64 or 96 and stay in that group.
                     let start = access.startPartition
                     guard start % 32 == 0 else {
@@ -126,8 +127,8 @@ public enum Validator {
                 if access.space == .psum {
                     // NKI: PE writes PSUM; DVE and ACT read and write it; GpSimd and the DMA engines
                     // do not reach it.
-                    if engine == .dma {
-                        throw fail(name, "is in PSUM, which DMA does not reach; move data between PSUM and SBUF with TENSOR_COPY "
+                    if engine.movesData {
+                        throw fail(name, "is in PSUM, which \(engine) does not reach; move data between PSUM and SBUF with TENSOR_COPY "
                                    + "on DVE or ACT")
                     }
                     if engine == .pool {
@@ -135,7 +136,7 @@ public enum Validator {
                     }
                 }
             case .hbm:
-                guard engine == .dma else { throw fail(name, "is in HBM; only DMA_COPY reaches HBM") }
+                guard engine.movesData else { throw fail(name, "is in HBM; only DMA_COPY and collectives reach HBM") }
                 guard access.parameter >= 0 && access.parameter < parameters.count else {
                     throw fail(name, "parameter \(access.parameter) does not exist: the program has \(parameters.count)")
                 }
@@ -322,6 +323,50 @@ public enum Validator {
             try requireSameShape(("dst", destination), ("on_true", onTrue))
         case .semaphoreSignal, .semaphoreWait:
             break
+        case .collective(let collective):
+            try validateCollective(collective, fail: fail)
+        }
+    }
+
+    /// A collective's operands against its kind and its group's size (the element counts are
+    /// NCCL's: all-gather's dst holds every rank's src, reduce-scatter's src every rank's dst).
+    static func validateCollective(_ c: CollectiveInstruction, fail: (String?, String) -> ValidationError) throws(ValidationError) {
+        let size = c.group.size
+        let kind = c.kind
+        if kind.readsSource && c.source == nil { throw fail("src", "is missing; \(kind) reads a source") }
+        if kind.writesDestination && c.destination == nil { throw fail("dst", "is missing; \(kind) writes a destination") }
+        if kind.reduces {
+            guard CollectiveOperation.reductionOps.contains(c.op) else {
+                throw fail("op", "\(c.op) is not a reduction of collectives; they take add, max or min (NKI's nl.add, nl.maximum, nl.minimum)")
+            }
+        }
+        if let s = c.source, let d = c.destination {
+            guard s.dtype == d.dtype else { throw fail("dst", "is \(d.dtype) but src is \(s.dtype); collectives do not convert") }
+            let sc = s.elementCount, dc = d.elementCount
+            switch kind {
+            case .allReduce, .broadcast:
+                guard sc == dc else { throw fail("dst", "has \(dc) elements but src has \(sc); \(kind) keeps the count") }
+            case .allGather:
+                guard dc == sc * size else {
+                    throw fail("dst", "has \(dc) elements; ALL_GATHER over \(size) ranks of \(sc) elements each needs \(sc * size)")
+                }
+            case .reduceScatter:
+                guard sc == dc * size else {
+                    throw fail("src", "has \(sc) elements; REDUCE_SCATTER over \(size) ranks to \(dc) elements each needs \(dc * size)")
+                }
+            case .allToAll:
+                guard sc == dc, sc % size == 0 else {
+                    throw fail("src", "has \(sc) elements and dst \(dc); ALL_TO_ALL needs equal counts that split into \(size) chunks")
+                }
+            case .send, .receive:
+                break
+            }
+        }
+        if kind == .broadcast || kind.isPointToPoint {
+            guard (0..<size).contains(c.peer) else {
+                let role = kind == .broadcast ? "root" : "peer"
+                throw fail(role, "rank \(c.peer) does not exist: \(c.group.name) has \(size) ranks (0-\(size - 1))")
+            }
         }
     }
 

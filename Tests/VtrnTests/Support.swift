@@ -39,3 +39,12 @@ func isolatedDevices(environment: [String: String] = [:], faults: String? = nil)
     let runtime = try Runtime(options: .init(topology: "trn1:\(index + 1)"), environment: environment)
     return (runtime, runtime.devices[index - 1], runtime.devices[index])
 }
+
+/// `count` devices no other test uses, in one runtime over `ARCH:(last+1)` (its last `count`).
+func isolatedDeviceGroup(_ count: Int, _ architecture: String = "trn1",
+                         environment: [String: String] = [:]) throws -> (Runtime, [Device]) {
+    var last = nextIndex.add(count, ordering: .relaxed).newValue % 64
+    if last < count - 1 { last = count - 1 + last }
+    let runtime = try Runtime(options: .init(topology: "\(architecture):\(last + 1)"), environment: testEnvironment(environment))
+    return (runtime, Array(runtime.devices[(last - count + 1)...last]))
+}

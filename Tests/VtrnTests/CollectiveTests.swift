@@ -1,0 +1,251 @@
+import Foundation
+import Testing
+@testable import Vtrn
+import VtrnDevice
+
+/// Host-called and in-kernel collectives over communicators of several devices.
+@Suite struct CollectiveTests {
+    /// Device memory holding `values`, and a reader of it back.
+    func upload<T>(_ device: Device, _ values: [T]) throws -> DeviceMemory {
+        let bytes = values.count * MemoryLayout<T>.stride
+        let memory = try device.allocate(UInt64(max(bytes, 1)))
+        values.withUnsafeBytes { memcpy(memory.pointer, $0.baseAddress!, bytes) }
+        return memory
+    }
+
+    func download<T>(_ memory: DeviceMemory, _ count: Int, as: T.Type) -> [T] {
+        Array(UnsafeBufferPointer(start: memory.pointer.assumingMemoryBound(to: T.self), count: count))
+    }
+
+    /// The ring's order for chunk c: ranks c+1, c+2, ..., c, folded left.
+    func ringReference(_ inputs: [[Float]], round: (Float) -> Float = { $0 }) -> [Float] {
+        let n = inputs.count, count = inputs[0].count
+        var result = [Float](repeating: 0, count: count)
+        for c in 0..<n {
+            for i in CollectiveGroup.chunk(c, of: count, parts: n) {
+                var acc = inputs[(c + 1) % n][i]
+                for k in 2...n { acc = round(acc + inputs[(c + k) % n][i]) }
+                result[i] = acc
+            }
+        }
+        return result
+    }
+
+    @Test func allReduceMatchesTheRingOrderBitForBit() throws {
+        let (runtime, devices) = try isolatedDeviceGroup(4)
+        defer { runtime.close() }
+        let comm = try runtime.makeCommunicator(devices.map { .init(device: $0, core: 0) })
+        let count = 10_007
+        var generator = SystemRandomNumberGenerator()
+        let inputs = (0..<4).map { _ in (0..<count).map { _ in Float.random(in: -1000...1000, using: &generator) } }
+        let sources = try zip(devices, inputs).map { try upload($0, $1) }
+        let outputs = try devices.map { try $0.allocate(UInt64(count * 4)) }
+        let fences = try (0..<4).map {
+            try comm.allReduce(rank: $0, source: .init(sources[$0]), destination: .init(outputs[$0]), count: count, dtype: .fp32)
+        }
+        for fence in fences { try fence.wait() }
+        let expected = ringReference(inputs)
+        for output in outputs {
+            #expect(download(output, count, as: Float.self).map(\.bitPattern) == expected.map(\.bitPattern))
+        }
+        // In place, max.
+        let fences2 = try (0..<4).map {
+            try comm.allReduce(rank: $0, source: .init(sources[$0]), destination: .init(sources[$0]), count: count, dtype: .fp32, op: .max)
+        }
+        for fence in fences2 { try fence.wait() }
+        let maxima = (0..<count).map { i in inputs.map { $0[i] }.max()! }
+        #expect(download(sources[2], count, as: Float.self) == maxima)
+    }
+
+    @Test func allGatherReduceScatterAllToAllBroadcastSendReceive() throws {
+        let (runtime, devices) = try isolatedDeviceGroup(3)
+        defer { runtime.close() }
+        // Two ranks on one device: its two cores.
+        let members: [Communicator.Member] = [.init(device: devices[0], core: 0), .init(device: devices[1], core: 1),
+                                              .init(device: devices[2], core: 0), .init(device: devices[0], core: 1)]
+        let comm = try runtime.makeCommunicator(members)
+        let n = 4, count = 6
+        let inputs = (0..<n).map { r in (0..<count * n).map { Int32(r * 1000 + $0) } }
+        let sources = try (0..<n).map { try upload(members[$0].device, inputs[$0]) }
+        let outputs = try (0..<n).map { try members[$0].device.allocate(UInt64(count * n * 4)) }
+        func run(_ call: (Int) throws -> Fence) throws { for fence in try (0..<n).map(call) { try fence.wait() } }
+
+        try run { try comm.allGather(rank: $0, source: .init(sources[$0]), destination: .init(outputs[$0]), count: count, dtype: .int32) }
+        let gathered = (0..<n).flatMap { Array(inputs[$0][0..<count]) }
+        for r in 0..<n { #expect(download(outputs[r], count * n, as: Int32.self) == gathered) }
+
+        try run { try comm.reduceScatter(rank: $0, source: .init(sources[$0]), destination: .init(outputs[$0]), count: count, dtype: .int32) }
+        for r in 0..<n {
+            let expected = (0..<count).map { i in inputs.reduce(Int32(0)) { $0 &+ $1[r * count + i] } }
+            #expect(download(outputs[r], count, as: Int32.self) == expected)
+        }
+
+        try run { try comm.allToAll(rank: $0, source: .init(sources[$0]), destination: .init(outputs[$0]), count: count, dtype: .int32) }
+        for r in 0..<n {
+            let expected = (0..<n).flatMap { j in Array(inputs[j][(r * count)..<((r + 1) * count)]) }
+            #expect(download(outputs[r], count * n, as: Int32.self) == expected)
+        }
+
+        try run {
+            try comm.broadcast(rank: $0, source: $0 == 2 ? .init(sources[$0]) : nil, destination: .init(outputs[$0]), count: count * n,
+                               dtype: .int32, root: 2)
+        }
+        for r in 0..<n { #expect(download(outputs[r], count * n, as: Int32.self) == inputs[2]) }
+
+        // A ring of sends: r sends to r+1, receives from r-1. A send waits for its receive (as
+        // NCCL's outside a group), so even ranks send first and odd ranks receive first.
+        var fences: [Fence] = []
+        for r in 0..<n {
+            let send = { try comm.send(rank: r, source: .init(sources[r]), count: count, dtype: .int32, peer: (r + 1) % n) }
+            let receive = { try comm.receive(rank: r, destination: .init(outputs[r]), count: count, dtype: .int32, peer: (r + n - 1) % n) }
+            fences += r % 2 == 0 ? [try send(), try receive()] : [try receive(), try send()]
+        }
+        for fence in fences { try fence.wait() }
+        for r in 0..<n { #expect(download(outputs[r], count, as: Int32.self) == Array(inputs[(r + n - 1) % n][0..<count])) }
+    }
+
+    @Test func bf16ReductionRoundsAtEveryStep() throws {
+        let (runtime, devices) = try isolatedDeviceGroup(4)
+        defer { runtime.close() }
+        let comm = try runtime.makeCommunicator(devices.map { .init(device: $0, core: 1) })
+        let count = 257
+        let inputs = (0..<4).map { r in (0..<count).map { Conversion.round(Float($0) * 0.37 + Float(r) * 1.01, to: .bf16) } }
+        let sources = try (0..<4).map { r in try upload(devices[r], inputs[r].map { Conversion.bf16Bits($0) }) }
+        let outputs = try devices.map { try $0.allocate(UInt64(count * 2)) }
+        for fence in try (0..<4).map({
+            try comm.allReduce(rank: $0, source: .init(sources[$0]), destination: .init(outputs[$0]), count: count, dtype: .bf16)
+        }) { try fence.wait() }
+        let expected = ringReference(inputs) { Conversion.round($0, to: .bf16) }.map { Conversion.bf16Bits($0) }
+        #expect(download(outputs[3], count, as: UInt16.self) == expected)
+    }
+
+    @Test func mismatchedCallsFailEveryRankNamingThem() throws {
+        let (runtime, devices) = try isolatedDeviceGroup(2)
+        defer { runtime.close() }
+        let comm = try runtime.makeCommunicator(devices.map { .init(device: $0, core: 0) })
+        let a = try devices[0].allocate(64), b = try devices[1].allocate(64)
+        let f0 = try comm.allReduce(rank: 0, source: .init(a), destination: .init(a), count: 16, dtype: .fp32)
+        let f1 = try comm.allReduce(rank: 1, source: .init(b), destination: .init(b), count: 8, dtype: .fp32)
+        for fence in [f0, f1] {
+            let error = #expect(throws: VtrnError.self) { try fence.wait() }
+            #expect(error?.status == .invalidArgument)
+            #expect(error?.message.contains("rank 1 (device \(devices[1].index) core 0) asked for ALL_REDUCE of 8 fp32") == true)
+        }
+    }
+
+    @Test func aRankThatNeverJoinsIsNamedAtTheTimeout() throws {
+        let (runtime, devices) = try isolatedDeviceGroup(3, environment: ["VTRN_EXEC_TIMEOUT_MS": "200"])
+        defer { runtime.close() }
+        let comm = try runtime.makeCommunicator(devices.map { .init(device: $0, core: 0) })
+        let memory = try devices.map { try $0.allocate(64) }
+        let fences = try (0..<2).map { try comm.allReduce(rank: $0, source: .init(memory[$0]), destination: .init(memory[$0]), count: 16, dtype: .fp32) }
+        for fence in fences {
+            let error = #expect(throws: VtrnError.self) { try fence.wait() }
+            #expect(error?.status == .timeout)
+            #expect(error?.message.contains("rank 2 (device \(devices[2].index) core 0) never joined") == true)
+        }
+        // The late rank meets the others' failure at once.
+        let late = try comm.allReduce(rank: 2, source: .init(memory[2]), destination: .init(memory[2]), count: 16, dtype: .fp32)
+        let error = #expect(throws: VtrnError.self) { try late.wait() }
+        #expect(error?.message.contains("joined too late") == true)
+    }
+
+    @Test func sendsThatWaitForEachOtherAreReportedAtTheTimeout() throws {
+        let (runtime, devices) = try isolatedDeviceGroup(2, environment: ["VTRN_EXEC_TIMEOUT_MS": "200"])
+        defer { runtime.close() }
+        let comm = try runtime.makeCommunicator(devices.map { .init(device: $0, core: 0) })
+        let memory = try devices.map { try $0.allocate(64) }
+        let sends = try (0..<2).map { try comm.send(rank: $0, source: .init(memory[$0]), count: 4, dtype: .fp32, peer: 1 - $0) }
+        let receives = try (0..<2).map { try comm.receive(rank: $0, destination: .init(memory[$0]), count: 4, dtype: .fp32, peer: 1 - $0) }
+        // The first send to give up breaks the cycle: its core goes on to its receive, which
+        // meets the other send. Which one gives up first is the machine's timing.
+        var failures: [VtrnError] = []
+        for fence in sends {
+            do { try fence.wait() } catch { failures.append(error) }
+        }
+        #expect(failures.count == 1)
+        let message = failures.first?.message ?? ""
+        #expect(failures.first?.status == .timeout)
+        #expect(message.contains("never joined within the execution timeout of 200 ms"))
+        #expect(message.contains("send/receive 0 from rank 0 to rank 1") || message.contains("send/receive 0 from rank 1 to rank 0"))
+        for fence in sends + receives { _ = try? fence.wait() }
+    }
+
+    @Test func aLostDeviceFailsTheCollectiveOnEveryRank() throws {
+        let (runtime, devices) = try isolatedDeviceGroup(2, environment: ["VTRN_EXEC_TIMEOUT_MS": "5000"])
+        defer { runtime.close() }
+        let comm = try runtime.makeCommunicator(devices.map { .init(device: $0, core: 0) })
+        let memory = try devices.map { try $0.allocate(64) }
+        let first = try comm.allReduce(rank: 0, source: .init(memory[0]), destination: .init(memory[0]), count: 16, dtype: .fp32)
+        usleep(20_000)
+        _ = try devices[1].injectFault(Fault(.deviceLoss))
+        let error = #expect(throws: VtrnError.self) { try first.wait() }
+        #expect(error?.status == .deviceLost)
+        #expect(error?.message.contains("rank 1 (device \(devices[1].index) core 0) is on device \(devices[1].index), which was lost") == true)
+        try devices[1].reset()
+    }
+
+    @Test func badArgumentsAreRefusedAtTheCall() throws {
+        let (runtime, devices) = try isolatedDeviceGroup(2)
+        defer { runtime.close() }
+        #expect(throws: VtrnError.self) { try runtime.makeCommunicator([]) }
+        let duplicate = #expect(throws: VtrnError.self) {
+            try runtime.makeCommunicator([.init(device: devices[0], core: 0), .init(device: devices[0], core: 0)])
+        }
+        #expect(duplicate?.message.contains("is rank 0 already") == true)
+        let comm = try runtime.makeCommunicator(devices.map { .init(device: $0, core: 0) })
+        let small = try devices[0].allocate(16), other = try devices[1].allocate(64)
+        let bounds = #expect(throws: VtrnError.self) {
+            try comm.allReduce(rank: 0, source: .init(small), destination: .init(small), count: 8, dtype: .fp32)
+        }
+        #expect(bounds?.status == .outOfBounds)
+        let wrongDevice = #expect(throws: VtrnError.self) {
+            try comm.allReduce(rank: 0, source: .init(other), destination: .init(other), count: 4, dtype: .fp32)
+        }
+        #expect(wrongDevice?.message.contains("rank 0 is on device \(devices[0].index)") == true)
+        #expect(throws: VtrnError.self) { try comm.allReduce(rank: 2, source: .init(small), destination: .init(small), count: 1, dtype: .fp32) }
+        #expect(throws: VtrnError.self) {
+            try comm.allReduce(rank: 0, source: .init(small), destination: .init(small), count: 1, dtype: .fp32, op: .subtract)
+        }
+        #expect(throws: VtrnError.self) { try comm.send(rank: 0, source: .init(small), count: 1, dtype: .fp32, peer: 0) }
+    }
+
+    @Test func kernelsRunCollectivesOnTheCCEngineBetweenComputeSteps() throws {
+        let (runtime, devices) = try isolatedDeviceGroup(2)
+        defer { runtime.close() }
+        let comm = try runtime.makeCommunicator(devices.map { .init(device: $0, core: 0) })
+        // x (HBM) -> SBUF, doubled on DVE, all-reduced SBUF -> SBUF on CC, out to HBM.
+        let program = runtime.makeProgram()
+        let x = try program.addParameter("x", bytes: 128 * 16 * 4)
+        let y = try program.addParameter("y", bytes: 128 * 16 * 4)
+        let hbmX = AccessPattern(space: .hbm, dtype: .fp32, partitions: 128, parameter: x, sizes: [16], partitionStride: 16)
+        let hbmY = AccessPattern(space: .hbm, dtype: .fp32, partitions: 128, parameter: y, sizes: [16], partitionStride: 16)
+        let tile = AccessPattern(space: .sbuf, dtype: .fp32, partitions: 128, sizes: [16])
+        let reduced = AccessPattern(space: .sbuf, dtype: .fp32, partitions: 128, offset: 64, sizes: [16])
+        try program.append(Instruction(engine: .dma, operation: .dmaCopy(destination: tile, source: hbmX),
+                                       sync: .init(signalSemaphore: 0, signalValue: 1)))
+        try program.append(Instruction(engine: .dve, operation: .tensorScalar(destination: tile, source: tile, op0: .multiply,
+                                                                              x0: .immediate(2), op1: .bypass, x1: nil, reverse: 0),
+                                       sync: .init(waitSemaphore: 0, waitValue: 1, signalSemaphore: 1, signalValue: 1)))
+        try program.append(Instruction(engine: .cc, operation: .collective(.init(group: comm.group, kind: .allReduce, op: .add,
+                                                                                  destination: reduced, source: tile)),
+                                       sync: .init(waitSemaphore: 1, waitValue: 1, signalSemaphore: 2, signalValue: 1)))
+        try program.append(Instruction(engine: .dma, operation: .dmaCopy(destination: hbmY, source: reduced),
+                                       sync: .init(waitSemaphore: 2, waitValue: 1)))
+        let inputs = (0..<2).map { r in (0..<2048).map { Float($0 + r) } }
+        let xs = try (0..<2).map { try upload(devices[$0], inputs[$0]) }
+        let ys = try devices.map { try $0.allocate(2048 * 4) }
+        let kernels = try devices.map { try $0.load(program, core: 0) }
+        let fences = try (0..<2).map { try kernels[$0].execute([.init(name: "x", memory: xs[$0]), .init(name: "y", memory: ys[$0])]) }
+        for fence in fences { try fence.wait() }
+        let expected = (0..<2048).map { Float(2 * $0) + Float(2 * ($0 + 1)) }
+        for y in ys { #expect(download(y, 2048, as: Float.self) == expected) }
+        let info = fences[0].info
+        #expect(info.instructions[Engine.cc.rawValue] == 1)
+        #expect(info.busyNanoseconds[Engine.cc.rawValue] > 0)
+        // A core outside the communicator cannot load it.
+        let error = #expect(throws: VtrnError.self) { try devices[0].load(program, core: 1) }
+        #expect(error?.status == .invalidProgram)
+        #expect(error?.message.contains("is not a member of communicator") == true)
+    }
+}
