@@ -175,6 +175,8 @@ typedef struct vtrn_program_s *vtrn_program_t;
 typedef struct vtrn_kernel_s *vtrn_kernel_t;
 /** One execution of a kernel: wait on it, read its status and its timings. */
 typedef struct vtrn_fence_s *vtrn_fence_t;
+/** A communicator: a replica group of cores that run collectives together. */
+typedef struct vtrn_comm_s *vtrn_comm_t;
 
 /* ============================================================================================
  * Enums and flags
@@ -204,6 +206,7 @@ typedef enum vtrn_engine_flags {
     VTRN_ENGINE_DVE = 1u << 2,  /**< Vector engine (elementwise, reductions) */
     VTRN_ENGINE_POOL = 1u << 3, /**< GpSimd engine (iota, affine select, general purpose) */
     VTRN_ENGINE_DMA = 1u << 4,  /**< the core's DMA, for HBM <-> SBUF copies inside kernels */
+    VTRN_ENGINE_CC = 1u << 5,   /**< the collective-communication engine (Neuron's CC cores): collectives */
     VTRN_ENGINE_FORCE32 = 0x7fffffff
 } vtrn_engine_flags_t;
 
@@ -314,6 +317,37 @@ typedef enum vtrn_semaphore_op {
 } vtrn_semaphore_op_t;
 
 /** Where vtrn_host_buffer_create puts a buffer's pages. */
+/** The collectives (vtrn_comm_collective, vtrn_program_collective). Counts are NCCL's: `count`
+ *  is what each rank contributes (all-reduce, all-gather, broadcast, send/receive), receives
+ *  (reduce-scatter: the source holds count * ranks), or sends to each rank (all-to-all: source and
+ *  destination hold count * ranks). */
+typedef enum vtrn_collective {
+    VTRN_COLLECTIVE_ALL_REDUCE = 1,     /**< every rank gets the reduction of every rank's source */
+    VTRN_COLLECTIVE_ALL_GATHER = 2,     /**< every rank gets every rank's source, in rank order */
+    VTRN_COLLECTIVE_REDUCE_SCATTER = 3, /**< rank r gets chunk r of the reduction */
+    VTRN_COLLECTIVE_ALL_TO_ALL = 4,     /**< chunk j of rank r's source goes to chunk r of rank j's destination */
+    VTRN_COLLECTIVE_BROADCAST = 5,      /**< the root's source into every rank's destination */
+    VTRN_COLLECTIVE_SEND = 6,           /**< to the peer rank, which receives it */
+    VTRN_COLLECTIVE_RECV = 7,           /**< from the peer rank, which sends it */
+    VTRN_COLLECTIVE_FORCE32 = 0x7fffffff
+} vtrn_collective_t;
+
+/** One rank of a communicator: a core of a device. */
+typedef struct vtrn_comm_member {
+    vtrn_device_t device;
+    uint32_t core;
+    uint32_t reserved; /**< 0 */
+} vtrn_comm_member_t;
+
+/** What vtrn_comm_get_info reports. */
+typedef struct vtrn_comm_info {
+    size_t struct_size;
+    uint32_t ranks;                   /**< members of the communicator */
+    uint32_t reserved;
+    uint64_t collectives_completed;   /**< collectives every rank finished (sends and receives not counted) */
+} vtrn_comm_info_t;
+#define VTRN_COMM_INFO_INIT { sizeof(vtrn_comm_info_t), 0, 0, 0 }
+
 typedef enum vtrn_numa_placement {
     /** On the NUMA node of options.device (device 0 by default): the default, and what DMA to
      *  that device wants. */
@@ -700,9 +734,11 @@ typedef struct vtrn_execution_info {
     uint64_t device_cycles;            /**< device_ns in cycles of the PE clock */
     uint64_t instructions[5];          /**< executed per engine: PE, ACT, DVE, POOL, DMA */
     uint64_t engine_busy_ns[5];        /**< estimated busy time per engine */
+    uint64_t cc_instructions;          /**< collectives executed by the CC engine */
+    uint64_t cc_busy_ns;               /**< the CC engine's estimated busy time, waits for other ranks included */
 } vtrn_execution_info_t;
 #define VTRN_EXECUTION_INFO_INIT \
-    { sizeof(vtrn_execution_info_t), VTRN_SUCCESS, 0, 0, 0, 0, 0, { 0, 0, 0, 0, 0 }, { 0, 0, 0, 0, 0 } }
+    { sizeof(vtrn_execution_info_t), VTRN_SUCCESS, 0, 0, 0, 0, 0, { 0, 0, 0, 0, 0 }, { 0, 0, 0, 0, 0 }, 0, 0 }
 
 /** What vtrn_get_handle_counts reports: the process's live handles of each kind, for leak checks
  *  in tests (a program that destroyed everything it made sees zeros), and the address space kept
@@ -717,10 +753,11 @@ typedef struct vtrn_handle_counts {
     uint64_t programs;
     uint64_t kernels;
     uint64_t fences;
-    uint64_t total;                    /**< the sum of the above */
+    uint64_t total;                    /**< the sum of the handle counts (comms included) */
     uint64_t orphaned_host_bytes;      /**< address space reserved by orphaned host buffers */
+    uint64_t comms;                    /**< communicators */
 } vtrn_handle_counts_t;
-#define VTRN_HANDLE_COUNTS_INIT { sizeof(vtrn_handle_counts_t), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+#define VTRN_HANDLE_COUNTS_INIT { sizeof(vtrn_handle_counts_t), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 
 /** A fault for vtrn_device_inject_fault. Fields a kind does not use are ignored (after must be 0
  *  for the kinds that count nothing). Events are counted from when the fault is armed.
@@ -1291,6 +1328,115 @@ vtrn_status_t vtrn_device_reset(vtrn_device_t device, uint32_t flags);
  *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT for a NULL counters
  *  or a struct_size that is too small. */
 vtrn_status_t vtrn_device_get_error_counters(vtrn_device_t device, vtrn_device_error_counters_t *counters);
+
+/* ============================================================================================
+ * Functions: collectives
+ *
+ * A communicator (vtrn_comm_t) is a replica group of cores, rank i being members[i], like an
+ * NCCL communicator, a libnrt replica group or NKI's ReplicaGroup. Every rank calls each
+ * collective (from the host, or as an instruction of the CC engine inside its kernel); the k-th
+ * collectives of the ranks meet, and sends and receives meet in order per pair of ranks. Calls
+ * return at once: host-called collectives are queued on the rank's core, in order with its
+ * kernel executions, and return a fence (vtrn_fence_wait, vtrn_fence_get_info). A collective
+ * finishes when every rank has joined. Ranks that ask for different things (kind, count, dtype,
+ * op, root) all fail with VTRN_ERROR_INVALID_ARGUMENT naming two of them; a rank that never joins
+ * fails the others with VTRN_ERROR_TIMEOUT at VTRN_EXEC_TIMEOUT_MS, naming the missing ranks (a
+ * rank that comes after that fails at once); a member's device lost or reset fails every rank
+ * (VTRN_ERROR_DEVICE_LOST, VTRN_ERROR_RESET). A send waits for its receive, as NCCL's does
+ * outside a group: two ranks that both send first wait for each other until the timeout.
+ *
+ * Results are deterministic, the ring's arithmetic: the data split into one chunk per rank (the
+ * first count % ranks chunks one element longer), chunk c is reduced left to right in ring order
+ * from rank c+1 to rank c, ((x[c+1] + x[c+2]) + ...) + x[c] (indices mod ranks), the running value
+ * rounded to the dtype after every step (as a ring sending bf16 does); integer adds wrap in the
+ * dtype's width; max and min with a NaN give NaN. Any VTRN_DTYPE_*; ops VTRN_ALU_ADD,
+ * VTRN_ALU_MAX and VTRN_ALU_MIN. The cost model charges the ring's steps on the modelled links
+ * (NeuronLink between devices, the device's DMA between two cores of one device).
+ * ============================================================================================ */
+
+/** Makes a communicator over `count` cores (rank i = members[i]) and claims their cores for this
+ *  runtime, as loading a kernel does. Members are distinct cores of devices of `runtime`, all of
+ *  one architecture. [out] out.
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT (NULL members or
+ *  out, count 0, a core out of range or listed twice, mixed architectures, a device of another
+ *  runtime); VTRN_ERROR_BUSY when another runtime or process holds a core. */
+vtrn_status_t vtrn_comm_create(vtrn_runtime_t runtime, const vtrn_comm_member_t *members, uint32_t count, vtrn_comm_t *out);
+
+/** Destroys a communicator: queued collectives finish, new ones are refused; its cores stay
+ *  claimed until the runtime is destroyed. NULL is a no-op. Returns VTRN_SUCCESS;
+ *  VTRN_ERROR_INVALID_HANDLE. */
+vtrn_status_t vtrn_comm_destroy(vtrn_comm_t comm);
+
+/** [out] info: struct_size set by the caller (VTRN_COMM_INFO_INIT). Returns VTRN_SUCCESS;
+ *  VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT for a NULL info or a small struct_size. */
+vtrn_status_t vtrn_comm_get_info(vtrn_comm_t comm, vtrn_comm_info_t *info);
+
+/** [out] rank: the rank of `core` of `device` in the communicator. Returns VTRN_SUCCESS;
+ *  VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_NOT_FOUND when the core is not a member;
+ *  VTRN_ERROR_INVALID_ARGUMENT for a NULL rank. */
+vtrn_status_t vtrn_comm_rank(vtrn_comm_t comm, vtrn_device_t device, uint32_t core, uint32_t *rank);
+
+/** Queues `rank`'s part of a collective on its core and returns its fence. `dst` and `src` are
+ *  device memory of the rank's own device. Sizes follow vtrn_collective_t: all-gather's dst holds
+ *  count * ranks elements, reduce-scatter's src count * ranks, all-to-all's both (not in place).
+ *  Operands a rank does not use are ignored (zeroed refs are fine): the src of a receive and of a
+ *  broadcast's non-root ranks, the dst of a send. `op` is for all-reduce and reduce-scatter;
+ *  `peer` is a broadcast's root, a send's destination rank or a receive's source rank.
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT (rank, peer, op,
+ *  kind or dtype out of range, count 0, host memory or memory of another device, a send to
+ *  itself, NULL fence); VTRN_ERROR_OUT_OF_BOUNDS (an operand past its block);
+ *  VTRN_ERROR_QUEUE_FULL; VTRN_ERROR_DEVICE_LOST. The collective's own outcome is the fence's. */
+vtrn_status_t vtrn_comm_collective(vtrn_comm_t comm, uint32_t rank, vtrn_collective_t kind, vtrn_memory_ref_t dst,
+                                   vtrn_memory_ref_t src, uint64_t count, vtrn_dtype_t dtype, vtrn_alu_op_t op,
+                                   uint32_t peer, vtrn_fence_t *fence);
+
+/** All-reduce: every rank's `count` elements of src reduced with `op` into every rank's dst (may
+ *  be src). vtrn_comm_collective with VTRN_COLLECTIVE_ALL_REDUCE, and its returns. */
+vtrn_status_t vtrn_all_reduce(vtrn_comm_t comm, uint32_t rank, vtrn_memory_ref_t dst, vtrn_memory_ref_t src, uint64_t count,
+                              vtrn_dtype_t dtype, vtrn_alu_op_t op, vtrn_fence_t *fence);
+
+/** All-gather: each rank's `count` elements into chunk `rank` of every rank's dst (count * ranks
+ *  elements). vtrn_comm_collective's returns. */
+vtrn_status_t vtrn_all_gather(vtrn_comm_t comm, uint32_t rank, vtrn_memory_ref_t dst, vtrn_memory_ref_t src, uint64_t count,
+                              vtrn_dtype_t dtype, vtrn_fence_t *fence);
+
+/** Reduce-scatter: src holds count * ranks elements; rank r's dst gets chunk r (`count` elements)
+ *  of their reduction with `op`. vtrn_comm_collective's returns. */
+vtrn_status_t vtrn_reduce_scatter(vtrn_comm_t comm, uint32_t rank, vtrn_memory_ref_t dst, vtrn_memory_ref_t src,
+                                  uint64_t count, vtrn_dtype_t dtype, vtrn_alu_op_t op, vtrn_fence_t *fence);
+
+/** All-to-all: chunk j (`count` elements) of rank r's src goes to chunk r of rank j's dst; src and
+ *  dst hold count * ranks elements and do not overlap. vtrn_comm_collective's returns. */
+vtrn_status_t vtrn_all_to_all(vtrn_comm_t comm, uint32_t rank, vtrn_memory_ref_t dst, vtrn_memory_ref_t src, uint64_t count,
+                              vtrn_dtype_t dtype, vtrn_fence_t *fence);
+
+/** Broadcast: the root's `count` elements of src into every rank's dst (src is read on the root
+ *  only). vtrn_comm_collective's returns. */
+vtrn_status_t vtrn_broadcast(vtrn_comm_t comm, uint32_t rank, vtrn_memory_ref_t dst, vtrn_memory_ref_t src, uint64_t count,
+                             vtrn_dtype_t dtype, uint32_t root, vtrn_fence_t *fence);
+
+/** Sends `count` elements of src to rank `peer`; the fence completes when the peer has received
+ *  them. vtrn_comm_collective's returns. */
+vtrn_status_t vtrn_send(vtrn_comm_t comm, uint32_t rank, vtrn_memory_ref_t src, uint64_t count, vtrn_dtype_t dtype,
+                        uint32_t peer, vtrn_fence_t *fence);
+
+/** Receives into dst the `count` elements rank `peer` sends. vtrn_comm_collective's returns. */
+vtrn_status_t vtrn_recv(vtrn_comm_t comm, uint32_t rank, vtrn_memory_ref_t dst, uint64_t count, vtrn_dtype_t dtype,
+                        uint32_t peer, vtrn_fence_t *fence);
+
+/** Appends a collective to a kernel program, on the CC engine. The kernel's core must be a member
+ *  of `comm` (checked by vtrn_kernel_load: VTRN_ERROR_INVALID_PROGRAM otherwise), and every
+ *  member runs the matching instruction. Operands are HBM parameters or SBUF tiles, their
+ *  elements taken partition by partition. Element counts follow vtrn_collective_t: dst = src
+ *  (all-reduce, broadcast), dst = src * ranks (all-gather), src = dst * ranks (reduce-scatter),
+ *  dst = src, divisible by ranks (all-to-all); a send has no dst and a receive no src (pass a
+ *  zeroed vtrn_access_t: dims 0). `peer`: a broadcast's root, a send's or receive's peer rank.
+ *  `sync` as for the other instructions: the CC engine runs beside the compute engines, and
+ *  semaphores order it with them (compute and communication overlap on the timeline).
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT (an enum out of
+ *  range; the rest is checked at load). */
+vtrn_status_t vtrn_program_collective(vtrn_program_t program, vtrn_comm_t comm, vtrn_collective_t kind, vtrn_access_t dst,
+                                      vtrn_access_t src, vtrn_alu_op_t op, uint32_t peer, const vtrn_sync_t *sync);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -119,7 +119,8 @@ public final class Communicator: Sendable {
     /// runtime closes, as a loaded kernel's do.
     public func destroy() { destroyed.store(true, ordering: .releasing) }
 
-    func checkUsable() throws(VtrnError) {
+    /// `.invalidHandle` once the communicator or its runtime is destroyed.
+    public func checkUsable() throws(VtrnError) {
         try runtime.state.checkOpen()
         if destroyed.load(ordering: .acquiring) { throw VtrnError(.invalidHandle, "communicator \(serial) was destroyed") }
     }

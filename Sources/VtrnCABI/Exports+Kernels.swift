@@ -59,7 +59,7 @@ private func aluOp(_ op: vtrn_alu_op_t, _ name: String) throws(VtrnError) -> Alu
 private func engine(_ flags: vtrn_engine_flags_t) throws(VtrnError) -> Engine {
     guard let engine = Engine(flag: flags.rawValue) else {
         throw .invalidArgument("engine is 0x\(String(flags.rawValue, radix: 16)); accepted: one of VTRN_ENGINE_PE, "
-                               + "VTRN_ENGINE_ACT, VTRN_ENGINE_DVE, VTRN_ENGINE_POOL, VTRN_ENGINE_DMA")
+                               + "VTRN_ENGINE_ACT, VTRN_ENGINE_DVE, VTRN_ENGINE_POOL, VTRN_ENGINE_DMA, VTRN_ENGINE_CC")
     }
     return engine
 }
@@ -407,12 +407,17 @@ public func vtrn_fence_get_info(_ fence: vtrn_fence_t?, _ info: UnsafeMutablePoi
         result.queued_ns = current.queuedNanoseconds
         result.device_ns = current.deviceNanoseconds
         result.device_cycles = current.deviceCycles
+        // The five engines of the first version's arrays; the CC engine has fields of its own.
         withUnsafeMutableBytes(of: &result.instructions) { bytes in
-            for (index, count) in current.instructions.enumerated() { bytes.storeBytes(of: UInt64(count), toByteOffset: index * 8, as: UInt64.self) }
+            for (index, count) in current.instructions.prefix(5).enumerated() {
+                bytes.storeBytes(of: UInt64(count), toByteOffset: index * 8, as: UInt64.self)
+            }
         }
         withUnsafeMutableBytes(of: &result.engine_busy_ns) { bytes in
-            for (index, busy) in current.busyNanoseconds.enumerated() { bytes.storeBytes(of: busy, toByteOffset: index * 8, as: UInt64.self) }
+            for (index, busy) in current.busyNanoseconds.prefix(5).enumerated() { bytes.storeBytes(of: busy, toByteOffset: index * 8, as: UInt64.self) }
         }
+        result.cc_instructions = UInt64(current.instructions[Engine.cc.rawValue])
+        result.cc_busy_ns = current.busyNanoseconds[Engine.cc.rawValue]
         result.write(to: info)
     }
 }
@@ -422,5 +427,27 @@ public func vtrn_fence_destroy(_ fence: vtrn_fence_t?) -> vtrn_status_t {
     exported {
         guard fence != nil else { return }
         try Handles.fences.remove(handleBits(fence), because: "it was destroyed")
+    }
+}
+
+// MARK: - Collectives in kernels
+
+@c @implementation
+public func vtrn_program_collective(_ program: vtrn_program_t?, _ comm: vtrn_comm_t?, _ kind: vtrn_collective_t,
+                                    _ dst: vtrn_access_t, _ src: vtrn_access_t, _ op: vtrn_alu_op_t, _ peer: UInt32,
+                                    _ sync: UnsafePointer<vtrn_sync_t>?) -> vtrn_status_t {
+    exported {
+        let communicator = try Handles.comms.lookup(handleBits(comm)).object
+        try communicator.checkUsable()
+        try append(program) { () throws(VtrnError) in
+            let kind = try collectiveKind(kind)
+            // A send has no destination and a receive no source: a zeroed access (dims 0) says so.
+            let destination = dst.dims == 0 && !kind.writesDestination ? nil : try accessPattern(dst, "dst")
+            let source = src.dims == 0 && !kind.readsSource ? nil : try accessPattern(src, "src")
+            let reduction = kind.reduces ? try aluOp(op, "op") : AluOp.bypass
+            return Instruction(engine: .cc, operation: .collective(CollectiveInstruction(
+                group: communicator.group, kind: kind, op: reduction, peer: Int(peer), destination: destination, source: source)),
+                sync: try synchronization(sync))
+        }
     }
 }

@@ -197,7 +197,7 @@ public func vtrn_dma_queue_create(_ device: vtrn_device_t?, _ options: UnsafePoi
 }
 
 /// The Swift reference of a C memory reference: the handle's kind says host or device.
-private func memoryReference(_ reference: vtrn_memory_ref_t, _ name: String) throws(VtrnError) -> MemoryReference {
+func memoryReference(_ reference: vtrn_memory_ref_t, _ name: String) throws(VtrnError) -> MemoryReference {
     let bits = UInt64(UInt(bitPattern: reference.memory))
     do throws(VtrnError) {
         switch HandleLayout.kind(of: bits)?.tag {

@@ -40,8 +40,9 @@ public func vtrn_get_handle_counts(_ counts: UnsafeMutablePointer<vtrn_handle_co
         result.programs = UInt64(Handles.programs.liveCount)
         result.kernels = UInt64(Handles.kernels.liveCount)
         result.fences = UInt64(Handles.fences.liveCount)
+        result.comms = UInt64(Handles.comms.liveCount)
         result.total = result.runtimes + result.devices + result.host_buffers + result.device_memory + result.dma_queues
-            + result.programs + result.kernels + result.fences
+            + result.programs + result.kernels + result.fences + result.comms
         result.orphaned_host_bytes = UInt64(HostBuffer.reservedBytes.load(ordering: .relaxed))
         result.write(to: counts)
     }

@@ -22,8 +22,9 @@ struct HandleKind: Sendable {
     static let program = HandleKind(tag: 6, typeName: "vtrn_program_t")
     static let kernel = HandleKind(tag: 7, typeName: "vtrn_kernel_t")
     static let fence = HandleKind(tag: 8, typeName: "vtrn_fence_t")
+    static let comm = HandleKind(tag: 9, typeName: "vtrn_comm_t")
 
-    static let all: [HandleKind] = [.runtime, .device, .hostBuffer, .deviceMemory, .dmaQueue, .program, .kernel, .fence]
+    static let all: [HandleKind] = [.runtime, .device, .hostBuffer, .deviceMemory, .dmaQueue, .program, .kernel, .fence, .comm]
 }
 
 enum HandleLayout {

@@ -36,6 +36,7 @@ enum Handles {
     static let programs = HandleTable<Owned<Program>>(.program)
     static let kernels = HandleTable<Owned<Kernel>>(.kernel)
     static let fences = HandleTable<Owned<Fence>>(.fence)
+    static let comms = HandleTable<Owned<Communicator>>(.comm)
 
     /// Registers an object a runtime owns.
     static func register<Object>(_ object: Object, in table: HandleTable<Owned<Object>>, runtimeToken: UInt64) throws(VtrnError) -> UInt64 {
@@ -67,6 +68,7 @@ enum Handles {
         let entry = try runtimes.remove(token, because: "it was destroyed")
         let reason = "runtime \(entry.runtime.serial), which owned it, was destroyed"
         fences.removeAll(ownedBy: token, because: reason)
+        comms.removeAll(ownedBy: token, because: reason)
         kernels.removeAll(ownedBy: token, because: reason)
         programs.removeAll(ownedBy: token, because: reason)
         dmaQueues.removeAll(ownedBy: token, because: reason)

@@ -202,3 +202,7 @@ struct StaticCStrings: @unchecked Sendable {
     let pointers: [UnsafePointer<CChar>]
     init(_ texts: [String]) { pointers = texts.map { UnsafePointer(strdup($0)!) } }
 }
+extension vtrn_comm_info_t: VersionedStruct {
+    static let cName = "vtrn_comm_info_t"
+    static let firstVersionSize = 24
+}

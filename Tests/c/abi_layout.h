@@ -134,11 +134,21 @@ VT_OFFSET(vtrn_dma_transfer_t, bytes, 32);
 /* The structs of programs, kernels and executions. vtrn_execution_info_t is versioned (its first
  * version is 128 bytes); the others are passed by value or in arrays, so their layout can never
  * change. */
-VT_SIZE(vtrn_execution_info_t, 128);
-VT_SIZE(vtrn_handle_counts_t, 88); /* versioned: its first version */
+VT_SIZE(vtrn_execution_info_t, 144); /* second version: cc_instructions, cc_busy_ns appended */
+VT_OFFSET(vtrn_execution_info_t, cc_instructions, 128);
+VT_OFFSET(vtrn_execution_info_t, cc_busy_ns, 136);
+VT_SIZE(vtrn_handle_counts_t, 96); /* second version: comms appended to the first's 88 bytes */
 VT_OFFSET(vtrn_handle_counts_t, runtimes, 8);
 VT_OFFSET(vtrn_handle_counts_t, total, 72);
 VT_OFFSET(vtrn_handle_counts_t, orphaned_host_bytes, 80);
+VT_OFFSET(vtrn_handle_counts_t, comms, 88);
+
+/* Collectives. vtrn_comm_info_t is versioned; vtrn_comm_member_t is passed in arrays. */
+VT_SIZE(vtrn_comm_info_t, 24);
+VT_OFFSET(vtrn_comm_info_t, ranks, 8);
+VT_OFFSET(vtrn_comm_info_t, collectives_completed, 16);
+VT_SIZE(vtrn_comm_member_t, 16);
+VT_OFFSET(vtrn_comm_member_t, core, 8);
 VT_SIZE(vtrn_access_t, 88);
 VT_SIZE(vtrn_scalar_t, 96);
 VT_SIZE(vtrn_sync_t, 20);
