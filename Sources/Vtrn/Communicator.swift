@@ -219,6 +219,7 @@ public final class Communicator: Sendable {
     private func submitOpen(rank: Int, kind: CollectiveKind, op: AluOp, peer: Int, source: Buffer?, destination: Buffer?,
                             sourceCount: Int, destinationCount: Int, dtype: DataType) throws(VtrnError) -> Fence {
         let member = try checkRank(rank)
+        try member.device.checkUsable()
         let what = "\(kind) on rank \(rank) of communicator \(serial)"
         guard sourceCount >= 0, destinationCount >= 0, (kind.readsSource ? sourceCount : destinationCount) > 0 else {
             throw .invalidArgument("\(what): count must be at least 1")

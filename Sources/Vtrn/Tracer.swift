@@ -173,7 +173,11 @@ final class Tracer: Sendable {
                 lines.append(#"{"ph":"X","name":"wait sem \#(wait.semaphore) >= \#(wait.value)","cat":"semaphore","pid":\#(device),"tid":\#(track),"ts":\#(start + event.start / 1000),"dur":\#(event.duration / 1000),"args":{"instruction":\#(event.instruction),"semaphore":\#(wait.semaphore),"value":\#(wait.value)}}"#)
                 continue
             }
-            let operands = instruction.operation.operands.map { "\($0.name)=\(Self.brief($0.access))" }.joined(separator: " ")
+            var operands = instruction.operation.operands.map { "\($0.name)=\(Self.brief($0.access))" }.joined(separator: " ")
+            if case .collective(let collective) = instruction.operation {
+                let rank = collective.group.members.firstIndex { $0.device.index == device && $0.core == core }
+                operands += " \(collective.group.name) rank \(rank.map(String.init) ?? "?") of \(collective.group.size)"
+            }
             lines.append(#"{"ph":"X","name":"\#(instruction.operation.name)","cat":"instruction","pid":\#(device),"tid":\#(track),"ts":\#(start + event.start / 1000),"dur":\#(event.duration / 1000),"args":{"instruction":\#(event.instruction),"cycles":\#(Int((event.duration * cyclesPerNanosecond).rounded())),"operands":"\#(jsonEscaped(operands))"}}"#)
         }
         emit(lines)
