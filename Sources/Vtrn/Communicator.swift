@@ -283,3 +283,16 @@ extension Runtime {
         try Communicator(runtime: self, members: members)
     }
 }
+
+extension Program {
+    /// Appends a collective of `communicator` on the CC engine (`vtrn_program_collective`): every
+    /// member's kernel runs the matching instruction; a core that is not a member cannot load it.
+    public func appendCollective(_ kind: CollectiveKind, communicator: Communicator, destination: AccessPattern?,
+                                 source: AccessPattern?, op: AluOp = .add, peer: Int = 0,
+                                 sync: Synchronization = .none) throws(VtrnError) {
+        try communicator.checkUsable()
+        try append(Instruction(engine: .cc, operation: .collective(CollectiveInstruction(
+            group: communicator.group, kind: kind, op: kind.reduces ? op : .bypass, peer: peer, destination: destination,
+            source: source)), sync: sync))
+    }
+}

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "test_framework.h"
@@ -398,6 +399,28 @@ static void test_errors(void) {
     EXPECT_OK(vtrn_runtime_destroy(runtime));
 }
 
+/* A runtime destroyed while a rank waits for the others: the wait ends with the runtime (drained,
+ * as vtrn_runtime_destroy drains, but a collective that can never complete is not waited for). */
+static void test_destroy_while_waiting(void) {
+    GROUP("destroy while a rank waits");
+    vtrn_runtime_t runtime = create_runtime("trn1:2", 60000);
+    if (runtime == NULL) return;
+    vtrn_device_t devices[2] = { get_device(runtime, 0), get_device(runtime, 1) };
+    const uint32_t cores[2] = { 0, 0 };
+    vtrn_comm_t comm = make_comm(runtime, devices, cores, 2);
+    vtrn_device_memory_t memory = allocate(devices[0], 64);
+    vtrn_fence_t fence = NULL;
+    EXPECT_OK(vtrn_all_reduce(comm, 0, vtrn_device_ref(memory, 0), vtrn_device_ref(memory, 0), 4, VTRN_DTYPE_FP32, VTRN_ALU_ADD,
+                              &fence));
+    usleep(20000);
+    struct timespec start, end;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    EXPECT_OK(vtrn_runtime_destroy(runtime));
+    clock_gettime(CLOCK_MONOTONIC, &end);
+    double seconds = (double)(end.tv_sec - start.tv_sec) + (double)(end.tv_nsec - start.tv_nsec) * 1e-9;
+    EXPECT_MSG(seconds < 10.0, "vtrn_runtime_destroy took %.3f s with a rank waiting in a collective", seconds);
+}
+
 int main(void) {
     verbose = getenv("VTRN_TEST_VERBOSE") != NULL;
     unsetenv("VTRN_TOPOLOGY");
@@ -405,5 +428,6 @@ int main(void) {
     test_every_collective();
     test_in_kernel();
     test_errors();
+    test_destroy_while_waiting();
     return finish("test_collectives");
 }
