@@ -329,6 +329,7 @@ typedef enum vtrn_collective {
     VTRN_COLLECTIVE_BROADCAST = 5,      /**< the root's source into every rank's destination */
     VTRN_COLLECTIVE_SEND = 6,           /**< to the peer rank, which receives it */
     VTRN_COLLECTIVE_RECV = 7,           /**< from the peer rank, which sends it */
+    VTRN_COLLECTIVE_PERMUTE = 8,        /**< every rank to the rank its pair names (vtrn_collective_permute) */
     VTRN_COLLECTIVE_FORCE32 = 0x7fffffff
 } vtrn_collective_t;
 
@@ -1424,6 +1425,15 @@ vtrn_status_t vtrn_send(vtrn_comm_t comm, uint32_t rank, vtrn_memory_ref_t src, 
 vtrn_status_t vtrn_recv(vtrn_comm_t comm, uint32_t rank, vtrn_memory_ref_t dst, uint64_t count, vtrn_dtype_t dtype,
                         uint32_t peer, vtrn_fence_t *fence);
 
+/** Collective permute (HLO's collective-permute, NKI's collective_permute, nccom-test's permute):
+ *  all ranks at once, rank r sends `count` elements of src to rank targets[r] (-1: sends nothing)
+ *  and receives into dst from the rank whose target it is (a rank nobody targets keeps its dst).
+ *  `targets` has one entry per rank, the same on every rank; no rank is targeted twice; a rank may
+ *  target itself. Pairwise swaps ({1, 0, 3, 2}) and rings ({1, 2, 3, 0}) are both permutes.
+ *  vtrn_comm_collective's returns, and VTRN_ERROR_INVALID_ARGUMENT naming a bad pair. */
+vtrn_status_t vtrn_collective_permute(vtrn_comm_t comm, uint32_t rank, vtrn_memory_ref_t dst, vtrn_memory_ref_t src,
+                                      uint64_t count, vtrn_dtype_t dtype, const int32_t *targets, vtrn_fence_t *fence);
+
 /** Appends a collective to a kernel program, on the CC engine. The kernel's core must be a member
  *  of `comm` (checked by vtrn_kernel_load: VTRN_ERROR_INVALID_PROGRAM otherwise), and every
  *  member runs the matching instruction. Operands are HBM parameters or SBUF tiles, their
@@ -1437,6 +1447,13 @@ vtrn_status_t vtrn_recv(vtrn_comm_t comm, uint32_t rank, vtrn_memory_ref_t dst, 
  *  range; the rest is checked at load). */
 vtrn_status_t vtrn_program_collective(vtrn_program_t program, vtrn_comm_t comm, vtrn_collective_t kind, vtrn_access_t dst,
                                       vtrn_access_t src, vtrn_alu_op_t op, uint32_t peer, const vtrn_sync_t *sync);
+
+/** Appends a collective permute (vtrn_collective_permute) to a kernel program, on the CC engine:
+ *  `targets` has one entry per rank of `comm` (copied). dst and src have the same element count.
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT (NULL targets, a
+ *  bad pair). */
+vtrn_status_t vtrn_program_collective_permute(vtrn_program_t program, vtrn_comm_t comm, vtrn_access_t dst, vtrn_access_t src,
+                                              const int32_t *targets, const vtrn_sync_t *sync);
 
 #ifdef __cplusplus
 } /* extern "C" */

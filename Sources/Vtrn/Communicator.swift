@@ -130,27 +130,27 @@ public final class Communicator: Sendable {
     /// Every rank's `count` elements reduced with `op`; each rank gets the result.
     public func allReduce(rank: Int, source: Buffer, destination: Buffer, count: Int, dtype: DataType,
                           op: AluOp = .add) throws(VtrnError) -> Fence {
-        try submit(rank: rank, kind: .allReduce, op: op, peer: 0, source: source, destination: destination,
+        try submit(rank: rank, targets: [], kind: .allReduce, op: op, peer: 0, source: source, destination: destination,
                    sourceCount: count, destinationCount: count, dtype: dtype)
     }
 
     /// Each rank's `count` elements, concatenated in rank order into every rank's destination
     /// (`count * size` elements).
     public func allGather(rank: Int, source: Buffer, destination: Buffer, count: Int, dtype: DataType) throws(VtrnError) -> Fence {
-        try submit(rank: rank, kind: .allGather, op: .bypass, peer: 0, source: source, destination: destination,
+        try submit(rank: rank, targets: [], kind: .allGather, op: .bypass, peer: 0, source: source, destination: destination,
                    sourceCount: count, destinationCount: count * size, dtype: dtype)
     }
 
     /// Every rank's `count * size` elements reduced with `op`; rank r gets chunk r (`count` elements).
     public func reduceScatter(rank: Int, source: Buffer, destination: Buffer, count: Int, dtype: DataType,
                               op: AluOp = .add) throws(VtrnError) -> Fence {
-        try submit(rank: rank, kind: .reduceScatter, op: op, peer: 0, source: source, destination: destination,
+        try submit(rank: rank, targets: [], kind: .reduceScatter, op: op, peer: 0, source: source, destination: destination,
                    sourceCount: count * size, destinationCount: count, dtype: dtype)
     }
 
     /// Chunk j (`count` elements) of rank r's source goes to chunk r of rank j's destination.
     public func allToAll(rank: Int, source: Buffer, destination: Buffer, count: Int, dtype: DataType) throws(VtrnError) -> Fence {
-        try submit(rank: rank, kind: .allToAll, op: .bypass, peer: 0, source: source, destination: destination,
+        try submit(rank: rank, targets: [], kind: .allToAll, op: .bypass, peer: 0, source: source, destination: destination,
                    sourceCount: count * size, destinationCount: count * size, dtype: dtype)
     }
 
@@ -158,20 +158,32 @@ public final class Communicator: Sendable {
     /// (other ranks may pass nil).
     public func broadcast(rank: Int, source: Buffer?, destination: Buffer, count: Int, dtype: DataType,
                           root: Int) throws(VtrnError) -> Fence {
-        try submit(rank: rank, kind: .broadcast, op: .bypass, peer: root, source: source, destination: destination,
+        try submit(rank: rank, targets: [], kind: .broadcast, op: .bypass, peer: root, source: source, destination: destination,
                    sourceCount: count, destinationCount: count, dtype: dtype)
     }
 
     /// Sends `count` elements to rank `peer`, which receives them with `receive`.
     public func send(rank: Int, source: Buffer, count: Int, dtype: DataType, peer: Int) throws(VtrnError) -> Fence {
-        try submit(rank: rank, kind: .send, op: .bypass, peer: peer, source: source, destination: nil,
+        try submit(rank: rank, targets: [], kind: .send, op: .bypass, peer: peer, source: source, destination: nil,
                    sourceCount: count, destinationCount: 0, dtype: dtype)
     }
 
     /// Receives `count` elements that rank `peer` sends.
     public func receive(rank: Int, destination: Buffer, count: Int, dtype: DataType, peer: Int) throws(VtrnError) -> Fence {
-        try submit(rank: rank, kind: .receive, op: .bypass, peer: peer, source: nil, destination: destination,
+        try submit(rank: rank, targets: [], kind: .receive, op: .bypass, peer: peer, source: nil, destination: destination,
                    sourceCount: 0, destinationCount: count, dtype: dtype)
+    }
+
+    /// Every rank sends `count` elements to `targets[rank]` (a rank, or -1 for none) and receives
+    /// into its destination from the rank whose target it is (if any; else the destination is left
+    /// as it was). Every rank passes the same `targets`: one entry per rank, no rank targeted twice.
+    public func permute(rank: Int, source: Buffer, destination: Buffer, count: Int, dtype: DataType,
+                        targets: [Int]) throws(VtrnError) -> Fence {
+        try Validator.checkPermutePairs(targets, size: size, groupName: "communicator \(serial)") { problem in
+            VtrnError.invalidArgument("COLLECTIVE_PERMUTE on rank \(rank) of communicator \(serial): pairs \(problem)")
+        }
+        return try submit(rank: rank, targets: targets, kind: .permute, op: .bypass, peer: 0, source: source,
+                          destination: destination, sourceCount: count, destinationCount: count, dtype: dtype)
     }
 
     /// Any collective by kind, as `vtrn_comm_collective` takes it: `count` is per rank as in the
@@ -191,6 +203,7 @@ public final class Communicator: Sendable {
                                        dtype: dtype, root: peer)
         case .send: try send(rank: rank, source: try need(source, "source", kind), count: count, dtype: dtype, peer: peer)
         case .receive: try receive(rank: rank, destination: try need(destination, "destination", kind), count: count, dtype: dtype, peer: peer)
+        case .permute: throw .invalidArgument("COLLECTIVE_PERMUTE takes its pairs: call permute (vtrn_collective_permute)")
         }
     }
 
@@ -199,11 +212,11 @@ public final class Communicator: Sendable {
         return buffer
     }
 
-    private func submit(rank: Int, kind: CollectiveKind, op: AluOp, peer: Int, source: Buffer?, destination: Buffer?,
+    private func submit(rank: Int, targets: [Int], kind: CollectiveKind, op: AluOp, peer: Int, source: Buffer?, destination: Buffer?,
                         sourceCount: Int, destinationCount: Int, dtype: DataType) throws(VtrnError) -> Fence {
         let device = try checkRank(rank).device
         return try device.state.submitting { () throws(VtrnError) in
-            try submitOpen(rank: rank, kind: kind, op: op, peer: peer, source: source, destination: destination,
+            try submitOpen(rank: rank, targets: targets, kind: kind, op: op, peer: peer, source: source, destination: destination,
                            sourceCount: sourceCount, destinationCount: destinationCount, dtype: dtype)
         }
     }
@@ -216,7 +229,7 @@ public final class Communicator: Sendable {
         return members[rank]
     }
 
-    private func submitOpen(rank: Int, kind: CollectiveKind, op: AluOp, peer: Int, source: Buffer?, destination: Buffer?,
+    private func submitOpen(rank: Int, targets: [Int], kind: CollectiveKind, op: AluOp, peer: Int, source: Buffer?, destination: Buffer?,
                             sourceCount: Int, destinationCount: Int, dtype: DataType) throws(VtrnError) -> Fence {
         let member = try checkRank(rank)
         try member.device.checkUsable()
@@ -268,7 +281,7 @@ public final class Communicator: Sendable {
             }
         }
         let instruction = Instruction(engine: .cc, operation: .collective(
-            CollectiveInstruction(group: group, kind: kind, op: kind.reduces ? op : .bypass, peer: peer,
+            CollectiveInstruction(group: group, kind: kind, op: kind.reduces ? op : .bypass, peer: peer, targets: targets,
                                   destination: destinationAccess, source: sourceAccess)))
         let program = LoadedProgram(unvalidated: [instruction], parameters: parameters)
         let kernel = Kernel(device: member.device, core: member.core, program: program)
@@ -287,12 +300,14 @@ extension Runtime {
 extension Program {
     /// Appends a collective of `communicator` on the CC engine (`vtrn_program_collective`): every
     /// member's kernel runs the matching instruction; a core that is not a member cannot load it.
+    /// `targets` are a permute's pairs (`Communicator.permute`).
     public func appendCollective(_ kind: CollectiveKind, communicator: Communicator, destination: AccessPattern?,
-                                 source: AccessPattern?, op: AluOp = .add, peer: Int = 0,
+                                 source: AccessPattern?, op: AluOp = .add, peer: Int = 0, targets: [Int] = [],
                                  sync: Synchronization = .none) throws(VtrnError) {
         try communicator.checkUsable()
         try append(Instruction(engine: .cc, operation: .collective(CollectiveInstruction(
-            group: communicator.group, kind: kind, op: kind.reduces ? op : .bypass, peer: peer, destination: destination,
+            group: communicator.group, kind: kind, op: kind.reduces ? op : .bypass, peer: peer, targets: targets,
+            destination: destination,
             source: source)), sync: sync))
     }
 }

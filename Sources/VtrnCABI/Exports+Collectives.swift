@@ -5,7 +5,7 @@ import VtrnDevice
 
 func collectiveKind(_ kind: vtrn_collective_t) throws(VtrnError) -> CollectiveKind {
     guard let value = CollectiveKind(rawValue: Int(kind.rawValue)) else {
-        throw .invalidArgument("kind is \(kind.rawValue); accepted: VTRN_COLLECTIVE_ALL_REDUCE (1) to VTRN_COLLECTIVE_RECV (7)")
+        throw .invalidArgument("kind is \(kind.rawValue); accepted: VTRN_COLLECTIVE_ALL_REDUCE (1) to VTRN_COLLECTIVE_PERMUTE (8)")
     }
     return value
 }
@@ -114,6 +114,29 @@ public func vtrn_comm_collective(_ comm: vtrn_comm_t?, _ rank: UInt32, _ kind: v
                                  _ src: vtrn_memory_ref_t, _ count: UInt64, _ dtype: vtrn_dtype_t, _ op: vtrn_alu_op_t,
                                  _ peer: UInt32, _ fence: UnsafeMutablePointer<vtrn_fence_t?>?) -> vtrn_status_t {
     exported { try collective(comm, rank, try collectiveKind(kind), dst, src, count, dtype, op, peer, fence) }
+}
+
+/// A permute's targets, one per rank of `communicator`.
+func permuteTargets(_ targets: UnsafePointer<Int32>?, _ communicator: Communicator) throws(VtrnError) -> [Int] {
+    guard let targets else { throw .invalidArgument("targets is NULL; a permute takes one target (or -1) per rank") }
+    return (0..<communicator.size).map { Int(targets[$0]) }
+}
+
+@c @implementation
+public func vtrn_collective_permute(_ comm: vtrn_comm_t?, _ rank: UInt32, _ dst: vtrn_memory_ref_t, _ src: vtrn_memory_ref_t,
+                                    _ count: UInt64, _ dtype: vtrn_dtype_t, _ targets: UnsafePointer<Int32>?,
+                                    _ fence: UnsafeMutablePointer<vtrn_fence_t?>?) -> vtrn_status_t {
+    exported {
+        let entry = try Handles.comms.lookup(handleBits(comm))
+        let fence = try UnsafeMutablePointer.required(fence, "fence")
+        let communicator = entry.object
+        let pairs = try permuteTargets(targets, communicator)
+        guard count <= UInt64(Int.max / 8) else { throw VtrnError.invalidArgument("count \(count) is too large") }
+        guard let source = try buffer(src, "src", used: true), let destination = try buffer(dst, "dst", used: true) else { return }
+        let result = try communicator.permute(rank: Int(rank), source: source, destination: destination, count: Int(count),
+                                              dtype: try dataType(dtype), targets: pairs)
+        fence.pointee = handle(try Handles.register(result, in: Handles.fences, runtimeToken: entry.runtimeToken))
+    }
 }
 
 @c @implementation

@@ -441,6 +441,9 @@ public func vtrn_program_collective(_ program: vtrn_program_t?, _ comm: vtrn_com
         try communicator.checkUsable()
         try append(program) { () throws(VtrnError) in
             let kind = try collectiveKind(kind)
+            if kind == .permute {
+                throw VtrnError.invalidArgument("COLLECTIVE_PERMUTE takes its pairs: use vtrn_program_collective_permute")
+            }
             // A send has no destination and a receive no source: a zeroed access (dims 0) says so.
             let destination = dst.dims == 0 && !kind.writesDestination ? nil : try accessPattern(dst, "dst")
             let source = src.dims == 0 && !kind.readsSource ? nil : try accessPattern(src, "src")
@@ -448,6 +451,25 @@ public func vtrn_program_collective(_ program: vtrn_program_t?, _ comm: vtrn_com
             return Instruction(engine: .cc, operation: .collective(CollectiveInstruction(
                 group: communicator.group, kind: kind, op: reduction, peer: Int(peer), destination: destination, source: source)),
                 sync: try synchronization(sync))
+        }
+    }
+}
+
+@c @implementation
+public func vtrn_program_collective_permute(_ program: vtrn_program_t?, _ comm: vtrn_comm_t?, _ dst: vtrn_access_t,
+                                            _ src: vtrn_access_t, _ targets: UnsafePointer<Int32>?,
+                                            _ sync: UnsafePointer<vtrn_sync_t>?) -> vtrn_status_t {
+    exported {
+        let communicator = try Handles.comms.lookup(handleBits(comm)).object
+        try communicator.checkUsable()
+        let pairs = try permuteTargets(targets, communicator)
+        try Validator.checkPermutePairs(pairs, size: communicator.size, groupName: "communicator \(communicator.serial)") { problem in
+            VtrnError.invalidArgument("targets: \(problem)")
+        }
+        try append(program) { () throws(VtrnError) in
+            Instruction(engine: .cc, operation: .collective(CollectiveInstruction(
+                group: communicator.group, kind: .permute, targets: pairs, destination: try accessPattern(dst, "dst"),
+                source: try accessPattern(src, "src"))), sync: try synchronization(sync))
         }
     }
 }

@@ -9,10 +9,13 @@ import Glibc
 /// header's `vtrn_collective_t`.
 public enum CollectiveKind: Int, Sendable, CaseIterable, CustomStringConvertible {
     case allReduce = 1, allGather, reduceScatter, allToAll, broadcast, send, receive
+    /// Every rank sends its source to the rank its pair names and receives from the rank that
+    /// names it (HLO's collective-permute, NKI's `collective_permute`), all ranks at once.
+    case permute
 
     /// The opcode, as traces and messages name it.
     public var name: String {
-        ["ALL_REDUCE", "ALL_GATHER", "REDUCE_SCATTER", "ALL_TO_ALL", "BROADCAST", "SEND", "RECV"][rawValue - 1]
+        ["ALL_REDUCE", "ALL_GATHER", "REDUCE_SCATTER", "ALL_TO_ALL", "BROADCAST", "SEND", "RECV", "COLLECTIVE_PERMUTE"][rawValue - 1]
     }
     public var description: String { name }
     /// Whether the operation combines values with a reduction op.
@@ -35,13 +38,16 @@ public struct CollectiveOperation: Sendable, Equatable {
     public var count: Int
     /// The root of a broadcast, the destination of a send, the source of a receive; else 0.
     public var peer: Int
+    /// A permute's pairs: `targets[r]` is the rank that rank r sends to, or -1.
+    public var targets: [Int]
 
-    public init(kind: CollectiveKind, dtype: DataType, op: AluOp = .bypass, count: Int, peer: Int = 0) {
+    public init(kind: CollectiveKind, dtype: DataType, op: AluOp = .bypass, count: Int, peer: Int = 0, targets: [Int] = []) {
         self.kind = kind
         self.dtype = dtype
         self.op = op
         self.count = count
         self.peer = peer
+        self.targets = targets
     }
 
     /// Elements of the destination, for a group of `size` ranks.
@@ -65,15 +71,18 @@ public struct CollectiveInstruction: Sendable, Equatable {
     public var op: AluOp
     /// The root of a broadcast, the peer of a send or receive.
     public var peer: Int
+    /// A permute's pairs (`CollectiveOperation.targets`).
+    public var targets: [Int]
     public var destination: AccessPattern?
     public var source: AccessPattern?
 
-    public init(group: CollectiveGroup, kind: CollectiveKind, op: AluOp = .bypass, peer: Int = 0,
+    public init(group: CollectiveGroup, kind: CollectiveKind, op: AluOp = .bypass, peer: Int = 0, targets: [Int] = [],
                 destination: AccessPattern?, source: AccessPattern?) {
         self.group = group
         self.kind = kind
         self.op = op
         self.peer = peer
+        self.targets = targets
         self.destination = destination
         self.source = source
     }
@@ -82,7 +91,7 @@ public struct CollectiveInstruction: Sendable, Equatable {
         let dtype = (source ?? destination)?.dtype ?? .fp32
         // A receive has no source, nor a broadcast's non-root ranks (which count their destination).
         let count = source?.elementCount ?? destination?.elementCount ?? 0
-        return CollectiveOperation(kind: kind, dtype: dtype, op: op, count: count, peer: peer)
+        return CollectiveOperation(kind: kind, dtype: dtype, op: op, count: count, peer: peer, targets: targets)
     }
 }
 
@@ -293,6 +302,10 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
         var text = "\(operation.kind) of \(operation.count) \(operation.dtype)"
         if operation.kind.reduces { text += " (\(operation.op))" }
         if operation.kind == .broadcast { text += " from root \(operation.peer)" }
+        if operation.kind == .permute {
+            text += " with pairs " + operation.targets.enumerated().filter { $0.element >= 0 }.map { "(\($0.offset), \($0.element))" }
+                .joined(separator: ", ")
+        }
         return text
     }
 
@@ -316,7 +329,8 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
             return nil
         }
         if mine.kind != theirs.kind || mine.dtype != theirs.dtype || mine.count != theirs.count
-            || (mine.kind.reduces && mine.op != theirs.op) || (mine.kind == .broadcast && mine.peer != theirs.peer) {
+            || (mine.kind.reduces && mine.op != theirs.op) || (mine.kind == .broadcast && mine.peer != theirs.peer)
+            || (mine.kind == .permute && mine.targets != theirs.targets) {
             return "\(subject): \(label(rank)) asked for \(describe(mine)) but \(label(otherRank)) asked for \(describe(theirs)); "
                 + "every rank must call the same collectives in the same order with the same count, dtype and op"
         }
@@ -446,6 +460,8 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
             break
         case .receive:
             move(destination(rank), source(operation.peer), count * element)
+        case .permute:
+            if let from = operation.targets.firstIndex(of: rank) { move(destination(rank), source(from), count * element) }
         }
     }
 
@@ -486,6 +502,12 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
             guard size > 1 else { return 0 }
             // Pipelined down the ring: every hop's latency once, the bytes once at the slowest hop.
             return (n - 1) * ringStep(0) + ringStep(bytes) - ringStep(0)
+        case .permute:
+            var slowest = 0.0
+            for (from, to) in operation.targets.enumerated() where to >= 0 && to != from {
+                slowest = max(slowest, links.latencyNanoseconds[from][to] + bytes / links.bytesPerNanosecond[from][to])
+            }
+            return slowest
         case .send, .receive:
             let from = operation.kind == .send ? expected[0] : operation.peer
             let to = operation.kind == .send ? operation.peer : expected[1]

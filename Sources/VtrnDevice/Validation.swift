@@ -328,6 +328,24 @@ public enum Validator {
         }
     }
 
+    /// A permute's pairs: one target (or -1) per rank, each rank the target of at most one.
+    public static func checkPermutePairs<E: Error>(_ targets: [Int], size: Int, groupName: String,
+                                                   fail: (String) -> E) throws(E) {
+        guard targets.count == size else {
+            throw fail("has \(targets.count) targets; \(groupName) has \(size) ranks, and each names its target (or -1)")
+        }
+        var sourceOf: [Int: Int] = [:]
+        for (from, to) in targets.enumerated() where to != -1 {
+            guard (0..<size).contains(to) else {
+                throw fail("rank \(from)'s target is \(to), not a rank of \(groupName) (0-\(size - 1)) or -1")
+            }
+            if let other = sourceOf[to] {
+                throw fail("ranks \(other) and \(from) both send to rank \(to); a rank receives from one rank at most")
+            }
+            sourceOf[to] = from
+        }
+    }
+
     /// A collective's operands against its kind and its group's size (the element counts are
     /// NCCL's: all-gather's dst holds every rank's src, reduce-scatter's src every rank's dst).
     static func validateCollective(_ c: CollectiveInstruction, fail: (String?, String) -> ValidationError) throws(ValidationError) {
@@ -344,7 +362,7 @@ public enum Validator {
             guard s.dtype == d.dtype else { throw fail("dst", "is \(d.dtype) but src is \(s.dtype); collectives do not convert") }
             let sc = s.elementCount, dc = d.elementCount
             switch kind {
-            case .allReduce, .broadcast:
+            case .allReduce, .broadcast, .permute:
                 guard sc == dc else { throw fail("dst", "has \(dc) elements but src has \(sc); \(kind) keeps the count") }
             case .allGather:
                 guard dc == sc * size else {
@@ -361,6 +379,9 @@ public enum Validator {
             case .send, .receive:
                 break
             }
+        }
+        if kind == .permute {
+            try checkPermutePairs(c.targets, size: size, groupName: c.group.name) { fail("pairs", $0) }
         }
         if kind == .broadcast || kind.isPointToPoint {
             guard (0..<size).contains(c.peer) else {

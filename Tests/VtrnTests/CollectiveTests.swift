@@ -104,6 +104,39 @@ import VtrnDevice
         for r in 0..<n { #expect(download(outputs[r], count, as: Int32.self) == Array(inputs[(r + n - 1) % n][0..<count])) }
     }
 
+    @Test func permuteSendsEveryRankToItsTargetAtOnce() throws {
+        let (runtime, devices) = try isolatedDeviceGroup(4)
+        defer { runtime.close() }
+        let comm = try runtime.makeCommunicator(devices.map { .init(device: $0, core: 0) })
+        let inputs = (0..<4).map { r in (0..<8).map { Int32(r * 100 + $0) } }
+        let sources = try (0..<4).map { try upload(devices[$0], inputs[$0]) }
+        let outputs = try (0..<4).map { try upload(devices[$0], [Int32](repeating: -1, count: 8)) }
+        // Rank 0 and 1 swap, rank 2 keeps its own, rank 3 sends to nobody and nobody sends to it.
+        let targets = [1, 0, 2, -1]
+        for fence in try (0..<4).map({
+            try comm.permute(rank: $0, source: .init(sources[$0]), destination: .init(outputs[$0]), count: 8, dtype: .int32,
+                             targets: targets)
+        }) { try fence.wait() }
+        #expect(download(outputs[0], 8, as: Int32.self) == inputs[1])
+        #expect(download(outputs[1], 8, as: Int32.self) == inputs[0])
+        #expect(download(outputs[2], 8, as: Int32.self) == inputs[2])
+        #expect(download(outputs[3], 8, as: Int32.self) == [Int32](repeating: -1, count: 8))
+        let twice = #expect(throws: VtrnError.self) {
+            try comm.permute(rank: 0, source: .init(sources[0]), destination: .init(outputs[0]), count: 8, dtype: .int32,
+                             targets: [1, 1, -1, -1])
+        }
+        #expect(twice?.message.contains("ranks 0 and 1 both send to rank 1") == true)
+        // Ranks that disagree on the pairs all fail.
+        let fences = try (0..<4).map {
+            try comm.permute(rank: $0, source: .init(sources[$0]), destination: .init(outputs[$0]), count: 8, dtype: .int32,
+                             targets: $0 == 3 ? [1, 2, 3, 0] : [3, 0, 1, 2])
+        }
+        for fence in fences {
+            let error = #expect(throws: VtrnError.self) { try fence.wait() }
+            #expect(error?.message.contains("with pairs") == true)
+        }
+    }
+
     @Test func bf16ReductionRoundsAtEveryStep() throws {
         let (runtime, devices) = try isolatedDeviceGroup(4)
         defer { runtime.close() }

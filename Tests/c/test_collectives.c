@@ -219,9 +219,26 @@ static void test_every_collective(void) {
         download(runtime, devices[r], dst[r], out, C * sizeof(int32_t));
         EXPECT_MSG(memcmp(out, ints[(r + RANKS - 1) % RANKS], C * sizeof(int32_t)) == 0, "rank %d: receive", r);
     }
+    /* A permute: a ring to the next rank. */
+    const int32_t ring[RANKS] = { 1, 2, 3, 0 };
+    for (int r = 0; r < RANKS; r++) {
+        EXPECT_OK(vtrn_collective_permute(comm, (uint32_t)r, vtrn_device_ref(dst[r], 0), vtrn_device_ref(src[r], 0), C,
+                                          VTRN_DTYPE_INT32, ring, &fences[r]));
+    }
+    wait_all(fences, RANKS);
+    for (int r = 0; r < RANKS; r++) {
+        download(runtime, devices[r], dst[r], out, C * sizeof(int32_t));
+        EXPECT_MSG(memcmp(out, ints[(r + RANKS - 1) % RANKS], C * sizeof(int32_t)) == 0, "rank %d: permute", r);
+    }
+    const int32_t doubled[RANKS] = { 1, 1, -1, -1 };
+    vtrn_fence_t refused = NULL;
+    EXPECT_ERROR(vtrn_collective_permute(comm, 0, vtrn_device_ref(dst[0], 0), vtrn_device_ref(src[0], 0), C, VTRN_DTYPE_INT32,
+                                         doubled, &refused), VTRN_ERROR_INVALID_ARGUMENT, "ranks 0 and 1 both send to rank 1");
+    EXPECT_ERROR(vtrn_collective_permute(comm, 0, vtrn_device_ref(dst[0], 0), vtrn_device_ref(src[0], 0), C, VTRN_DTYPE_INT32,
+                                         NULL, &refused), VTRN_ERROR_INVALID_ARGUMENT, "targets is NULL");
     info = (vtrn_comm_info_t)VTRN_COMM_INFO_INIT;
     EXPECT_OK(vtrn_comm_get_info(comm, &info));
-    EXPECT_EQ_U64(info.collectives_completed, 5);
+    EXPECT_EQ_U64(info.collectives_completed, 6);
 
     /* The generic entry point, bf16 sum on two cores of one device and one of another. */
     vtrn_device_t three[3] = { devices[0], devices[0], devices[1] };
