@@ -174,6 +174,10 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
     }
 
     private let state: Mutex<State>
+    /// How long a rank spins for the others before it sleeps on the futex: ranks are core threads,
+    /// many more than the host's CPUs, and a spinning rank takes the CPU a late one needs.
+    static let spinNanoseconds: UInt64 = 20_000
+
     /// Bumped and woken at every change a waiting rank may care about.
     private let word: UnsafeMutablePointer<UInt32>
     private let memberIndex: [MemberKey: Int]
@@ -341,7 +345,11 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
     /// device is reset or lost, or the caller gives up.
     private func waitFor(_ round: Round, rank: Int, key: Key, deadline: UInt64?, timeoutNanoseconds: UInt64?,
                          generations: [UInt64], cancelled: () -> Bool, _ condition: (Round) -> Bool) -> ExecutionOutcome.Failure? {
-        let spinUntil = vtrnsys_monotonic_ns() + 20_000
+        // Spin only with a slot of the spin budget (released before any return).
+        let slot = SpinBudget.enter()
+        var spinUntil = slot ? vtrnsys_monotonic_ns() + Self.spinNanoseconds : 0
+        var holding = slot
+        defer { if holding { SpinBudget.leave() } }
         while true {
             let observed = vtrnsys_load_u32(word)
             let now = vtrnsys_monotonic_ns()
@@ -388,6 +396,11 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
             if now < spinUntil {
                 vtrnsys_cpu_relax()
                 continue
+            }
+            if holding {
+                SpinBudget.leave()
+                holding = false
+                spinUntil = 0
             }
             // Sleep until a change, waking every 10 ms to look at the members' devices.
             var slice: UInt64 = 10_000_000

@@ -293,19 +293,37 @@ public final class CoreCommandQueue: @unchecked Sendable {
         var idleSince: UInt64 = 0
         var idleRounds = 0
         var executorGeneration: UInt64 = 0
+        // Whether this thread holds one of the spin budget's slots while it idles.
+        var spinning = false
         while true {
             let (ran, stopping) = runNext(executorGeneration: &executorGeneration)
             if ran {
                 pendingCount.subtract(1, ordering: .sequentiallyConsistent)
                 idleRounds = 0
+                if spinning {
+                    SpinBudget.leave()
+                    spinning = false
+                }
                 continue
             }
-            if stopping { return }
-            if idleRounds == 0 { idleSince = vtrnsys_monotonic_ns() }
+            if stopping {
+                if spinning { SpinBudget.leave() }
+                return
+            }
+            if idleRounds == 0 {
+                idleSince = vtrnsys_monotonic_ns()
+                spinning = SpinBudget.enter()
+            }
             idleRounds += 1
-            if idleRounds & 63 != 0 || vtrnsys_monotonic_ns() - idleSince < DmaEngineHardware.engineSpinNanoseconds {
-                vtrnsys_cpu_relax()
+            if spinning && (idleRounds & 63 != 0 || vtrnsys_monotonic_ns() - idleSince < DmaEngineHardware.engineSpinNanoseconds) {
+                // Every 64 rounds, let a runnable thread have the CPU (ranks of a collective
+                // outnumber the host's CPUs); an idle host gives it straight back.
+                if idleRounds & 63 == 0 { sched_yield() } else { vtrnsys_cpu_relax() }
                 continue
+            }
+            if spinning {
+                SpinBudget.leave()
+                spinning = false
             }
             let word = vtrnsys_load_u32(wakeWord)
             sleeping.store(true, ordering: .sequentiallyConsistent)

@@ -194,10 +194,18 @@ struct info_kind {
 
 /* Too small a struct_size is rejected, names struct_size and the _INIT macro, and writes nothing;
  * a larger one is accepted and the bytes past our struct are left alone. */
+static inline void check_grown_info_struct_sizes(const struct info_kind *kind, void *context, size_t first_size);
+
 static inline void check_info_struct_sizes(const struct info_kind *kind, void *context) {
+    check_grown_info_struct_sizes(kind, context, kind->size);
+}
+
+/* The same for a struct that grew since its first version (`first_size` bytes): sizes below the
+ * first version's are rejected; any from there up is accepted and filled up to what it holds. */
+static inline void check_grown_info_struct_sizes(const struct info_kind *kind, void *context, size_t first_size) {
     enum { extra = 64 };
     unsigned char buffer[512 + extra];
-    const size_t small_sizes[] = { 0, 8, kind->size - 1 };
+    const size_t small_sizes[] = { 0, 8, first_size - 1 };
     for (size_t i = 0; i < sizeof small_sizes / sizeof small_sizes[0]; i++) {
         size_t struct_size = small_sizes[i];
         memset(buffer, SENTINEL_BYTE, sizeof buffer);

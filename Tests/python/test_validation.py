@@ -112,7 +112,7 @@ RULES = [
      "0 (TRANSPOSE on PE): dst: bytes 16376..<16392 of each partition run outside PSUM (16384 bytes per partition)"),
     # HBM
     ("HBM by a compute engine", lambda p: p.tensor_copy(p.sbuf((4, 4)), hbm(p)),
-     "0 (TENSOR_COPY on DVE): src: is in HBM; only DMA_COPY reaches HBM"),
+     "0 (TENSOR_COPY on DVE): src: is in HBM; only DMA_COPY and collectives reach HBM"),
     ("parameter index out of range", lambda p: (hbm(p), p.dma_copy(p.sbuf((4, 4)), AccessPattern("hbm", "fp32", (4, 4),
                                                                                               parameter=1))),
      "0 (DMA_COPY on DMA): src: parameter 1 does not exist: the program has 1"),
