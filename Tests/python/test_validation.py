@@ -363,12 +363,12 @@ def test_unknown_enum_numbers_are_refused_by_the_c_builders(program):
          "accepted: VTRN_ALU_ADD (1) to VTRN_ALU_INVERT (27)"),
         (lambda: program.affine_select(tile, [1], 0, 0, 0, tile, 0.0), "vtrn_program_affine_select: cmp is 0; accepted: "
          "VTRN_ALU_ADD (1) to VTRN_ALU_INVERT (27)"),
-        (lambda: program.memset(tile, 1.0, engine=0x20), "vtrn_program_memset: engine is 0x20; accepted: one of "
-         "VTRN_ENGINE_PE, VTRN_ENGINE_ACT, VTRN_ENGINE_DVE, VTRN_ENGINE_POOL, VTRN_ENGINE_DMA"),
+        (lambda: program.memset(tile, 1.0, engine=0x40), "vtrn_program_memset: engine is 0x40; accepted: one of "
+         "VTRN_ENGINE_PE, VTRN_ENGINE_ACT, VTRN_ENGINE_DVE, VTRN_ENGINE_POOL, VTRN_ENGINE_DMA, VTRN_ENGINE_CC"),
         (lambda: program.tensor_copy(tile, tile, engine=0x6), "vtrn_program_tensor_copy: engine is 0x6; accepted: one of "
-         "VTRN_ENGINE_PE, VTRN_ENGINE_ACT, VTRN_ENGINE_DVE, VTRN_ENGINE_POOL, VTRN_ENGINE_DMA"),
+         "VTRN_ENGINE_PE, VTRN_ENGINE_ACT, VTRN_ENGINE_DVE, VTRN_ENGINE_POOL, VTRN_ENGINE_DMA, VTRN_ENGINE_CC"),
         (lambda: program.sem_wait(0, 1, 1), "vtrn_program_sem_wait: engine is 0x0; accepted: one of VTRN_ENGINE_PE, "
-         "VTRN_ENGINE_ACT, VTRN_ENGINE_DVE, VTRN_ENGINE_POOL, VTRN_ENGINE_DMA"),
+         "VTRN_ENGINE_ACT, VTRN_ENGINE_DVE, VTRN_ENGINE_POOL, VTRN_ENGINE_DMA, VTRN_ENGINE_CC"),
         (lambda: program.sem_signal("act", 1, 1, op=3), "vtrn_program_sem_signal: op is 3; accepted: "
          "VTRN_SEMAPHORE_ADD, VTRN_SEMAPHORE_SET"),
     ]
