@@ -25,7 +25,8 @@
  *  - Strings passed in are NUL-terminated UTF-8 and are copied: the caller keeps ownership.
  *
  * Configuration comes from options passed in code, else from the environment, else defaults:
- *   VTRN_TOPOLOGY         the virtual devices: "trn1", "trn2:2", "trn1,trn2@node1"  (default "trn1")
+ *   VTRN_TOPOLOGY         the virtual devices: "trn1", "trn2:2", "trn1,trn2@node1", or an
+ *                         instance type alone: "trn1.32xlarge", "trn2.48xlarge"...  (default "trn1")
  *   VTRN_VISIBLE_CORES    the cores this runtime may use: "0-3", "0,2,5"            (default: all)
  *   VTRN_LOG_LEVEL        error, warning, info, debug, trace                        (default warning)
  *   VTRN_EXEC_TIMEOUT_MS  executions running longer fail with VTRN_ERROR_TIMEOUT  (default 30000)
@@ -430,12 +431,15 @@ typedef enum vtrn_device_reset_flags {
 /** Options of vtrn_runtime_create. Fields left NULL or DEFAULT come from the environment. */
 typedef struct vtrn_runtime_options {
     size_t struct_size;
-    /** The virtual devices, e.g. "trn1", "trn1:2", "trn1,trn2@node1". NULL: VTRN_TOPOLOGY, else
-     *  "trn1". Grammar: entries separated by commas, each ARCH[:COUNT][@nodeN] with ARCH trn1 or
-     *  trn2 (any case), COUNT 1-64 devices (at most 64 in all, as the driver allows) and N a NUMA
-     *  node that is online on this host; COUNT and N are decimal digits only, and spaces around
-     *  entries are ignored. Devices without @node are spread over the online nodes in blocks
-     *  (the first devices on the first node), as on a trn1.32xlarge. */
+    /** The virtual devices, e.g. "trn1", "trn1:2", "trn1,trn2@node1", "trn1.32xlarge". NULL:
+     *  VTRN_TOPOLOGY, else "trn1". Grammar: entries separated by commas, each ARCH[:COUNT][@nodeN]
+     *  with ARCH trn1 or trn2 (any case), COUNT 1-64 devices (at most 64 in all, as the driver
+     *  allows) and N a NUMA node that is online on this host; COUNT and N are decimal digits only,
+     *  and spaces around entries are ignored. Or one EC2 instance type alone, INSTANCE[@nodeN]:
+     *  trn1.2xlarge (1 trn1), trn1.32xlarge and trn1n.32xlarge (16 trn1), trn2.48xlarge and
+     *  trn2u.48xlarge (16 trn2; the latter one host of a Trn2 UltraServer), any case. Devices
+     *  without @node are spread over the online nodes in blocks (the first devices on the first
+     *  node), as on a trn1.32xlarge. Links: see vtrn_device_get_links. */
     const char *topology;
     /** The cores this runtime may use, numbered across all devices in order (device 0's cores
      *  first), e.g. "0-3" or "0,2,5-6" (decimal digits; spaces and repeats are ignored).
@@ -455,8 +459,11 @@ typedef struct vtrn_runtime_info {
     vtrn_log_level_t log_level;  /**< the level in force */
     uint64_t exec_timeout_ns;    /**< from VTRN_EXEC_TIMEOUT_MS; UINT64_MAX when 0 (no timeout) */
     char topology[256];          /**< the topology in canonical form, e.g. "trn1:2,trn2@node1" */
+    /* Appended after the first version (struct_size 288 holds the fields above). */
+    char instance_type[32];      /**< the EC2 instance type the topology names, e.g.
+                                      "trn1.32xlarge"; "" for a device list */
 } vtrn_runtime_info_t;
-#define VTRN_RUNTIME_INFO_INIT { sizeof(vtrn_runtime_info_t), 0, 0, 0, VTRN_LOG_LEVEL_DEFAULT, 0, {0} }
+#define VTRN_RUNTIME_INFO_INIT { sizeof(vtrn_runtime_info_t), 0, 0, 0, VTRN_LOG_LEVEL_DEFAULT, 0, {0}, {0} }
 
 /** What vtrn_device_get_info reports. Numbers come from the chip presets (see README). */
 typedef struct vtrn_device_info {
@@ -480,9 +487,23 @@ typedef struct vtrn_device_info {
     uint64_t psum_bytes_per_core;     /**< 128 partitions x 16 KiB */
     uint32_t semaphores_per_core;     /**< 256 */
     uint32_t visible_core_count;      /**< cores of this device that this runtime may use */
+    /* Appended after the first version (struct_size 224 holds the fields above): the device's
+     * NeuronLinks in this topology (see README, "Topology and NeuronLink"). AWS publishes only
+     * per-device aggregates; the per-link figure is vtrn's split of it over the ports. */
+    char interconnect[32];            /**< "NeuronLink-v2" (trn1) or "NeuronLink-v3" (trn2) */
+    uint32_t link_count;              /**< devices of this runtime it has a link to, as
+                                           vtrn_device_get_links lists them: 4 on a 16-device
+                                           instance, 0-2 on a device list (a ring) */
+    uint32_t links_per_device;        /**< NeuronLink ports of the chip: 4 */
+    uint64_t link_bandwidth;          /**< bytes per second of one link: device_link_bandwidth / 4,
+                                           96 GiB/s (trn1), 192 GiB/s (trn1n.32xlarge), 256 GB/s (trn2) */
+    uint64_t device_link_bandwidth;   /**< bytes per second, the published per-device aggregate:
+                                           384 GiB/s (trn1), 768 GiB/s (trn1n.32xlarge), 1024 GB/s (trn2) */
+    uint64_t hop_latency_ns;          /**< latency of one hop to a neighbour: 1500 (docs: 1-2 us) */
 } vtrn_device_info_t;
 #define VTRN_DEVICE_INFO_INIT \
-    { sizeof(vtrn_device_info_t), 0, VTRN_ARCH_TRN1, {0}, 0, 0, 0, 0, 0, 0, 0, 0, {0}, {0}, 0, 0, 0, 0, 0, 0 }
+    { sizeof(vtrn_device_info_t), 0, VTRN_ARCH_TRN1, {0}, 0, 0, 0, 0, 0, 0, 0, 0, {0}, {0}, 0, 0, 0, 0, 0, 0, \
+      {0}, 0, 0, 0, 0, 0 }
 
 /** What vtrn_device_get_core_info reports about one NeuronCore. */
 typedef struct vtrn_core_info {
@@ -906,6 +927,18 @@ vtrn_status_t vtrn_device_get(vtrn_runtime_t runtime, uint32_t index, vtrn_devic
  *  hbm_used_bytes is a snapshot. Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE;
  *  VTRN_ERROR_INVALID_ARGUMENT for a NULL info or a struct_size that is too small. */
 vtrn_status_t vtrn_device_get_info(vtrn_device_t device, vtrn_device_info_t *info);
+
+/** The devices this one has a NeuronLink to, as `neuron-ls` lists CONNECTED DEVICES and the
+ *  driver's sysfs connected_devices: on a 16-device instance type (trn1.32xlarge, trn2.48xlarge...)
+ *  its neighbours on the 4x4 torus in the driver's order north, west, south, east (device 0:
+ *  12, 3, 4, 1); on a device list its neighbours on the ring of the devices of its architecture
+ *  (previous, then next; one for a ring of 2, none alone; devices of different architectures are
+ *  never linked). [out] devices: device indices, may be NULL to learn the count. [in,out] count:
+ *  in, the capacity of `devices`; out, the number of linked devices (vtrn_device_info_t.link_count).
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT for a NULL count,
+ *  or a capacity smaller than the number of links when devices is not NULL (count is set to the
+ *  number needed; devices is untouched). */
+vtrn_status_t vtrn_device_get_links(vtrn_device_t device, uint32_t *devices, uint32_t *count);
 
 /** Describes one NeuronCore of a device: its engines, SBUF/PSUM sizes, clocks, and whether this
  *  runtime may use it (VTRN_VISIBLE_CORES). [in] core: 0 .. core_count-1 on this device.

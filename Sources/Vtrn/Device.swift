@@ -21,6 +21,10 @@ public struct DeviceInfo: Sendable, Equatable {
     public var psumBytesPerCore: UInt64
     public var semaphoresPerCore: Int
     public var visibleCoreCount: Int
+    /// The devices this one has a NeuronLink to, in the driver's order (`Topology.neighbors(of:)`).
+    public var connectedDevices: [Int]
+    /// Its NeuronLinks' figures in this topology (`Topology.interconnect(of:)`).
+    public var interconnect: Interconnect
 }
 
 /// What `Device.coreInfo(_:)` reports; the fields of `vtrn_core_info_t`.
@@ -72,6 +76,14 @@ public final class Device: Sendable {
     private var staticInfo: DeviceInfo { record.staticInfo }
 
     public var index: Int { hardware.index }
+
+    /// The devices of the runtime this one has a NeuronLink to, in the driver's order: on a 4x4
+    /// torus instance `[north, west, south, east]`, on a device list its ring neighbours
+    /// (`Topology.neighbors(of:)`). As `neuron-ls` prints under CONNECTED DEVICES.
+    public var links: [Int] { staticInfo.connectedDevices }
+
+    /// The figures of this device's NeuronLinks in the runtime's topology (`Topology.interconnect(of:)`).
+    public var interconnect: Interconnect { staticInfo.interconnect }
 
     /// A snapshot of the device's description and usage.
     public var info: DeviceInfo {
@@ -156,6 +168,8 @@ struct DeviceRecord: Sendable {
             dmaEnginesPerCore: preset.dmaEnginesPerCore, queuesPerDmaEngine: preset.queuesPerDmaEngine,
             sbufBytesPerCore: preset.sbufBytesPerCore, psumBytesPerCore: preset.psumBytesPerCore,
             semaphoresPerCore: preset.semaphoresPerCore,
-            visibleCoreCount: (0..<preset.coresPerDevice).count { configuration.visibleCores.contains(firstCore + $0) })
+            visibleCoreCount: (0..<preset.coresPerDevice).count { configuration.visibleCores.contains(firstCore + $0) },
+            connectedDevices: configuration.topology.neighbors(of: hardware.index),
+            interconnect: configuration.topology.interconnect(of: hardware.index))
     }
 }

@@ -93,6 +93,7 @@ public func vtrn_runtime_get_info(_ runtime: vtrn_runtime_t?, _ info: UnsafeMuta
         result.log_level = vtrn_log_level_t(rawValue: UInt32(configuration.logLevel.rawValue))
         result.exec_timeout_ns = configuration.execTimeoutMilliseconds.map { $0 * 1_000_000 } ?? UInt64.max
         copyCString(configuration.topology.description, into: &result.topology)
+        copyCString(configuration.topology.instance?.name ?? "", into: &result.instance_type)
         result.write(to: info)
     }
 }
@@ -144,7 +145,34 @@ public func vtrn_device_get_info(_ device: vtrn_device_t?, _ info: UnsafeMutable
         result.psum_bytes_per_core = swiftInfo.psumBytesPerCore
         result.semaphores_per_core = UInt32(swiftInfo.semaphoresPerCore)
         result.visible_core_count = UInt32(swiftInfo.visibleCoreCount)
+        copyCString(swiftInfo.interconnect.name, into: &result.interconnect)
+        result.link_count = UInt32(swiftInfo.connectedDevices.count)
+        result.links_per_device = UInt32(swiftInfo.interconnect.linksPerDevice)
+        result.link_bandwidth = UInt64(swiftInfo.interconnect.linkBytesPerSecond.rounded())
+        result.device_link_bandwidth = UInt64(swiftInfo.interconnect.deviceBytesPerSecond.rounded())
+        result.hop_latency_ns = UInt64(swiftInfo.interconnect.hopLatencyNanoseconds.rounded())
         result.write(to: info)
+    }
+}
+
+@c @implementation
+public func vtrn_device_get_links(_ device: vtrn_device_t?, _ devices: UnsafeMutablePointer<UInt32>?,
+                                  _ count: UnsafeMutablePointer<UInt32>?) -> vtrn_status_t {
+    exported {
+        let device = try Handles.devices.lookup(handleBits(device)).object
+        let count = try UnsafeMutablePointer.required(count, "count")
+        let links = try device.info.connectedDevices
+        if let devices {
+            guard Int(count.pointee) >= links.count else {
+                let capacity = count.pointee
+                count.pointee = UInt32(links.count)
+                throw VtrnError.invalidArgument("*count is \(capacity), but device \(device.index) has "
+                                                + "\(links.count) link\(links.count == 1 ? "" : "s"); pass an array of "
+                                                + "\(links.count) (count now holds it)")
+            }
+            for (position, linked) in links.enumerated() { devices[position] = UInt32(linked) }
+        }
+        count.pointee = UInt32(links.count)
     }
 }
 

@@ -44,6 +44,9 @@ public struct ChipPreset: Sendable, Equatable {
     public let poolClockHz: UInt64
     public let pciVendorId: UInt16
     public let pciDeviceId: UInt16
+    /// The chip's NeuronLinks (chip-to-chip), as published per device; per link is derived.
+    /// An instance type may change the figures (trn1n.32xlarge): see `InstanceType.interconnect`.
+    public let interconnect: Interconnect
 
     /// What a kernel's DMA_COPY moves per second: Neuron's compiler spreads each DMA of a kernel
     /// over the core's 16 DMA engines, up to the core's share of HBM bandwidth (trn1 410 GB/s,
@@ -64,7 +67,8 @@ public struct ChipPreset: Sendable, Equatable {
         hbmBytes: 32 * gib, hbmBandwidth: 820_000_000_000,
         dmaEnginesPerCore: 16, queuesPerDmaEngine: 16, dmaEngineBandwidth: 27_000_000_000,
         peClockHz: 2_800_000_000, actClockHz: 1_400_000_000, dveClockHz: 1_120_000_000,
-        poolClockHz: 1_400_000_000, pciVendorId: 0x1d0f, pciDeviceId: 0x7164)
+        poolClockHz: 1_400_000_000, pciVendorId: 0x1d0f, pciDeviceId: 0x7164,
+        interconnect: .neuronLinkV2)
 
     public static let trn2 = ChipPreset(
         architecture: .trn2, name: "Trainium2", coreGeneration: "NeuronCore-v3",
@@ -73,7 +77,8 @@ public struct ChipPreset: Sendable, Equatable {
         hbmBytes: 96 * gib, hbmBandwidth: 2_900_000_000_000,
         dmaEnginesPerCore: 16, queuesPerDmaEngine: 16, dmaEngineBandwidth: 27_000_000_000,
         peClockHz: 2_400_000_000, actClockHz: 1_200_000_000, dveClockHz: 960_000_000,
-        poolClockHz: 1_200_000_000, pciVendorId: 0x1d0f, pciDeviceId: 0x7364)
+        poolClockHz: 1_200_000_000, pciVendorId: 0x1d0f, pciDeviceId: 0x7364,
+        interconnect: .neuronLinkV3)
 
     /// The most devices one host can have, as the driver allows (`/dev/neuron0` .. `neuron63`).
     public static let maxDevices = 64

@@ -15,7 +15,7 @@ struct VtrnCommand: ParsableCommand {
 
 /// Options every subcommand that builds a runtime takes.
 struct RuntimeArguments: ParsableArguments {
-    @Option(help: "The virtual devices, e.g. trn1, trn2:2, trn1,trn2@node1 (default: VTRN_TOPOLOGY, else trn1).")
+    @Option(help: "The virtual devices, e.g. trn1, trn2:2, trn1,trn2@node1, trn1.32xlarge (default: VTRN_TOPOLOGY, else trn1).")
     var topology: String?
 
     @Option(help: "The cores this runtime may use, e.g. 0-3 (default: VTRN_VISIBLE_CORES, else all).")

@@ -96,6 +96,77 @@ import Testing
         #expect(output.contains("| 1      | Trainium2 | trn2 | 8     | 2-9      | 96 GiB |"))
     }
 
+    /// `neuron-ls --topology`'s grid, as aws-neuron-sdk's tools/neuron-sys-tools/neuron-ls.rst
+    /// shows it (less the 2 spaces that indent the documentation's block), trailing spaces included.
+    static let neuronLsGrid = """
+            Neuron Device Topology
+                  *        *        *        *      
+                  │        │        │        │      
+                  ▼        ▼        ▼        ▼      
+            *––►[ 0 ]◄––►[ 1 ]◄––►[ 2 ]◄––►[ 3 ]◄––*
+                  ▲        ▲        ▲        ▲      
+                  │        │        │        │      
+                  ▼        ▼        ▼        ▼      
+            *––►[ 4 ]◄––►[ 5 ]◄––►[ 6 ]◄––►[ 7 ]◄––*
+                  ▲        ▲        ▲        ▲      
+                  │        │        │        │      
+                  ▼        ▼        ▼        ▼      
+            *––►[ 8 ]◄––►[ 9 ]◄––►[10 ]◄––►[11 ]◄––*
+                  ▲        ▲        ▲        ▲      
+                  │        │        │        │      
+                  ▼        ▼        ▼        ▼      
+            *––►[12 ]◄––►[13 ]◄––►[14 ]◄––►[15 ]◄––*
+                  ▲        ▲        ▲        ▲      
+                  │        │        │        │      
+                  *        *        *        *      
+
+            Legend:
+
+                    *––► = Wrap-around link
+            """
+
+    @Test(arguments: ["trn1.32xlarge", "trn2.48xlarge"])
+    func lsTopologyPrintsLikeNeuronLsTopology(instance: String) throws {
+        let (status, output) = try tool(["ls", "-t", "--topology", instance])
+        #expect(status == 0, "\(output)")
+        let lines = output.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        #expect(lines.first == "instance-type: \(instance)")
+        #expect(output.contains("""
+            +--------+--------+--------+---------------+---------+
+            | NEURON | NEURON | NEURON |   CONNECTED   |   PCI   |
+            | DEVICE | CORES  | MEMORY |    DEVICES    |   BDF   |
+            +--------+--------+--------+---------------+---------+
+            """), "\(output)")
+        let cores = instance.hasPrefix("trn1") ? "2      | 32 GB" : "8      | 96 GB"
+        #expect(output.contains("| 0      | \(cores)  | 12, 3, 4, 1   | 10:1e.0 |"), "\(output)")
+        #expect(output.contains("| 15     | \(cores)  | 11, 14, 3, 12 | 1f:1e.0 |"), "\(output)")
+        #expect(output.hasSuffix("\n\n\n" + Self.neuronLsGrid + "\n"), "\(output)")
+        // The long form, and the plain table's column.
+        #expect(try tool(["ls", "--show-topology", "--topology", instance]).output == output)
+        let (_, plain) = try tool(["ls", "--topology", instance])
+        #expect(plain.contains("| CONNECTED DEVICES |") && plain.contains("| 12, 3, 4, 1       |"), "\(plain)")
+    }
+
+    @Test func lsTopologyDrawsDeviceListsAsRings() throws {
+        let (status, output) = try tool(["ls", "-t", "--topology", "trn1:3,trn2:2"])
+        #expect(status == 0, "\(output)")
+        #expect(output.hasPrefix("instance-type: none (the device list trn1:3,trn2:2: the devices of each architecture form a ring)\n"))
+        #expect(output.hasSuffix("""
+            Neuron Device Topology
+            *––►[ 0 ]◄––►[ 1 ]◄––►[ 2 ]◄––*
+                [ 3 ]◄––►[ 4 ]             
+
+            Legend:
+
+                    *––► = Wrap-around link
+
+            """), "\(output)")
+        let (_, json) = try tool(["ls", "--json", "--topology", "trn1:3,trn2:2"])
+        let devices = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [[String: Any]])
+        #expect(devices.map { $0["connected_to"] as? [Int] } == [[2, 1], [0, 2], [1, 0], [4], [3]])
+        #expect((devices[3]["interconnect"] as? [String: Any])?["name"] as? String == "NeuronLink-v3")
+    }
+
     @Test func lsJsonHasEveryDevice() throws {
         let (status, output) = try tool(["ls", "--json", "--topology", "trn2:2", "--visible-cores", "0-3"])
         #expect(status == 0)

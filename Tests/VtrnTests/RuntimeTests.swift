@@ -76,6 +76,24 @@ import VtrnDevice
         #expect(first.serial != second.serial)
     }
 
+    @Test func devicesReportTheirLinksAndInterconnect() throws {
+        // No core is claimed: the devices may be other tests' too.
+        let runtime = try Runtime(options: .init(topology: "trn1n.32xlarge"), environment: testEnvironment())
+        #expect(runtime.configuration.topology.instance == .trn1n_32xlarge)
+        #expect(runtime.devices.map(\.links) == TopologyTests.driverTorus)
+        let info = try runtime.device(5).info
+        #expect(info.connectedDevices == [1, 4, 9, 6])
+        #expect(info.interconnect.linkBytesPerSecond == 192 * Double(1 << 30))
+        #expect(runtime.devices[0].interconnect == InstanceType.trn1n_32xlarge.interconnect)
+        // The same devices as a list are a ring, with the chip's figures and other serials.
+        let list = try Runtime(options: .init(topology: "trn1:16"), environment: testEnvironment())
+        #expect(list.devices[5].links == [4, 6] && list.devices[0].links == [15, 1])
+        #expect(list.devices[5].interconnect == .neuronLinkV2)
+        #expect(try list.device(5).info.uuid != info.uuid)
+        let again = try Runtime(options: .init(topology: "TRN1N.32xlarge"), environment: testEnvironment())
+        #expect(try again.device(5).info.uuid == info.uuid)
+    }
+
     @Test func visibleCoresMarkCores() throws {
         let runtime = try Runtime(options: .init(topology: "trn1:2", visibleCores: "1-2"), environment: testEnvironment())
         #expect(runtime.devices.flatMap(\.cores).map(\.visible) == [false, true, true, false])

@@ -110,10 +110,12 @@ VT_STATIC_ASSERT(VTRN_VERSION_GET_MAJOR(VTRN_VERSION) == VTRN_VERSION_MAJOR &&
 VT_STATIC_ASSERT(VTRN_MAKE_VERSION(1, 2, 3) == 0x010203u, "VTRN_MAKE_VERSION packing");
 
 #if defined(__x86_64__) && defined(__linux__)
-/* First-version sizes: the library rejects a struct_size below these. */
+/* First-version sizes: the library rejects a struct_size below these. A struct that has grown
+ * since pins its first version as the offset of its first appended field (below) and its size
+ * now here. */
 VT_SIZE(vtrn_runtime_options_t, 32);
-VT_SIZE(vtrn_runtime_info_t, 288);
-VT_SIZE(vtrn_device_info_t, 224);
+VT_SIZE(vtrn_runtime_info_t, 320);   /* first version 288: + instance_type */
+VT_SIZE(vtrn_device_info_t, 288);    /* first version 224: + the interconnect fields */
 VT_SIZE(vtrn_core_info_t, 88);
 VT_SIZE(vtrn_core_holder_t, 280);
 
@@ -203,6 +205,7 @@ VT_OFFSET(vtrn_runtime_info_t, visible_core_count, 16);
 VT_OFFSET(vtrn_runtime_info_t, log_level, 20);
 VT_OFFSET(vtrn_runtime_info_t, exec_timeout_ns, 24);
 VT_OFFSET(vtrn_runtime_info_t, topology, 32);
+VT_OFFSET(vtrn_runtime_info_t, instance_type, 288); /* appended: the first version ends at 288 */
 
 VT_OFFSET(vtrn_device_info_t, index, 8);
 VT_OFFSET(vtrn_device_info_t, architecture, 12);
@@ -223,6 +226,13 @@ VT_OFFSET(vtrn_device_info_t, sbuf_bytes_per_core, 200);
 VT_OFFSET(vtrn_device_info_t, psum_bytes_per_core, 208);
 VT_OFFSET(vtrn_device_info_t, semaphores_per_core, 216);
 VT_OFFSET(vtrn_device_info_t, visible_core_count, 220);
+/* Appended: the first version ends at 224. */
+VT_OFFSET(vtrn_device_info_t, interconnect, 224);
+VT_OFFSET(vtrn_device_info_t, link_count, 256);
+VT_OFFSET(vtrn_device_info_t, links_per_device, 260);
+VT_OFFSET(vtrn_device_info_t, link_bandwidth, 264);
+VT_OFFSET(vtrn_device_info_t, device_link_bandwidth, 272);
+VT_OFFSET(vtrn_device_info_t, hop_latency_ns, 280);
 
 VT_OFFSET(vtrn_core_info_t, device_index, 8);
 VT_OFFSET(vtrn_core_info_t, index, 12);

@@ -194,15 +194,10 @@ struct info_kind {
 
 /* Too small a struct_size is rejected, names struct_size and the _INIT macro, and writes nothing;
  * a larger one is accepted and the bytes past our struct are left alone. */
-static inline void check_grown_info_struct_sizes(const struct info_kind *kind, void *context, size_t first_size);
-
-static inline void check_info_struct_sizes(const struct info_kind *kind, void *context) {
-    check_grown_info_struct_sizes(kind, context, kind->size);
-}
-
-/* The same for a struct that grew since its first version (`first_size` bytes): sizes below the
- * first version's are rejected; any from there up is accepted and filled up to what it holds. */
-static inline void check_grown_info_struct_sizes(const struct info_kind *kind, void *context, size_t first_size) {
+/* As check_info_struct_sizes, for a struct that has grown since its first version, `first_size`
+ * bytes (the smallest struct_size the library accepts): that size is accepted too, and filled up
+ * to it only. */
+static inline void check_grown_info_struct_sizes(const struct info_kind *kind, size_t first_size, void *context) {
     enum { extra = 64 };
     unsigned char buffer[512 + extra];
     const size_t small_sizes[] = { 0, 8, first_size - 1 };
@@ -224,6 +219,20 @@ static inline void check_grown_info_struct_sizes(const struct info_kind *kind, v
                    "%s with struct_size %zu: the struct was written", kind->name, struct_size);
     }
 
+    /* An older caller's first-version struct: accepted, filled up to its size, nothing past it. */
+    if (first_size < kind->size) {
+        size_t old_size = first_size;
+        memset(buffer, SENTINEL_BYTE, sizeof buffer);
+        memcpy(buffer, &old_size, sizeof old_size);
+        vtrn_status_t old_status = kind->call(context, buffer);
+        EXPECT_MSG(old_status == VTRN_SUCCESS, "%s with the first version's struct_size %zu: %s: %s", kind->name,
+                   old_size, vtrn_status_string(old_status), vtrn_last_error());
+        EXPECT_MSG(bytes_are(buffer + first_size, sizeof buffer - first_size, SENTINEL_BYTE),
+                   "%s with struct_size %zu: bytes past %zu were written", kind->name, old_size, first_size);
+        EXPECT_MSG(!bytes_are(buffer + sizeof(size_t), first_size - sizeof(size_t), SENTINEL_BYTE),
+                   "%s with struct_size %zu: nothing was filled", kind->name, old_size);
+    }
+
     /* A newer caller's bigger struct: accepted, filled up to our size, the rest untouched. */
     size_t struct_size = kind->size + extra;
     memset(buffer, SENTINEL_BYTE, sizeof buffer);
@@ -239,6 +248,10 @@ static inline void check_grown_info_struct_sizes(const struct info_kind *kind, v
                "%s with struct_size %zu: bytes past %zu were written", kind->name, struct_size, kind->size);
     EXPECT_MSG(!bytes_are(buffer + sizeof(size_t), kind->size - sizeof(size_t), SENTINEL_BYTE),
                "%s with struct_size %zu: nothing was filled", kind->name, struct_size);
+}
+
+static inline void check_info_struct_sizes(const struct info_kind *kind, void *context) {
+    check_grown_info_struct_sizes(kind, kind->size, context);
 }
 
 /* Prints the program's closing line "NAME: N passed, M failed"; returns the exit status. */

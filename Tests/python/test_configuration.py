@@ -9,7 +9,9 @@ import vtrn
 from support import CONFIGURATION_VARIABLES, usable_numa_nodes
 
 TOPOLOGY_FORMS = ('accepted: entries ARCH[:COUNT][@nodeN] separated by commas, ARCH trn1 or trn2, COUNT 1-64 '
-                  '(at most 64 devices in all), e.g. "trn1", "trn2:2", "trn1,trn2@node1"')
+                  '(at most 64 devices in all), e.g. "trn1", "trn2:2", "trn1,trn2@node1"; or one instance type alone, '
+                  'INSTANCE[@nodeN], INSTANCE trn1.2xlarge, trn1.32xlarge, trn1n.32xlarge, trn2.48xlarge or '
+                  'trn2u.48xlarge')
 CORE_FORMS = 'accepted: core numbers or ranges separated by commas, counted across all devices, e.g. "0", "0-3", "0,2,5-6"'
 
 BAD_TOPOLOGIES = [
@@ -28,6 +30,22 @@ BAD_TOPOLOGIES = [
     ("trn1@node+0", 'entry 1 ("trn1@node+0") has "@node+0" where "@nodeN" (N a NUMA node number) belongs'),
     ("trn1@NODE0", 'entry 1 ("trn1@NODE0") has "@NODE0" where "@nodeN" (N a NUMA node number) belongs'),
     ("trn1:64,trn2", "it has more than 64 devices, the most one host can have"),
+    # Instance types: known names only, alone, without a count.
+    ("trn3.48xlarge", 'entry 1 ("trn3.48xlarge") names instance type "trn3.48xlarge", which vtrn does not model (it '
+                      'models trn1.2xlarge, trn1.32xlarge, trn1n.32xlarge, trn2.48xlarge or trn2u.48xlarge)'),
+    ("trn2n.48xlarge", 'entry 1 ("trn2n.48xlarge") names instance type "trn2n.48xlarge", which vtrn does not model (it '
+                       'models trn1.2xlarge, trn1.32xlarge, trn1n.32xlarge, trn2.48xlarge or trn2u.48xlarge)'),
+    ("trn1.32xlarge:2", 'entry 1 ("trn1.32xlarge:2") gives instance type trn1.32xlarge a count (":2"): an instance has '
+                        '16 devices; for more devices list them, e.g. "trn1:32"'),
+    ("trn1.2xlarge:2", 'entry 1 ("trn1.2xlarge:2") gives instance type trn1.2xlarge a count (":2"): an instance has '
+                       '1 device; for more devices list them, e.g. "trn1:2"'),
+    ("trn1.32xlarge,trn1", 'entry 1 ("trn1.32xlarge") is instance type trn1.32xlarge, which stands alone: an instance '
+                           'type cannot be combined with other entries'),
+    ("trn2,trn2.48xlarge", 'entry 2 ("trn2.48xlarge") is instance type trn2.48xlarge, which stands alone: an instance '
+                           'type cannot be combined with other entries'),
+    ("trn1.32xlarge,trn1.32xlarge", 'entry 1 ("trn1.32xlarge") is instance type trn1.32xlarge, which stands alone: an '
+                                    'instance type cannot be combined with other entries'),
+    ("trn1.32xlarge@node", 'entry 1 ("trn1.32xlarge@node") has "@node" where "@nodeN" (N a NUMA node number) belongs'),
 ]
 
 

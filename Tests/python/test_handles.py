@@ -169,10 +169,20 @@ C_NAMES = {RuntimeOptionsStruct: "vtrn_runtime_options_t", RuntimeInfoStruct: "v
            DeviceInfoStruct: "vtrn_device_info_t", CoreInfoStruct: "vtrn_core_info_t"}
 
 
+# Structs that have grown since their first version: the size of that version, the smallest
+# struct_size the library accepts (the offset of the first field appended).
+FIRST_VERSION_SIZES = {RuntimeInfoStruct: RuntimeInfoStruct.instance_type.offset,
+                       DeviceInfoStruct: DeviceInfoStruct.interconnect.offset}
+
+
+def first_version_size(cls):
+    return FIRST_VERSION_SIZES.get(cls, ctypes.sizeof(cls))
+
+
 def struct_size_message(parameter, cls, size=8):
     c_name = C_NAMES[cls]
     macro = "VTRN_" + c_name[len("vtrn_"):-len("_t")].upper() + "_INIT"
-    return (f"{parameter}.struct_size is {size}, smaller than {ctypes.sizeof(cls)}, the size of the first {c_name}; "
+    return (f"{parameter}.struct_size is {size}, smaller than {first_version_size(cls)}, the size of the first {c_name}; "
             f"initialize it with {macro}")
 
 
@@ -201,6 +211,24 @@ def test_info_struct_size_too_small(runtime):
         message = raw_failure(Status.ERROR_INVALID_ARGUMENT, lambda: call(info))
         assert message == f"{function}: " + struct_size_message("info", cls)
         assert bytes(info) == before  # nothing written
+
+
+def test_first_version_info_structs_are_filled_up_to_their_size(runtime):
+    # A caller built against the first vtrn_runtime_info_t (288 bytes) or vtrn_device_info_t (224)
+    # still works, and nothing past its struct is written.
+    device = runtime.device(0).handle
+    calls = {RuntimeInfoStruct: lambda info: lib.vtrn_runtime_get_info(runtime.handle, byref(info)),
+             DeviceInfoStruct: lambda info: lib.vtrn_device_get_info(device, byref(info))}
+    for cls, call in calls.items():
+        size = first_version_size(cls)
+        assert size in (288, 224)
+        info = cls.init()
+        ctypes.memset(ctypes.addressof(info), 0xAB, ctypes.sizeof(cls))
+        info.struct_size = size
+        assert call(info) == Status.SUCCESS
+        assert info.struct_size == size
+        assert bytes(info)[size:] == b"\xab" * (ctypes.sizeof(cls) - size)
+        assert info.core_count != 0xABABABAB
 
 
 def larger(cls, extra=64):

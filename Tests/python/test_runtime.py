@@ -14,9 +14,11 @@ KIB, GIB = 1024, 1 << 30
 TRN1 = dict(architecture="trn1", name="Trainium1", core_count=2, hbm_bytes=32 * GIB, hbm_bandwidth=820_000_000_000,
             pci_vendor_id=0x1D0F, pci_device_id=0x7164, sbuf_bytes_per_core=128 * 192 * KIB,
             psum_bytes_per_core=128 * 16 * KIB, dma_engines_per_core=16, queues_per_dma_engine=16,
-            semaphores_per_core=256, hbm_used_bytes=0)
+            semaphores_per_core=256, hbm_used_bytes=0, interconnect="NeuronLink-v2", links_per_device=4,
+            link_bandwidth=96 * GIB, device_link_bandwidth=384 * GIB, hop_latency_ns=1500)
 TRN2 = dict(TRN1, architecture="trn2", name="Trainium2", core_count=8, hbm_bytes=96 * GIB,
-            hbm_bandwidth=2_900_000_000_000, pci_device_id=0x7364, sbuf_bytes_per_core=128 * 224 * KIB)
+            hbm_bandwidth=2_900_000_000_000, pci_device_id=0x7364, sbuf_bytes_per_core=128 * 224 * KIB,
+            interconnect="NeuronLink-v3", link_bandwidth=256_000_000_000, device_link_bandwidth=1_024_000_000_000)
 
 TRN1_CORE = dict(engines=frozenset({"pe", "act", "dve", "pool"}), sbuf_partitions=128,
                  sbuf_bytes_per_partition=192 * KIB, psum_bytes_per_partition=16 * KIB, psum_banks=8,
@@ -45,6 +47,8 @@ def test_trn1_trn2_presets(runtime):
         assert info.first_core == first_core
         assert info.visible_core_count == info.core_count
         assert info.numa_node in usable_numa_nodes()
+        # A trn1 and a trn2 are never linked (README "Topology and NeuronLink").
+        assert info.link_count == 0 and devices[index].links == []
     assert first.sbuf_bytes_per_core == 25165824 and first.psum_bytes_per_core == 2097152
 
 

@@ -182,6 +182,7 @@ class RuntimeInfoStruct(_VersionedStruct):
         ("log_level", vtrn_log_level_t),
         ("exec_timeout_ns", c_uint64),
         ("topology", c_char * 256),
+        ("instance_type", c_char * 32),
     ]
 
 
@@ -209,6 +210,12 @@ class DeviceInfoStruct(_VersionedStruct):
         ("psum_bytes_per_core", c_uint64),
         ("semaphores_per_core", c_uint32),
         ("visible_core_count", c_uint32),
+        ("interconnect", c_char * 32),
+        ("link_count", c_uint32),
+        ("links_per_device", c_uint32),
+        ("link_bandwidth", c_uint64),
+        ("device_link_bandwidth", c_uint64),
+        ("hop_latency_ns", c_uint64),
     ]
     _init_defaults_ = {"architecture": 1}  # VTRN_ARCH_TRN1
 
@@ -553,6 +560,7 @@ FUNCTIONS: list[tuple[str, type[Any] | None, list[type[Any]]]] = [
     ("vtrn_device_count", vtrn_status_t, [RuntimeHandle, POINTER(c_uint32)]),
     ("vtrn_device_get", vtrn_status_t, [RuntimeHandle, c_uint32, POINTER(DeviceHandle)]),
     ("vtrn_device_get_info", vtrn_status_t, [DeviceHandle, POINTER(DeviceInfoStruct)]),
+    ("vtrn_device_get_links", vtrn_status_t, [DeviceHandle, POINTER(c_uint32), POINTER(c_uint32)]),
     ("vtrn_device_get_core_info", vtrn_status_t, [DeviceHandle, c_uint32, POINTER(CoreInfoStruct)]),
     ("vtrn_device_get_core_holder", vtrn_status_t, [DeviceHandle, c_uint32, POINTER(CoreHolderStruct)]),
     # host buffers

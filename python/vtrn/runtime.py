@@ -107,7 +107,8 @@ class RuntimeInfo:
     visible_core_count: int
     log_level: str
     exec_timeout_ns: int  # vtrn.WAIT_FOREVER when VTRN_EXEC_TIMEOUT_MS is 0 (no timeout)
-    topology: str  # canonical form, e.g. "trn1:2,trn2@node1"
+    topology: str  # canonical form, e.g. "trn1:2,trn2@node1" or "trn1.32xlarge"
+    instance_type: str | None = None  # the EC2 instance type the topology names, e.g. "trn1.32xlarge"; None for a device list
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,14 @@ class DeviceInfo:
     psum_bytes_per_core: int
     semaphores_per_core: int
     visible_core_count: int
+    # The device's NeuronLinks in this topology (README "Topology and NeuronLink"). AWS publishes
+    # per-device aggregates only; the per-link figure is vtrn's even split over the chip's ports.
+    interconnect: str  # "NeuronLink-v2" (trn1) or "NeuronLink-v3" (trn2)
+    link_count: int  # devices of the runtime it is linked to: len(Device.links)
+    links_per_device: int  # NeuronLink ports of the chip: 4
+    link_bandwidth: int  # bytes per second of one link (96 GiB/s trn1, 192 GiB/s trn1n.32xlarge, 256 GB/s trn2)
+    device_link_bandwidth: int  # bytes per second, the published per-device aggregate
+    hop_latency_ns: int  # latency of one hop to a neighbour: 1500
 
 
 @dataclass(frozen=True)
@@ -273,6 +282,7 @@ class Runtime(Closable):
             log_level=LOG_LEVELS[raw.log_level] if raw.log_level < len(LOG_LEVELS) else str(raw.log_level),
             exec_timeout_ns=raw.exec_timeout_ns,
             topology=_text(raw.topology),
+            instance_type=_text(raw.instance_type) or None,
         )
 
     @property
@@ -337,9 +347,21 @@ class Device:
         check(lib.vtrn_device_get_info(self._handle, ctypes.byref(raw)))
         fields = {field[0]: getattr(raw, field[0]) for field in DeviceInfoStruct._fields_[1:]}
         fields["architecture"] = ARCHITECTURES.get(raw.architecture, f"unknown ({raw.architecture})")
-        for name in ("name", "bus_address", "uuid"):
+        for name in ("name", "bus_address", "uuid", "interconnect"):
             fields[name] = _text(fields[name])
         return DeviceInfo(**fields)
+
+    @property
+    def links(self) -> list[int]:
+        """The indices of the devices this one has a NeuronLink to, in the driver's order
+        (vtrn_device_get_links): on a 16-device instance type its torus neighbours north, west,
+        south, east (device 0 of a trn1.32xlarge: [12, 3, 4, 1]); on a device list its neighbours
+        on the ring of the devices of its architecture (previous, next)."""
+        count = ctypes.c_uint32()
+        check(lib.vtrn_device_get_links(self._handle, None, ctypes.byref(count)))
+        devices = (ctypes.c_uint32 * count.value)()
+        check(lib.vtrn_device_get_links(self._handle, devices, ctypes.byref(count)))
+        return list(devices[:count.value])
 
     def core_info(self, core: int) -> CoreInfo:
         """A CoreInfo for core ``core`` of this device (0 .. core_count-1); NotFoundError past it."""
