@@ -99,9 +99,11 @@ public final class Communicator: Sendable {
                     latency[a][b] = 500
                     bandwidth[a][b] = Double(preset.kernelDmaBandwidth) / 1e9
                 } else {
-                    let linkBytesPerSecond = preset.architecture == .trn1 ? 96.0 * 1_073_741_824 : 256e9
-                    latency[a][b] = Double(abs(from - to)) * 1500
-                    bandwidth[a][b] = linkBytesPerSecond / 1e9
+                    // Ranks are of one architecture, so a path exists (a ring or the torus).
+                    let interconnect = topology.interconnect(of: from)
+                    let hops = topology.hops(from: from, to: to)
+                    latency[a][b] = Double(hops == Topology.unreachable ? members.count : hops) * interconnect.hopLatencyNanoseconds
+                    bandwidth[a][b] = interconnect.linkBytesPerSecond / 1e9
                 }
             }
         }
