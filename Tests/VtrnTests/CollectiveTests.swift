@@ -196,9 +196,11 @@ import VtrnDevice
         for fence in sends {
             do { try fence.wait() } catch { failures.append(error) }
         }
-        #expect(failures.count == 1)
-        let message = failures.first?.message ?? ""
-        #expect(failures.first?.status == .timeout)
+        // The other send then meets its receive, unless (on a loaded host) that too ends past its
+        // own deadline, which fails its execution as any instruction's would.
+        #expect((1...2).contains(failures.count))
+        #expect(failures.allSatisfy { $0.status == .timeout })
+        let message = failures.first { $0.message.contains("never joined") }?.message ?? ""
         #expect(message.contains("never joined within the execution timeout of 200 ms"))
         #expect(message.contains("send/receive 0 from rank 0 to rank 1") || message.contains("send/receive 0 from rank 1 to rank 0"))
         for fence in sends + receives { _ = try? fence.wait() }
