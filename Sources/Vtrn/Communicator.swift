@@ -47,9 +47,12 @@ public final class Communicator: Sendable {
     private let destroyed = Atomic<Bool>(false)
     private static let serials = Atomic<Int>(0)
 
-    public var size: Int { members.count }
+    /// Ranks in all (across processes for a communicator that spans several).
+    public var size: Int { group.size }
+    /// The ranks of this process's members: `members[i]` is rank `localRanks.lowerBound + i`.
+    public var localRanks: Range<Int> { group.localRanks }
 
-    init(runtime: Runtime, members: [Member]) throws(VtrnError) {
+    init(runtime: Runtime, members: [Member], world: CollectiveWorld? = nil) throws(VtrnError) {
         try runtime.state.checkOpen()
         guard !members.isEmpty else { throw .invalidArgument("a communicator needs at least 1 member; 0 given") }
         var seen: [String: Int] = [:]
@@ -74,6 +77,12 @@ public final class Communicator: Sendable {
                                        + "rank 0 is on a \(first); NeuronLink joins devices of one architecture")
             }
         }
+        if let world {
+            guard world.process >= 0 && world.process < world.processCount, world.counts[world.process] == members.count else {
+                throw .invalidArgument("this process (\(world.process) of \(world.processCount)) has \(members.count) members, but the "
+                                       + "world gives it \(world.process < world.counts.count ? world.counts[world.process] : 0) ranks")
+            }
+        }
         for member in members { try member.device.claim(core: member.core) }
         self.runtime = runtime
         self.members = members
@@ -81,7 +90,7 @@ public final class Communicator: Sendable {
         self.serial = serial
         group = CollectiveGroup(members: members.map { CollectiveMember(device: $0.device.hardware, core: $0.core) },
                                 links: Self.links(members, topology: runtime.configuration.topology),
-                                name: "communicator \(serial)")
+                                name: "communicator \(serial)", world: world)
     }
 
     /// The cost model's links between every two ranks: two cores of one device share its HBM
@@ -112,7 +121,7 @@ public final class Communicator: Sendable {
 
     /// The rank of a core, if it is a member.
     public func rank(of device: Device, core: Int) -> Int? {
-        members.firstIndex { $0.device.hardware === device.hardware && $0.core == core }
+        members.firstIndex { $0.device.hardware === device.hardware && $0.core == core }.map { $0 + localRanks.lowerBound }
     }
 
     public var isDestroyed: Bool { destroyed.load(ordering: .acquiring) || runtime.isClosed }
@@ -228,7 +237,11 @@ public final class Communicator: Sendable {
         guard rank >= 0 && rank < size else {
             throw .invalidArgument("rank \(rank) does not exist: communicator \(serial) has \(size) ranks (0-\(size - 1))")
         }
-        return members[rank]
+        guard localRanks.contains(rank) else {
+            throw .invalidArgument("rank \(rank) of communicator \(serial) is in process \(group.world.map { $0.owner(rank) } ?? 0); this "
+                                   + "process has ranks \(localRanks.lowerBound)-\(localRanks.upperBound - 1)")
+        }
+        return members[rank - localRanks.lowerBound]
     }
 
     private func submitOpen(rank: Int, targets: [Int], kind: CollectiveKind, op: AluOp, peer: Int, source: Buffer?, destination: Buffer?,
@@ -296,6 +309,12 @@ extension Runtime {
     /// runtime (`.busy` when another runtime or process holds one).
     public func makeCommunicator(_ members: [Communicator.Member]) throws(VtrnError) -> Communicator {
         try Communicator(runtime: self, members: members)
+    }
+
+    /// A communicator whose ranks span processes: this process's `members` are the world's ranks
+    /// of this process (`world.ranks(of: world.process)`), and the transport reaches the others.
+    public func makeCommunicator(_ members: [Communicator.Member], world: CollectiveWorld) throws(VtrnError) -> Communicator {
+        try Communicator(runtime: self, members: members, world: world)
     }
 }
 

@@ -117,6 +117,65 @@ public struct CollectiveLinks: Sendable {
     }
 }
 
+/// How a process reaches the other processes of a communicator that spans several: the only
+/// primitive collectives need is a tagged exchange with two (or the same) other processes, as
+/// MPI_Sendrecv. Implemented over MPI between processes (`MPITransport` in the runtime), and in
+/// memory between groups of one process (`InProcessTransport`, for tests).
+public protocol CollectiveTransport: AnyObject, Sendable {
+    /// This process's index among the communicator's processes, and how many there are.
+    var processIndex: Int { get }
+    var processCount: Int { get }
+    /// Sends `send` to process `to` (none when `to` is -1) and receives exactly `receive.count`
+    /// bytes from process `from` (none when -1), with `tag`, until `deadline` (monotonic ns).
+    func exchange(send: UnsafeRawBufferPointer, to: Int, receive: UnsafeMutableRawBufferPointer, from: Int, tag: Int,
+                  deadline: UInt64?) throws(TransportFailure)
+}
+
+public enum TransportFailure: Error, Sendable {
+    /// The peer did not answer in time: the message names it.
+    case timeout(String)
+    /// The transport failed (a peer process died, MPI returned an error): the message says how.
+    case failed(String)
+    /// The two ends disagree (a send's count against its receive's): the message names both.
+    case mismatch(String)
+}
+
+/// A communicator's ranks across processes: process q holds the `counts[q]` consecutive global
+/// ranks from `firstRanks[q]`; between processes the cost model charges `latencyNanoseconds` and
+/// `bytesPerNanosecond` per message (the inter-host network, EFA on a real cluster).
+public struct CollectiveWorld: Sendable {
+    public let transport: any CollectiveTransport
+    public let firstRanks: [Int]
+    public let counts: [Int]
+    public let latencyNanoseconds: Double
+    public let bytesPerNanosecond: Double
+
+    public init(transport: any CollectiveTransport, counts: [Int], latencyNanoseconds: Double = 15_000,
+                bytesPerNanosecond: Double = 12.5) {
+        self.transport = transport
+        self.counts = counts
+        var first: [Int] = []
+        var total = 0
+        for count in counts { first.append(total); total += count }
+        firstRanks = first
+        self.latencyNanoseconds = latencyNanoseconds
+        self.bytesPerNanosecond = bytesPerNanosecond
+    }
+
+    public var size: Int { counts.reduce(0, +) }
+    public var process: Int { transport.processIndex }
+    public var processCount: Int { counts.count }
+
+    /// The process that holds global rank `rank`.
+    public func owner(_ rank: Int) -> Int {
+        var q = 0
+        while q + 1 < firstRanks.count && firstRanks[q + 1] <= rank { q += 1 }
+        return q
+    }
+
+    public func ranks(of process: Int) -> Range<Int> { firstRanks[process]..<(firstRanks[process] + counts[process]) }
+}
+
 /// A replica group's meeting place in one process: ranks arrive with their operation and buffers,
 /// the operations are matched in order (the k-th collective of every rank together; sends and
 /// receives in order per pair), checked against each other, and carried out together.
@@ -129,15 +188,22 @@ public struct CollectiveLinks: Sendable {
 /// rank's thread computes its own chunk straight from every input (no per-step hand-offs), with
 /// the ring's exact arithmetic; the cost model charges the ring's steps over the modelled links.
 public final class CollectiveGroup: @unchecked Sendable, Equatable {
+    /// This process's members, global ranks `firstRank ..< firstRank + members.count`.
     public let members: [CollectiveMember]
     public let links: CollectiveLinks
     /// For messages: "communicator 3".
     public let name: String
-    public var size: Int { members.count }
+    /// The other processes, for a communicator that spans several; nil in one process.
+    public let world: CollectiveWorld?
+    /// Ranks in all: the world's, or this process's.
+    public let size: Int
+    /// The global rank of `members[0]`.
+    public let firstRank: Int
+    public var localRanks: Range<Int> { firstRank..<(firstRank + members.count) }
 
     public static func == (a: CollectiveGroup, b: CollectiveGroup) -> Bool { a === b }
 
-    private struct Arrival: @unchecked Sendable {
+    struct Arrival: @unchecked Sendable {
         var operation: CollectiveOperation
         var source: UnsafeRawPointer?
         var destination: UnsafeMutableRawPointer?
@@ -160,7 +226,7 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
         var done: Bool { finished == expected.count }
     }
 
-    private enum Key: Hashable {
+    enum Key: Hashable {
         case group(UInt64)
         case pair(from: Int, to: Int, sequence: UInt64)
     }
@@ -187,16 +253,19 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
         let core: Int
     }
 
-    public init(members: [CollectiveMember], links: CollectiveLinks, name: String) {
+    public init(members: [CollectiveMember], links: CollectiveLinks, name: String, world: CollectiveWorld? = nil) {
         self.members = members
         self.links = links
         self.name = name
+        self.world = world
+        size = world?.size ?? members.count
+        firstRank = world.map { $0.firstRanks[$0.process] } ?? 0
         state = Mutex(State(nextSequence: Array(repeating: 0, count: members.count)))
         word = .allocate(capacity: 1)
         word.initialize(to: 0)
         var index: [MemberKey: Int] = [:]
         for (rank, member) in members.enumerated() {
-            index[MemberKey(device: ObjectIdentifier(member.device.faults), core: member.core)] = rank
+            index[MemberKey(device: ObjectIdentifier(member.device.faults), core: member.core)] = firstRank + rank
         }
         memberIndex = index
     }
@@ -208,7 +277,10 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
 
     func rank(faults: DeviceFaults, core: Int) -> Int? { memberIndex[MemberKey(device: ObjectIdentifier(faults), core: core)] }
 
-    public func label(_ rank: Int) -> String { "rank \(rank) (\(members[rank].label))" }
+    public func label(_ rank: Int) -> String {
+        if localRanks.contains(rank) { return "rank \(rank) (\(members[rank - firstRank].label))" }
+        return "rank \(rank) (process \(world.map { $0.owner(rank) } ?? -1))"
+    }
 
     private func labels(_ ranks: [Int]) -> String { ranks.map(label).joined(separator: ", ") }
 
@@ -237,15 +309,29 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
         }
         if let failure = failed { return .failure(failure) }
         let (arrivals, latest) = state.withLock { _ in (round.arrivals, round.latest) }
-        compute(rank: rank, operation: operation, arrivals: arrivals, expected: round.expected)
-        state.withLock { _ in
-            round.finished += 1
+        if world != nil && (round.expected.count == 1 && operation.kind.isPointToPoint || !operation.kind.isPointToPoint) {
+            // Across processes: the lowest local rank does the whole exchange for this process,
+            // the others wait for it (their buffers stay theirs until it is done).
+            if rank == round.expected.min() {
+                let failure = crossProcess(operation, key: key, arrivals: arrivals, deadline: deadline)
+                state.withLock { _ in
+                    if let failure { round.failure = failure }
+                    round.finished = round.expected.count
+                }
+                wakeAll()
+            }
+        } else {
+            compute(rank: rank, operation: operation, arrivals: arrivals, expected: round.expected)
+            state.withLock { _ in
+                round.finished += 1
+            }
+            wakeAll()
         }
-        wakeAll()
         _ = waitFor(round, rank: rank, key: key, deadline: nil, timeoutNanoseconds: nil, generations: [], cancelled: { false }) {
             $0.done
         }
-        let cost = self.cost(operation, arrivals: arrivals, expected: round.expected)
+        if let failure = state.withLock({ _ in round.failure }) { return .failure(failure) }
+        let cost = self.cost(operation, rank: rank)
         return .success(max(0, latest - virtualTime) + cost)
     }
 
@@ -259,16 +345,16 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
                 let sequence = state.sendSequence[rank * size + operation.peer, default: 0]
                 state.sendSequence[rank * size + operation.peer] = sequence + 1
                 key = .pair(from: rank, to: operation.peer, sequence: sequence)
-                expected = [rank, operation.peer]
+                expected = localRanks.contains(operation.peer) ? [rank, operation.peer] : [rank]
             case .receive:
                 let sequence = state.receiveSequence[operation.peer * size + rank, default: 0]
                 state.receiveSequence[operation.peer * size + rank] = sequence + 1
                 key = .pair(from: operation.peer, to: rank, sequence: sequence)
-                expected = [operation.peer, rank]
+                expected = localRanks.contains(operation.peer) ? [operation.peer, rank] : [rank]
             default:
-                key = .group(state.nextSequence[rank])
-                state.nextSequence[rank] += 1
-                expected = Array(0..<size)
+                key = .group(state.nextSequence[rank - firstRank])
+                state.nextSequence[rank - firstRank] += 1
+                expected = Array(localRanks)
             }
             let round: Round
             if let existing = state.rounds[key] {
@@ -411,13 +497,14 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
 
     /// A reset or loss of a member's device since the collective began.
     private func memberFailure(generations: [UInt64], rank: Int) -> ExecutionOutcome.Failure? {
-        for (other, member) in members.enumerated() {
+        for (index, member) in members.enumerated() {
+            let other = firstRank + index
             let faults = member.device.faults
             if faults.isLost, let loss = faults.loss {
                 return .deviceLost("\(name): \(label(other)) is on device \(member.device.index), which was lost (\(loss)) while "
                                    + "\(label(rank)) took part in a collective; vtrn_device_reset brings the device back")
             }
-            if faults.generation != generations[other] {
+            if faults.generation != generations[index] {
                 return .reset("\(name): device \(member.device.index) of \(label(other)) was reset (vtrn_device_reset) while "
                               + "\(label(rank)) took part in a collective")
             }
@@ -478,22 +565,30 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
         }
     }
 
-    private func move(_ destination: UnsafeMutableRawPointer, _ source: UnsafeRawPointer, _ bytes: Int) {
-        if destination != UnsafeMutableRawPointer(mutating: source) && bytes > 0 { memmove(destination, source, bytes) }
-    }
 
     // MARK: Cost model
 
     /// Virtual nanoseconds of the collective on the modelled links: the ring's steps, each the
     /// slowest hop's latency plus its bytes over the hop's bandwidth.
-    private func cost(_ operation: CollectiveOperation, arrivals: [Int: Arrival], expected: [Int]) -> Double {
+    /// A message's latency and bandwidth between two global ranks: the links between this
+    /// process's ranks, the world's network between processes.
+    func link(_ from: Int, _ to: Int) -> (latency: Double, bytesPerNanosecond: Double) {
+        if localRanks.contains(from) && localRanks.contains(to) {
+            return (links.latencyNanoseconds[from - firstRank][to - firstRank], links.bytesPerNanosecond[from - firstRank][to - firstRank])
+        }
+        guard let world else { return (0, 1) }
+        return (world.latencyNanoseconds, world.bytesPerNanosecond)
+    }
+
+    private func cost(_ operation: CollectiveOperation, rank: Int) -> Double {
         let size = self.size
         let bytes = Double(operation.count * operation.dtype.size)
         func ringStep(_ stepBytes: Double) -> Double {
             var slowest = 0.0
             for r in 0..<size {
                 let next = (r + 1) % size
-                slowest = max(slowest, links.latencyNanoseconds[r][next] + stepBytes / links.bytesPerNanosecond[r][next])
+                let hop = link(r, next)
+                slowest = max(slowest, hop.latency + stepBytes / hop.bytesPerNanosecond)
             }
             return slowest
         }
@@ -518,13 +613,15 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
         case .permute:
             var slowest = 0.0
             for (from, to) in operation.targets.enumerated() where to >= 0 && to != from {
-                slowest = max(slowest, links.latencyNanoseconds[from][to] + bytes / links.bytesPerNanosecond[from][to])
+                let hop = link(from, to)
+                slowest = max(slowest, hop.latency + bytes / hop.bytesPerNanosecond)
             }
             return slowest
         case .send, .receive:
-            let from = operation.kind == .send ? expected[0] : operation.peer
-            let to = operation.kind == .send ? operation.peer : expected[1]
-            return links.latencyNanoseconds[from][to] + bytes / links.bytesPerNanosecond[from][to]
+            let from = operation.kind == .send ? rank : operation.peer
+            let to = operation.kind == .send ? operation.peer : rank
+            let hop = link(from, to)
+            return hop.latency + bytes / hop.bytesPerNanosecond
         }
     }
 }
