@@ -344,11 +344,15 @@ typedef struct vtrn_comm_member {
 /** What vtrn_comm_get_info reports. */
 typedef struct vtrn_comm_info {
     size_t struct_size;
-    uint32_t ranks;                   /**< members of the communicator */
+    uint32_t ranks;                   /**< ranks of the communicator, in every process */
+    uint32_t first_local_rank;        /**< this process's ranks: first_local_rank .. + local_ranks - 1 */
+    uint64_t collectives_completed;   /**< collectives this process's ranks finished (sends and receives not counted) */
+    uint32_t local_ranks;             /**< ranks of this process (its members) */
+    uint32_t process;                 /**< this process's index (its MPI rank); 0 in one process */
+    uint32_t processes;               /**< processes the communicator spans; 1 in one process */
     uint32_t reserved;
-    uint64_t collectives_completed;   /**< collectives every rank finished (sends and receives not counted) */
 } vtrn_comm_info_t;
-#define VTRN_COMM_INFO_INIT { sizeof(vtrn_comm_info_t), 0, 0, 0 }
+#define VTRN_COMM_INFO_INIT { sizeof(vtrn_comm_info_t), 0, 0, 0, 0, 0, 0, 0 }
 
 typedef enum vtrn_numa_placement {
     /** On the NUMA node of options.device (device 0 by default): the default, and what DMA to
@@ -1395,6 +1399,23 @@ vtrn_status_t vtrn_device_get_error_counters(vtrn_device_t device, vtrn_device_e
  *  out, count 0, a core out of range or listed twice, mixed architectures, a device of another
  *  runtime); VTRN_ERROR_BUSY when another runtime or process holds a core. */
 vtrn_status_t vtrn_comm_create(vtrn_runtime_t runtime, const vtrn_comm_member_t *members, uint32_t count, vtrn_comm_t *out);
+
+/** Makes a communicator across the processes of an MPI job (started by `mpirun`): every process
+ *  of MPI_COMM_WORLD calls it with its own members, and ranks follow MPI rank order (process 0's
+ *  members are ranks 0 .. count0-1, process 1's the next, and so on). Every process must create its
+ *  MPI communicators in the same order. Collectives are then called by each process for its own
+ *  ranks (a rank of another process: VTRN_ERROR_INVALID_ARGUMENT naming its process); data crosses
+ *  between processes through MPI, inside a process through shared memory, with the same
+ *  arithmetic as one process (results match bit for bit). Open MPI is loaded on first use
+ *  (VTRN_MPI_LIBRARY, default libmpi.so.40): libvtrn does not link it. If the program called
+ *  MPI_Init it must have asked for MPI_THREAD_SERIALIZED at least (MPI_THREAD_MULTIPLE if it
+ *  calls MPI itself while collectives run); otherwise vtrn initialises MPI (MPI_THREAD_MULTIPLE)
+ *  and finalises it at exit. The call waits for every process until VTRN_EXEC_TIMEOUT_MS.
+ *  Returns VTRN_SUCCESS; VTRN_ERROR_INVALID_HANDLE; VTRN_ERROR_INVALID_ARGUMENT (as
+ *  vtrn_comm_create; a process with no members); VTRN_ERROR_UNSUPPORTED (Open MPI cannot be loaded,
+ *  is not Open MPI, or was initialised with too low a thread level: the message says which);
+ *  VTRN_ERROR_TIMEOUT (a process never came); VTRN_ERROR_BUSY. */
+vtrn_status_t vtrn_comm_create_mpi(vtrn_runtime_t runtime, const vtrn_comm_member_t *members, uint32_t count, vtrn_comm_t *out);
 
 /** Destroys a communicator: queued collectives finish, new ones are refused; its cores stay
  *  claimed until the runtime is destroyed. NULL is a no-op. Returns VTRN_SUCCESS;

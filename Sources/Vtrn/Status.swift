@@ -86,6 +86,8 @@ public struct VtrnError: Error, Sendable, Equatable, CustomStringConvertible {
 
     public static func invalidArgument(_ message: String) -> VtrnError { .init(.invalidArgument, message) }
     public static func notFound(_ message: String) -> VtrnError { .init(.notFound, message) }
+    public static func unsupported(_ message: String) -> VtrnError { .init(.unsupported, message) }
+    public static func internalError(_ message: String) -> VtrnError { .init(.internal, message) }
 }
 
 /// "1 device", "2 devices": counts in messages.

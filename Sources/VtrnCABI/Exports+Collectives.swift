@@ -27,26 +27,41 @@ private func buffer(_ reference: vtrn_memory_ref_t, _ name: String, used: Bool) 
     }
 }
 
+private func communicatorMembers(_ members: UnsafePointer<vtrn_comm_member_t>?, _ count: UInt32) throws(VtrnError) -> [Communicator.Member] {
+    guard let members else { throw VtrnError.invalidArgument("members is NULL") }
+    guard count > 0 else { throw VtrnError.invalidArgument("count is 0; a communicator needs at least 1 member") }
+    var list: [Communicator.Member] = []
+    for index in 0..<Int(count) {
+        let member = members[index]
+        let device: Device
+        do throws(VtrnError) {
+            device = try Handles.devices.lookup(handleBits(member.device)).object
+        } catch {
+            throw VtrnError(error.status, "members[\(index)].device: \(error.message)")
+        }
+        list.append(Communicator.Member(device: device, core: Int(member.core)))
+    }
+    return list
+}
+
 @c @implementation
 public func vtrn_comm_create(_ runtime: vtrn_runtime_t?, _ members: UnsafePointer<vtrn_comm_member_t>?, _ count: UInt32,
                              _ out: UnsafeMutablePointer<vtrn_comm_t?>?) -> vtrn_status_t {
     exported {
         let entry = try Handles.runtimes.lookup(handleBits(runtime))
         let out = try UnsafeMutablePointer.required(out, "out")
-        guard let members else { throw VtrnError.invalidArgument("members is NULL") }
-        guard count > 0 else { throw VtrnError.invalidArgument("count is 0; a communicator needs at least 1 member") }
-        var list: [Communicator.Member] = []
-        for index in 0..<Int(count) {
-            let member = members[index]
-            let device: Device
-            do throws(VtrnError) {
-                device = try Handles.devices.lookup(handleBits(member.device)).object
-            } catch {
-                throw VtrnError(error.status, "members[\(index)].device: \(error.message)")
-            }
-            list.append(Communicator.Member(device: device, core: Int(member.core)))
-        }
-        let communicator = try entry.runtime.makeCommunicator(list)
+        let communicator = try entry.runtime.makeCommunicator(try communicatorMembers(members, count))
+        out.pointee = handle(try Handles.register(communicator, in: Handles.comms, runtimeToken: entry.token))
+    }
+}
+
+@c @implementation
+public func vtrn_comm_create_mpi(_ runtime: vtrn_runtime_t?, _ members: UnsafePointer<vtrn_comm_member_t>?, _ count: UInt32,
+                                 _ out: UnsafeMutablePointer<vtrn_comm_t?>?) -> vtrn_status_t {
+    exported {
+        let entry = try Handles.runtimes.lookup(handleBits(runtime))
+        let out = try UnsafeMutablePointer.required(out, "out")
+        let communicator = try entry.runtime.makeMPICommunicator(try communicatorMembers(members, count))
         out.pointee = handle(try Handles.register(communicator, in: Handles.comms, runtimeToken: entry.token))
     }
 }
@@ -66,6 +81,10 @@ public func vtrn_comm_get_info(_ comm: vtrn_comm_t?, _ info: UnsafeMutablePointe
         let info = try vtrn_comm_info_t.checkOutput(info, name: "info")
         var result = vtrn_comm_info_t()
         result.ranks = UInt32(communicator.size)
+        result.first_local_rank = UInt32(communicator.localRanks.lowerBound)
+        result.local_ranks = UInt32(communicator.localRanks.count)
+        result.process = UInt32(communicator.group.world?.process ?? 0)
+        result.processes = UInt32(communicator.group.world?.processCount ?? 1)
         result.collectives_completed = communicator.group.completedCollectives
         result.write(to: info)
     }

@@ -204,5 +204,5 @@ struct StaticCStrings: @unchecked Sendable {
 }
 extension vtrn_comm_info_t: VersionedStruct {
     static let cName = "vtrn_comm_info_t"
-    static let firstVersionSize = 24
+    static let firstVersionSize = 40
 }

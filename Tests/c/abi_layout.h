@@ -146,9 +146,12 @@ VT_OFFSET(vtrn_handle_counts_t, orphaned_host_bytes, 80);
 VT_OFFSET(vtrn_handle_counts_t, comms, 88);
 
 /* Collectives. vtrn_comm_info_t is versioned; vtrn_comm_member_t is passed in arrays. */
-VT_SIZE(vtrn_comm_info_t, 24);
+VT_SIZE(vtrn_comm_info_t, 40);
 VT_OFFSET(vtrn_comm_info_t, ranks, 8);
+VT_OFFSET(vtrn_comm_info_t, first_local_rank, 12);
 VT_OFFSET(vtrn_comm_info_t, collectives_completed, 16);
+VT_OFFSET(vtrn_comm_info_t, local_ranks, 24);
+VT_OFFSET(vtrn_comm_info_t, processes, 32);
 VT_SIZE(vtrn_comm_member_t, 16);
 VT_OFFSET(vtrn_comm_member_t, core, 8);
 VT_SIZE(vtrn_access_t, 88);
