@@ -1446,36 +1446,37 @@ vtrn_status_t vtrn_comm_collective(vtrn_comm_t comm, uint32_t rank, vtrn_collect
                                    uint32_t peer, vtrn_fence_t *fence);
 
 /** All-reduce: every rank's `count` elements of src reduced with `op` into every rank's dst (may
- *  be src). vtrn_comm_collective with VTRN_COLLECTIVE_ALL_REDUCE, and its returns. */
+ *  be src). vtrn_comm_collective with VTRN_COLLECTIVE_ALL_REDUCE.
+ *  Returns as vtrn_comm_collective. */
 vtrn_status_t vtrn_all_reduce(vtrn_comm_t comm, uint32_t rank, vtrn_memory_ref_t dst, vtrn_memory_ref_t src, uint64_t count,
                               vtrn_dtype_t dtype, vtrn_alu_op_t op, vtrn_fence_t *fence);
 
 /** All-gather: each rank's `count` elements into chunk `rank` of every rank's dst (count * ranks
- *  elements). vtrn_comm_collective's returns. */
+ *  elements). Returns as vtrn_comm_collective. */
 vtrn_status_t vtrn_all_gather(vtrn_comm_t comm, uint32_t rank, vtrn_memory_ref_t dst, vtrn_memory_ref_t src, uint64_t count,
                               vtrn_dtype_t dtype, vtrn_fence_t *fence);
 
 /** Reduce-scatter: src holds count * ranks elements; rank r's dst gets chunk r (`count` elements)
- *  of their reduction with `op`. vtrn_comm_collective's returns. */
+ *  of their reduction with `op`. Returns as vtrn_comm_collective. */
 vtrn_status_t vtrn_reduce_scatter(vtrn_comm_t comm, uint32_t rank, vtrn_memory_ref_t dst, vtrn_memory_ref_t src,
                                   uint64_t count, vtrn_dtype_t dtype, vtrn_alu_op_t op, vtrn_fence_t *fence);
 
 /** All-to-all: chunk j (`count` elements) of rank r's src goes to chunk r of rank j's dst; src and
- *  dst hold count * ranks elements and do not overlap. vtrn_comm_collective's returns. */
+ *  dst hold count * ranks elements and do not overlap. Returns as vtrn_comm_collective. */
 vtrn_status_t vtrn_all_to_all(vtrn_comm_t comm, uint32_t rank, vtrn_memory_ref_t dst, vtrn_memory_ref_t src, uint64_t count,
                               vtrn_dtype_t dtype, vtrn_fence_t *fence);
 
 /** Broadcast: the root's `count` elements of src into every rank's dst (src is read on the root
- *  only). vtrn_comm_collective's returns. */
+ *  only). Returns as vtrn_comm_collective. */
 vtrn_status_t vtrn_broadcast(vtrn_comm_t comm, uint32_t rank, vtrn_memory_ref_t dst, vtrn_memory_ref_t src, uint64_t count,
                              vtrn_dtype_t dtype, uint32_t root, vtrn_fence_t *fence);
 
 /** Sends `count` elements of src to rank `peer`; the fence completes when the peer has received
- *  them. vtrn_comm_collective's returns. */
+ *  them. Returns as vtrn_comm_collective. */
 vtrn_status_t vtrn_send(vtrn_comm_t comm, uint32_t rank, vtrn_memory_ref_t src, uint64_t count, vtrn_dtype_t dtype,
                         uint32_t peer, vtrn_fence_t *fence);
 
-/** Receives into dst the `count` elements rank `peer` sends. vtrn_comm_collective's returns. */
+/** Receives into dst the `count` elements rank `peer` sends. Returns as vtrn_comm_collective. */
 vtrn_status_t vtrn_recv(vtrn_comm_t comm, uint32_t rank, vtrn_memory_ref_t dst, uint64_t count, vtrn_dtype_t dtype,
                         uint32_t peer, vtrn_fence_t *fence);
 
@@ -1484,7 +1485,7 @@ vtrn_status_t vtrn_recv(vtrn_comm_t comm, uint32_t rank, vtrn_memory_ref_t dst, 
  *  and receives into dst from the rank whose target it is (a rank nobody targets keeps its dst).
  *  `targets` has one entry per rank, the same on every rank; no rank is targeted twice; a rank may
  *  target itself. Pairwise swaps ({1, 0, 3, 2}) and rings ({1, 2, 3, 0}) are both permutes.
- *  vtrn_comm_collective's returns, and VTRN_ERROR_INVALID_ARGUMENT naming a bad pair. */
+ *  Returns as vtrn_comm_collective, and VTRN_ERROR_INVALID_ARGUMENT naming a bad pair. */
 vtrn_status_t vtrn_collective_permute(vtrn_comm_t comm, uint32_t rank, vtrn_memory_ref_t dst, vtrn_memory_ref_t src,
                                       uint64_t count, vtrn_dtype_t dtype, const int32_t *targets, vtrn_fence_t *fence);
 

@@ -70,6 +70,8 @@ STRUCTS = {
     "vtrn_dma_copy_options_t": DmaCopyOptionsStruct,
     "vtrn_fault_t": FaultStruct,
     "vtrn_device_error_counters_t": DeviceErrorCountersStruct,
+    "vtrn_comm_member_t": _library.CommMemberStruct,
+    "vtrn_comm_info_t": _library.CommInfoStruct,
 }
 # Structs that begin with struct_size and have an _INIT macro.
 VERSIONED = [typedef for typedef, fields in HEADER.structs.items() if fields[0][1] == "struct_size"]
@@ -98,6 +100,8 @@ SCALARS = {
     "vtrn_dma_indirect_t": ctypes.c_uint32,
     "vtrn_dma_oob_mode_t": ctypes.c_uint32,
     "vtrn_fault_kind_t": ctypes.c_uint32,
+    "vtrn_collective_t": ctypes.c_uint32,
+    "vtrn_comm_t": _library.CommHandle,
     "vtrn_runtime_t": RuntimeHandle,
     "vtrn_device_t": DeviceHandle,
     "vtrn_host_buffer_t": HostBufferHandle,
@@ -205,6 +209,8 @@ def test_struct_sizes_are_the_first_versions():
     assert [ctypes.sizeof(cls) for cls in STRUCTS.values()][:4] == [32, 320, 288, 88]
     assert RuntimeInfoStruct.instance_type.offset == 288
     assert DeviceInfoStruct.interconnect.offset == 224
+    assert ExecutionInfoStruct.cc_instructions.offset == 128
+    assert HandleCountsStruct.comms.offset == 88
 
 
 def test_version_constants_match_header():
@@ -265,6 +271,7 @@ def test_memory_refs_mirror_the_inline_helpers():
     ("vtrn_fault_kind", "VTRN_FAULT_", _library.FAULT_KINDS),
     ("vtrn_fault_flags", "VTRN_FAULT_", _library.FAULT_FLAGS),
     ("vtrn_device_reset_flags", "VTRN_DEVICE_RESET_", _library.DEVICE_RESET_FLAGS),
+    ("vtrn_collective", "VTRN_COLLECTIVE_", _library.COLLECTIVES),
 ])
 def test_instruction_set_enums_match_header(enum, prefix, table):
     members = HEADER.enums[enum]
@@ -299,7 +306,7 @@ def test_access_struct_layout():
     assert (AccessStruct.size.offset, AccessStruct.stride.offset, AccessStruct.partition_stride.offset) == (32, 48, 80)
     assert ctypes.sizeof(ScalarStruct) == 96 and ScalarStruct.tile.offset == 8
     assert ctypes.sizeof(SyncStruct) == 20 and ctypes.sizeof(BindingStruct) == 24
-    assert ctypes.sizeof(ExecutionInfoStruct) == 128
+    assert ctypes.sizeof(ExecutionInfoStruct) == 144  # 128 in the first version, then the CC engine's fields
 
 
 def test_dma_limits_match_header():

@@ -64,6 +64,7 @@ from .memory import (
     MemoryUsage,
 )
 from .kernel import AccessPattern, ExecutionInfo, Fence, Kernel, Parameter, Program, dtype_name, numpy_dtype
+from .collectives import CollectiveFence, CommInfo, Communicator
 from .runtime import (CoreHolder, CoreInfo, Device, DeviceInfo, ErrorCounters, HandleCounts, Runtime,
                       RuntimeInfo, handle_counts, library_path, version)
 
@@ -74,6 +75,7 @@ __all__ = [
     "OutOfHostMemoryError", "OutOfDeviceMemoryError", "BusyError", "DeviceTimeoutError", "QueueFullError",
     "UnsupportedError", "InvalidProgramError", "DmaFaultError", "HardwareError", "DeadlockError",
     "InternalError", "DeviceResetError", "DeviceLostError", "last_error", "status_string",
+    "Communicator", "CommInfo", "CollectiveFence",
     "Runtime", "RuntimeInfo", "Device", "DeviceInfo", "CoreInfo", "CoreHolder", "ErrorCounters", "FAULT_KINDS", "version",
     "library_path",
     "HandleCounts", "handle_counts",

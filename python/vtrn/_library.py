@@ -73,6 +73,7 @@ vtrn_dma_indirect_t = c_uint32
 vtrn_dma_oob_mode_t = c_uint32
 vtrn_semaphore_op_t = c_uint32
 vtrn_fault_kind_t = c_uint32
+vtrn_collective_t = c_uint32
 
 # Limits of DMA (VTRN_DMA_* macros).
 DMA_MAX_DESCRIPTOR_BYTES = 65536
@@ -112,10 +113,14 @@ class FenceHandle(ctypes.c_void_p):
     """vtrn_fence_t: one execution of a kernel."""
 
 
+class CommHandle(ctypes.c_void_p):
+    """vtrn_comm_t: a communicator, a replica group of cores that run collectives together."""
+
+
 # -- Enums of the instruction set, by the name that follows the C prefix, lower case ----------
 # (VTRN_DTYPE_FP8_E4M3 is DTYPES["fp8_e4m3"]; a test checks every table against the header.)
 
-ENGINE_FLAGS = {"pe": 1 << 0, "act": 1 << 1, "dve": 1 << 2, "pool": 1 << 3, "dma": 1 << 4}  # vtrn_engine_flags_t
+ENGINE_FLAGS = {"pe": 1 << 0, "act": 1 << 1, "dve": 1 << 2, "pool": 1 << 3, "dma": 1 << 4, "cc": 1 << 5}  # vtrn_engine_flags_t
 DTYPES = {"fp32": 1, "bf16": 2, "fp16": 3, "fp8_e4m3": 4, "fp8_e5m2": 5, "int32": 6, "int8": 7, "uint8": 8}  # vtrn_dtype_t
 DTYPE_SIZES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8_e4m3": 1, "fp8_e5m2": 1, "int32": 4, "int8": 1, "uint8": 1}
 MEMORY_SPACES = {"sbuf": 1, "psum": 2, "hbm": 3}  # vtrn_memory_space_t (VTRN_MEMORY_*)
@@ -141,6 +146,8 @@ FAULT_KINDS = {"none": 0, "dma_abort": 1, "dma_hang": 2, "hbm_ue": 3, "engine_ha
                "device_loss": 5}
 FAULT_FLAGS = {"sticky": 1 << 0}  # vtrn_fault_flags_t (VTRN_FAULT_*)
 DEVICE_RESET_FLAGS = {"clear_counters": 1 << 0}  # vtrn_device_reset_flags_t (VTRN_DEVICE_RESET_*)
+COLLECTIVES = {"all_reduce": 1, "all_gather": 2, "reduce_scatter": 3, "all_to_all": 4,  # vtrn_collective_t
+               "broadcast": 5, "send": 6, "recv": 7, "permute": 8}
 FAULT_ANY = -1  # VTRN_FAULT_ANY: any core, engine or queue
 FAULT_HOST = -2  # VTRN_FAULT_HOST: the host DMA engines (vtrn_memcpy's), as a DMA fault's core
 
@@ -447,7 +454,8 @@ class DmaCopyOptionsStruct(_VersionedStruct):
 
 
 class ExecutionInfoStruct(_VersionedStruct):
-    """vtrn_execution_info_t (VTRN_EXECUTION_INFO_INIT). Arrays are per engine: PE, ACT, DVE, POOL, DMA."""
+    """vtrn_execution_info_t (VTRN_EXECUTION_INFO_INIT). Arrays are per engine: PE, ACT, DVE, POOL, DMA;
+    the CC engine (collectives) has fields of its own, appended."""
 
     _fields_ = [
         ("struct_size", c_size_t),
@@ -459,6 +467,8 @@ class ExecutionInfoStruct(_VersionedStruct):
         ("device_cycles", c_uint64),
         ("instructions", c_uint64 * 5),
         ("engine_busy_ns", c_uint64 * 5),
+        ("cc_instructions", c_uint64),
+        ("cc_busy_ns", c_uint64),
     ]
 
 
@@ -477,6 +487,7 @@ class HandleCountsStruct(_VersionedStruct):
         ("fences", c_uint64),
         ("total", c_uint64),
         ("orphaned_host_bytes", c_uint64),
+        ("comms", c_uint64),
     ]
 
 
@@ -512,6 +523,31 @@ class DeviceErrorCountersStruct(_VersionedStruct):
         ("device_losses", c_uint64),
         ("resets", c_uint64),
         ("faults_injected", c_uint64),
+    ]
+
+
+class CommMemberStruct(ctypes.Structure):
+    """vtrn_comm_member_t: one rank of a communicator, a core of a device."""
+
+    _fields_ = [
+        ("device", DeviceHandle),
+        ("core", c_uint32),
+        ("reserved", c_uint32),
+    ]
+
+
+class CommInfoStruct(_VersionedStruct):
+    """vtrn_comm_info_t (VTRN_COMM_INFO_INIT)."""
+
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("ranks", c_uint32),
+        ("first_local_rank", c_uint32),
+        ("collectives_completed", c_uint64),
+        ("local_ranks", c_uint32),
+        ("process", c_uint32),
+        ("processes", c_uint32),
+        ("reserved", c_uint32),
     ]
 
 
@@ -633,6 +669,33 @@ FUNCTIONS: list[tuple[str, type[Any] | None, list[type[Any]]]] = [
     ("vtrn_device_inject_fault", vtrn_status_t, [DeviceHandle, POINTER(FaultStruct)]),
     ("vtrn_device_reset", vtrn_status_t, [DeviceHandle, c_uint32]),
     ("vtrn_device_get_error_counters", vtrn_status_t, [DeviceHandle, POINTER(DeviceErrorCountersStruct)]),
+    # collectives
+    ("vtrn_comm_create", vtrn_status_t, [RuntimeHandle, POINTER(CommMemberStruct), c_uint32, POINTER(CommHandle)]),
+    ("vtrn_comm_create_mpi", vtrn_status_t, [RuntimeHandle, POINTER(CommMemberStruct), c_uint32, POINTER(CommHandle)]),
+    ("vtrn_comm_destroy", vtrn_status_t, [CommHandle]),
+    ("vtrn_comm_get_info", vtrn_status_t, [CommHandle, POINTER(CommInfoStruct)]),
+    ("vtrn_comm_rank", vtrn_status_t, [CommHandle, DeviceHandle, c_uint32, POINTER(c_uint32)]),
+    ("vtrn_comm_collective", vtrn_status_t,
+     [CommHandle, c_uint32, vtrn_collective_t, MemoryRefStruct, MemoryRefStruct, c_uint64, vtrn_dtype_t, vtrn_alu_op_t, c_uint32,
+      POINTER(FenceHandle)]),
+    ("vtrn_all_reduce", vtrn_status_t,
+     [CommHandle, c_uint32, MemoryRefStruct, MemoryRefStruct, c_uint64, vtrn_dtype_t, vtrn_alu_op_t, POINTER(FenceHandle)]),
+    ("vtrn_all_gather", vtrn_status_t,
+     [CommHandle, c_uint32, MemoryRefStruct, MemoryRefStruct, c_uint64, vtrn_dtype_t, POINTER(FenceHandle)]),
+    ("vtrn_reduce_scatter", vtrn_status_t,
+     [CommHandle, c_uint32, MemoryRefStruct, MemoryRefStruct, c_uint64, vtrn_dtype_t, vtrn_alu_op_t, POINTER(FenceHandle)]),
+    ("vtrn_all_to_all", vtrn_status_t,
+     [CommHandle, c_uint32, MemoryRefStruct, MemoryRefStruct, c_uint64, vtrn_dtype_t, POINTER(FenceHandle)]),
+    ("vtrn_broadcast", vtrn_status_t,
+     [CommHandle, c_uint32, MemoryRefStruct, MemoryRefStruct, c_uint64, vtrn_dtype_t, c_uint32, POINTER(FenceHandle)]),
+    ("vtrn_send", vtrn_status_t, [CommHandle, c_uint32, MemoryRefStruct, c_uint64, vtrn_dtype_t, c_uint32, POINTER(FenceHandle)]),
+    ("vtrn_recv", vtrn_status_t, [CommHandle, c_uint32, MemoryRefStruct, c_uint64, vtrn_dtype_t, c_uint32, POINTER(FenceHandle)]),
+    ("vtrn_collective_permute", vtrn_status_t,
+     [CommHandle, c_uint32, MemoryRefStruct, MemoryRefStruct, c_uint64, vtrn_dtype_t, POINTER(c_int32), POINTER(FenceHandle)]),
+    ("vtrn_program_collective", vtrn_status_t,
+     [ProgramHandle, CommHandle, vtrn_collective_t, AccessStruct, AccessStruct, vtrn_alu_op_t, c_uint32, POINTER(SyncStruct)]),
+    ("vtrn_program_collective_permute", vtrn_status_t,
+     [ProgramHandle, CommHandle, AccessStruct, AccessStruct, POINTER(c_int32), POINTER(SyncStruct)]),
 ]
 
 

@@ -66,6 +66,7 @@ from ._library import (
     ACTIVATIONS,
     ALU_ALIASES,
     ALU_OPS,
+    COLLECTIVES,
     DMA_INDIRECT,
     DMA_OOB_MODES,
     DTYPE_SIZES,
@@ -91,6 +92,7 @@ from .errors import InvalidArgumentError, Status, check
 from .memory import DeviceMemory, _int32, _Resource
 
 if TYPE_CHECKING:
+    from .collectives import Communicator
     from .runtime import Device, Runtime
 
 ml_dtypes: ModuleType | None
@@ -628,6 +630,50 @@ class Program(_Resource[ProgramHandle]):
         check(lib.vtrn_program_sem_wait(self._handle, _enum_value(engine, ENGINE_FLAGS, "engine"),
                                         unsigned(semaphore, "uint32_t", "semaphore"), unsigned(value, "uint32_t", "value")))
 
+    def collective(self, kind: EnumValue, comm: Communicator, dst: AccessPattern | None, src: AccessPattern | None,
+                   op: EnumValue = "add", peer: int = 0, *, wait: Sync = None, signal: Sync = None,
+                   signal_set: Sync = None) -> None:
+        """A collective on the CC engine (vtrn_program_collective): ``kind`` is "all_reduce",
+        "all_gather", "reduce_scatter", "all_to_all", "broadcast" (``peer`` the root), "send" or
+        "recv" (``peer`` the other rank; a send has no dst, a receive no src). Every rank of
+        ``comm`` runs the matching instruction; the kernel's core must be one of them (checked at
+        load). Operands are HBM parameters or SBUF tiles, their elements taken partition by partition."""
+        code = _enum_value(kind, COLLECTIVES, "kind")
+        check(lib.vtrn_program_collective(self._handle, comm.handle, code,
+                                          _operand(dst, "dst") if dst is not None else AccessStruct(),
+                                          _operand(src, "src") if src is not None else AccessStruct(),
+                                          _enum_value(op, ALU_OPS, "op", ALU_ALIASES), unsigned(peer, "uint32_t", "peer"),
+                                          _sync(wait, signal, signal_set)))
+
+    def all_reduce(self, comm: Communicator, dst: AccessPattern, src: AccessPattern, op: EnumValue = "add", *,
+                   wait: Sync = None, signal: Sync = None, signal_set: Sync = None) -> None:
+        """ALL_REDUCE on the CC engine: dst = the reduction with ``op`` (add, max, min) of every rank's src."""
+        self.collective("all_reduce", comm, dst, src, op, wait=wait, signal=signal, signal_set=signal_set)
+
+    def all_gather(self, comm: Communicator, dst: AccessPattern, src: AccessPattern, *, wait: Sync = None,
+                   signal: Sync = None, signal_set: Sync = None) -> None:
+        """ALL_GATHER on the CC engine: dst (ranks times src's elements) = every rank's src in rank order."""
+        self.collective("all_gather", comm, dst, src, wait=wait, signal=signal, signal_set=signal_set)
+
+    def reduce_scatter(self, comm: Communicator, dst: AccessPattern, src: AccessPattern, op: EnumValue = "add", *,
+                       wait: Sync = None, signal: Sync = None, signal_set: Sync = None) -> None:
+        """REDUCE_SCATTER on the CC engine: dst = this rank's chunk of the reduction of every rank's src."""
+        self.collective("reduce_scatter", comm, dst, src, op, wait=wait, signal=signal, signal_set=signal_set)
+
+    def all_to_all(self, comm: Communicator, dst: AccessPattern, src: AccessPattern, *, wait: Sync = None,
+                   signal: Sync = None, signal_set: Sync = None) -> None:
+        """ALL_TO_ALL on the CC engine: chunk j of src goes to rank j, whose chunk for this rank it is."""
+        self.collective("all_to_all", comm, dst, src, wait=wait, signal=signal, signal_set=signal_set)
+
+    def collective_permute(self, comm: Communicator, dst: AccessPattern, src: AccessPattern, targets: Iterable[int], *,
+                           wait: Sync = None, signal: Sync = None, signal_set: Sync = None) -> None:
+        """COLLECTIVE_PERMUTE on the CC engine (vtrn_program_collective_permute): rank r sends src to
+        ``targets[r]`` (-1: none) and receives into dst from the rank that targets it."""
+        values = [operator.index(target) for target in targets]
+        array = (ctypes.c_int32 * max(1, len(values)))(*values)
+        check(lib.vtrn_program_collective_permute(self._handle, comm.handle, _operand(dst, "dst"), _operand(src, "src"),
+                                                  array, _sync(wait, signal, signal_set)))
+
     @staticmethod
     def _steps(steps: Iterable[int], dst: AccessPattern, what: str) -> ctypes.Array[ctypes.c_int32]:
         # The library reads one step per free dimension of dst, so the count is Python's to check.
@@ -714,8 +760,16 @@ class ExecutionInfo:
     queued_ns: int  # host time from execute to start
     device_ns: int  # estimated device time: the latest engine's end
     device_cycles: int  # device_ns in cycles of the PE clock
-    instructions: dict[str, int]  # executed per engine: {"pe": ..., "act": ..., "dve": ..., "pool": ..., "dma": ...}
-    engine_busy_ns: dict[str, int]  # estimated busy time per engine, the same keys
+    instructions: dict[str, int]  # executed per engine: {"pe": ..., "act": ..., "dve": ..., "pool": ..., "dma": ..., "cc": ...}
+    engine_busy_ns: dict[str, int]  # estimated busy time per engine, the same keys (cc: collectives, waits included)
+
+
+def execution_info(raw: ExecutionInfoStruct) -> ExecutionInfo:
+    """An ExecutionInfo of the struct vtrn_fence_get_info filled."""
+    return ExecutionInfo(status=Status(raw.status), wall_ns=raw.wall_ns, queued_ns=raw.queued_ns,
+                         device_ns=raw.device_ns, device_cycles=raw.device_cycles,
+                         instructions={**dict(zip(ENGINE_ORDER, raw.instructions)), "cc": raw.cc_instructions},
+                         engine_busy_ns={**dict(zip(ENGINE_ORDER, raw.engine_busy_ns)), "cc": raw.cc_busy_ns})
 
 
 class Fence(_Resource[FenceHandle]):
@@ -751,10 +805,7 @@ class Fence(_Resource[FenceHandle]):
         """An ExecutionInfo."""
         raw = ExecutionInfoStruct.init()
         check(lib.vtrn_fence_get_info(self._handle, byref(raw)))
-        return ExecutionInfo(status=Status(raw.status), wall_ns=raw.wall_ns, queued_ns=raw.queued_ns,
-                             device_ns=raw.device_ns, device_cycles=raw.device_cycles,
-                             instructions=dict(zip(ENGINE_ORDER, raw.instructions)),
-                             engine_busy_ns=dict(zip(ENGINE_ORDER, raw.engine_busy_ns)))
+        return execution_info(raw)
 
     def memory(self, name: str) -> tuple[DeviceMemory, int]:
         """The (DeviceMemory, offset) bound to parameter ``name``."""

@@ -80,6 +80,7 @@ class HandleCounts:
     fences: int
     total: int
     orphaned_host_bytes: int
+    comms: int = 0
 
 
 def handle_counts() -> "HandleCounts":
