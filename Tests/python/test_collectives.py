@@ -2,6 +2,10 @@
 numpy reference that folds in the documented ring order (exact: the same arithmetic in the same
 order), kernels that all-reduce on the CC engine, and every error a user meets."""
 
+import os
+import shutil
+import subprocess
+import sys
 import time
 
 import ml_dtypes
@@ -9,7 +13,9 @@ import numpy
 import pytest
 
 import vtrn
-from support import failure, open_runtime
+from support import child_environment, failure, open_runtime
+
+REPOSITORY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 
 DTYPES = {"fp32": numpy.float32, "bf16": ml_dtypes.bfloat16, "fp16": numpy.float16, "fp8_e4m3": ml_dtypes.float8_e4m3,
           "int32": numpy.int32, "int8": numpy.int8, "uint8": numpy.uint8}
@@ -233,3 +239,15 @@ def test_cost_model_follows_the_links():
                     fence.wait()
                 times[topology] = max(fence.info.engine_busy_ns["cc"] for fence in fences)
     assert times["trn1.32xlarge"] > times["trn1n.32xlarge"] > 0
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun is not installed (openmpi-bin; Scripts/setup installs it)")
+def test_the_example_under_mpirun_matches_numpy_in_every_process():
+    """Examples/python/data_parallel.py under mpirun -np 2: a communicator across two Python
+    processes (vtrn loads Open MPI itself; there is no mpi4py), each hosting 8 devices."""
+    script = os.path.join(REPOSITORY, "Examples", "python", "data_parallel.py")
+    result = subprocess.run(["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2", sys.executable, script],
+                            capture_output=True, text=True, timeout=300, env=child_environment())
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("verified against numpy") == 2, result.stdout
+    assert "16 ranks (8 in process 1 of 2" in result.stdout
