@@ -39,8 +39,18 @@ enum Handles {
     static let comms = HandleTable<Owned<Communicator>>(.comm)
 
     /// Registers an object a runtime owns.
+    /// A runtime destroyed by another thread between the object's making and its registration
+    /// has already swept its handles: the late one is taken back, and the call fails as calls on
+    /// a destroyed runtime do (else it would outlive its runtime, a leak handle counts show).
     static func register<Object>(_ object: Object, in table: HandleTable<Owned<Object>>, runtimeToken: UInt64) throws(VtrnError) -> UInt64 {
-        try table.insert(Owned(object, runtimeToken: runtimeToken), owner: runtimeToken)
+        let token = try table.insert(Owned(object, runtimeToken: runtimeToken), owner: runtimeToken)
+        do throws(VtrnError) {
+            _ = try runtimes.lookup(runtimeToken)
+        } catch {
+            _ = try? table.remove(token, because: "its runtime was destroyed while it was made")
+            throw error
+        }
+        return token
     }
 
     /// Registers a new runtime and its devices.

@@ -282,7 +282,7 @@ def test_run_time_out_of_bounds_fails_only_that_execution(runtime, device):
                                    '"y", but its binding leaves 100 bytes')
                 assert fence.status == Status.ERROR_OUT_OF_BOUNDS
                 assert fence.info.status == Status.ERROR_OUT_OF_BOUNDS
-                assert fence.info.instructions == {"pe": 0, "act": 0, "dve": 1, "pool": 0, "dma": 1}
+                assert fence.info.instructions == {"pe": 0, "act": 0, "dve": 1, "pool": 0, "dma": 1, "cc": 0}
                 assert failure(vtrn.OutOfBoundsError, lambda: fence.result("y")) == message
             with device.allocate(256) as long, kernel.execute(x=x, y=(long, 100)) as fence:  # 156 bytes left: enough
                 assert np.array_equal(fence.result("y"), x + 1)
@@ -309,7 +309,7 @@ def test_deadlock_names_every_blocked_engine(runtime, device):
                     assert failure(vtrn.DeadlockError, fence.wait) == expected
                     info = fence.info
                     assert info.status == Status.ERROR_DEADLOCK
-                    assert info.instructions == {"pe": 0, "act": 0, "dve": 1, "pool": 0, "dma": 0}
+                    assert info.instructions == {"pe": 0, "act": 0, "dve": 1, "pool": 0, "dma": 0, "cc": 0}
 
 
 def test_execution_timeout(monkeypatch):
@@ -364,7 +364,7 @@ def test_fence_info_counts_and_the_cost_model(runtime, device):
             assert fence.wait()
             info = fence.info
     assert info.status == Status.SUCCESS
-    assert info.instructions == {"pe": 1, "act": 2, "dve": 2, "pool": 1, "dma": 1}
+    assert info.instructions == {"pe": 1, "act": 2, "dve": 2, "pool": 1, "dma": 1, "cc": 0}
     assert info.engine_busy_ns["dve"] == round(1000 / 1.12 + 64 / 1.12)
     assert info.engine_busy_ns["pool"] == round(1000 / 1.4)
     assert info.engine_busy_ns["pe"] == round(4 * 512 / 2.8)
@@ -510,7 +510,7 @@ def test_semaphore_set_and_add(runtime, device):
     program.dma_copy(serial.output("y", (4, 4), "fp32"), tile)
     with program, device.load(program) as kernel, kernel.execute(y=None) as fence:
         assert np.array_equal(fence.result("y"), np.full((4, 4), 10, np.float32))
-        assert fence.info.instructions == {"pe": 0, "act": 1, "dve": 2, "pool": 2, "dma": 2}
+        assert fence.info.instructions == {"pe": 0, "act": 1, "dve": 2, "pool": 2, "dma": 2, "cc": 0}
 
 
 # -- handles, unloading and claims ---------------------------------------------------------------------

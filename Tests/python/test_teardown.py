@@ -104,7 +104,7 @@ def test_closing_the_runtime_while_threads_use_it_only_invalidates_their_handles
     assert unexpected == []
     assert outcomes["ok"] > 0 and outcomes["invalid"] > 0, outcomes
     after = vtrn.handle_counts()
-    assert after.total == before.total
+    assert after.total == before.total, (before, after)
 
 
 def test_the_library_unloads_and_reloads_cleanly():

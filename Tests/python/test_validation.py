@@ -332,7 +332,7 @@ def test_unknown_names_are_refused_by_the_python_builder(program):
          "max, min, equal, not_equal, greater, greater_equal, less, less_equal, pow, abs, reciprocal, rsqrt, divide, "
          "bitwise_and, bitwise_or, bitwise_xor, shift_left, shift_right, bypass, logical_and, logical_or, logical_xor, "
          "logical_not, invert"),
-        (lambda: program.tensor_copy(tile, tile, engine="gpsimd"), "engine 'gpsimd' is not one of pe, act, dve, pool, dma"),
+        (lambda: program.tensor_copy(tile, tile, engine="gpsimd"), "engine 'gpsimd' is not one of pe, act, dve, pool, dma, cc"),
         (lambda: program.sem_signal("pe", 1, 1, op="subtract"), "semaphore op 'subtract' is not one of add, set"),
         (lambda: program.sbuf((4, 4), "float64"), "dtype 'float64' is not one of fp32, bf16, fp16, fp8_e4m3, fp8_e5m2, "
          "int32, int8, uint8 (or numpy's float32, bfloat16, float16, float8_e4m3, float8_e5m2, int32, int8, uint8)"),
