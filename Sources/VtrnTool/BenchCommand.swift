@@ -9,7 +9,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure vtrn against baselines measured in the same run, and print the ratios.",
-        subcommands: [DmaBench.self, KernelBench.self, NkiBench.self, TraceBench.self])
+        subcommands: [DmaBench.self, KernelBench.self, NkiBench.self, TraceBench.self, CollectiveBench.self])
 }
 
 /// One line of a bench report.
