@@ -47,6 +47,7 @@ let package = Package(
         ),
         .executableTarget(name: "vtrn-swift-enumerate", dependencies: ["Vtrn"], path: "Examples/swift/Enumerate"),
         .executableTarget(name: "vtrn-swift-gemm", dependencies: ["Vtrn", "VtrnKernels"], path: "Examples/swift/Gemm"),
+        .executableTarget(name: "vtrn-swift-data-parallel", dependencies: ["Vtrn"], path: "Examples/swift/DataParallel"),
 
         // Gives the test process a lock directory of its own before any test runs (core claims are
         // the host's; a test run must not contend with a user's claims or with another run).

@@ -241,7 +241,8 @@ import Testing
 
 /// The Swift examples, as built by `swift build`.
 @Suite struct SwiftExampleTests {
-    @Test(arguments: [("vtrn-swift-enumerate", "Trainium2"), ("vtrn-swift-gemm", "largest error")])
+    @Test(arguments: [("vtrn-swift-enumerate", "Trainium2"), ("vtrn-swift-gemm", "largest error"),
+                      ("vtrn-swift-data-parallel", "against the host's sum")])
     func exampleRuns(name: String, expected: String) throws {
         let (status, output) = try runProgram(try builtProduct(name), [])
         #expect(status == 0, "\(output)")
