@@ -28,31 +28,6 @@
 
 static int process, processes;
 
-static vtrn_device_memory_t upload(vtrn_runtime_t runtime, vtrn_device_t device, const void *data, uint64_t bytes) {
-    vtrn_device_memory_t memory = NULL;
-    EXPECT_OK(vtrn_device_memory_alloc(device, bytes, 0, &memory));
-    vtrn_host_buffer_t buffer = NULL;
-    EXPECT_OK(vtrn_host_buffer_create(runtime, bytes, NULL, &buffer));
-    void *mapped = NULL;
-    size_t size = 0;
-    EXPECT_OK(vtrn_host_buffer_map(buffer, &mapped, &size));
-    memcpy(mapped, data, bytes);
-    EXPECT_OK(vtrn_memcpy(device, vtrn_device_ref(memory, 0), vtrn_host_ref(buffer, 0), bytes));
-    EXPECT_OK(vtrn_host_buffer_destroy(buffer));
-    return memory;
-}
-
-static void download(vtrn_runtime_t runtime, vtrn_device_t device, vtrn_device_memory_t memory, void *data, uint64_t bytes) {
-    vtrn_host_buffer_t buffer = NULL;
-    EXPECT_OK(vtrn_host_buffer_create(runtime, bytes, NULL, &buffer));
-    void *mapped = NULL;
-    size_t size = 0;
-    EXPECT_OK(vtrn_host_buffer_map(buffer, &mapped, &size));
-    EXPECT_OK(vtrn_memcpy(device, vtrn_host_ref(buffer, 0), vtrn_device_ref(memory, 0), bytes));
-    memcpy(data, mapped, bytes);
-    EXPECT_OK(vtrn_host_buffer_destroy(buffer));
-}
-
 /* Rank r's input: values that differ in every bit of their sums' order. */
 static void fill(int rank, float *values, uint16_t *halves, int32_t *integers) {
     for (int i = 0; i < COUNT; i++) {
@@ -160,14 +135,14 @@ int main(void) {
         memcpy(block, values, COUNT * 4);
         memcpy(block + COUNT * 4, halves, COUNT * 2);
         memcpy(block + COUNT * 6, integers, COUNT * 4);
-        source[r] = upload(runtime, reference_devices[r], block, sizeof block);
+        source[r] = device_upload(runtime, reference_devices[r], block, sizeof block);
         EXPECT_OK(vtrn_device_memory_alloc(reference_devices[r], COUNT * 4 * MAX_PROCESSES, 0, &output[r]));
     }
     fill(process, values, halves, integers);
     memcpy(block, values, COUNT * 4);
     memcpy(block + COUNT * 4, halves, COUNT * 2);
     memcpy(block + COUNT * 6, integers, COUNT * 4);
-    vtrn_device_memory_t my_source = upload(runtime, mine, block, sizeof block), my_output = NULL;
+    vtrn_device_memory_t my_source = device_upload(runtime, mine, block, sizeof block), my_output = NULL;
     EXPECT_OK(vtrn_device_memory_alloc(mine, COUNT * 4 * MAX_PROCESSES, 0, &my_output));
 
     for (size_t k = 0; k < sizeof collectives / sizeof collectives[0]; k++) {
@@ -185,8 +160,8 @@ int main(void) {
         vtrn_status_t status = vtrn_fence_wait(fence, UINT64_MAX);
         EXPECT_MSG(status == VTRN_SUCCESS, "%s over MPI: %s: %s", collectives[k].name, vtrn_status_string(status), vtrn_last_error());
         EXPECT_OK(vtrn_fence_destroy(fence));
-        download(runtime, reference_devices[process], output[process], want, bytes);
-        download(runtime, mine, my_output, got, bytes);
+        device_download(runtime, reference_devices[process], output[process], want, bytes);
+        device_download(runtime, mine, my_output, got, bytes);
         EXPECT_MSG(memcmp(got, want, bytes) == 0, "%s: rank %d's result over MPI differs from one process's", collectives[k].name,
                    process);
     }
@@ -206,7 +181,7 @@ int main(void) {
         EXPECT_OK(vtrn_fence_wait(a, UINT64_MAX));
         EXPECT_OK(vtrn_fence_wait(b, UINT64_MAX));
         fill((int)previous, values, halves, integers);
-        download(runtime, mine, my_output, got, 400);
+        device_download(runtime, mine, my_output, got, 400);
         EXPECT_MSG(memcmp(got, values, 400) == 0, "rank %d received something else than rank %u sent", process, previous);
     }
 

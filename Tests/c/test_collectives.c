@@ -42,31 +42,6 @@ static vtrn_device_memory_t allocate(vtrn_device_t device, uint64_t bytes) {
     return memory;
 }
 
-/* Device memory of `device` holding `bytes` of `data` (copied through a host buffer). */
-static vtrn_device_memory_t upload(vtrn_runtime_t runtime, vtrn_device_t device, const void *data, uint64_t bytes) {
-    vtrn_device_memory_t memory = allocate(device, bytes);
-    vtrn_host_buffer_t buffer = NULL;
-    EXPECT_OK(vtrn_host_buffer_create(runtime, bytes, NULL, &buffer));
-    void *mapped = NULL;
-    size_t size = 0;
-    EXPECT_OK(vtrn_host_buffer_map(buffer, &mapped, &size));
-    memcpy(mapped, data, bytes);
-    EXPECT_OK(vtrn_memcpy(device, vtrn_device_ref(memory, 0), vtrn_host_ref(buffer, 0), bytes));
-    EXPECT_OK(vtrn_host_buffer_destroy(buffer));
-    return memory;
-}
-
-static void download(vtrn_runtime_t runtime, vtrn_device_t device, vtrn_device_memory_t memory, void *data, uint64_t bytes) {
-    vtrn_host_buffer_t buffer = NULL;
-    EXPECT_OK(vtrn_host_buffer_create(runtime, bytes, NULL, &buffer));
-    void *mapped = NULL;
-    size_t size = 0;
-    EXPECT_OK(vtrn_host_buffer_map(buffer, &mapped, &size));
-    EXPECT_OK(vtrn_memcpy(device, vtrn_host_ref(buffer, 0), vtrn_device_ref(memory, 0), bytes));
-    memcpy(data, mapped, bytes);
-    EXPECT_OK(vtrn_host_buffer_destroy(buffer));
-}
-
 static void wait_all(vtrn_fence_t *fences, int count) {
     for (int i = 0; i < count; i++) {
         EXPECT_OK(vtrn_fence_wait(fences[i], UINT64_MAX));
@@ -128,7 +103,7 @@ static void test_every_collective(void) {
     vtrn_device_memory_t src[RANKS], dst[RANKS];
     vtrn_fence_t fences[2 * RANKS];
     for (int r = 0; r < RANKS; r++) {
-        src[r] = upload(runtime, devices[r], inputs[r], sizeof inputs[r]);
+        src[r] = device_upload(runtime, devices[r], inputs[r], sizeof inputs[r]);
         dst[r] = allocate(devices[r], RANKS * sizeof inputs[r]);
     }
     for (int r = 0; r < RANKS; r++) {
@@ -143,7 +118,7 @@ static void test_every_collective(void) {
                (unsigned long long)execution.cc_busy_ns, (unsigned long long)execution.device_ns);
     wait_all(fences, RANKS);
     for (int r = 0; r < RANKS; r++) {
-        download(runtime, devices[r], dst[r], result, sizeof result);
+        device_download(runtime, devices[r], dst[r], result, sizeof result);
         EXPECT_MSG(memcmp(result, expected, sizeof result) == 0, "rank %d: all-reduce differs from the ring order", r);
     }
 
@@ -152,7 +127,7 @@ static void test_every_collective(void) {
     int32_t ints[RANKS][C * RANKS], out[C * RANKS];
     for (int r = 0; r < RANKS; r++) {
         for (int i = 0; i < C * RANKS; i++) ints[r][i] = (r + 1) * 1000 + i * ((i % 3) - 1);
-        EXPECT_OK(vtrn_memcpy(devices[r], vtrn_device_ref(src[r], 0), vtrn_device_ref(upload(runtime, devices[r], ints[r], sizeof ints[r]), 0),
+        EXPECT_OK(vtrn_memcpy(devices[r], vtrn_device_ref(src[r], 0), vtrn_device_ref(device_upload(runtime, devices[r], ints[r], sizeof ints[r]), 0),
                               sizeof ints[r]));
     }
     for (int r = 0; r < RANKS; r++) {
@@ -161,7 +136,7 @@ static void test_every_collective(void) {
     }
     wait_all(fences, RANKS);
     for (int r = 0; r < RANKS; r++) {
-        download(runtime, devices[r], dst[r], out, sizeof out);
+        device_download(runtime, devices[r], dst[r], out, sizeof out);
         int ok = 1;
         for (int j = 0; j < RANKS; j++) ok &= memcmp(out + j * C, ints[j], C * sizeof(int32_t)) == 0;
         EXPECT_MSG(ok, "rank %d: all-gather", r);
@@ -172,7 +147,7 @@ static void test_every_collective(void) {
     }
     wait_all(fences, RANKS);
     for (int r = 0; r < RANKS; r++) {
-        download(runtime, devices[r], dst[r], out, C * sizeof(int32_t));
+        device_download(runtime, devices[r], dst[r], out, C * sizeof(int32_t));
         int ok = 1;
         for (int i = 0; i < C; i++) {
             int32_t best = ints[0][r * C + i];
@@ -187,7 +162,7 @@ static void test_every_collective(void) {
     }
     wait_all(fences, RANKS);
     for (int r = 0; r < RANKS; r++) {
-        download(runtime, devices[r], dst[r], out, sizeof out);
+        device_download(runtime, devices[r], dst[r], out, sizeof out);
         int ok = 1;
         for (int j = 0; j < RANKS; j++) ok &= memcmp(out + j * C, ints[j] + r * C, C * sizeof(int32_t)) == 0;
         EXPECT_MSG(ok, "rank %d: all-to-all", r);
@@ -199,7 +174,7 @@ static void test_every_collective(void) {
     }
     wait_all(fences, RANKS);
     for (int r = 0; r < RANKS; r++) {
-        download(runtime, devices[r], dst[r], out, sizeof out);
+        device_download(runtime, devices[r], dst[r], out, sizeof out);
         EXPECT_MSG(memcmp(out, ints[3], sizeof out) == 0, "rank %d: broadcast from 3", r);
     }
     /* A ring of sends, even ranks sending first (a send waits for its receive). */
@@ -216,7 +191,7 @@ static void test_every_collective(void) {
     }
     wait_all(fences, count);
     for (int r = 0; r < RANKS; r++) {
-        download(runtime, devices[r], dst[r], out, C * sizeof(int32_t));
+        device_download(runtime, devices[r], dst[r], out, C * sizeof(int32_t));
         EXPECT_MSG(memcmp(out, ints[(r + RANKS - 1) % RANKS], C * sizeof(int32_t)) == 0, "rank %d: receive", r);
     }
     /* A permute: a ring to the next rank. */
@@ -227,7 +202,7 @@ static void test_every_collective(void) {
     }
     wait_all(fences, RANKS);
     for (int r = 0; r < RANKS; r++) {
-        download(runtime, devices[r], dst[r], out, C * sizeof(int32_t));
+        device_download(runtime, devices[r], dst[r], out, C * sizeof(int32_t));
         EXPECT_MSG(memcmp(out, ints[(r + RANKS - 1) % RANKS], C * sizeof(int32_t)) == 0, "rank %d: permute", r);
     }
     const int32_t doubled[RANKS] = { 1, 1, -1, -1 };
@@ -248,14 +223,14 @@ static void test_every_collective(void) {
     vtrn_device_memory_t hsrc[3];
     for (int r = 0; r < 3; r++) {
         for (int i = 0; i < 4; i++) halves[r][i] = (uint16_t)(0x3f80 + r * 0x80 + i); /* 1.0, 2.0, 4.0 plus small mantissas */
-        hsrc[r] = upload(runtime, three[r], halves[r], sizeof halves[r]);
+        hsrc[r] = device_upload(runtime, three[r], halves[r], sizeof halves[r]);
     }
     for (int r = 0; r < 3; r++) {
         EXPECT_OK(vtrn_comm_collective(small, (uint32_t)r, VTRN_COLLECTIVE_ALL_REDUCE, vtrn_device_ref(hsrc[r], 0),
                                        vtrn_device_ref(hsrc[r], 0), 4, VTRN_DTYPE_BF16, VTRN_ALU_ADD, 0, &fences[r]));
     }
     wait_all(fences, 3);
-    download(runtime, three[1], hsrc[1], sum, sizeof sum);
+    device_download(runtime, three[1], hsrc[1], sum, sizeof sum);
     EXPECT_EQ_U64(sum[0], 0x40e0); /* 1 + 2 + 4 = 7 */
     EXPECT_OK(vtrn_comm_destroy(small));
 
@@ -304,7 +279,7 @@ static void test_in_kernel(void) {
     vtrn_fence_t fences[2];
     for (int r = 0; r < 2; r++) {
         for (int i = 0; i < 128 * 8; i++) values[r][i] = (float)(i * (r + 1));
-        xs[r] = upload(runtime, devices[r], values[r], sizeof values[r]);
+        xs[r] = device_upload(runtime, devices[r], values[r], sizeof values[r]);
         ys[r] = allocate(devices[r], sizeof values[r]);
         vtrn_binding_t bindings[2] = { { "x", xs[r], 0 }, { "y", ys[r], 0 } };
         EXPECT_OK(vtrn_kernel_execute(kernels[r], bindings, 2, &fences[r]));
@@ -315,7 +290,7 @@ static void test_in_kernel(void) {
     EXPECT_EQ_U64(execution.instructions[4], 2);
     EXPECT_EQ_U64(execution.cc_instructions, 1);
     wait_all(fences, 2);
-    download(runtime, devices[0], ys[0], result, sizeof result);
+    device_download(runtime, devices[0], ys[0], result, sizeof result);
     int ok = 1;
     for (int i = 0; i < 128 * 8; i++) ok &= result[i] == (float)(3 * i);
     EXPECT_MSG(ok, "in-kernel all-reduce: y != x0 + x1");

@@ -274,4 +274,32 @@ static inline vtrn_device_info_t get_device_info(vtrn_device_t device) {
     return info;
 }
 
+/* Device memory of `device` holding `bytes` of `data`, copied in through a host buffer. */
+static inline vtrn_device_memory_t device_upload(vtrn_runtime_t runtime, vtrn_device_t device, const void *data, uint64_t bytes) {
+    vtrn_device_memory_t memory = NULL;
+    EXPECT_OK(vtrn_device_memory_alloc(device, bytes, 0, &memory));
+    vtrn_host_buffer_t buffer = NULL;
+    EXPECT_OK(vtrn_host_buffer_create(runtime, bytes, NULL, &buffer));
+    void *mapped = NULL;
+    size_t size = 0;
+    EXPECT_OK(vtrn_host_buffer_map(buffer, &mapped, &size));
+    if (mapped != NULL) memcpy(mapped, data, bytes);
+    EXPECT_OK(vtrn_memcpy(device, vtrn_device_ref(memory, 0), vtrn_host_ref(buffer, 0), bytes));
+    EXPECT_OK(vtrn_host_buffer_destroy(buffer));
+    return memory;
+}
+
+/* `bytes` of device memory, copied out through a host buffer into `data`. */
+static inline void device_download(vtrn_runtime_t runtime, vtrn_device_t device, vtrn_device_memory_t memory, void *data,
+                                   uint64_t bytes) {
+    vtrn_host_buffer_t buffer = NULL;
+    EXPECT_OK(vtrn_host_buffer_create(runtime, bytes, NULL, &buffer));
+    void *mapped = NULL;
+    size_t size = 0;
+    EXPECT_OK(vtrn_host_buffer_map(buffer, &mapped, &size));
+    EXPECT_OK(vtrn_memcpy(device, vtrn_host_ref(buffer, 0), vtrn_device_ref(memory, 0), bytes));
+    if (mapped != NULL) memcpy(data, mapped, bytes);
+    EXPECT_OK(vtrn_host_buffer_destroy(buffer));
+}
+
 #endif /* VTRN_TEST_FRAMEWORK_H */
