@@ -38,6 +38,11 @@ let package = Package(
             exclude: ["exports.map"],
             linkerSettings: [.unsafeFlags([
                 "-Xlinker", "-soname=libvtrn.so",
+                // dlclose leaves the library mapped: the Swift runtime keeps the type metadata it
+                // made for the library's types (C structs imported into Swift among them) and reads
+                // them again when the library is loaded anew, which crashes once the new copy lands
+                // at another address (README, "Teardown and concurrency").
+                "-Xlinker", "-z", "-Xlinker", "nodelete",
                 "-Xlinker", "--version-script=\(Context.packageDirectory)/Sources/VtrnCABI/exports.map",
             ])]
         ),
