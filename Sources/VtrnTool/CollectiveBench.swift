@@ -142,8 +142,14 @@ struct CollectiveBench: ParsableCommand {
             let estimatedBusbw = estimate > 0 ? Double(bytes) / estimate * busFactor : 0
             rows.append([byteText(bytes), "\(perRank)", "float", gather ? "none" : "sum", format(Double(time) / 1e3, 1), format(algbw),
                          format(busbw), format(busbw / ceiling), format(busbw / bound), format(estimate / 1e3, 1), format(estimatedBusbw)])
-            if size > maxBytes / factor { break }
-            size *= factor
+            if size >= maxBytes { break }
+            // The largest size is measured too when the steps do not land on it; sizes that round
+            // to the same buffer (all-gather's multiple of n elements) are measured once.
+            var next = min(size * factor, maxBytes)
+            while next < maxBytes && max(gather ? n : 1, (next / 4) / (gather ? n : 1) * (gather ? n : 1)) * 4 <= bytes {
+                next = min(next * factor, maxBytes)
+            }
+            size = next
         }
         for line in renderTable(rows) { print(line) }
     }
