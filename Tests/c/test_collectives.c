@@ -384,6 +384,15 @@ static void test_errors(void) {
                                  VTRN_ALU_ADD, &fence), VTRN_ERROR_DEVICE_LOST, "device 2 is lost");
     EXPECT_OK(vtrn_device_reset(devices[2], 0));
 
+    /* Across processes without Open MPI: the message says what to install. (This process never
+     * loads MPI otherwise; the outcome of the first load is kept for the process.) */
+    setenv("VTRN_MPI_LIBRARY", "/nonexistent/libmpi.so.40", 1);
+    vtrn_comm_member_t lonely = { devices[0], 1, 0 };
+    vtrn_comm_t across = NULL;
+    EXPECT_ERROR(vtrn_comm_create_mpi(runtime, &lonely, 1, &across), VTRN_ERROR_UNSUPPORTED,
+                 "cannot load Open MPI (/nonexistent/libmpi.so.40, VTRN_MPI_LIBRARY)", "install openmpi-bin and libopenmpi-dev");
+    unsetenv("VTRN_MPI_LIBRARY");
+
     EXPECT_OK(vtrn_comm_destroy(comm));
     EXPECT_ERROR(vtrn_all_reduce(comm, 0, vtrn_device_ref(memory[0], 0), vtrn_device_ref(memory[0], 0), 4, VTRN_DTYPE_FP32,
                                  VTRN_ALU_ADD, &fence), VTRN_ERROR_INVALID_HANDLE, "vtrn_comm_t");
