@@ -137,7 +137,7 @@ struct DemoCommand: ParsableCommand {
               + "(\(format(flops / Double(max(1, gemmInfo.deviceNanoseconds)) / 1e3, 1)) TFLOP/s on a NeuronCore)")
         progress.print("  softmax: wall \(format(Double(softmaxInfo.wallNanoseconds) / 1e6)) ms, estimated device time "
               + "\(format(Double(softmaxInfo.deviceNanoseconds) / 1e3, 1)) us")
-        progress.print("  instructions per engine (PE ACT DVE POOL DMA): GEMM \(gemmInfo.instructions), softmax \(softmaxInfo.instructions)")
+        progress.print("  instructions per engine (PE ACT DVE POOL DMA CC): GEMM \(gemmInfo.instructions), softmax \(softmaxInfo.instructions)")
         progress.print("  total \(format(Double(now() - started) / 1e6, 1)) ms")
         guard worst < 1e-4 else { throw ExitCode.failure }
     }
