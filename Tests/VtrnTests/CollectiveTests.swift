@@ -4,7 +4,7 @@ import Testing
 import VtrnDevice
 
 /// Host-called and in-kernel collectives over communicators of several devices.
-@Suite struct CollectiveTests {
+@Suite(.serialized) struct CollectiveTests {
     /// Device memory holding `values`, and a reader of it back.
     func upload<T>(_ device: Device, _ values: [T]) throws -> DeviceMemory {
         let bytes = values.count * MemoryLayout<T>.stride
@@ -32,7 +32,7 @@ import VtrnDevice
     }
 
     @Test func allReduceMatchesTheRingOrderBitForBit() throws {
-        let (runtime, devices) = try isolatedDeviceGroup(4)
+        let (runtime, devices) = try isolatedDeviceGroup(4, first: 2)
         defer { runtime.close() }
         let comm = try runtime.makeCommunicator(devices.map { .init(device: $0, core: 0) })
         let count = 10_007
@@ -58,7 +58,7 @@ import VtrnDevice
     }
 
     @Test func allGatherReduceScatterAllToAllBroadcastSendReceive() throws {
-        let (runtime, devices) = try isolatedDeviceGroup(3)
+        let (runtime, devices) = try isolatedDeviceGroup(3, first: 2)
         defer { runtime.close() }
         // Two ranks on one device: its two cores.
         let members: [Communicator.Member] = [.init(device: devices[0], core: 0), .init(device: devices[1], core: 1),
@@ -105,7 +105,7 @@ import VtrnDevice
     }
 
     @Test func permuteSendsEveryRankToItsTargetAtOnce() throws {
-        let (runtime, devices) = try isolatedDeviceGroup(4)
+        let (runtime, devices) = try isolatedDeviceGroup(4, first: 2)
         defer { runtime.close() }
         let comm = try runtime.makeCommunicator(devices.map { .init(device: $0, core: 0) })
         let inputs = (0..<4).map { r in (0..<8).map { Int32(r * 100 + $0) } }
@@ -138,7 +138,7 @@ import VtrnDevice
     }
 
     @Test func bf16ReductionRoundsAtEveryStep() throws {
-        let (runtime, devices) = try isolatedDeviceGroup(4)
+        let (runtime, devices) = try isolatedDeviceGroup(4, first: 2)
         defer { runtime.close() }
         let comm = try runtime.makeCommunicator(devices.map { .init(device: $0, core: 1) })
         let count = 257
@@ -153,7 +153,7 @@ import VtrnDevice
     }
 
     @Test func mismatchedCallsFailEveryRankNamingThem() throws {
-        let (runtime, devices) = try isolatedDeviceGroup(2)
+        let (runtime, devices) = try isolatedDeviceGroup(2, first: 2)
         defer { runtime.close() }
         let comm = try runtime.makeCommunicator(devices.map { .init(device: $0, core: 0) })
         let a = try devices[0].allocate(64), b = try devices[1].allocate(64)
@@ -167,7 +167,7 @@ import VtrnDevice
     }
 
     @Test func aRankThatNeverJoinsIsNamedAtTheTimeout() throws {
-        let (runtime, devices) = try isolatedDeviceGroup(3, environment: ["VTRN_EXEC_TIMEOUT_MS": "200"])
+        let (runtime, devices) = try isolatedDeviceGroup(3, first: 2, environment: ["VTRN_EXEC_TIMEOUT_MS": "200"])
         defer { runtime.close() }
         let comm = try runtime.makeCommunicator(devices.map { .init(device: $0, core: 0) })
         let memory = try devices.map { try $0.allocate(64) }
@@ -184,7 +184,7 @@ import VtrnDevice
     }
 
     @Test func sendsThatWaitForEachOtherAreReportedAtTheTimeout() throws {
-        let (runtime, devices) = try isolatedDeviceGroup(2, environment: ["VTRN_EXEC_TIMEOUT_MS": "200"])
+        let (runtime, devices) = try isolatedDeviceGroup(2, first: 2, environment: ["VTRN_EXEC_TIMEOUT_MS": "200"])
         defer { runtime.close() }
         let comm = try runtime.makeCommunicator(devices.map { .init(device: $0, core: 0) })
         let memory = try devices.map { try $0.allocate(64) }
@@ -207,7 +207,7 @@ import VtrnDevice
     }
 
     @Test func aLostDeviceFailsTheCollectiveOnEveryRank() throws {
-        let (runtime, devices) = try isolatedDeviceGroup(2, environment: ["VTRN_EXEC_TIMEOUT_MS": "5000"])
+        let (runtime, devices) = try isolatedDeviceGroup(2, first: 2, environment: ["VTRN_EXEC_TIMEOUT_MS": "5000"])
         defer { runtime.close() }
         let comm = try runtime.makeCommunicator(devices.map { .init(device: $0, core: 0) })
         let memory = try devices.map { try $0.allocate(64) }
@@ -221,7 +221,7 @@ import VtrnDevice
     }
 
     @Test func badArgumentsAreRefusedAtTheCall() throws {
-        let (runtime, devices) = try isolatedDeviceGroup(2)
+        let (runtime, devices) = try isolatedDeviceGroup(2, first: 2)
         defer { runtime.close() }
         #expect(throws: VtrnError.self) { try runtime.makeCommunicator([]) }
         let duplicate = #expect(throws: VtrnError.self) {
@@ -246,7 +246,7 @@ import VtrnDevice
     }
 
     @Test func kernelsRunCollectivesOnTheCCEngineBetweenComputeSteps() throws {
-        let (runtime, devices) = try isolatedDeviceGroup(2)
+        let (runtime, devices) = try isolatedDeviceGroup(2, first: 2)
         defer { runtime.close() }
         let comm = try runtime.makeCommunicator(devices.map { .init(device: $0, core: 0) })
         // x (HBM) -> SBUF, doubled on DVE, all-reduced SBUF -> SBUF on CC, out to HBM.

@@ -5,7 +5,7 @@ import VtrnDevice
 
 /// Communicators that span "processes" (communicators of one process joined by an in-memory
 /// transport, standing in for MPI): the results equal a one-process communicator's, bit for bit.
-@Suite struct CollectiveWorldTests {
+@Suite(.serialized) struct CollectiveWorldTests {
     func upload<T>(_ device: Device, _ values: [T]) throws -> DeviceMemory {
         let bytes = values.count * MemoryLayout<T>.stride
         let memory = try device.allocate(UInt64(max(bytes, 1)))
@@ -61,7 +61,7 @@ import VtrnDevice
     func allReduceAndReduceScatterMatchOneProcess(counts: [Int]) throws {
         let total = counts.reduce(0, +), count = 1003
         let data = inputs(total, count)
-        let (runtime, devices) = try isolatedDeviceGroup(total, "trn2")
+        let (runtime, devices) = try isolatedDeviceGroup(total, first: 6)
         defer { runtime.close() }
         let (one, many) = try compare(runtime, devices, counts: counts, outputBytes: count * 4, inputs: data) { comm, rank, source, destination in
             try comm.allReduce(rank: rank, source: source, destination: destination, count: count, dtype: .fp32)
@@ -89,7 +89,7 @@ import VtrnDevice
     func gatherAllToAllBroadcastPermuteMatchOneProcess(counts: [Int]) throws {
         let total = counts.reduce(0, +), each = 5
         let data = inputs(total, each * total)
-        let (runtime, devices) = try isolatedDeviceGroup(total, "trn2")
+        let (runtime, devices) = try isolatedDeviceGroup(total, first: 6)
         defer { runtime.close() }
         let (a, b) = try compare(runtime, devices, counts: counts, outputBytes: each * total * 4, inputs: data) { comm, rank, source, destination in
             try comm.allGather(rank: rank, source: source, destination: destination, count: each, dtype: .fp32)
@@ -111,7 +111,7 @@ import VtrnDevice
     }
 
     @Test func sendAndReceiveCrossTheTransport() throws {
-        let (runtime, devices) = try isolatedDeviceGroup(2)
+        let (runtime, devices) = try isolatedDeviceGroup(2, first: 6)
         defer { runtime.close() }
         let endpoints = InProcessTransport.world(processes: 2)
         let comms = try (0..<2).map {
@@ -141,7 +141,7 @@ import VtrnDevice
     }
 
     @Test func processesThatAskForDifferentCollectivesAllFail() throws {
-        let (runtime, devices) = try isolatedDeviceGroup(2)
+        let (runtime, devices) = try isolatedDeviceGroup(2, first: 6)
         defer { runtime.close() }
         let endpoints = InProcessTransport.world(processes: 2)
         let comms = try (0..<2).map {
@@ -159,7 +159,7 @@ import VtrnDevice
     }
 
     @Test func aProcessThatNeverComesIsNamedAtTheTimeout() throws {
-        let (runtime, devices) = try isolatedDeviceGroup(2, environment: ["VTRN_EXEC_TIMEOUT_MS": "200"])
+        let (runtime, devices) = try isolatedDeviceGroup(2, first: 6, environment: ["VTRN_EXEC_TIMEOUT_MS": "200"])
         defer { runtime.close() }
         let endpoints = InProcessTransport.world(processes: 2)
         let comm = try runtime.makeCommunicator([.init(device: devices[0], core: 0)],

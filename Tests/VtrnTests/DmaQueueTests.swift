@@ -105,7 +105,8 @@ import Glibc
     }
 
     @Test func pollingAndConcurrentQueues() async throws {
-        let (runtime, device) = try isolatedDevice("trn2")
+        let (runtime, devices) = try isolatedDeviceGroup(1, first: 10)
+        let device = devices[0]
         let results = try await withThrowingTaskGroup(of: Bool.self) { group in
             for engine in 0..<4 {
                 let queue = try device.openQueue(core: engine % 2, engine: engine, queue: 0)

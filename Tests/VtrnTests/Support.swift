@@ -40,11 +40,11 @@ func isolatedDevices(environment: [String: String] = [:], faults: String? = nil)
     return (runtime, runtime.devices[index - 1], runtime.devices[index])
 }
 
-/// `count` devices no other test uses, in one runtime over `ARCH:(last+1)` (its last `count`).
-func isolatedDeviceGroup(_ count: Int, _ architecture: String = "trn1",
-                         environment: [String: String] = [:]) throws -> (Runtime, [Device]) {
-    var last = nextIndex.add(count, ordering: .relaxed).newValue % 64
-    if last < count - 1 { last = count - 1 + last }
-    let runtime = try Runtime(options: .init(topology: "\(architecture):\(last + 1)"), environment: testEnvironment(environment))
-    return (runtime, Array(runtime.devices[(last - count + 1)...last]))
+/// `count` trn2 devices from index `first`, in one runtime over `trn2:(first+count)`. The
+/// collective suites are serialized and each keeps a range of its own (CollectiveTests 2-5,
+/// CollectiveWorldTests 6-9, DmaQueueTests' trn2 test 10): no other helper hands out trn2 devices,
+/// and 0-1 are RuntimeTests'.
+func isolatedDeviceGroup(_ count: Int, first: Int, environment: [String: String] = [:]) throws -> (Runtime, [Device]) {
+    let runtime = try Runtime(options: .init(topology: "trn2:\(first + count)"), environment: testEnvironment(environment))
+    return (runtime, Array(runtime.devices[first..<(first + count)]))
 }
