@@ -1390,6 +1390,10 @@ vtrn_status_t vtrn_device_get_error_counters(vtrn_device_t device, vtrn_device_e
  * dtype's width; max and min with a NaN give NaN. Any VTRN_DTYPE_*; ops VTRN_ALU_ADD,
  * VTRN_ALU_MAX and VTRN_ALU_MIN. The cost model charges the ring's steps on the modelled links
  * (NeuronLink between devices, the device's DMA between two cores of one device).
+ * VTRN_CC_ALGORITHM=torus (read at vtrn_runtime_create) makes all-reduces of 8, 12 or 16 ranks in
+ * one process run the 2D torus instead, with its own order: rank (i, j) is row i, column j of rows
+ * of 4; column chunk j is folded within each row from column j+1 round to column j, then the row
+ * sums of row chunk i from row i+1 round to row i (vtrn_comm_create_mpi refuses it).
  * ============================================================================================ */
 
 /** Makes a communicator over `count` cores (rank i = members[i]) and claims their cores for this

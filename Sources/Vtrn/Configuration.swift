@@ -61,13 +61,16 @@ public struct RuntimeConfiguration: Sendable, Equatable {
     public let lockDirectory: String
     /// Faults to inject into the devices when the runtime is created (VTRN_FAULTS).
     public let faults: [DeviceFault]
+    /// The all-reduce algorithm of the runtime's communicators (VTRN_CC_ALGORITHM: ring, the
+    /// default, or torus).
+    public var collectiveAlgorithm: CollectiveAlgorithm = .ring
 
     public var coreCount: Int { topology.devices.reduce(0) { $0 + $1.architecture.preset.coresPerDevice } }
 
     /// The environment variables vtrn reads (XDG_RUNTIME_DIR for the default lock directory).
     public static let variableNames = ["VTRN_TOPOLOGY", "VTRN_VISIBLE_CORES", "VTRN_LOG_LEVEL",
                                        "VTRN_EXEC_TIMEOUT_MS", "VTRN_TRACE", "VTRN_MONITOR_PERIOD_MS", "VTRN_LOCK_DIR",
-                                       "XDG_RUNTIME_DIR", "VTRN_FAULTS"]
+                                       "XDG_RUNTIME_DIR", "VTRN_FAULTS", "VTRN_CC_ALGORITHM"]
 
     /// This process's values of `variableNames`.
     /// An empty variable counts as unset, as shells make it easy to leave one empty.
@@ -130,8 +133,17 @@ public struct RuntimeConfiguration: Sendable, Equatable {
             try DeviceFault.parse(text, topology: topology)
         } ?? []
 
-        return RuntimeConfiguration(topology: topology, deviceNodes: nodes, visibleCores: visible,
-                                    logLevel: level, execTimeoutMilliseconds: timeout, tracePath: trace,
-                                    lockDirectory: lockDirectory, faults: faults)
+        var configuration = RuntimeConfiguration(topology: topology, deviceNodes: nodes, visibleCores: visible,
+                                                 logLevel: level, execTimeoutMilliseconds: timeout, tracePath: trace,
+                                                 lockDirectory: lockDirectory, faults: faults)
+        if let text = environment["VTRN_CC_ALGORITHM"] {
+            guard let algorithm = CollectiveAlgorithm(rawValue: text.trimmingSpaces.lowercased()) else {
+                throw .invalidArgument("VTRN_CC_ALGORITHM=\"\(text)\" is not an all-reduce algorithm; accepted: ring (the default: one "
+                                       + "ring over every rank), torus (rows of 4 ranks, then columns: groups of 8, 12 or 16 ranks in "
+                                       + "one process)")
+            }
+            configuration.collectiveAlgorithm = algorithm
+        }
+        return configuration
     }
 }

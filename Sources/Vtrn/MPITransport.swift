@@ -313,6 +313,10 @@ extension Runtime {
     /// MPI_COMM_WORLD must call it, in the same order as its other communicators.
     public func makeMPICommunicator(_ members: [Communicator.Member]) throws(VtrnError) -> Communicator {
         try state.checkOpen()
+        if configuration.collectiveAlgorithm == .torus {
+            throw .unsupported("VTRN_CC_ALGORITHM=torus is one process's all-reduce; across processes collectives use the ring "
+                               + "(unset VTRN_CC_ALGORITHM or set it to ring)")
+        }
         let deadline = configuration.execTimeoutMilliseconds.map { vtrnsys_monotonic_ns() &+ $0 * 1_000_000 }
         let transport = try MPITransport(deadline: deadline)
         let counts = try transport.gatherCounts(members.count, deadline: deadline)

@@ -117,6 +117,16 @@ public struct CollectiveLinks: Sendable {
     }
 }
 
+/// The algorithm of all-reduce (`VTRN_CC_ALGORITHM`), as `NCCL_ALGO` chooses NCCL's.
+public enum CollectiveAlgorithm: String, Sendable, CaseIterable {
+    /// One ring over every rank, in rank order.
+    case ring
+    /// The 2D torus: rows of 4 consecutive ranks (a torus row of a 16-device instance) reduce
+    /// within the row, then across the rows, then gather within the row; groups of 8, 12 or 16
+    /// ranks in one process (others, and the other operations, use the ring).
+    case torus
+}
+
 /// How a process reaches the other processes of a communicator that spans several: the only
 /// primitive collectives need is a tagged exchange with two (or the same) other processes, as
 /// MPI_Sendrecv. Implemented over MPI between processes (`MPITransport` in the runtime), and in
@@ -199,6 +209,9 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
     public let size: Int
     /// The global rank of `members[0]`.
     public let firstRank: Int
+    /// For the 2D-torus all-reduce, the ranks of a row (4); nil when all-reduce uses the ring.
+    public let torusColumns: Int?
+    public var algorithm: CollectiveAlgorithm { torusColumns == nil ? .ring : .torus }
     public var localRanks: Range<Int> { firstRank..<(firstRank + members.count) }
 
     public static func == (a: CollectiveGroup, b: CollectiveGroup) -> Bool { a === b }
@@ -253,12 +266,14 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
         let core: Int
     }
 
-    public init(members: [CollectiveMember], links: CollectiveLinks, name: String, world: CollectiveWorld? = nil) {
+    public init(members: [CollectiveMember], links: CollectiveLinks, name: String, world: CollectiveWorld? = nil,
+                algorithm: CollectiveAlgorithm = .ring) {
         self.members = members
         self.links = links
         self.name = name
         self.world = world
         size = world?.size ?? members.count
+        torusColumns = algorithm == .torus && world == nil && members.count % 4 == 0 && members.count >= 8 ? 4 : nil
         firstRank = world.map { $0.firstRanks[$0.process] } ?? 0
         state = Mutex(State(nextSequence: Array(repeating: 0, count: members.count)))
         word = .allocate(capacity: 1)
@@ -537,6 +552,8 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
         func source(_ r: Int) -> UnsafeRawPointer { arrivals[r]!.source! }
         func destination(_ r: Int) -> UnsafeMutableRawPointer { arrivals[r]!.destination! }
         switch operation.kind {
+        case .allReduce where torusColumns != nil:
+            torusAllReduce(rank: rank, operation: operation, source: source, destination: destination)
         case .allReduce:
             let chunk = Self.chunk(rank, of: count, parts: size)
             let order = (1...size).map { (rank + $0) % size }
@@ -566,6 +583,36 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
     }
 
 
+    // MARK: The 2D torus
+
+    /// The 2D-torus all-reduce's arithmetic, for rank (i, j) = (row, column) of R rows of C: the
+    /// elements of column chunk j (C chunks of the buffer) that fall in row chunk i (R chunks).
+    /// Each row k folds its C ranks in ring order from column j+1 round to column j; then the R
+    /// row sums are folded in ring order from row i+1 round to row i; every step rounded to the
+    /// dtype. Every element has exactly one (i, j), so every element is computed once.
+    private func torusAllReduce(rank: Int, operation: CollectiveOperation, source: (Int) -> UnsafeRawPointer,
+                                destination: (Int) -> UnsafeMutableRawPointer) {
+        guard let columns = torusColumns else { return }
+        let rows = size / columns, element = operation.dtype.size
+        let row = rank / columns, column = rank % columns
+        let columnChunk = Self.chunk(column, of: operation.count, parts: columns)
+        let rowChunk = Self.chunk(row, of: operation.count, parts: rows)
+        let range = max(columnChunk.lowerBound, rowChunk.lowerBound)..<max(max(columnChunk.lowerBound, rowChunk.lowerBound),
+                                                                            min(columnChunk.upperBound, rowChunk.upperBound))
+        guard !range.isEmpty else { return }
+        let bytes = range.count * element
+        let partials = (0..<rows).map { _ in UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64) }
+        defer { for partial in partials { partial.deallocate() } }
+        for k in 0..<rows {
+            let order = (1...columns).map { k * columns + (column + $0) % columns }
+            Reduction.fold(operation, inputs: order.map { source($0) + range.lowerBound * element }, outputs: [partials[k]],
+                           count: range.count)
+        }
+        let rowOrder = (1...rows).map { UnsafeRawPointer(partials[(row + $0) % rows]) }
+        Reduction.fold(operation, inputs: rowOrder, outputs: (0..<size).map { destination($0) + range.lowerBound * element },
+                       count: range.count)
+    }
+
     // MARK: Cost model
 
     /// Virtual nanoseconds of the collective on the modelled links: the ring's steps, each the
@@ -594,6 +641,15 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
         }
         let n = Double(size)
         switch operation.kind {
+        case .allReduce where torusColumns != nil:
+            // Reduce-scatter and all-gather along the rows, all-reduce of 1/C along the columns.
+            let columns = torusColumns!, rows = size / columns
+            func step(_ stepBytes: Double, _ next: (Int) -> Int) -> Double {
+                (0..<size).map { r in let hop = link(r, next(r)); return hop.latency + stepBytes / hop.bytesPerNanosecond }.max() ?? 0
+            }
+            let rowStep = step(bytes / Double(columns)) { ($0 / columns) * columns + ($0 % columns + 1) % columns }
+            let columnStep = step(bytes / Double(columns * rows)) { ($0 + columns) % self.size }
+            return 2 * Double(columns - 1) * rowStep + 2 * Double(rows - 1) * columnStep
         case .allReduce:
             guard size > 1 else { return 0 }
             return 2 * (n - 1) * ringStep(bytes / n)

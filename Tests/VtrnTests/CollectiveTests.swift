@@ -57,6 +57,42 @@ import VtrnDevice
         #expect(download(sources[2], count, as: Float.self) == maxima)
     }
 
+    /// VTRN_CC_ALGORITHM=torus: rows of 4 ranks, then columns, in the documented order.
+    @Test func torusAllReduceFoldsRowsThenColumns() throws {
+        let (runtime, devices) = try isolatedDeviceGroup(4, first: 2, environment: ["VTRN_CC_ALGORITHM": "torus"])
+        defer { runtime.close() }
+        // 8 ranks: two cores of each device, rank order device-major.
+        let members = devices.flatMap { device in [0, 1].map { Communicator.Member(device: device, core: $0) } }
+        let comm = try runtime.makeCommunicator(members)
+        #expect(comm.group.algorithm == .torus)
+        let n = 8, columns = 4, rows = 2, count = 1001
+        let inputs = (0..<n).map { r in (0..<count).map { i in Conversion.round(Float((i * 31 + r * 17) % 113) * 0.173 - 9, to: .bf16) } }
+        let sources = try (0..<n).map { try upload(members[$0].device, inputs[$0].map { Conversion.bf16Bits($0) }) }
+        let outputs = try (0..<n).map { try members[$0].device.allocate(UInt64(count * 2)) }
+        for fence in try (0..<n).map({
+            try comm.allReduce(rank: $0, source: .init(sources[$0]), destination: .init(outputs[$0]), count: count, dtype: .bf16)
+        }) { try fence.wait() }
+        func round(_ x: Float) -> Float { Conversion.round(x, to: .bf16) }
+        var expected = [Float](repeating: 0, count: count)
+        for i in 0..<count {
+            let column = (0..<columns).first { CollectiveGroup.chunk($0, of: count, parts: columns).contains(i) }!
+            let row = (0..<rows).first { CollectiveGroup.chunk($0, of: count, parts: rows).contains(i) }!
+            let sums = (0..<rows).map { k -> Float in
+                var value = inputs[k * columns + (column + 1) % columns][i]
+                for m in 2...columns { value = round(value + inputs[k * columns + (column + m) % columns][i]) }
+                return value
+            }
+            var value = sums[(row + 1) % rows]
+            for m in 2...rows { value = round(value + sums[(row + m) % rows]) }
+            expected[i] = value
+        }
+        for output in outputs { #expect(download(output, count, as: UInt16.self) == expected.map { Conversion.bf16Bits($0) }) }
+        // Other operations keep the ring; a bad value is refused.
+        #expect(throws: VtrnError.self) {
+            try Runtime(options: .init(topology: "trn1"), environment: testEnvironment(["VTRN_CC_ALGORITHM": "tree"]))
+        }
+    }
+
     @Test func allGatherReduceScatterAllToAllBroadcastSendReceive() throws {
         let (runtime, devices) = try isolatedDeviceGroup(3, first: 2)
         defer { runtime.close() }

@@ -422,13 +422,67 @@ static void test_destroy_while_waiting(void) {
     EXPECT_MSG(seconds < 10.0, "vtrn_runtime_destroy took %.3f s with a rank waiting in a collective", seconds);
 }
 
+/* VTRN_CC_ALGORITHM=torus on a trn1.32xlarge: the same sum (integers: any order gives it), and
+ * the cost model's one-hop steps make a small all-reduce cheaper than the ring's. */
+static uint64_t small_all_reduce_cost(const char *algorithm) {
+    setenv("VTRN_CC_ALGORITHM", algorithm, 1);
+    vtrn_runtime_t runtime = create_runtime("trn1.32xlarge", 30000);
+    unsetenv("VTRN_CC_ALGORITHM");
+    if (runtime == NULL) return 0;
+    vtrn_device_t devices[16];
+    const uint32_t cores[16] = { 0 };
+    int32_t values[16][2], sum[2] = { 0, 0 };
+    vtrn_device_memory_t memory[16];
+    vtrn_fence_t fences[16];
+    for (int r = 0; r < 16; r++) {
+        devices[r] = get_device(runtime, (uint32_t)r);
+        values[r][0] = r + 1;
+        values[r][1] = 100 * r;
+        sum[0] += values[r][0];
+        sum[1] += values[r][1];
+        memory[r] = device_upload(runtime, devices[r], values[r], sizeof values[r]);
+    }
+    vtrn_comm_t comm = make_comm(runtime, devices, cores, 16);
+    for (int r = 0; r < 16; r++) {
+        EXPECT_OK(vtrn_all_reduce(comm, (uint32_t)r, vtrn_device_ref(memory[r], 0), vtrn_device_ref(memory[r], 0), 2, VTRN_DTYPE_INT32,
+                                  VTRN_ALU_ADD, &fences[r]));
+    }
+    uint64_t cost = 0;
+    for (int r = 0; r < 16; r++) {
+        EXPECT_OK(vtrn_fence_wait(fences[r], UINT64_MAX));
+        vtrn_execution_info_t info = VTRN_EXECUTION_INFO_INIT;
+        EXPECT_OK(vtrn_fence_get_info(fences[r], &info));
+        if (info.cc_busy_ns > cost) cost = info.cc_busy_ns;
+        EXPECT_OK(vtrn_fence_destroy(fences[r]));
+        int32_t result[2];
+        device_download(runtime, devices[r], memory[r], result, sizeof result);
+        EXPECT_MSG(result[0] == sum[0] && result[1] == sum[1], "%s: rank %d got %d %d", algorithm, r, result[0], result[1]);
+    }
+    EXPECT_OK(vtrn_runtime_destroy(runtime));
+    return cost;
+}
+
+static void test_torus(void) {
+    GROUP("VTRN_CC_ALGORITHM=torus");
+    uint64_t ring = small_all_reduce_cost("ring"), torus = small_all_reduce_cost("torus");
+    EXPECT_MSG(torus > 0 && torus * 3 < ring, "estimated all-reduce of 8 bytes over 16 ranks: torus %llu ns, ring %llu ns",
+               (unsigned long long)torus, (unsigned long long)ring);
+    setenv("VTRN_CC_ALGORITHM", "tree", 1);
+    vtrn_runtime_options_t options = VTRN_RUNTIME_OPTIONS_INIT;
+    vtrn_runtime_t runtime = NULL;
+    EXPECT_ERROR(vtrn_runtime_create(&options, &runtime), VTRN_ERROR_INVALID_ARGUMENT, "VTRN_CC_ALGORITHM=\"tree\"", "accepted: ring");
+    unsetenv("VTRN_CC_ALGORITHM");
+}
+
 int main(void) {
     verbose = getenv("VTRN_TEST_VERBOSE") != NULL;
     unsetenv("VTRN_TOPOLOGY");
     unsetenv("VTRN_FAULTS");
+    unsetenv("VTRN_CC_ALGORITHM");
     test_every_collective();
     test_in_kernel();
     test_errors();
     test_destroy_while_waiting();
+    test_torus();
     return finish("test_collectives");
 }

@@ -16,7 +16,7 @@ HEADER = os.path.join(REPOSITORY, "include", "vtrn.h")
 
 # Configuration variables the library reads; VTRN_LIBRARY is the package's own.
 CONFIGURATION_VARIABLES = ("VTRN_TOPOLOGY", "VTRN_VISIBLE_CORES", "VTRN_LOG_LEVEL", "VTRN_EXEC_TIMEOUT_MS", "VTRN_TRACE",
-                           "VTRN_MONITOR_PERIOD_MS", "VTRN_LOCK_DIR", "VTRN_FAULTS")
+                           "VTRN_MONITOR_PERIOD_MS", "VTRN_LOCK_DIR", "VTRN_FAULTS", "VTRN_CC_ALGORITHM", "VTRN_MPI_LIBRARY")
 
 
 def _node_list(text):

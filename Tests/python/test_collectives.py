@@ -251,3 +251,39 @@ def test_the_example_under_mpirun_matches_numpy_in_every_process():
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("verified against numpy") == 2, result.stdout
     assert "16 ranks (8 in process 1 of 2" in result.stdout
+
+
+def test_the_torus_all_reduce_folds_rows_then_columns_and_costs_less(monkeypatch):
+    """VTRN_CC_ALGORITHM=torus on a trn1.32xlarge: rows of 4 ranks, then the columns, in the
+    documented order; the cost model charges one-hop steps, so small all-reduces cost less."""
+    inputs = random_inputs(16, 1001, numpy.float32)
+    columns, rows, count = 4, 4, 1001
+    expected = numpy.empty(count, numpy.float32)
+    for i in range(count):
+        column = next(c for c in range(columns) if chunk(c, count, columns).start <= i < chunk(c, count, columns).stop)
+        row = next(r for r in range(rows) if chunk(r, count, rows).start <= i < chunk(r, count, rows).stop)
+        sums = []
+        for k in range(rows):
+            value = inputs[k * columns + (column + 1) % columns][i]
+            for m in range(2, columns + 1):
+                value = numpy.float32(value + inputs[k * columns + (column + m) % columns][i])
+            sums.append(value)
+        value = sums[(row + 1) % rows]
+        for m in range(2, rows + 1):
+            value = numpy.float32(value + sums[(row + m) % rows])
+        expected[i] = value
+    estimates = {}
+    for algorithm in ("ring", "torus"):
+        monkeypatch.setenv("VTRN_CC_ALGORITHM", algorithm)
+        with open_runtime(topology="trn1.32xlarge") as runtime, vtrn.Communicator(runtime, runtime.devices) as comm:
+            if algorithm == "torus":
+                for result in comm.all_reduce_arrays(inputs):
+                    assert result.tobytes() == expected.tobytes()
+            memories = [device.allocate(8) for device in runtime.devices]
+            fences = [comm.all_reduce(rank, memories[rank], memories[rank], count=2) for rank in range(16)]
+            for fence in fences:
+                fence.wait()
+            estimates[algorithm] = max(fence.info.engine_busy_ns["cc"] for fence in fences)
+    assert estimates["torus"] < estimates["ring"] / 3, estimates
+    monkeypatch.setenv("VTRN_CC_ALGORITHM", "tree")
+    assert "accepted: ring" in failure(vtrn.InvalidArgumentError, lambda: vtrn.Runtime(topology="trn1"))
