@@ -204,6 +204,7 @@ public final class Fence: Sendable {
         case .deadlock(let message): VtrnError(.deadlock, message)
         case .timeout(let message): VtrnError(.timeout, message)
         case .hardware(let message): VtrnError(.hardware, message)
+        case .dmaFault(let message): VtrnError(.dmaFault, message)
         case .reset(let message): VtrnError(.reset, message)
         case .deviceLost(let message): VtrnError(.deviceLost, message)
         }

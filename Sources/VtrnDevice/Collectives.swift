@@ -190,13 +190,15 @@ public struct CollectiveWorld: Sendable {
 /// the operations are matched in order (the k-th collective of every rank together; sends and
 /// receives in order per pair), checked against each other, and carried out together.
 ///
-/// The algorithm is the ring's. Data are split into `size` chunks (the first `count % size` one
-/// element longer); chunk c of a reduction is folded left in ring order from rank c+1 to rank c,
-/// `((x[c+1] + x[c+2]) + ...) + x[c]` (indices mod size), with the running value rounded to the
-/// dtype after every step, as a ring that transmits in the dtype computes it. The same order run
-/// to run, so results are deterministic. In one process every rank's memory is in reach, so each
-/// rank's thread computes its own chunk straight from every input (no per-step hand-offs), with
-/// the ring's exact arithmetic; the cost model charges the ring's steps over the modelled links.
+/// The algorithm is the ring's, step by step. Data are split into `size` chunks (the first
+/// `count % size` one element longer); in the reduce-scatter's step s, rank r sends its running
+/// value of chunk r-1-s to rank r+1, which combines it into its own as it lands; chunk c is thus
+/// folded left in ring order from rank c+1 to rank c, `((x[c+1] + x[c+2]) + ...) + x[c]` (indices
+/// mod size), rounded to the dtype at every step, as a ring that transmits in the dtype computes
+/// it; then the all-gather passes the finished chunks round. The same order run to run, so results
+/// are deterministic. Every transfer is the sending rank's DMA, descriptors on its core's CC ring
+/// (`CollectiveRing`), reductions DMA with compute; the local ranks pass a barrier between steps.
+/// The cost model charges the ring's steps over the modelled links.
 public final class CollectiveGroup: @unchecked Sendable, Equatable {
     /// This process's members, global ranks `firstRank ..< firstRank + members.count`.
     public let members: [CollectiveMember]
@@ -232,9 +234,16 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
         var lateFailure: ExecutionOutcome.Failure?
         var late: Set<Int> = []
         var ready = false
+        /// Set by the first rank that begins the steps: from then on every rank finishes the round.
+        var started = false
         var latest = 0.0
         var finished = 0
         var left = 0
+        /// The step barrier: ranks arrived at the current one, and barriers every rank has passed.
+        var barrierArrivals = 0
+        var barriersPassed = 0
+        /// Ranks' scratch buffers (a reduce-scatter's running values), freed as they leave.
+        var scratch: [Int: UnsafeMutableRawPointer] = [:]
         init(expected: [Int]) { self.expected = expected }
         var done: Bool { finished == expected.count }
     }
@@ -314,20 +323,26 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
         -> Result<Double, ExecutionOutcome.Failure> {
         let arrival = Arrival(operation: operation, source: source, destination: destination, virtualTime: virtualTime)
         let (key, round) = arrive(rank: rank, arrival)
-        defer { leave(key, round) }
+        defer { leave(key, round, rank: rank) }
         // Wait for every expected rank, or a failure.
         let waited = waitFor(round, rank: rank, key: key, deadline: deadline, timeoutNanoseconds: timeoutNanoseconds,
                              generations: generations, cancelled: cancelled) { $0.ready || $0.failure != nil }
         if let failure = waited { return .failure(failure) }
-        let failed: ExecutionOutcome.Failure? = state.withLock { _ in
-            round.late.contains(rank) ? round.lateFailure : round.failure
+        // A failure before the round started (a mismatch, a rank that never came) ends every rank
+        // here; once it has started, every rank finishes it (the others may still be writing into
+        // this rank's buffers), running its steps unless it has already failed.
+        let (failed, alreadyFailed): (ExecutionOutcome.Failure?, Bool) = state.withLock { _ in
+            if round.late.contains(rank) { return (round.lateFailure, false) }
+            if let failure = round.failure, !round.started { return (failure, false) }
+            round.started = true
+            return (nil, round.failure != nil)
         }
         if let failure = failed { return .failure(failure) }
         let (arrivals, latest) = state.withLock { _ in (round.arrivals, round.latest) }
         if world != nil && (round.expected.count == 1 && operation.kind.isPointToPoint || !operation.kind.isPointToPoint) {
             // Across processes: the lowest local rank does the whole exchange for this process,
             // the others wait for it (their buffers stay theirs until it is done).
-            if rank == round.expected.min() {
+            if rank == round.expected.min() && !alreadyFailed {
                 let failure = crossProcess(operation, key: key, arrivals: arrivals, deadline: deadline)
                 state.withLock { _ in
                     if let failure { round.failure = failure }
@@ -336,8 +351,11 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
                 wakeAll()
             }
         } else {
-            compute(rank: rank, operation: operation, arrivals: arrivals, expected: round.expected)
+            let failure = alreadyFailed ? nil : run(rank: rank, operation: operation, arrivals: arrivals, round: round, key: key,
+                                                    deadline: deadline, timeoutNanoseconds: timeoutNanoseconds,
+                                                    generations: generations, cancelled: cancelled)
             state.withLock { _ in
+                if let failure, round.failure == nil { round.failure = failure }
                 round.finished += 1
             }
             wakeAll()
@@ -391,8 +409,9 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
         return result
     }
 
-    private func leave(_ key: Key, _ round: Round) {
+    private func leave(_ key: Key, _ round: Round, rank: Int) {
         state.withLock { state in
+            round.scratch.removeValue(forKey: rank)?.deallocate()
             round.left += 1
             if round.left == round.arrivals.count {
                 // The last rank out forgets the round, unless ranks that gave up left it unfinished:
@@ -545,72 +564,244 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
         return start..<(start + base + (index < extra ? 1 : 0))
     }
 
-    private func compute(rank: Int, operation: CollectiveOperation, arrivals: [Int: Arrival], expected: [Int]) {
-        let size = self.size
-        let element = operation.dtype.size
-        let count = operation.count
-        func source(_ r: Int) -> UnsafeRawPointer { arrivals[r]!.source! }
-        func destination(_ r: Int) -> UnsafeMutableRawPointer { arrivals[r]!.destination! }
+    /// This rank's part of a collective in one process: the algorithm's steps, every transfer
+    /// the sending rank's DMA on its core's CC ring (`CollectiveRing`), reductions as DMA with
+    /// compute into the receiver's buffer, and a barrier of the local ranks between steps (a
+    /// rank's buffer is read in a step only after the step that wrote it). Nil, or the failure
+    /// that stops this rank (and, through the round, every rank).
+    private func run(rank: Int, operation: CollectiveOperation, arrivals: [Int: Arrival], round: Round, key: Key,
+                     deadline: UInt64?, timeoutNanoseconds: UInt64?, generations: [UInt64], cancelled: () -> Bool)
+        -> ExecutionOutcome.Failure? {
+        let n = size, r = rank, element = operation.dtype.size, count = operation.count
+        let member = members[rank - firstRank]
+        let ring = member.device.collectiveRings[member.core]
+        ring.prepare()
+        func source(_ q: Int) -> UnsafeRawPointer { arrivals[q]!.source! }
+        func destination(_ q: Int) -> UnsafeMutableRawPointer { arrivals[q]!.destination! }
+        let reduce = operation.kind.reduces ? (op: operation.op, dtype: operation.dtype) : nil
+        var failure: ExecutionOutcome.Failure?
+        var step = 0
+        var steps = 0
+        /// Moves (or with `combining`, reduces) `elements` elements on this rank's CC ring.
+        func move(_ to: UnsafeMutableRawPointer, _ from: UnsafeRawPointer, _ elements: Int, combining: Bool = false) -> Bool {
+            guard elements > 0, combining || UnsafeRawPointer(to) != from else { return true }
+            guard let stop = ring.transfer(to: to, from: from, bytes: elements * element, reduce: combining ? reduce : nil) else {
+                return true
+            }
+            failure = ringFailure(stop, rank: rank, ring: ring, operation: operation, key: key, step: step, of: steps,
+                                  deadline: deadline, timeoutNanoseconds: timeoutNanoseconds,
+                                  generation: generations.isEmpty ? member.device.faults.generation : generations[rank - firstRank],
+                                  cancelled: cancelled)
+            return false
+        }
+        func barrier() -> Bool {
+            step += 1
+            if let stopped = self.barrier(round, passed: step - 1, rank: rank, cancelled: cancelled) {
+                failure = stopped
+                return false
+            }
+            return true
+        }
+        /// The ring's reduce-scatter of `chunks` over `ringSize` ranks (this one at `position`):
+        /// in step s the rank sends its running value of chunk (position - 1 - s) to the next.
+        func ringReduce(position: Int, ringSize: Int, next: Int, chunk: (Int) -> Range<Int>,
+                        from: (Int, Int) -> UnsafeRawPointer, into: (Int, Int) -> UnsafeMutableRawPointer) -> Bool {
+            for s in 0..<max(0, ringSize - 1) {
+                let k = ((position - 1 - s) % ringSize + ringSize) % ringSize
+                let range = chunk(k)
+                guard move(into(s, k) + range.lowerBound * element, from(s, k) + range.lowerBound * element, range.count,
+                           combining: true), barrier() else { return false }
+            }
+            return true
+        }
+        /// The ring's all-gather: in step s the rank passes chunk (position - s) to the next.
+        func ringGather(position: Int, ringSize: Int, next: Int, chunk: (Int) -> Range<Int>, last: Bool) -> Bool {
+            for s in 0..<max(0, ringSize - 1) {
+                let k = ((position - s) % ringSize + ringSize) % ringSize
+                let range = chunk(k)
+                guard move(destination(next) + range.lowerBound * element, destination(r) + range.lowerBound * element, range.count)
+                else { return false }
+                if !(last && s == ringSize - 2) { guard barrier() else { return false } }
+            }
+            return true
+        }
         switch operation.kind {
-        case .allReduce where torusColumns != nil:
-            torusAllReduce(rank: rank, operation: operation, source: source, destination: destination)
         case .allReduce:
-            let chunk = Self.chunk(rank, of: count, parts: size)
-            let order = (1...size).map { (rank + $0) % size }
-            Reduction.fold(operation, inputs: order.map { source($0) + chunk.lowerBound * element },
-                           outputs: (0..<size).map { destination($0) + chunk.lowerBound * element }, count: chunk.count)
+            if let columns = torusColumns {
+                // Rows of `columns` ranks: reduce-scatter along the row over column chunks, all-reduce
+                // of the column chunk down the column over its row sub-chunks, all-gather along the row.
+                let rows = n / columns, i = r / columns, j = r % columns
+                steps = 1 + 2 * (columns - 1) + 2 * (rows - 1)
+                let rowNext = i * columns + (j + 1) % columns, columnNext = ((i + 1) % rows) * columns + j
+                let columnChunk = { (k: Int) in Self.chunk(k, of: count, parts: columns) }
+                let mine = columnChunk(j)
+                let subChunk = { (k: Int) -> Range<Int> in
+                    let rowChunk = Self.chunk(k, of: count, parts: rows)
+                    let low = min(max(mine.lowerBound, rowChunk.lowerBound), mine.upperBound)
+                    return low..<max(low, min(mine.upperBound, rowChunk.upperBound))
+                }
+                guard move(destination(r), source(r), count), barrier(),
+                      ringReduce(position: j, ringSize: columns, next: rowNext, chunk: columnChunk,
+                                 from: { _, _ in UnsafeRawPointer(destination(r)) }, into: { _, _ in destination(rowNext) }),
+                      ringReduce(position: i, ringSize: rows, next: columnNext, chunk: subChunk,
+                                 from: { _, _ in UnsafeRawPointer(destination(r)) }, into: { _, _ in destination(columnNext) }),
+                      ringGather(position: i, ringSize: rows, next: columnNext, chunk: subChunk, last: false),
+                      ringGather(position: j, ringSize: columns, next: rowNext, chunk: columnChunk, last: true) else { break }
+            } else {
+                let next = (r + 1) % n
+                let chunk = { (k: Int) in Self.chunk(k, of: count, parts: n) }
+                steps = 1 + 2 * (n - 1)
+                guard move(destination(r), source(r), count), barrier(),
+                      ringReduce(position: r, ringSize: n, next: next, chunk: chunk,
+                                 from: { _, _ in UnsafeRawPointer(destination(r)) }, into: { _, _ in destination(next) }),
+                      ringGather(position: r, ringSize: n, next: next, chunk: chunk, last: true) else { break }
+            }
         case .reduceScatter:
-            let each = count / size
-            let order = (1...size).map { (rank + $0) % size }
-            Reduction.fold(operation, inputs: order.map { source($0) + rank * each * element },
-                           outputs: [destination(rank)], count: each)
+            // The running values live in a copy of the source (`scratch`), except the chunk each
+            // rank keeps, which starts in its destination and takes the last step's reduction.
+            let each = count / n, next = (r + 1) % n
+            steps = 1 + (n - 1)
+            let scratch = n > 2 ? self.scratch(round, rank: r, bytes: count * element) : nil
+            guard move(destination(r), source(r) + r * each * element, each),
+                  scratch.map({ move($0, source(r), count) }) ?? true, barrier() else { break }
+            let working = n > 2 ? state.withLock { _ in round.scratch } : [:]
+            _ = ringReduce(position: r, ringSize: n, next: next, chunk: { $0 * each..<($0 + 1) * each },
+                           from: { s, k in s == 0 ? source(r) : UnsafeRawPointer(working[r]!) },
+                           into: { s, k in s == n - 2 ? destination(next) - k * each * element : working[next]! })
         case .allGather:
-            for r in 0..<size { move(destination(r) + rank * count * element, source(rank), count * element) }
+            let next = (r + 1) % n
+            steps = 1 + (n - 1)
+            guard move(destination(r) + r * count * element, source(r), count), barrier() else { break }
+            _ = ringGather(position: r, ringSize: n, next: next, chunk: { $0 * count..<($0 + 1) * count }, last: true)
         case .allToAll:
-            let each = count / size
-            for r in 0..<size { move(destination(r) + rank * each * element, source(rank) + r * each * element, each * element) }
+            // Pairwise: in step s each rank writes its block for rank r+s straight into that rank's
+            // destination (every block has its own place: no step waits for another).
+            let each = count / n
+            steps = n
+            for s in 0..<n {
+                let q = (r + s) % n
+                step = s
+                guard move(destination(q) + r * each * element, source(r) + q * each * element, each) else { break }
+            }
         case .broadcast:
-            let chunk = Self.chunk(rank, of: count, parts: size)
-            let root = source(operation.peer) + chunk.lowerBound * element
-            for r in 0..<size { move(destination(r) + chunk.lowerBound * element, root, chunk.count * element) }
+            // Pipelined down the ring from the root in n chunks: in step t the rank at distance i
+            // from the root passes chunk t - i on.
+            let root = operation.peer, i = (r - root + n) % n, next = (r + 1) % n
+            let chunks = n
+            steps = max(1, (n - 1) + (chunks - 1))
+            if r == root { guard move(destination(r), source(r), count) else { break } }
+            guard n > 1 else { break }
+            for t in 0..<steps {
+                let j = t - i
+                if i < n - 1 && j >= 0 && j < chunks {
+                    let range = Self.chunk(j, of: count, parts: chunks)
+                    let from = i == 0 ? source(r) : UnsafeRawPointer(destination(r))
+                    guard move(destination(next) + range.lowerBound * element, from + range.lowerBound * element, range.count) else { break }
+                }
+                if t < steps - 1 { guard barrier() else { break } }
+            }
         case .send:
-            break
+            // The sender's DMA writes into the receiver's destination.
+            steps = 1
+            _ = move(destination(operation.peer), source(r), count)
         case .receive:
-            move(destination(rank), source(operation.peer), count * element)
+            break
         case .permute:
-            if let from = operation.targets.firstIndex(of: rank) { move(destination(rank), source(from), count * element) }
+            steps = 1
+            if operation.targets.indices.contains(r), operation.targets[r] >= 0 {
+                _ = move(destination(operation.targets[r]), source(r), count)
+            }
+        }
+        return failure
+    }
+
+    /// A rank's scratch buffer for the round, seen by the others after the next barrier; freed
+    /// when the rank leaves the round (after every rank has finished).
+    private func scratch(_ round: Round, rank: Int, bytes: Int) -> UnsafeMutableRawPointer {
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: max(1, bytes), alignment: 64)
+        state.withLock { _ in round.scratch[rank] = buffer }
+        return buffer
+    }
+
+    /// Waits until every rank of the round has passed barrier `passed` (counting from 0), or
+    /// the round failed.
+    private func barrier(_ round: Round, passed: Int, rank: Int, cancelled: () -> Bool) -> ExecutionOutcome.Failure? {
+        let arrived: (released: Bool, failure: ExecutionOutcome.Failure?) = state.withLock { _ in
+            if let failure = round.failure { return (false, failure) }
+            round.barrierArrivals += 1
+            guard round.barrierArrivals == round.expected.count else { return (false, nil) }
+            round.barrierArrivals = 0
+            round.barriersPassed += 1
+            return (true, nil)
+        }
+        if let failure = arrived.failure { return failure }
+        if arrived.released {
+            wakeAll()
+            return nil
+        }
+        let slot = SpinBudget.enter()
+        var holding = slot
+        let spinUntil = slot ? vtrnsys_monotonic_ns() + Self.spinNanoseconds : 0
+        defer { if holding { SpinBudget.leave() } }
+        while true {
+            let observed = vtrnsys_load_u32(word)
+            let (passedNow, failure) = state.withLock { _ in (round.barriersPassed > passed, round.failure) }
+            if passedNow { return nil }
+            if let failure { return failure }
+            if cancelled() {
+                let failure = ExecutionOutcome.Failure.timeout("\(name): the runtime was destroyed while \(label(rank)) took part in a collective")
+                state.withLock { _ in if round.failure == nil { round.failure = failure } }
+                wakeAll()
+                return failure
+            }
+            if holding && vtrnsys_monotonic_ns() < spinUntil {
+                vtrnsys_cpu_relax()
+                continue
+            }
+            if holding {
+                SpinBudget.leave()
+                holding = false
+            }
+            _ = vtrnsys_futex_wait(word, observed, 10_000_000)
         }
     }
 
-
-    // MARK: The 2D torus
-
-    /// The 2D-torus all-reduce's arithmetic, for rank (i, j) = (row, column) of R rows of C: the
-    /// elements of column chunk j (C chunks of the buffer) that fall in row chunk i (R chunks).
-    /// Each row k folds its C ranks in ring order from column j+1 round to column j; then the R
-    /// row sums are folded in ring order from row i+1 round to row i; every step rounded to the
-    /// dtype. Every element has exactly one (i, j), so every element is computed once.
-    private func torusAllReduce(rank: Int, operation: CollectiveOperation, source: (Int) -> UnsafeRawPointer,
-                                destination: (Int) -> UnsafeMutableRawPointer) {
-        guard let columns = torusColumns else { return }
-        let rows = size / columns, element = operation.dtype.size
-        let row = rank / columns, column = rank % columns
-        let columnChunk = Self.chunk(column, of: operation.count, parts: columns)
-        let rowChunk = Self.chunk(row, of: operation.count, parts: rows)
-        let range = max(columnChunk.lowerBound, rowChunk.lowerBound)..<max(max(columnChunk.lowerBound, rowChunk.lowerBound),
-                                                                            min(columnChunk.upperBound, rowChunk.upperBound))
-        guard !range.isEmpty else { return }
-        let bytes = range.count * element
-        let partials = (0..<rows).map { _ in UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64) }
-        defer { for partial in partials { partial.deallocate() } }
-        for k in 0..<rows {
-            let order = (1...columns).map { k * columns + (column + $0) % columns }
-            Reduction.fold(operation, inputs: order.map { source($0) + range.lowerBound * element }, outputs: [partials[k]],
-                           count: range.count)
+    /// What a stop of a rank's CC ring means for the collective, in words that name the rank,
+    /// its device, the ring and the step. A hang holds the rank until the execution's deadline,
+    /// a reset, a loss or its runtime's end, as a hung DMA on the chip would.
+    private func ringFailure(_ stop: DmaQueueHardware.Stop, rank: Int, ring: CollectiveRing, operation: CollectiveOperation, key: Key,
+                             step: Int, of steps: Int, deadline: UInt64?, timeoutNanoseconds: UInt64?, generation: UInt64,
+                             cancelled: () -> Bool) -> ExecutionOutcome.Failure {
+        let member = members[rank - firstRank]
+        let device = member.device.index
+        let ringName = "the CC ring of \(label(rank)) (DMA engine \(ring.engineIndex) of core \(member.core))"
+        let at = "at descriptor \(stop.position - ring.collectiveStart) of the collective, in step \(step + 1) of \(max(steps, step + 1)) of \(what(key, operation))"
+        let after = "; every rank of the collective failed with it, and the ring starts again with the next collective"
+        switch stop.reason {
+        case .descriptorError:
+            return .dmaFault("DMA abort on \(ringName): the engine refused a descriptor \(at)\(after)")
+        case .aborted(let fault):
+            return .dmaFault("DMA abort on \(ringName) \(at): a descriptor error (\(fault))\(after)")
+        case .hbmUncorrectable(let address, let length, let fault):
+            return .hardware("uncorrectable HBM error on device \(device): \(ringName) read HBM bytes "
+                             + "\(DeviceFaults.range(address, UInt64(length))) \(at), over \(fault)\(after)")
+        case .hung(let fault):
+            let hung = "\(ringName) hung \(at) (\(fault))"
+            switch member.device.faults.hang(until: deadline, generation: generation, cancelled: cancelled) {
+            case .deadline:
+                return .timeout("\(hung); the execution timeout of \((timeoutNanoseconds ?? 0) / 1_000_000) ms (VTRN_EXEC_TIMEOUT_MS) "
+                                + "ended it\(after)")
+            case .reset: return .reset("\(hung) until device \(device) was reset (vtrn_device_reset)\(after)")
+            case .lost: return .deviceLost("\(hung) until device \(device) was lost (\(member.device.faults.loss ?? "lost"))\(after)")
+            case .cancelled: return .timeout("\(hung) until its runtime was destroyed\(after)")
+            }
+        case .reset:
+            return .reset("device \(device) of \(label(rank)) was reset (vtrn_device_reset) while \(ringName) moved data "
+                          + "\(at)\(after)")
+        case .deviceLost(let why):
+            return .deviceLost("device \(device) of \(label(rank)) was lost (\(why)) while \(ringName) moved data \(at); "
+                               + "vtrn_device_reset brings the device back\(after)")
         }
-        let rowOrder = (1...rows).map { UnsafeRawPointer(partials[(row + $0) % rows]) }
-        Reduction.fold(operation, inputs: rowOrder, outputs: (0..<size).map { destination($0) + range.lowerBound * element },
-                       count: range.count)
     }
 
     // MARK: Cost model

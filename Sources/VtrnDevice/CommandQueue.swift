@@ -378,7 +378,9 @@ public struct ExecutionContext {
                 return .timeout("\(hung) until its runtime was destroyed")
             }
         }
-        // Reads of HBM: the inputs that are parameters, and an accumulating DMA's destination.
+        // Reads of HBM: the inputs that are parameters, and an accumulating DMA's destination. A
+        // collective's reads are its CC ring's descriptors, which fail every rank at once.
+        if case .collective = instruction.operation { return nil }
         var accumulates = false
         if case .dmaCopy(_, _, let readModifyWrite, _) = instruction.operation { accumulates = readModifyWrite != .bypass }
         for (name, access, writes) in instruction.operation.operands where access.space == .hbm && (!writes || accumulates) {

@@ -27,6 +27,15 @@ public struct DmaDescriptor: Sendable, Equatable {
     public static let last: UInt32 = 1 << 27
     public static let interruptEnable: UInt32 = 1 << 28
     public static let maximumBytes = 65536
+    /// vtrn's DMA with compute, in bits udma leaves free: set in the S2M descriptor, the engine
+    /// reads the destination, combines the arriving data into it with the ALU op of bits 16-19 in
+    /// the dtype of bits 20-23, and writes it back (`incoming op destination`, rounded to the
+    /// dtype). It is how the collective engine reduces as data arrive, and NKI's
+    /// `dma_copy(dst_rmw_op=...)`. The length must be whole elements.
+    public static let compute: UInt32 = 1 << 29
+    public static func compute(_ op: AluOp, _ dtype: DataType) -> UInt32 {
+        compute | UInt32(op.rawValue & 0xf) << 16 | UInt32(dtype.rawValue & 0xf) << 20
+    }
 
     public var length: Int { let field = Int(lengthControl & Self.lengthMask); return field == 0 ? 65536 : field }
 
@@ -157,9 +166,9 @@ public final class DmaQueueHardware: @unchecked Sendable {
     /// empty queue whose head is `position`, and sequence `sequence` counts as completed (the
     /// driver fails the sequences that did not complete). The engine is waited out of any burst
     /// it may still be in, so it never sees a half-set queue.
-    public func restart(at position: UInt64, sequence: UInt64) {
+    public func restart(at position: UInt64, sequence: UInt64, quiesce: Bool = true) {
         precondition(isStopped, "restart of a queue that has not stopped")
-        engine?._withUnsafeGuaranteedRef { $0.quiesce() }
+        if quiesce { engine?._withUnsafeGuaranteedRef { $0.quiesce() } }
         headRegister.store(position, ordering: .releasing)
         doorbellTail.store(position, ordering: .sequentiallyConsistent)
         doorbellSequence.store(sequence, ordering: .sequentiallyConsistent)
@@ -267,7 +276,14 @@ public final class DmaQueueHardware: @unchecked Sendable {
             if !armed.isEmpty, let reason = injectedFault(armed, reading: from, length: length) {
                 return stopMidBurst(at: position, bytes: bytes, reason)
             }
-            memcpy(to, from, length)
+            if destination.lengthControl & DmaDescriptor.compute != 0 {
+                guard Self.combine(destination.lengthControl, into: to, from, length) else {
+                    faults.counters.dmaAborts.add(1, ordering: .relaxed)
+                    return stopMidBurst(at: position, bytes: bytes, .descriptorError)
+                }
+            } else {
+                memcpy(to, from, length)
+            }
             bytes += UInt64(length)
             position += 1
             slot += 1
@@ -278,6 +294,27 @@ public final class DmaQueueHardware: @unchecked Sendable {
         headRegister.store(position, ordering: .releasing)
         if position == tail { publish(sequence) }
         return true
+    }
+
+    /// A compute descriptor's work: false when its op, dtype or length is not one the engine does.
+    private static func combine(_ control: UInt32, into destination: UnsafeMutableRawPointer, _ source: UnsafeRawPointer,
+                                _ length: Int) -> Bool {
+        guard let op = AluOp(rawValue: Int(control >> 16 & 0xf)), CollectiveOperation.reductionOps.contains(op),
+              let dtype = DataType(rawValue: Int(control >> 20 & 0xf)), length % dtype.size == 0 else { return false }
+        Reduction.fold(CollectiveOperation(kind: .allReduce, dtype: dtype, op: op, count: 0), inputs: [source, UnsafeRawPointer(destination)],
+                       outputs: [destination], count: length / dtype.size)
+        return true
+    }
+
+    /// For a queue its submitter serves itself (a core's CC ring, `CollectiveRing`): publishes the
+    /// descriptors up to `tail` as `sequence` and runs them on the calling thread, with the same
+    /// code as an engine, until they are done or the queue stops.
+    func serveInline(tail: UInt64, sequence: UInt64) {
+        doorbellTail.store(tail, ordering: .sequentiallyConsistent)
+        doorbellSequence.store(sequence, ordering: .sequentiallyConsistent)
+        while !isStopped && completedSequence != sequence {
+            _ = serve(burst: DmaEngineHardware.burst)
+        }
     }
 
     private func publish(_ sequence: UInt64) {

@@ -57,6 +57,8 @@ public struct ExecutionOutcome: Sendable {
         case timeout(String)
         /// An uncorrectable error of the hardware (an HBM read over an uncorrectable error).
         case hardware(String)
+        /// A DMA abort on a queue the execution used (a collective's CC ring).
+        case dmaFault(String)
         /// The device was reset before or while the execution ran.
         case reset(String)
         /// The device was lost before or while the execution ran.

@@ -21,6 +21,8 @@ public final class VirtualDevice: Sendable {
     private let nextHostQueue = Atomic<Int>(0)
     /// Each core's command queue, for kernel executions.
     public let commandQueues: [CoreCommandQueue]
+    /// Each core's CC ring, the DMA queue its collectives move data with.
+    public let collectiveRings: [CollectiveRing]
 
     /// Engines that move data between host and device for the runtime itself (tensor reads and
     /// writes), beside the cores' own: trn1 has 2 per chip.
@@ -49,6 +51,17 @@ public final class VirtualDevice: Sendable {
             engines.append(DmaEngineHardware(name: "vtrn\(index)h\(engine)", numaNode: numaNode))
         }
         self.engines = engines
+        var rings: [CollectiveRing] = []
+        for core in 0..<preset.coresPerDevice {
+            let engine = preset.dmaEnginesPerCore - 1
+            let hardware = DmaQueueHardware(core: core, engine: engine, queue: CollectiveRing.queueIndex, entries: CollectiveRing.entries,
+                                            faults: faults)
+            // Not served by the engine's thread (the rank's thread serves it), but counted with its bytes.
+            hardware.setEngine(engines[core * preset.dmaEnginesPerCore + engine])
+            rings.append(CollectiveRing(hardware: hardware))
+        }
+        collectiveRings = rings
+        liveQueues.withLock { live in for ring in rings { live[ObjectIdentifier(ring.hardware)] = ring.hardware } }
         commandQueues = (0..<preset.coresPerDevice).map {
             CoreCommandQueue(preset: preset, name: "vtrn\(index)core\($0)", numaNode: numaNode, core: $0, faults: faults)
         }

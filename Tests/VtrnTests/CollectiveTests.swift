@@ -319,4 +319,110 @@ import VtrnDevice
         #expect(error?.status == .invalidProgram)
         #expect(error?.message.contains("is not a member of communicator") == true)
     }
+
+    // MARK: The CC rings: collectives' data go through DMA
+
+    /// Four ranks, a communicator, and inputs in device memory.
+    func ringSetup(count: Int) throws -> (Runtime, [Device], Communicator, [[Float]], [DeviceMemory], [DeviceMemory]) {
+        let (runtime, devices) = try isolatedDeviceGroup(4, first: 2, environment: ["VTRN_EXEC_TIMEOUT_MS": "2000"])
+        let comm = try runtime.makeCommunicator(devices.map { .init(device: $0, core: 0) })
+        let inputs = (0..<4).map { r in (0..<count).map { Float(r * 1000 + $0 % 97) } }
+        let sources = try zip(devices, inputs).map { try upload($0, $1) }
+        let outputs = try devices.map { try $0.allocate(UInt64(count * 4)) }
+        return (runtime, devices, comm, inputs, sources, outputs)
+    }
+
+    func allReduce(_ comm: Communicator, _ sources: [DeviceMemory], _ outputs: [DeviceMemory], count: Int) throws -> [Fence] {
+        try (0..<4).map {
+            try comm.allReduce(rank: $0, source: .init(sources[$0]), destination: .init(outputs[$0]), count: count, dtype: .fp32)
+        }
+    }
+
+    @Test func collectivesMoveTheirDataOnEachCoresCCRing() throws {
+        let count = 100_000
+        let (runtime, devices, comm, inputs, sources, outputs) = try ringSetup(count: count)
+        defer { runtime.close() }
+        let engine = devices[0].hardware.preset.dmaEnginesPerCore - 1
+        let before = devices.map { $0.hardware.dmaBytesPerEngine }
+        for fence in try allReduce(comm, sources, outputs, count: count) { try fence.wait() }
+        // Each rank's ring copies its source to its destination, then sends a quarter in each of
+        // the 2 x 3 steps; no other engine moves anything.
+        for (r, device) in devices.enumerated() {
+            let after = device.hardware.dmaBytesPerEngine
+            #expect(after[engine] - before[r][engine] == UInt64(count * 4 + 6 * count))
+            #expect(zip(after, before[r]).enumerated().allSatisfy { $0.offset == engine || $0.element.0 == $0.element.1 })
+        }
+        let expected = ringReference(inputs)
+        for output in outputs { #expect(download(output, count, as: Float.self) == expected) }
+    }
+
+    @Test func aDmaAbortOnOneRanksRingFailsEveryRankAndTheNextCollectiveWorks() throws {
+        let count = 100_000
+        let (runtime, devices, comm, inputs, sources, outputs) = try ringSetup(count: count)
+        defer { runtime.close() }
+        let engine = devices[0].hardware.preset.dmaEnginesPerCore - 1
+        // Rank 2's ring copies its 400,000-byte source in 7 descriptors; the 8th is the first of
+        // the reduce-scatter's first step.
+        _ = try devices[2].injectFault(Fault(.dmaAbort(.init(core: .core(0))), after: 7))
+        for fence in try allReduce(comm, sources, outputs, count: count) {
+            let error = #expect(throws: VtrnError.self) { try fence.wait() }
+            #expect(error?.status == .dmaFault)
+            #expect(error?.message.contains("DMA abort on the CC ring of rank 2 (device \(devices[2].index) core 0) (DMA engine \(engine) "
+                                            + "of core 0) at descriptor 7 of the collective, in step 2 of 7 of collective 0 of communicator") == true, "\(error?.message ?? "")")
+            #expect(error?.message.contains("(injected fault 1 (dma-abort:core=0:after=7))") == true)
+        }
+        #expect(try devices[2].errorCounters.counters.dmaAborts == 1)
+        // One-shot: the ring starts again, and the same all-reduce comes out right.
+        for fence in try allReduce(comm, sources, outputs, count: count) { try fence.wait() }
+        let expected = ringReference(inputs)
+        for output in outputs { #expect(download(output, count, as: Float.self) == expected) }
+    }
+
+    @Test func aHungRingHoldsTheCollectiveUntilAResetAndThenEveryRankFails() throws {
+        let count = 4096
+        let (runtime, devices, comm, inputs, sources, outputs) = try ringSetup(count: count)
+        defer { runtime.close() }
+        _ = try devices[1].injectFault(Fault(.dmaHang(.init(core: .core(0))), after: 1))
+        let fences = try allReduce(comm, sources, outputs, count: count)
+        usleep(100_000)
+        for fence in fences { #expect(fence.status == .notReady) }
+        try devices[1].reset()
+        for fence in fences {
+            let error = #expect(throws: VtrnError.self) { try fence.wait() }
+            #expect(error?.status == .reset)
+            #expect(error?.message.contains("the CC ring of rank 1 (device \(devices[1].index) core 0)") == true)
+            #expect(error?.message.contains("hung at descriptor 1 of the collective") == true)
+            #expect(error?.message.contains("until device \(devices[1].index) was reset") == true)
+        }
+        for fence in try allReduce(comm, sources, outputs, count: count) { try fence.wait() }
+        for output in outputs { #expect(download(output, count, as: Float.self) == ringReference(inputs)) }
+    }
+
+    @Test func aHungRingEndsAtTheExecutionTimeout() throws {
+        let count = 4096
+        let (runtime, devices, comm, _, sources, outputs) = try ringSetup(count: count)
+        defer { runtime.close() }
+        _ = try devices[3].injectFault(Fault(.dmaHang(.init(core: .core(0)))))
+        for fence in try allReduce(comm, sources, outputs, count: count) {
+            let error = #expect(throws: VtrnError.self) { try fence.wait() }
+            #expect(error?.status == .timeout)
+            #expect(error?.message.contains("the CC ring of rank 3") == true)
+            #expect(error?.message.contains("the execution timeout of 2000 ms (VTRN_EXEC_TIMEOUT_MS) ended it") == true)
+        }
+    }
+
+    @Test func anUncorrectableHbmErrorUnderASourceFailsEveryRankAtOnce() throws {
+        let count = 4096
+        let (runtime, devices, comm, _, sources, outputs) = try ringSetup(count: count)
+        defer { runtime.close() }
+        _ = try devices[3].injectFault(Fault(.hbmUncorrectable(address: sources[3].address + 1024, bytes: 64)))
+        let start = Date()
+        for fence in try allReduce(comm, sources, outputs, count: count) {
+            let error = #expect(throws: VtrnError.self) { try fence.wait() }
+            #expect(error?.status == .hardware)
+            #expect(error?.message.contains("uncorrectable HBM error on device \(devices[3].index): the CC ring of rank 3") == true)
+        }
+        // Not the other ranks waiting out the timeout for one that never came.
+        #expect(Date().timeIntervalSince(start) < 1.5)
+    }
 }

@@ -474,6 +474,86 @@ static void test_torus(void) {
     unsetenv("VTRN_CC_ALGORITHM");
 }
 
+
+/* Collectives move their data on each core's CC ring (DMA engine 15): a DMA abort aimed at one
+ * rank's core fails every rank with VTRN_ERROR_DMA_FAULT naming the rank, the ring, the step and
+ * the fault; the ring starts again, and the next collective is right. */
+static void test_dma_faults(void) {
+    GROUP("collectives through DMA: faults");
+    vtrn_runtime_t runtime = create_runtime("trn1:4", 5000 * (int)test_slowdown());
+    if (runtime == NULL) return;
+    enum { COUNT = 100000 };
+    static float inputs[RANKS][COUNT], output[COUNT];
+    vtrn_device_t devices[RANKS];
+    vtrn_device_memory_t sources[RANKS], destinations[RANKS];
+    const uint32_t cores[RANKS] = { 0, 0, 0, 0 };
+    for (int r = 0; r < RANKS; r++) {
+        devices[r] = get_device(runtime, (uint32_t)r);
+        for (int i = 0; i < COUNT; i++) inputs[r][i] = (float)(r * 1000 + i % 97);
+        sources[r] = device_upload(runtime, devices[r], inputs[r], sizeof inputs[r]);
+        destinations[r] = allocate(devices[r], sizeof inputs[r]);
+    }
+    vtrn_comm_t comm = make_comm(runtime, devices, cores, RANKS);
+    vtrn_fault_t abort_fault = VTRN_FAULT_INIT;
+    abort_fault.kind = VTRN_FAULT_DMA_ABORT;
+    abort_fault.core = 0;
+    abort_fault.after = 7; /* 7 descriptors copy the 400,000-byte source; the 8th is the first step's */
+    EXPECT_OK(vtrn_device_inject_fault(devices[1], &abort_fault));
+    vtrn_fence_t fences[RANKS];
+    for (int round = 0; round < 2; round++) {
+        for (int r = 0; r < RANKS; r++) {
+            EXPECT_OK(vtrn_all_reduce(comm, (uint32_t)r, vtrn_device_ref(destinations[r], 0), vtrn_device_ref(sources[r], 0), COUNT,
+                                      VTRN_DTYPE_FP32, VTRN_ALU_ADD, &fences[r]));
+        }
+        if (round == 0) {
+            for (int r = 0; r < RANKS; r++) {
+                EXPECT_ERROR(vtrn_fence_wait(fences[r], UINT64_MAX), VTRN_ERROR_DMA_FAULT,
+                             "DMA abort on the CC ring of rank 1 (device 1 core 0) (DMA engine 15 of core 0)",
+                             "at descriptor 7 of the collective, in step 2 of 7", "injected fault 1",
+                             "every rank of the collective failed with it");
+                EXPECT_OK(vtrn_fence_destroy(fences[r]));
+            }
+            vtrn_device_error_counters_t counters = VTRN_DEVICE_ERROR_COUNTERS_INIT;
+            EXPECT_OK(vtrn_device_get_error_counters(devices[1], &counters));
+            EXPECT_MSG(counters.dma_aborts == 1 && counters.armed_faults == 0, "dma_aborts %llu, armed %u",
+                   (unsigned long long)counters.dma_aborts, counters.armed_faults);
+        } else {
+            wait_all(fences, RANKS);
+        }
+    }
+    /* The second all-reduce: chunk c folded from rank c+1 round to rank c (exact for these sums). */
+    for (int r = 0; r < RANKS; r++) {
+        device_download(runtime, devices[r], destinations[r], output, sizeof output);
+        int wrong = 0;
+        for (int i = 0; i < COUNT; i++) {
+            float sum = 0;
+            for (int q = 0; q < RANKS; q++) sum += inputs[q][i];
+            if (output[i] != sum) wrong++;
+        }
+        EXPECT_MSG(wrong == 0, "rank %d: %d of %d elements differ from the sum after the ring restarted", r, wrong, COUNT);
+    }
+    /* An uncorrectable HBM error under rank 3's source: every rank fails at once, not at the timeout. */
+    vtrn_device_memory_info_t info = VTRN_DEVICE_MEMORY_INFO_INIT;
+    EXPECT_OK(vtrn_device_memory_get_info(sources[3], &info));
+    vtrn_fault_t ue = VTRN_FAULT_INIT;
+    ue.kind = VTRN_FAULT_HBM_UE;
+    ue.address = info.address + 4096;
+    ue.bytes = 64;
+    EXPECT_OK(vtrn_device_inject_fault(devices[3], &ue));
+    for (int r = 0; r < RANKS; r++) {
+        EXPECT_OK(vtrn_all_reduce(comm, (uint32_t)r, vtrn_device_ref(destinations[r], 0), vtrn_device_ref(sources[r], 0), COUNT,
+                                  VTRN_DTYPE_FP32, VTRN_ALU_ADD, &fences[r]));
+    }
+    for (int r = 0; r < RANKS; r++) {
+        /* Within a second, where a rank that never came would hold the others for the 5 s timeout. */
+        EXPECT_ERROR(vtrn_fence_wait(fences[r], 1000000000ull * test_slowdown()), VTRN_ERROR_HARDWARE,
+                     "uncorrectable HBM error on device 3: the CC ring of rank 3 (device 3 core 0)");
+        EXPECT_OK(vtrn_fence_destroy(fences[r]));
+    }
+    EXPECT_OK(vtrn_comm_destroy(comm));
+    EXPECT_OK(vtrn_runtime_destroy(runtime));
+}
+
 int main(void) {
     verbose = getenv("VTRN_TEST_VERBOSE") != NULL;
     unsetenv("VTRN_TOPOLOGY");
@@ -484,5 +564,6 @@ int main(void) {
     test_errors();
     test_destroy_while_waiting();
     test_torus();
+    test_dma_faults();
     return finish("test_collectives");
 }
