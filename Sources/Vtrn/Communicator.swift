@@ -91,7 +91,8 @@ public final class Communicator: Sendable {
         group = CollectiveGroup(members: members.map { CollectiveMember(device: $0.device.hardware, core: $0.core) },
                                 links: Self.links(members, topology: runtime.configuration.topology),
                                 name: "communicator \(serial)", world: world,
-                                algorithm: runtime.configuration.collectiveAlgorithm)
+                                algorithm: runtime.configuration.collectiveAlgorithm,
+                                stepwise: runtime.configuration.collectiveSteps)
     }
 
     /// The cost model's links between every two ranks: two cores of one device share its HBM

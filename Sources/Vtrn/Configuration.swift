@@ -64,13 +64,17 @@ public struct RuntimeConfiguration: Sendable, Equatable {
     /// The all-reduce algorithm of the runtime's communicators (VTRN_CC_ALGORITHM: ring, the
     /// default, or torus).
     public var collectiveAlgorithm: CollectiveAlgorithm = .ring
+    /// Whether collectives in one process run the algorithm's steps one by one, each rank's DMA
+    /// sending to its neighbour with a barrier between steps (VTRN_CC_STEPS=1), or move each
+    /// rank's share directly (0, the default): the same results either way.
+    public var collectiveSteps = false
 
     public var coreCount: Int { topology.devices.reduce(0) { $0 + $1.architecture.preset.coresPerDevice } }
 
     /// The environment variables vtrn reads (XDG_RUNTIME_DIR for the default lock directory).
     public static let variableNames = ["VTRN_TOPOLOGY", "VTRN_VISIBLE_CORES", "VTRN_LOG_LEVEL",
                                        "VTRN_EXEC_TIMEOUT_MS", "VTRN_TRACE", "VTRN_MONITOR_PERIOD_MS", "VTRN_LOCK_DIR",
-                                       "XDG_RUNTIME_DIR", "VTRN_FAULTS", "VTRN_CC_ALGORITHM"]
+                                       "XDG_RUNTIME_DIR", "VTRN_FAULTS", "VTRN_CC_ALGORITHM", "VTRN_CC_STEPS"]
 
     /// This process's values of `variableNames`.
     /// An empty variable counts as unset, as shells make it easy to leave one empty.
@@ -143,6 +147,15 @@ public struct RuntimeConfiguration: Sendable, Equatable {
                                        + "one process)")
             }
             configuration.collectiveAlgorithm = algorithm
+        }
+        if let text = environment["VTRN_CC_STEPS"] {
+            switch text.trimmingSpaces {
+            case "0", "": configuration.collectiveSteps = false
+            case "1": configuration.collectiveSteps = true
+            default:
+                throw .invalidArgument("VTRN_CC_STEPS=\"\(text)\" is neither 0 (the default: each rank moves its share of a collective "
+                                       + "directly) nor 1 (the algorithm's steps one by one, as the chip runs them)")
+            }
         }
         return configuration
     }

@@ -214,6 +214,9 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
     /// For the 2D-torus all-reduce, the ranks of a row (4); nil when all-reduce uses the ring.
     public let torusColumns: Int?
     public var algorithm: CollectiveAlgorithm { torusColumns == nil ? .ring : .torus }
+    /// Whether one process's collectives run the algorithm's steps one by one (`VTRN_CC_STEPS=1`),
+    /// or move each rank's share directly (the default; see `run`).
+    public let stepwise: Bool
     public var localRanks: Range<Int> { firstRank..<(firstRank + members.count) }
 
     public static func == (a: CollectiveGroup, b: CollectiveGroup) -> Bool { a === b }
@@ -269,6 +272,8 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
     /// Bumped and woken at every change a waiting rank may care about.
     private let word: UnsafeMutablePointer<UInt32>
     private let memberIndex: [MemberKey: Int]
+    /// The members' devices' faults, each once: the HBM a collective's DMA may read.
+    private let memberFaults: [DeviceFaults]
 
     private struct MemberKey: Hashable {
         let device: ObjectIdentifier
@@ -276,8 +281,9 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
     }
 
     public init(members: [CollectiveMember], links: CollectiveLinks, name: String, world: CollectiveWorld? = nil,
-                algorithm: CollectiveAlgorithm = .ring) {
+                algorithm: CollectiveAlgorithm = .ring, stepwise: Bool = false) {
         self.members = members
+        self.stepwise = stepwise
         self.links = links
         self.name = name
         self.world = world
@@ -292,6 +298,8 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
             index[MemberKey(device: ObjectIdentifier(member.device.faults), core: member.core)] = firstRank + rank
         }
         memberIndex = index
+        var seen = Set<ObjectIdentifier>()
+        memberFaults = members.map(\.device.faults).filter { seen.insert(ObjectIdentifier($0)).inserted }
     }
 
     deinit { word.deallocate() }
@@ -575,23 +583,28 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
         let n = size, r = rank, element = operation.dtype.size, count = operation.count
         let member = members[rank - firstRank]
         let ring = member.device.collectiveRings[member.core]
-        ring.prepare()
+        ring.prepare(peers: memberFaults)
         func source(_ q: Int) -> UnsafeRawPointer { arrivals[q]!.source! }
         func destination(_ q: Int) -> UnsafeMutableRawPointer { arrivals[q]!.destination! }
         let reduce = operation.kind.reduces ? (op: operation.op, dtype: operation.dtype) : nil
         var failure: ExecutionOutcome.Failure?
         var step = 0
         var steps = 0
+        func failed(_ stop: DmaQueueHardware.Stop) -> ExecutionOutcome.Failure {
+            ringFailure(stop, rank: rank, ring: ring, operation: operation, key: key, step: step, of: steps,
+                        deadline: deadline, timeoutNanoseconds: timeoutNanoseconds,
+                        generation: generations.isEmpty ? member.device.faults.generation : generations[rank - firstRank],
+                        cancelled: cancelled)
+        }
+        if !stepwise, let stop = direct(rank: rank, operation: operation, arrivals: arrivals, ring: ring) { return failed(stop) }
+        if !stepwise { return nil }
         /// Moves (or with `combining`, reduces) `elements` elements on this rank's CC ring.
         func move(_ to: UnsafeMutableRawPointer, _ from: UnsafeRawPointer, _ elements: Int, combining: Bool = false) -> Bool {
             guard elements > 0, combining || UnsafeRawPointer(to) != from else { return true }
             guard let stop = ring.transfer(to: to, from: from, bytes: elements * element, reduce: combining ? reduce : nil) else {
                 return true
             }
-            failure = ringFailure(stop, rank: rank, ring: ring, operation: operation, key: key, step: step, of: steps,
-                                  deadline: deadline, timeoutNanoseconds: timeoutNanoseconds,
-                                  generation: generations.isEmpty ? member.device.faults.generation : generations[rank - firstRank],
-                                  cancelled: cancelled)
+            failure = failed(stop)
             return false
         }
         func barrier() -> Bool {
@@ -715,6 +728,92 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
         return failure
     }
 
+    /// The default data path in one process: every rank's memory is in reach of every rank's DMA
+    /// (as every device's HBM is of a peer's DMA over NeuronLink), so each rank moves its share
+    /// of the result directly, with no hand-offs between ranks: for a reduction, rank c folds
+    /// chunk c of every rank's input in the ring's order (from rank c+1 round to rank c, DMA with
+    /// compute into its engine's accumulator, rounded to the dtype at every step: the ring's
+    /// arithmetic exactly) and writes it to every rank; for the others, rank r writes its own
+    /// piece wherever it belongs. The host moves a third of the bytes the ring's steps would.
+    private func direct(rank: Int, operation: CollectiveOperation, arrivals: [Int: Arrival],
+                        ring: CollectiveRing) -> DmaQueueHardware.Stop? {
+        let n = size, element = operation.dtype.size, count = operation.count
+        func source(_ r: Int) -> UnsafeRawPointer { arrivals[r]!.source! }
+        func destination(_ r: Int) -> UnsafeMutableRawPointer { arrivals[r]!.destination! }
+        func move(_ to: UnsafeMutableRawPointer, _ from: UnsafeRawPointer, _ elements: Int) -> DmaQueueHardware.Stop? {
+            guard elements > 0, UnsafeRawPointer(to) != from else { return nil }
+            return ring.transfer(to: to, from: from, bytes: elements * element)
+        }
+        switch operation.kind {
+        case .allReduce where torusColumns != nil:
+            return torusAllReduce(rank: rank, operation: operation, source: source, destination: destination, ring: ring)
+        case .allReduce:
+            let chunk = Self.chunk(rank, of: count, parts: n)
+            let order = (1...n).map { (rank + $0) % n }
+            return ring.fold(order.map { source($0) + chunk.lowerBound * element },
+                             into: (0..<n).map { destination($0) + chunk.lowerBound * element }, count: chunk.count,
+                             op: operation.op, dtype: operation.dtype)
+        case .reduceScatter:
+            let each = count / n
+            let order = (1...n).map { (rank + $0) % n }
+            return ring.fold(order.map { source($0) + rank * each * element }, into: [destination(rank)], count: each,
+                             op: operation.op, dtype: operation.dtype)
+        case .allGather:
+            for r in 0..<n {
+                if let stop = move(destination((rank + r) % n) + rank * count * element, source(rank), count) { return stop }
+            }
+        case .allToAll:
+            let each = count / n
+            for s in 0..<n {
+                let q = (rank + s) % n
+                if let stop = move(destination(q) + rank * each * element, source(rank) + q * each * element, each) { return stop }
+            }
+        case .broadcast:
+            let chunk = Self.chunk(rank, of: count, parts: n)
+            let root = source(operation.peer) + chunk.lowerBound * element
+            for r in 0..<n {
+                if let stop = move(destination(r) + chunk.lowerBound * element, root, chunk.count) { return stop }
+            }
+        case .send:
+            return move(destination(operation.peer), source(rank), count)
+        case .receive:
+            break
+        case .permute:
+            if operation.targets.indices.contains(rank), operation.targets[rank] >= 0 {
+                return move(destination(operation.targets[rank]), source(rank), count)
+            }
+        }
+        return nil
+    }
+
+    /// The 2D-torus all-reduce's arithmetic, for rank (i, j) = (row, column) of R rows of C: the
+    /// elements of column chunk j (C chunks of the buffer) that fall in row chunk i (R chunks).
+    /// Each row k folds its C ranks in ring order from column j+1 round to column j; then the R
+    /// row sums are folded in ring order from row i+1 round to row i; every step rounded to the
+    /// dtype. Every element has exactly one (i, j), so every element is computed once.
+    private func torusAllReduce(rank: Int, operation: CollectiveOperation, source: (Int) -> UnsafeRawPointer,
+                                destination: (Int) -> UnsafeMutableRawPointer, ring: CollectiveRing) -> DmaQueueHardware.Stop? {
+        guard let columns = torusColumns else { return nil }
+        let rows = size / columns, element = operation.dtype.size
+        let row = rank / columns, column = rank % columns
+        let columnChunk = Self.chunk(column, of: operation.count, parts: columns)
+        let rowChunk = Self.chunk(row, of: operation.count, parts: rows)
+        let low = max(columnChunk.lowerBound, rowChunk.lowerBound)
+        let range = low..<max(low, min(columnChunk.upperBound, rowChunk.upperBound))
+        guard !range.isEmpty else { return nil }
+        let bytes = range.count * element
+        let partials = (0..<rows).map { _ in UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64) }
+        defer { for partial in partials { partial.deallocate() } }
+        for k in 0..<rows {
+            let order = (1...columns).map { k * columns + (column + $0) % columns }
+            if let stop = ring.fold(order.map { source($0) + range.lowerBound * element }, into: [partials[k]], count: range.count,
+                                    op: operation.op, dtype: operation.dtype) { return stop }
+        }
+        let rowOrder = (1...rows).map { UnsafeRawPointer(partials[(row + $0) % rows]) }
+        return ring.fold(rowOrder, into: (0..<size).map { destination($0) + range.lowerBound * element }, count: range.count,
+                         op: operation.op, dtype: operation.dtype)
+    }
+
     /// A rank's scratch buffer for the round, seen by the others after the next barrier; freed
     /// when the rank leaves the round (after every rank has finished).
     private func scratch(_ round: Round, rank: Int, bytes: Int) -> UnsafeMutableRawPointer {
@@ -775,7 +874,8 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
         let member = members[rank - firstRank]
         let device = member.device.index
         let ringName = "the CC ring of \(label(rank)) (DMA engine \(ring.engineIndex) of core \(member.core))"
-        let at = "at descriptor \(stop.position - ring.collectiveStart) of the collective, in step \(step + 1) of \(max(steps, step + 1)) of \(what(key, operation))"
+        let at = "at descriptor \(stop.position - ring.collectiveStart) of \(what(key, operation))"
+            + (stepwise ? ", in step \(step + 1) of \(max(steps, step + 1))" : "")
         let after = "; every rank of the collective failed with it, and the ring starts again with the next collective"
         switch stop.reason {
         case .descriptorError:
@@ -783,8 +883,8 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
         case .aborted(let fault):
             return .dmaFault("DMA abort on \(ringName) \(at): a descriptor error (\(fault))\(after)")
         case .hbmUncorrectable(let address, let length, let fault):
-            return .hardware("uncorrectable HBM error on device \(device): \(ringName) read HBM bytes "
-                             + "\(DeviceFaults.range(address, UInt64(length))) \(at), over \(fault)\(after)")
+            return .hardware("uncorrectable HBM error: \(ringName) read HBM bytes \(DeviceFaults.range(address, UInt64(length))) "
+                             + "\(at), over \(fault)\(after)")
         case .hung(let fault):
             let hung = "\(ringName) hung \(at) (\(fault))"
             switch member.device.faults.hang(until: deadline, generation: generation, cancelled: cancelled) {

@@ -33,8 +33,11 @@ public struct DmaDescriptor: Sendable, Equatable {
     /// dtype). It is how the collective engine reduces as data arrive, and NKI's
     /// `dma_copy(dst_rmw_op=...)`. The length must be whole elements.
     public static let compute: UInt32 = 1 << 29
-    public static func compute(_ op: AluOp, _ dtype: DataType) -> UInt32 {
-        compute | UInt32(op.rawValue & 0xf) << 16 | UInt32(dtype.rawValue & 0xf) << 20
+    /// With `compute`: the running value is the destination's, `destination op incoming` (a
+    /// fold into an accumulator) rather than `incoming op destination`.
+    public static let accumulate: UInt32 = 1 << 30
+    public static func compute(_ op: AluOp, _ dtype: DataType, accumulating: Bool = false) -> UInt32 {
+        compute | (accumulating ? accumulate : 0) | UInt32(op.rawValue & 0xf) << 16 | UInt32(dtype.rawValue & 0xf) << 20
     }
 
     public var length: Int { let field = Int(lengthControl & Self.lengthMask); return field == 0 ? 65536 : field }
@@ -276,6 +279,10 @@ public final class DmaQueueHardware: @unchecked Sendable {
             if !armed.isEmpty, let reason = injectedFault(armed, reading: from, length: length) {
                 return stopMidBurst(at: position, bytes: bytes, reason)
             }
+            if !peers.isEmpty, let reason = peerHbmError(reading: from, length: length,
+                                                         destination: destination.lengthControl & DmaDescriptor.compute != 0 ? to : nil) {
+                return stopMidBurst(at: position, bytes: bytes, reason)
+            }
             if destination.lengthControl & DmaDescriptor.compute != 0 {
                 guard Self.combine(destination.lengthControl, into: to, from, length) else {
                     faults.counters.dmaAborts.add(1, ordering: .relaxed)
@@ -301,8 +308,24 @@ public final class DmaQueueHardware: @unchecked Sendable {
                                 _ length: Int) -> Bool {
         guard let op = AluOp(rawValue: Int(control >> 16 & 0xf)), CollectiveOperation.reductionOps.contains(op),
               let dtype = DataType(rawValue: Int(control >> 20 & 0xf)), length % dtype.size == 0 else { return false }
-        Reduction.fold(CollectiveOperation(kind: .allReduce, dtype: dtype, op: op, count: 0), inputs: [source, UnsafeRawPointer(destination)],
-                       outputs: [destination], count: length / dtype.size)
+        let accumulating = control & DmaDescriptor.accumulate != 0
+        if dtype == .fp32 {
+            // In place, no conversions: the common case, at memory speed.
+            let a = destination.assumingMemoryBound(to: Float.self), b = source.assumingMemoryBound(to: Float.self)
+            let count = length / 4
+            switch (op, accumulating) {
+            case (.add, true): for i in 0..<count { a[i] = a[i] + b[i] }
+            case (.add, false): for i in 0..<count { a[i] = b[i] + a[i] }
+            case (.max, true): for i in 0..<count { let x = a[i], y = b[i]; a[i] = x.isNaN || y.isNaN ? x + y : (y > x ? y : x) }
+            case (.max, false): for i in 0..<count { let x = b[i], y = a[i]; a[i] = x.isNaN || y.isNaN ? x + y : (y > x ? y : x) }
+            case (.min, true): for i in 0..<count { let x = a[i], y = b[i]; a[i] = x.isNaN || y.isNaN ? x + y : (y < x ? y : x) }
+            default: for i in 0..<count { let x = b[i], y = a[i]; a[i] = x.isNaN || y.isNaN ? x + y : (y < x ? y : x) }
+            }
+            return true
+        }
+        let inputs = accumulating ? [UnsafeRawPointer(destination), source] : [source, UnsafeRawPointer(destination)]
+        Reduction.fold(CollectiveOperation(kind: .allReduce, dtype: dtype, op: op, count: 0), inputs: inputs, outputs: [destination],
+                       count: length / dtype.size)
         return true
     }
 
@@ -356,8 +379,26 @@ public final class DmaQueueHardware: @unchecked Sendable {
                 continue
             }
         }
-        if let (fault, address) = faults.hbmError(in: armed, reading: UInt(bitPattern: source), length: length) {
+        if peers.isEmpty, let (fault, address) = faults.hbmError(in: armed, reading: UInt(bitPattern: source), length: length) {
             return .hbmUncorrectable(address: address, length: length, fault: fault.label)
+        }
+        return nil
+    }
+
+    /// For a CC ring: the devices whose HBM its descriptors read (every member's of the
+    /// collective, its own too), whose uncorrectable errors hit it. Set by its one user.
+    var peers: [DeviceFaults] = []
+
+    /// An uncorrectable error of a peer's HBM under the descriptor's source (or, for a compute
+    /// descriptor, its destination, which it reads too).
+    private func peerHbmError(reading source: UnsafeRawPointer, length: Int, destination: UnsafeMutableRawPointer?) -> Stop.Reason? {
+        for peer in peers where peer.attention.load(ordering: .relaxed) != 0 {
+            let armed = peer.armed
+            for start in [UInt(bitPattern: source), destination.map { UInt(bitPattern: $0) }].compactMap({ $0 }) {
+                if let (fault, address) = peer.hbmError(in: armed, reading: start, length: length) {
+                    return .hbmUncorrectable(address: address, length: length, fault: "\(fault.label) in the HBM of device \(peer.deviceIndex)")
+                }
+            }
         }
         return nil
     }

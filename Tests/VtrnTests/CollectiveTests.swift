@@ -31,8 +31,12 @@ import VtrnDevice
         return result
     }
 
-    @Test func allReduceMatchesTheRingOrderBitForBit() throws {
-        let (runtime, devices) = try isolatedDeviceGroup(4, first: 2)
+    /// Every data path (VTRN_CC_STEPS 0: each rank's share directly; 1: the ring's steps) gives
+    /// the same bits.
+    static let dataPaths = ["0", "1"]
+
+    @Test(arguments: dataPaths) func allReduceMatchesTheRingOrderBitForBit(steps: String) throws {
+        let (runtime, devices) = try isolatedDeviceGroup(4, first: 2, environment: ["VTRN_CC_STEPS": steps])
         defer { runtime.close() }
         let comm = try runtime.makeCommunicator(devices.map { .init(device: $0, core: 0) })
         let count = 10_007
@@ -58,8 +62,8 @@ import VtrnDevice
     }
 
     /// VTRN_CC_ALGORITHM=torus: rows of 4 ranks, then columns, in the documented order.
-    @Test func torusAllReduceFoldsRowsThenColumns() throws {
-        let (runtime, devices) = try isolatedDeviceGroup(4, first: 2, environment: ["VTRN_CC_ALGORITHM": "torus"])
+    @Test(arguments: dataPaths) func torusAllReduceFoldsRowsThenColumns(steps: String) throws {
+        let (runtime, devices) = try isolatedDeviceGroup(4, first: 2, environment: ["VTRN_CC_ALGORITHM": "torus", "VTRN_CC_STEPS": steps])
         defer { runtime.close() }
         // 8 ranks: two cores of each device, rank order device-major.
         let members = devices.flatMap { device in [0, 1].map { Communicator.Member(device: device, core: $0) } }
@@ -91,10 +95,14 @@ import VtrnDevice
         #expect(throws: VtrnError.self) {
             try Runtime(options: .init(topology: "trn1"), environment: testEnvironment(["VTRN_CC_ALGORITHM": "tree"]))
         }
+        let badSteps = #expect(throws: VtrnError.self) {
+            try Runtime(options: .init(topology: "trn1"), environment: testEnvironment(["VTRN_CC_STEPS": "yes"]))
+        }
+        #expect(badSteps?.message.contains("VTRN_CC_STEPS=\"yes\" is neither 0") == true)
     }
 
-    @Test func allGatherReduceScatterAllToAllBroadcastSendReceive() throws {
-        let (runtime, devices) = try isolatedDeviceGroup(3, first: 2)
+    @Test(arguments: dataPaths) func allGatherReduceScatterAllToAllBroadcastSendReceive(steps: String) throws {
+        let (runtime, devices) = try isolatedDeviceGroup(3, first: 2, environment: ["VTRN_CC_STEPS": steps])
         defer { runtime.close() }
         // Two ranks on one device: its two cores.
         let members: [Communicator.Member] = [.init(device: devices[0], core: 0), .init(device: devices[1], core: 1),
@@ -140,8 +148,8 @@ import VtrnDevice
         for r in 0..<n { #expect(download(outputs[r], count, as: Int32.self) == Array(inputs[(r + n - 1) % n][0..<count])) }
     }
 
-    @Test func permuteSendsEveryRankToItsTargetAtOnce() throws {
-        let (runtime, devices) = try isolatedDeviceGroup(4, first: 2)
+    @Test(arguments: dataPaths) func permuteSendsEveryRankToItsTargetAtOnce(steps: String) throws {
+        let (runtime, devices) = try isolatedDeviceGroup(4, first: 2, environment: ["VTRN_CC_STEPS": steps])
         defer { runtime.close() }
         let comm = try runtime.makeCommunicator(devices.map { .init(device: $0, core: 0) })
         let inputs = (0..<4).map { r in (0..<8).map { Int32(r * 100 + $0) } }
@@ -173,8 +181,8 @@ import VtrnDevice
         }
     }
 
-    @Test func bf16ReductionRoundsAtEveryStep() throws {
-        let (runtime, devices) = try isolatedDeviceGroup(4, first: 2)
+    @Test(arguments: dataPaths) func bf16ReductionRoundsAtEveryStep(steps: String) throws {
+        let (runtime, devices) = try isolatedDeviceGroup(4, first: 2, environment: ["VTRN_CC_STEPS": steps])
         defer { runtime.close() }
         let comm = try runtime.makeCommunicator(devices.map { .init(device: $0, core: 1) })
         let count = 257
@@ -323,8 +331,8 @@ import VtrnDevice
     // MARK: The CC rings: collectives' data go through DMA
 
     /// Four ranks, a communicator, and inputs in device memory.
-    func ringSetup(count: Int) throws -> (Runtime, [Device], Communicator, [[Float]], [DeviceMemory], [DeviceMemory]) {
-        let (runtime, devices) = try isolatedDeviceGroup(4, first: 2, environment: ["VTRN_EXEC_TIMEOUT_MS": "2000"])
+    func ringSetup(count: Int, steps: String = "0") throws -> (Runtime, [Device], Communicator, [[Float]], [DeviceMemory], [DeviceMemory]) {
+        let (runtime, devices) = try isolatedDeviceGroup(4, first: 2, environment: ["VTRN_EXEC_TIMEOUT_MS": "2000", "VTRN_CC_STEPS": steps])
         let comm = try runtime.makeCommunicator(devices.map { .init(device: $0, core: 0) })
         let inputs = (0..<4).map { r in (0..<count).map { Float(r * 1000 + $0 % 97) } }
         let sources = try zip(devices, inputs).map { try upload($0, $1) }
@@ -338,37 +346,41 @@ import VtrnDevice
         }
     }
 
-    @Test func collectivesMoveTheirDataOnEachCoresCCRing() throws {
+    @Test(arguments: dataPaths) func collectivesMoveTheirDataOnEachCoresCCRing(steps: String) throws {
         let count = 100_000
-        let (runtime, devices, comm, inputs, sources, outputs) = try ringSetup(count: count)
+        let (runtime, devices, comm, inputs, sources, outputs) = try ringSetup(count: count, steps: steps)
         defer { runtime.close() }
         let engine = devices[0].hardware.preset.dmaEnginesPerCore - 1
         let before = devices.map { $0.hardware.dmaBytesPerEngine }
         for fence in try allReduce(comm, sources, outputs, count: count) { try fence.wait() }
-        // Each rank's ring copies its source to its destination, then sends a quarter in each of
-        // the 2 x 3 steps; no other engine moves anything.
+        // Directly, each rank's ring folds its quarter: one copy into its accumulator, 3 compute
+        // descriptors, 4 copies out. In steps: its source to its destination, then a quarter in
+        // each of the 2 x 3 steps. No other engine moves anything.
+        let expectedBytes = steps == "1" ? count * 4 + 6 * count : 8 * count
         for (r, device) in devices.enumerated() {
             let after = device.hardware.dmaBytesPerEngine
-            #expect(after[engine] - before[r][engine] == UInt64(count * 4 + 6 * count))
+            #expect(after[engine] - before[r][engine] == UInt64(expectedBytes))
             #expect(zip(after, before[r]).enumerated().allSatisfy { $0.offset == engine || $0.element.0 == $0.element.1 })
         }
         let expected = ringReference(inputs)
         for output in outputs { #expect(download(output, count, as: Float.self) == expected) }
     }
 
-    @Test func aDmaAbortOnOneRanksRingFailsEveryRankAndTheNextCollectiveWorks() throws {
+    @Test(arguments: dataPaths) func aDmaAbortOnOneRanksRingFailsEveryRankAndTheNextCollectiveWorks(steps: String) throws {
         let count = 100_000
-        let (runtime, devices, comm, inputs, sources, outputs) = try ringSetup(count: count)
+        let (runtime, devices, comm, inputs, sources, outputs) = try ringSetup(count: count, steps: steps)
         defer { runtime.close() }
         let engine = devices[0].hardware.preset.dmaEnginesPerCore - 1
-        // Rank 2's ring copies its 400,000-byte source in 7 descriptors; the 8th is the first of
-        // the reduce-scatter's first step.
+        // Directly, rank 2's ring folds 2 blocks of its quarter, 8 descriptors each: the 8th is the
+        // last copy out of the first block. In steps, it copies its 400,000-byte source in 7
+        // descriptors; the 8th is the first of the reduce-scatter's first step.
         _ = try devices[2].injectFault(Fault(.dmaAbort(.init(core: .core(0))), after: 7))
         for fence in try allReduce(comm, sources, outputs, count: count) {
             let error = #expect(throws: VtrnError.self) { try fence.wait() }
             #expect(error?.status == .dmaFault)
             #expect(error?.message.contains("DMA abort on the CC ring of rank 2 (device \(devices[2].index) core 0) (DMA engine \(engine) "
-                                            + "of core 0) at descriptor 7 of the collective, in step 2 of 7 of collective 0 of communicator") == true, "\(error?.message ?? "")")
+                                            + "of core 0) at descriptor 7 of collective 0 of communicator") == true, "\(error?.message ?? "")")
+            #expect(error?.message.contains("(ALL_REDUCE), in step 2 of 7: a descriptor error") == (steps == "1"))
             #expect(error?.message.contains("(injected fault 1 (dma-abort:core=0:after=7))") == true)
         }
         #expect(try devices[2].errorCounters.counters.dmaAborts == 1)
@@ -378,9 +390,9 @@ import VtrnDevice
         for output in outputs { #expect(download(output, count, as: Float.self) == expected) }
     }
 
-    @Test func aHungRingHoldsTheCollectiveUntilAResetAndThenEveryRankFails() throws {
+    @Test(arguments: dataPaths) func aHungRingHoldsTheCollectiveUntilAResetAndThenEveryRankFails(steps: String) throws {
         let count = 4096
-        let (runtime, devices, comm, inputs, sources, outputs) = try ringSetup(count: count)
+        let (runtime, devices, comm, inputs, sources, outputs) = try ringSetup(count: count, steps: steps)
         defer { runtime.close() }
         _ = try devices[1].injectFault(Fault(.dmaHang(.init(core: .core(0))), after: 1))
         let fences = try allReduce(comm, sources, outputs, count: count)
@@ -391,7 +403,7 @@ import VtrnDevice
             let error = #expect(throws: VtrnError.self) { try fence.wait() }
             #expect(error?.status == .reset)
             #expect(error?.message.contains("the CC ring of rank 1 (device \(devices[1].index) core 0)") == true)
-            #expect(error?.message.contains("hung at descriptor 1 of the collective") == true)
+            #expect(error?.message.contains("hung at descriptor 1 of collective 0 of communicator") == true)
             #expect(error?.message.contains("until device \(devices[1].index) was reset") == true)
         }
         for fence in try allReduce(comm, sources, outputs, count: count) { try fence.wait() }
@@ -411,6 +423,7 @@ import VtrnDevice
         }
     }
 
+    /// Directly, rank 0's ring reads chunk 0 of every rank's source, rank 3's too.
     @Test func anUncorrectableHbmErrorUnderASourceFailsEveryRankAtOnce() throws {
         let count = 4096
         let (runtime, devices, comm, _, sources, outputs) = try ringSetup(count: count)
@@ -420,7 +433,8 @@ import VtrnDevice
         for fence in try allReduce(comm, sources, outputs, count: count) {
             let error = #expect(throws: VtrnError.self) { try fence.wait() }
             #expect(error?.status == .hardware)
-            #expect(error?.message.contains("uncorrectable HBM error on device \(devices[3].index): the CC ring of rank 3") == true)
+            #expect(error?.message.contains("uncorrectable HBM error: the CC ring of rank 0 (device \(devices[0].index) core 0)") == true)
+            #expect(error?.message.contains("in the HBM of device \(devices[3].index)") == true)
         }
         // Not the other ranks waiting out the timeout for one that never came.
         #expect(Date().timeIntervalSince(start) < 1.5)

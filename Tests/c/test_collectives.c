@@ -497,7 +497,9 @@ static void test_dma_faults(void) {
     vtrn_fault_t abort_fault = VTRN_FAULT_INIT;
     abort_fault.kind = VTRN_FAULT_DMA_ABORT;
     abort_fault.core = 0;
-    abort_fault.after = 7; /* 7 descriptors copy the 400,000-byte source; the 8th is the first step's */
+    /* Rank 1's ring folds chunk 1 (100,000 bytes) in 2 blocks of 8 descriptors (a copy into its
+     * accumulator, 3 compute descriptors, 4 copies out): the 8th is the first block's last. */
+    abort_fault.after = 7;
     EXPECT_OK(vtrn_device_inject_fault(devices[1], &abort_fault));
     vtrn_fence_t fences[RANKS];
     for (int round = 0; round < 2; round++) {
@@ -509,7 +511,7 @@ static void test_dma_faults(void) {
             for (int r = 0; r < RANKS; r++) {
                 EXPECT_ERROR(vtrn_fence_wait(fences[r], UINT64_MAX), VTRN_ERROR_DMA_FAULT,
                              "DMA abort on the CC ring of rank 1 (device 1 core 0) (DMA engine 15 of core 0)",
-                             "at descriptor 7 of the collective, in step 2 of 7", "injected fault 1",
+                             "at descriptor 7 of collective 0 of communicator", "injected fault 1",
                              "every rank of the collective failed with it");
                 EXPECT_OK(vtrn_fence_destroy(fences[r]));
             }
@@ -532,7 +534,8 @@ static void test_dma_faults(void) {
         }
         EXPECT_MSG(wrong == 0, "rank %d: %d of %d elements differ from the sum after the ring restarted", r, wrong, COUNT);
     }
-    /* An uncorrectable HBM error under rank 3's source: every rank fails at once, not at the timeout. */
+    /* An uncorrectable HBM error under rank 3's source, in chunk 0, which rank 0's ring reads:
+     * every rank fails at once, not at the timeout. */
     vtrn_device_memory_info_t info = VTRN_DEVICE_MEMORY_INFO_INIT;
     EXPECT_OK(vtrn_device_memory_get_info(sources[3], &info));
     vtrn_fault_t ue = VTRN_FAULT_INIT;
@@ -547,7 +550,7 @@ static void test_dma_faults(void) {
     for (int r = 0; r < RANKS; r++) {
         /* Within a second, where a rank that never came would hold the others for the 5 s timeout. */
         EXPECT_ERROR(vtrn_fence_wait(fences[r], 1000000000ull * test_slowdown()), VTRN_ERROR_HARDWARE,
-                     "uncorrectable HBM error on device 3: the CC ring of rank 3 (device 3 core 0)");
+                     "uncorrectable HBM error: the CC ring of rank 0 (device 0 core 0)", "in the HBM of device 3");
         EXPECT_OK(vtrn_fence_destroy(fences[r]));
     }
     EXPECT_OK(vtrn_comm_destroy(comm));

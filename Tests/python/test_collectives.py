@@ -205,6 +205,51 @@ def test_a_device_lost_mid_collective_fails_every_rank(runtime):
         devices[1].reset()
 
 
+@pytest.mark.parametrize("ranks", [2, 3, 5, 8])
+@pytest.mark.parametrize("dtype", ["fp32", "bf16", "int8"])
+def test_the_ring_steps_give_the_same_bits(monkeypatch, ranks, dtype):
+    """VTRN_CC_STEPS=1: the ring's steps one by one (each rank's DMA sends to the next, a barrier
+    between steps) give what the default, direct data path gives, bit for bit."""
+    each = 37
+    inputs = random_inputs(ranks, each * ranks, DTYPES[dtype])
+    results = {}
+    for steps in ("0", "1"):
+        monkeypatch.setenv("VTRN_CC_STEPS", steps)
+        with open_runtime(topology="trn1:8") as runtime, vtrn.Communicator(runtime, runtime.devices[:ranks]) as comm:
+            results[steps] = [comm.all_reduce_arrays(inputs, op=op) for op in ("add", "max")]
+            results[steps] += [comm.reduce_scatter_arrays(inputs), comm.all_gather_arrays([a[:each] for a in inputs]),
+                               comm.all_to_all_arrays(inputs)]
+    for direct, stepped in zip(results["0"], results["1"]):
+        assert [a.tobytes() for a in direct] == [a.tobytes() for a in stepped]
+    assert results["0"][0][0].tobytes() == ring_reduce(inputs).tobytes()
+    monkeypatch.setenv("VTRN_CC_STEPS", "2")
+    assert "VTRN_CC_STEPS=\"2\" is neither 0" in failure(vtrn.InvalidArgumentError, lambda: vtrn.Runtime(topology="trn1"))
+
+
+@pytest.mark.parametrize("steps", ["0", "1"])
+def test_a_dma_abort_on_one_ranks_cc_ring_fails_every_rank(monkeypatch, steps):
+    """Collectives move their data on each core's CC ring (DMA engine 15): a DMA abort aimed at one
+    rank's core fails every rank with DmaFaultError naming the ring, and the next one is right."""
+    monkeypatch.setenv("VTRN_CC_STEPS", steps)
+    inputs = random_inputs(4, 50_000, numpy.float32)
+    with open_runtime(topology="trn1:4") as runtime, vtrn.Communicator(runtime, runtime.devices) as comm:
+        aborts = runtime.devices[3].error_counters.dma_aborts  # counted since the process made the device
+        runtime.devices[3].inject_fault("dma_abort", core=0, after=1)
+        message = failure(vtrn.DmaFaultError, lambda: comm.all_reduce_arrays(inputs))
+        assert "DMA abort on the CC ring of rank 3 (device 3 core 0) (DMA engine 15 of core 0) at descriptor 1 of collective 0" in message
+        assert "every rank of the collective failed with it" in message
+        assert ("in step 1 of 7" in message) == (steps == "1")
+        assert runtime.devices[3].error_counters.dma_aborts == aborts + 1
+        for result in comm.all_reduce_arrays(inputs):
+            assert result.tobytes() == ring_reduce(inputs).tobytes()
+        # An uncorrectable HBM error under rank 2's input, which another rank's ring reads too.
+        memories = [device.to_device(array) for device, array in zip(runtime.devices, inputs)]
+        runtime.devices[2].inject_fault("hbm_ue", address=memories[2].info.address + 1024, bytes=8)
+        fences = [comm.all_reduce(rank, memories[rank], memories[rank]) for rank in range(4)]
+        for fence in fences:
+            assert "uncorrectable HBM error: the CC ring of rank" in failure(vtrn.HardwareError, fence.wait)
+
+
 def test_bad_arguments(runtime):
     devices = runtime.devices[:2]
     assert "members is NULL" in failure(vtrn.InvalidArgumentError, lambda: vtrn.Communicator(runtime, []))
