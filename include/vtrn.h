@@ -791,7 +791,9 @@ typedef struct vtrn_handle_counts {
  *    VTRN_FAULT_HOST for the host engines of vtrn_memcpy, or VTRN_FAULT_ANY for every queue of
  *    the device), DMA engine `engine` (0-15; 0-1 on the host; or ANY) and queue `queue` (0-15 or
  *    ANY; ANY on the host, whose queues have no fixed numbers). The descriptor after `after`
- *    descriptors served on those queues fails.
+ *    descriptors served on those queues fails. A core's CC ring (engine 15, the DMA queue its
+ *    collectives move data with; see the collectives section) counts as a queue of the core and
+ *    the engine, never of a numbered queue.
  *  - VTRN_FAULT_HBM_UE: `address` and `bytes`, the failing range of HBM (within the device's HBM).
  *  - VTRN_FAULT_ENGINE_HANG: `engine` (one VTRN_ENGINE_* bit: PE, ACT, DVE, POOL or DMA, the
  *    kernel's DMA; or ANY) of `core` (or ANY): the instruction after `after` instructions on it
@@ -1394,6 +1396,20 @@ vtrn_status_t vtrn_device_get_error_counters(vtrn_device_t device, vtrn_device_e
  * one process run the 2D torus instead, with its own order: rank (i, j) is row i, column j of rows
  * of 4; column chunk j is folded within each row from column j+1 round to column j, then the row
  * sums of row chunk i from row i+1 round to row i (vtrn_comm_create_mpi refuses it).
+ *
+ * Data move as DMA: in one process every byte of a collective is a descriptor on the CC ring of
+ * the rank's core, a queue of its DMA engine 15 kept for collectives (apart from the queues of
+ * vtrn_dma_queue_create); reductions are DMA with compute (the data combined into the
+ * destination as they land). By default each rank's ring moves its share directly (rank c folds
+ * chunk c of every input in the ring's order and writes it to every rank); with VTRN_CC_STEPS=1
+ * (read at vtrn_runtime_create) the ranks run the algorithm's steps one by one, each sending to
+ * the next with a barrier between steps: the same bits, 2-3 times the host's memory traffic. A
+ * DMA abort on a member's CC ring fails the collective on every rank with VTRN_ERROR_DMA_FAULT
+ * naming the rank, the ring, the descriptor and the fault, and the ring starts again with the
+ * next collective; a DMA hang holds it until the execution timeout (VTRN_ERROR_TIMEOUT), a reset
+ * (VTRN_ERROR_RESET) or a loss (VTRN_ERROR_DEVICE_LOST); an uncorrectable HBM error in any
+ * member's memory fails the collective whose DMA reads it (VTRN_ERROR_HARDWARE). Across
+ * processes the data between processes go through MPI.
  * ============================================================================================ */
 
 /** Makes a communicator over `count` cores (rank i = members[i]) and claims their cores for this

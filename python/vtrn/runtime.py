@@ -430,7 +430,8 @@ class Device:
                      sticky: bool = False) -> None:
         """Arms a fault on the device (vtrn_device_inject_fault); see include/vtrn.h and the README.
 
-        ``kind``: "dma_abort" (a descriptor error: the DMA sequence fails with DmaFaultError),
+        ``kind``: "dma_abort" (a descriptor error: the DMA sequence, or the collective whose CC ring
+        it hits, fails with DmaFaultError),
         "dma_hang" (a descriptor that never completes: DeviceTimeoutError after
         VTRN_EXEC_TIMEOUT_MS), "hbm_ue" (reads of HBM [address, address + bytes) fail with
         HardwareError), "engine_hang" (an instruction that never finishes: its fence raises
