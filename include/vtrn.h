@@ -95,7 +95,7 @@ extern "C" {
  * ============================================================================================ */
 
 #define VTRN_VERSION_MAJOR 0
-#define VTRN_VERSION_MINOR 1
+#define VTRN_VERSION_MINOR 2
 #define VTRN_VERSION_PATCH 0
 
 /** Packs a version as vtrn_version() returns it: major in bits 16-31, minor 8-15, patch 0-7. */

@@ -179,7 +179,8 @@ final class MonitorPublisher: @unchecked Sendable {
                 let holder = device.runtimeHolding(core).map(String.init) ?? "null"
                 cores.append(#"{"core":\#(core),"executions":\#(counters.executions),"busy_ns":\#(counters.runningNanoseconds),"#
                              + #""device_ns":\#(counters.deviceNanoseconds),"queued":\#(counters.depth),"#
-                             + #""utilization":\#(Double(Int(utilization * 10000)) / 10000),"holder_runtime":\#(holder)}"#)
+                             + #""utilization":\#(Double(Int(utilization * 10000)) / 10000),"holder_runtime":\#(holder),"#
+                             + #""collectives":\#(counters.collectives),"collective_device_ns":\#(counters.collectiveNanoseconds)}"#)
             }
             let dma = hardware.dmaBytesPerEngine
             let errors = hardware.faults.counters.snapshot

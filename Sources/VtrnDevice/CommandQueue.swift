@@ -49,13 +49,14 @@ public final class CoreExecution: @unchecked Sendable {
 
     public var isFinished: Bool { state.load(ordering: .acquiring) == 2 }
 
-    func run(on executor: CoreExecutor, context: ExecutionContext) {
+    func run(on executor: CoreExecutor, context: ExecutionContext, account: (ExecutionOutcome) -> Void) {
         startedAt = vtrnsys_monotonic_ns()
         state.store(1, ordering: .releasing)
         outcome = executor.run(program, bindings: bindings, deadline: timeout.map { startedAt &+ $0 }, trace: traced,
                                context: context)
-        // Counted before waiters can see the end, so that a waiter reads the counter up to date.
+        // Counted before waiters can see the end, so that a waiter reads the counters up to date.
         if case .timeout = outcome.failure { context.faults.counters.executionTimeouts.add(1, ordering: .relaxed) }
+        account(outcome)
         finish()
     }
 
@@ -135,17 +136,25 @@ public final class CoreCommandQueue: @unchecked Sendable {
     private let finishedCount = Atomic<UInt64>(0)
     private let runningNanoseconds = Atomic<UInt64>(0)
     private let deviceNanosecondsTotal = Atomic<UInt64>(0)
+    private let collectivesTotal = Atomic<UInt64>(0)
+    private let collectiveNanosecondsTotal = Atomic<UInt64>(0)
 
     public struct Counters: Sendable {
         public var executions: UInt64
         public var runningNanoseconds: UInt64
         public var deviceNanoseconds: UInt64
         public var depth: Int
+        /// Collectives the core's CC engine finished, from the host and inside kernels, and their
+        /// estimated CC-engine time (waits for the other ranks included).
+        public var collectives: UInt64 = 0
+        public var collectiveNanoseconds: UInt64 = 0
     }
 
     public var counters: Counters {
         Counters(executions: finishedCount.load(ordering: .relaxed), runningNanoseconds: runningNanoseconds.load(ordering: .relaxed),
-                 deviceNanoseconds: deviceNanosecondsTotal.load(ordering: .relaxed), depth: depth)
+                 deviceNanoseconds: deviceNanosecondsTotal.load(ordering: .relaxed), depth: depth,
+                 collectives: collectivesTotal.load(ordering: .relaxed),
+                 collectiveNanoseconds: collectiveNanosecondsTotal.load(ordering: .relaxed))
     }
     private let sleeping = Atomic<Bool>(false)
     private let wakeWord: UnsafeMutablePointer<UInt32>
@@ -279,7 +288,13 @@ public final class CoreCommandQueue: @unchecked Sendable {
                                        + "\(place) did not run; vtrn_device_reset brings the device back"))
         } else {
             execution.run(on: executor!, context: ExecutionContext(faults: faults, core: core, generation: generation,
-                                                                   execution: execution))
+                                                                   execution: execution)) { outcome in
+                let cc = Engine.cc.rawValue
+                if outcome.instructions[cc] > 0 {
+                    collectivesTotal.add(UInt64(outcome.instructions[cc]), ordering: .relaxed)
+                    collectiveNanosecondsTotal.add(UInt64(max(0, outcome.busyNanoseconds[cc].rounded())), ordering: .relaxed)
+                }
+            }
             runningNanoseconds.add(execution.finishedAt &- execution.startedAt, ordering: .relaxed)
             deviceNanosecondsTotal.add(UInt64(max(0, execution.outcome.deviceNanoseconds.rounded())), ordering: .relaxed)
             finishedCount.add(1, ordering: .relaxed)

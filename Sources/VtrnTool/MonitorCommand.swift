@@ -180,8 +180,10 @@ struct TopCommand: ParsableCommand {
                     let width = 30, filled = Int((utilization * Double(width)).rounded())
                     let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
                     let holder = (core["holder_runtime"] as? NSNumber).map { "runtime \($0)" } ?? "free"
-                    lines.append(String(format: "    core %d [%@] %5.1f %%  %8.0f executions  %@/s  %@", number_, bar, utilization * 100,
-                                        executions, perSecond.map { String(format: "%.0f", $0) } ?? "-", holder))
+                    let collectives = number(core["collectives"])
+                    lines.append(String(format: "    core %d [%@] %5.1f %%  %8.0f executions  %@/s  %@%@", number_, bar, utilization * 100,
+                                        executions, perSecond.map { String(format: "%.0f", $0) } ?? "-", holder,
+                                        collectives > 0 ? String(format: "  %.0f collectives", collectives) : ""))
                 }
             }
             lines.append("")

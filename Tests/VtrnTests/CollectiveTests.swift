@@ -352,7 +352,11 @@ import VtrnDevice
         defer { runtime.close() }
         let engine = devices[0].hardware.preset.dmaEnginesPerCore - 1
         let before = devices.map { $0.hardware.dmaBytesPerEngine }
+        let collectivesBefore = devices.map { $0.hardware.commandQueues[0].counters.collectives }
         for fence in try allReduce(comm, sources, outputs, count: count) { try fence.wait() }
+        // The monitor's per-core count.
+        #expect(devices.enumerated().allSatisfy { $0.element.hardware.commandQueues[0].counters.collectives == collectivesBefore[$0.offset] + 1 })
+        #expect(devices[0].hardware.commandQueues[0].counters.collectiveNanoseconds > 0)
         // Directly, each rank's ring folds its quarter: one copy into its accumulator, 3 compute
         // descriptors, 4 copies out. In steps: its source to its destination, then a quarter in
         // each of the 2 x 3 steps. No other engine moves anything.

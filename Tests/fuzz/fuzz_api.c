@@ -24,9 +24,9 @@
 
 #include <stdbool.h>
 
-enum kind { K_RUNTIME, K_DEVICE, K_HOST, K_MEMORY, K_QUEUE, K_PROGRAM, K_KERNEL, K_FENCE, KIND_COUNT };
+enum kind { K_RUNTIME, K_DEVICE, K_HOST, K_MEMORY, K_QUEUE, K_PROGRAM, K_KERNEL, K_FENCE, K_COMM, KIND_COUNT };
 static const char *const kind_names[KIND_COUNT] = { "runtime", "device", "host buffer", "device memory",
-                                                    "DMA queue", "program", "kernel", "fence" };
+                                                    "DMA queue", "program", "kernel", "fence", "communicator" };
 #define SLOTS 8
 #define MAX_LIVE_RUNTIMES 2
 
@@ -79,7 +79,7 @@ static void forget_runtime(int runtime) {
 /* The handle a call gets for an argument of `kind`. `picked` receives the table entry when the
  * handle is one of ours of exactly that kind (NULL otherwise). */
 static void *pick(reader_t *reader, enum kind kind, object_t **picked) {
-    static const uint64_t tags[KIND_COUNT] = { 1, 2, 3, 4, 5, 6, 7, 8 };
+    static const uint64_t tags[KIND_COUNT] = { 1, 2, 3, 4, 5, 6, 7, 8, 9 };
     static int stack_variable;
     *picked = NULL;
     uint8_t mode = read_u8(reader);
@@ -790,6 +790,97 @@ static void op_fence_destroy(reader_t *reader) {
     if (status == VTRN_SUCCESS && picked != NULL) picked->live = false;
 }
 
+/* Communicators: made of the devices the input holds (cores from the input, sometimes the same
+ * twice or out of range), then every collective with fuzzed kinds, ranks, references, counts,
+ * dtypes, ops, peers and pairs. A collective whose other ranks never come ends at the execution
+ * timeout (200 ms here); a fence is kept so that later inputs wait on it, destroy it, or not. */
+static void op_comm_create(reader_t *reader) {
+    object_t *picked;
+    vtrn_runtime_t runtime = pick(reader, K_RUNTIME, &picked);
+    uint32_t count = read_u8(reader) < 240 ? 1 + read_u8(reader) % 4 : (uint32_t)read_number(reader);
+    vtrn_comm_member_t members[4];
+    vtrn_comm_member_t *given = count <= 4 ? members : NULL;
+    if (given != NULL) {
+        for (uint32_t i = 0; i < count; i++) {
+            object_t *device_object;
+            members[i].device = pick(reader, K_DEVICE, &device_object);
+            members[i].core = read_u8(reader) < 224 ? read_u8(reader) % 3 : (uint32_t)read_number(reader);
+            members[i].reserved = read_u8(reader) < 248 ? 0 : read_u32(reader);
+        }
+    }
+    vtrn_comm_t comm = HANDLE_SENTINEL;
+    vtrn_status_t status = vtrn_comm_create(runtime, given, count, OUT(reader, comm));
+    check_status("vtrn_comm_create", status);
+    expect_invalid_handle("vtrn_comm_create", status, picked, K_RUNTIME);
+    expect_untouched("vtrn_comm_create", status, comm);
+    if (status == VTRN_SUCCESS && picked != NULL) remember(K_COMM, comm, (int)(picked - objects[K_RUNTIME]));
+}
+
+static void op_comm_use(reader_t *reader) {
+    object_t *picked;
+    vtrn_comm_t comm = pick(reader, K_COMM, &picked);
+    uint8_t what = read_u8(reader);
+    uint32_t rank = read_u8(reader) < 224 ? read_u8(reader) % 5 : (uint32_t)read_number(reader);
+    const char *function = "vtrn_comm_get_info";
+    vtrn_status_t status;
+    switch (what % 6) {
+    case 0: {
+        output_t output = output_struct(reader, sizeof(vtrn_comm_info_t));
+        status = vtrn_comm_get_info(comm, output.block);
+        check_status(function, status);
+        finish_output(function, status, &output);
+        break;
+    }
+    case 1: {
+        object_t *device_object;
+        vtrn_device_t device = pick(reader, K_DEVICE, &device_object);
+        uint32_t core = read_u8(reader) % 3, value = 0x5e47141e;
+        function = "vtrn_comm_rank";
+        status = vtrn_comm_rank(comm, device, core, OUT(reader, value));
+        check_status(function, status);
+        if (status != VTRN_SUCCESS && value != 0x5e47141e) FUZZ_ABORT("vtrn_comm_rank failed but wrote its rank");
+        break;
+    }
+    case 2:
+        function = "vtrn_comm_destroy";
+        status = vtrn_comm_destroy(comm);
+        check_status(function, status);
+        if (comm == NULL && status != VTRN_SUCCESS) FUZZ_ABORT("vtrn_comm_destroy(NULL) failed");
+        if (status == VTRN_SUCCESS && picked != NULL) picked->live = false;
+        break;
+    default: { /* a collective, or a permute */
+        object_t *dst_object, *src_object;
+        vtrn_memory_ref_t dst = read_ref(reader, &dst_object);
+        vtrn_memory_ref_t src = read_ref(reader, &src_object);
+        uint64_t count = read_u8(reader) < 224 ? read_u8(reader) % 64 : read_number(reader);
+        vtrn_dtype_t dtype = (vtrn_dtype_t)(read_u8(reader) < 240 ? 1 + read_u8(reader) % 8 : read_u32(reader));
+        vtrn_fence_t fence = HANDLE_SENTINEL;
+        if (what % 6 == 5) {
+            int32_t targets[8];
+            for (int i = 0; i < 8; i++) targets[i] = (int32_t)(read_u8(reader) % 7) - 2;
+            function = "vtrn_collective_permute";
+            status = vtrn_collective_permute(comm, rank, dst, src, count, dtype, read_u8(reader) < 16 ? NULL : targets, OUT(reader, fence));
+        } else {
+            vtrn_collective_t kind = (vtrn_collective_t)(read_u8(reader) < 240 ? 1 + read_u8(reader) % 8 : read_u32(reader));
+            vtrn_alu_op_t op = (vtrn_alu_op_t)(read_u8(reader) < 240 ? 1 + read_u8(reader) % 6 : read_u32(reader));
+            uint32_t peer = read_u8(reader) < 224 ? read_u8(reader) % 5 : (uint32_t)read_number(reader);
+            function = "vtrn_comm_collective";
+            status = vtrn_comm_collective(comm, rank, kind, dst, src, count, dtype, op, peer, OUT(reader, fence));
+        }
+        check_status(function, status);
+        expect_untouched(function, status, fence);
+        if (status == VTRN_SUCCESS && picked != NULL) remember(K_FENCE, fence, picked->runtime);
+        break;
+    }
+    }
+    expect_invalid_handle(function, status, picked, K_COMM);
+}
+
+static void op_comm(reader_t *reader) {
+    if (read_u8(reader) < 64) op_comm_create(reader);
+    else op_comm_use(reader);
+}
+
 static void op_errors(reader_t *reader) {
     if (vtrn_version() != VTRN_VERSION) FUZZ_ABORT("vtrn_version() is 0x%x, the header's 0x%x", vtrn_version(), VTRN_VERSION);
     uint32_t status = read_u8(reader) < 128 ? read_u8(reader) % 20 : read_u32(reader);
@@ -807,7 +898,7 @@ static const operation_t operations[] = {
     op_host_buffer_node_pages, op_host_buffer_get_info, op_host_buffer_destroy, op_device_memory_alloc, op_device_memory_free,
     op_device_memory_get_info, op_device_get_memory_usage, op_dma_queue_create, op_dma_queue_enqueue, op_dma_queue_submit,
     op_dma_queue_wait, op_dma_queue_completed, op_dma_queue_get_info, op_dma_queue_destroy, op_memcpy, op_program_create,
-    op_program_destroy, op_program_add_parameter, op_program_instruction_count, op_program_build, op_program_build,
+    op_program_destroy, op_program_add_parameter, op_program_instruction_count, op_program_build, op_comm,
     op_program_valid, op_kernel_load, op_kernel_unload, op_kernel_execute, op_fence_wait, op_fence_status,
     op_fence_get_info, op_fence_destroy, op_errors,
 };

@@ -141,7 +141,7 @@ def test_wrong_major_version(tmp_path):
         uint32_t vtrn_version(void) { return (1u << 16) | (2u << 8) | 3u; }
     """)
     message = import_error(run_python("import vtrn", VTRN_LIBRARY=fake))
-    assert message == (f"{fake} is libvtrn 1.2.3; this package needs major version 0 (it was written for 0.1.0); "
+    assert message == (f"{fake} is libvtrn 1.2.3; this package needs major version 0 (it was written for 0.2.0); "
                        "rebuild the library or use the package of its version")
 
 

@@ -70,6 +70,7 @@ def test_monitor_sees_a_running_process_and_forgets_a_killed_one(child):
     assert executions[0] < executions[1] < executions[2], executions
     assert cores[-1][1]["utilization"] > 0
     assert cores[-1][1]["holder_runtime"] is not None
+    assert cores[-1][1]["collectives"] == 0 and cores[-1][1]["collective_device_ns"] == 0
     assert all(core[0]["executions"] == 0 for core in cores)   # core 0 is idle
     device = seen[-1]["devices"][0]
     assert device["name"] == "Trainium1" and device["hbm_used_bytes"] > 0

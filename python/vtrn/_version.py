@@ -2,4 +2,4 @@
 VTRN_VERSION_MAJOR/MINOR/PATCH; a test checks they agree). A literal in a module of its own, so
 that packaging reads it (pyproject.toml) without importing the package, which loads libvtrn.so."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
