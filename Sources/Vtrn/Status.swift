@@ -104,9 +104,9 @@ func indexRange(_ count: Int, _ noun: String) -> String {
 /// a test checks).
 public enum Version {
     public static let major = 0
-    public static let minor = 1
+    public static let minor = 2
     public static let patch = 0
 }
 
-/// "0.1.0".
+/// "0.2.0".
 public let version = "\(Version.major).\(Version.minor).\(Version.patch)"
