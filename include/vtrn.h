@@ -1409,7 +1409,8 @@ vtrn_status_t vtrn_device_get_error_counters(vtrn_device_t device, vtrn_device_e
  * next collective; a DMA hang holds it until the execution timeout (VTRN_ERROR_TIMEOUT), a reset
  * (VTRN_ERROR_RESET) or a loss (VTRN_ERROR_DEVICE_LOST); an uncorrectable HBM error in any
  * member's memory fails the collective whose DMA reads it (VTRN_ERROR_HARDWARE). Across
- * processes the data between processes go through MPI.
+ * processes the data between processes go through MPI; each process's own part (copies to and
+ * from what MPI moves, the folds of its ranks) runs on the CC ring of its lowest rank.
  * ============================================================================================ */
 
 /** Makes a communicator over `count` cores (rank i = members[i]) and claims their cores for this

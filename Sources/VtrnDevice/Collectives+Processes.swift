@@ -26,8 +26,8 @@ extension CollectiveGroup {
     static let groupTag = 1
     func pairTag(from: Int, to: Int) -> Int { 2 + from * size + to }
 
-    func crossProcess(_ operation: CollectiveOperation, key: Key, arrivals: [Int: Arrival], deadline: UInt64?)
-        -> ExecutionOutcome.Failure? {
+    func crossProcess(_ operation: CollectiveOperation, key: Key, arrivals: [Int: Arrival], deadline: UInt64?,
+                      dma: LocalDma) -> ExecutionOutcome.Failure? {
         guard let world else { return nil }
         do throws(TransportFailure) {
             switch operation.kind {
@@ -35,7 +35,7 @@ extension CollectiveGroup {
                 try pointToPoint(operation, key: key, arrivals: arrivals, world: world, deadline: deadline)
             default:
                 if let mismatch = try agree(operation, key: key, world: world, deadline: deadline) { return .invalidArgument(mismatch) }
-                try groupCollective(operation, arrivals: arrivals, world: world, deadline: deadline)
+                try groupCollective(operation, arrivals: arrivals, world: world, deadline: deadline, dma: dma)
             }
             return nil
         } catch {
@@ -102,7 +102,10 @@ extension CollectiveGroup {
     // MARK: Group collectives
 
     private func groupCollective(_ operation: CollectiveOperation, arrivals: [Int: Arrival], world: CollectiveWorld,
-                                 deadline: UInt64?) throws(TransportFailure) {
+                                 deadline: UInt64?, dma: LocalDma) throws(TransportFailure) {
+        func move(_ destination: UnsafeMutableRawPointer, _ source: UnsafeRawPointer, _ bytes: Int) throws(TransportFailure) {
+            try dma.move(destination, source, bytes)
+        }
         let element = operation.dtype.size, count = operation.count
         let processes = world.processCount, p = world.process
         let local = localRanks
@@ -115,10 +118,10 @@ extension CollectiveGroup {
             let chunkCount = operation.kind == .allReduce ? count : count / size
             let work = UnsafeMutableRawPointer.allocate(byteCount: max(1, count * element), alignment: 64)
             defer { work.deallocate() }
-            try chainReduce(operation, arrivals: arrivals, world: world, work: work, deadline: deadline)
+            try chainReduce(operation, arrivals: arrivals, world: world, work: work, deadline: deadline, dma: dma)
             if operation.kind == .reduceScatter {
                 // Chunk r (count/size elements at r * chunkCount) ends in the process of rank r.
-                for r in local { move(destination(r), work + r * chunkCount * element, chunkCount * element) }
+                for r in local { try move(destination(r), work + r * chunkCount * element, chunkCount * element) }
                 return
             }
             // Process q holds the final chunks of its ranks, one range of the buffer: gather them.
@@ -129,18 +132,18 @@ extension CollectiveGroup {
                 return (start * element)..<(end * element)
             }
             try ringGather(work, blocks: blocks, world: world, tag: Self.groupTag, deadline: deadline)
-            for r in local { move(destination(r), work, count * element) }
+            for r in local { try move(destination(r), work, count * element) }
         case .allGather:
             let bytes = count * element
             let work = UnsafeMutableRawPointer.allocate(byteCount: max(1, bytes * size), alignment: 64)
             defer { work.deallocate() }
-            for r in local { move(work + r * bytes, source(r), bytes) }
+            for r in local { try move(work + r * bytes, source(r), bytes) }
             let blocks = (0..<processes).map { q in (world.ranks(of: q).lowerBound * bytes)..<(world.ranks(of: q).upperBound * bytes) }
             try ringGather(work, blocks: blocks, world: world, tag: Self.groupTag, deadline: deadline)
-            for r in local { move(destination(r), work, bytes * size) }
+            for r in local { try move(destination(r), work, bytes * size) }
         case .allToAll:
             let each = count / size, bytes = each * element
-            for r in local { for j in local { move(destination(j) + r * bytes, source(r) + j * bytes, bytes) } }
+            for r in local { for j in local { try move(destination(j) + r * bytes, source(r) + j * bytes, bytes) } }
             for step in 1..<max(processes, 1) {
                 let to = (p + step) % processes, from = (p - step + processes) % processes
                 let toRanks = world.ranks(of: to), fromRanks = world.ranks(of: from)
@@ -148,12 +151,12 @@ extension CollectiveGroup {
                 let incoming = UnsafeMutableRawPointer.allocate(byteCount: max(1, fromRanks.count * local.count * bytes), alignment: 64)
                 defer { outgoing.deallocate(); incoming.deallocate() }
                 var offset = 0
-                for r in local { for j in toRanks { move(outgoing + offset, source(r) + j * bytes, bytes); offset += bytes } }
+                for r in local { for j in toRanks { try move(outgoing + offset, source(r) + j * bytes, bytes); offset += bytes } }
                 try transport.exchange(send: UnsafeRawBufferPointer(start: outgoing, count: offset), to: to,
                                        receive: UnsafeMutableRawBufferPointer(start: incoming, count: fromRanks.count * local.count * bytes),
                                        from: from, tag: Self.groupTag, deadline: deadline)
                 offset = 0
-                for r in fromRanks { for j in local { move(destination(j) + r * bytes, incoming + offset, bytes); offset += bytes } }
+                for r in fromRanks { for j in local { try move(destination(j) + r * bytes, incoming + offset, bytes); offset += bytes } }
             }
         case .broadcast:
             let bytes = count * element
@@ -162,7 +165,7 @@ extension CollectiveGroup {
             defer { work.deallocate() }
             let position = (p - rootProcess + processes) % processes
             if position == 0 {
-                move(work, source(root), bytes)
+                try move(work, source(root), bytes)
             } else {
                 try transport.exchange(send: UnsafeRawBufferPointer(start: nil, count: 0), to: -1,
                                        receive: UnsafeMutableRawBufferPointer(start: work, count: bytes), from: previous,
@@ -173,13 +176,13 @@ extension CollectiveGroup {
                                        receive: UnsafeMutableRawBufferPointer(start: nil, count: 0), from: -1,
                                        tag: Self.groupTag, deadline: deadline)
             }
-            for r in local { move(destination(r), work, bytes) }
+            for r in local { try move(destination(r), work, bytes) }
         case .permute:
             let bytes = count * element
             for (from, to) in operation.targets.enumerated() where to >= 0 {
                 let fromLocal = local.contains(from), toLocal = local.contains(to)
                 if fromLocal && toLocal {
-                    move(destination(to), source(from), bytes)
+                    try move(destination(to), source(from), bytes)
                 } else if fromLocal {
                     try transport.exchange(send: UnsafeRawBufferPointer(start: source(from), count: bytes), to: world.owner(to),
                                            receive: UnsafeMutableRawBufferPointer(start: nil, count: 0), from: -1,
@@ -198,7 +201,10 @@ extension CollectiveGroup {
     /// The fold of every chunk across the processes, into `work` (the whole buffer's layout):
     /// afterwards each process holds the final value of the chunks of its own ranks.
     private func chainReduce(_ operation: CollectiveOperation, arrivals: [Int: Arrival], world: CollectiveWorld,
-                             work: UnsafeMutableRawPointer, deadline: UInt64?) throws(TransportFailure) {
+                             work: UnsafeMutableRawPointer, deadline: UInt64?, dma: LocalDma) throws(TransportFailure) {
+        func move(_ destination: UnsafeMutableRawPointer, _ source: UnsafeRawPointer, _ bytes: Int) throws(TransportFailure) {
+            try dma.move(destination, source, bytes)
+        }
         let element = operation.dtype.size, processes = world.processCount, p = world.process
         let size = self.size
         // Reduce-scatter's chunks are its ranks' outputs; all-reduce's split the buffer.
@@ -226,8 +232,8 @@ extension CollectiveGroup {
                 guard !range.isEmpty else { continue }
                 let inputs = plans[c][step].ranks.map { arrivals[$0]!.source! + range.lowerBound * element }
                 let partial = work + range.lowerBound * element
-                Reduction.fold(operation, inputs: step == 0 ? inputs : [UnsafeRawPointer(partial)] + inputs, outputs: [partial],
-                               count: range.count)
+                try dma.fold(operation, inputs: step == 0 ? inputs : [UnsafeRawPointer(partial)] + inputs, into: partial,
+                             count: range.count)
             }
             let onward = here.filter { plans[$0].count > step + 1 }
             let arriving = (0..<size).filter { plans[$0].count > step + 1 && plans[$0][step + 1].process == p }
@@ -240,7 +246,7 @@ extension CollectiveGroup {
             var offset = 0
             for c in onward {
                 let range = chunkRange(c)
-                move(outgoing + offset, work + range.lowerBound * element, range.count * element)
+                try move(outgoing + offset, work + range.lowerBound * element, range.count * element)
                 offset += range.count * element
             }
             try world.transport.exchange(send: UnsafeRawBufferPointer(start: outgoing, count: outgoingBytes), to: onward.isEmpty ? -1 : next,
@@ -249,7 +255,7 @@ extension CollectiveGroup {
             offset = 0
             for c in arriving {
                 let range = chunkRange(c)
-                move(work + range.lowerBound * element, incoming + offset, range.count * element)
+                try move(work + range.lowerBound * element, incoming + offset, range.count * element)
                 offset += range.count * element
             }
             step += 1
@@ -292,8 +298,31 @@ extension CollectiveGroup {
         }
     }
 
-    func move(_ destination: UnsafeMutableRawPointer, _ source: UnsafeRawPointer, _ bytes: Int) {
-        if destination != UnsafeMutableRawPointer(mutating: source) && bytes > 0 { memmove(destination, source, bytes) }
+}
+
+/// A collective across processes moves its process's part on the CC ring of the rank that runs
+/// it (the lowest local rank): copies between the ranks' memory and the buffers the transport
+/// sends and receives, and the folds of the local ranks. A stop of the ring ends the collective
+/// (`stop` says why; the transport's error only unwinds).
+final class LocalDma {
+    let ring: CollectiveRing
+    private(set) var stop: DmaQueueHardware.Stop?
+
+    init(ring: CollectiveRing) { self.ring = ring }
+
+    func move(_ destination: UnsafeMutableRawPointer, _ source: UnsafeRawPointer, _ bytes: Int) throws(TransportFailure) {
+        guard UnsafeRawPointer(destination) != source, bytes > 0 else { return }
+        if let stop = ring.transfer(to: destination, from: source, bytes: bytes) { try failed(stop) }
+    }
+
+    func fold(_ operation: CollectiveOperation, inputs: [UnsafeRawPointer], into output: UnsafeMutableRawPointer,
+              count: Int) throws(TransportFailure) {
+        if let stop = ring.fold(inputs, into: [output], count: count, op: operation.op, dtype: operation.dtype) { try failed(stop) }
+    }
+
+    private func failed(_ stop: DmaQueueHardware.Stop) throws(TransportFailure) {
+        self.stop = stop
+        throw .failed("the CC ring stopped")
     }
 }
 

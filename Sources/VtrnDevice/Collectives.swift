@@ -351,7 +351,17 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
             // Across processes: the lowest local rank does the whole exchange for this process,
             // the others wait for it (their buffers stay theirs until it is done).
             if rank == round.expected.min() && !alreadyFailed {
-                let failure = crossProcess(operation, key: key, arrivals: arrivals, deadline: deadline)
+                let member = members[rank - firstRank]
+                let ring = member.device.collectiveRings[member.core]
+                ring.prepare(peers: memberFaults)
+                let dma = LocalDma(ring: ring)
+                var failure = crossProcess(operation, key: key, arrivals: arrivals, deadline: deadline, dma: dma)
+                if let stop = dma.stop {
+                    failure = ringFailure(stop, rank: rank, ring: ring, operation: operation, key: key, step: 0, of: 0, deadline: deadline,
+                                          timeoutNanoseconds: timeoutNanoseconds,
+                                          generation: generations.isEmpty ? member.device.faults.generation : generations[rank - firstRank],
+                                          cancelled: cancelled)
+                }
                 state.withLock { _ in
                     if let failure { round.failure = failure }
                     round.finished = round.expected.count
@@ -868,14 +878,14 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
     /// What a stop of a rank's CC ring means for the collective, in words that name the rank,
     /// its device, the ring and the step. A hang holds the rank until the execution's deadline,
     /// a reset, a loss or its runtime's end, as a hung DMA on the chip would.
-    private func ringFailure(_ stop: DmaQueueHardware.Stop, rank: Int, ring: CollectiveRing, operation: CollectiveOperation, key: Key,
+    func ringFailure(_ stop: DmaQueueHardware.Stop, rank: Int, ring: CollectiveRing, operation: CollectiveOperation, key: Key,
                              step: Int, of steps: Int, deadline: UInt64?, timeoutNanoseconds: UInt64?, generation: UInt64,
                              cancelled: () -> Bool) -> ExecutionOutcome.Failure {
         let member = members[rank - firstRank]
         let device = member.device.index
         let ringName = "the CC ring of \(label(rank)) (DMA engine \(ring.engineIndex) of core \(member.core))"
         let at = "at descriptor \(stop.position - ring.collectiveStart) of \(what(key, operation))"
-            + (stepwise ? ", in step \(step + 1) of \(max(steps, step + 1))" : "")
+            + (stepwise && steps > 0 ? ", in step \(step + 1) of \(max(steps, step + 1))" : "")
         let after = "; every rank of the collective failed with it, and the ring starts again with the next collective"
         switch stop.reason {
         case .descriptorError:

@@ -378,6 +378,8 @@ import VtrnDevice
         // Directly, rank 2's ring folds 2 blocks of its quarter, 8 descriptors each: the 8th is the
         // last copy out of the first block. In steps, it copies its 400,000-byte source in 7
         // descriptors; the 8th is the first of the reduce-scatter's first step.
+        // Counters and fault numbers count since the process made the device (other tests share it).
+        let aborts = try devices[2].errorCounters.counters.dmaAborts
         _ = try devices[2].injectFault(Fault(.dmaAbort(.init(core: .core(0))), after: 7))
         for fence in try allReduce(comm, sources, outputs, count: count) {
             let error = #expect(throws: VtrnError.self) { try fence.wait() }
@@ -385,9 +387,9 @@ import VtrnDevice
             #expect(error?.message.contains("DMA abort on the CC ring of rank 2 (device \(devices[2].index) core 0) (DMA engine \(engine) "
                                             + "of core 0) at descriptor 7 of collective 0 of communicator") == true, "\(error?.message ?? "")")
             #expect(error?.message.contains("(ALL_REDUCE), in step 2 of 7: a descriptor error") == (steps == "1"))
-            #expect(error?.message.contains("(injected fault 1 (dma-abort:core=0:after=7))") == true)
+            #expect(error?.message.contains("(dma-abort:core=0:after=7))") == true)
         }
-        #expect(try devices[2].errorCounters.counters.dmaAborts == 1)
+        #expect(try devices[2].errorCounters.counters.dmaAborts == aborts + 1)
         // One-shot: the ring starts again, and the same all-reduce comes out right.
         for fence in try allReduce(comm, sources, outputs, count: count) { try fence.wait() }
         let expected = ringReference(inputs)

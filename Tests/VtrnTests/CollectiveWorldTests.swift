@@ -170,4 +170,31 @@ import VtrnDevice
         #expect(failure?.status == .timeout)
         #expect(failure?.message.contains("process 1 sent nothing to process 0") == true)
     }
+
+    /// A process's part of the collective moves on its lowest rank's CC ring: a DMA abort there
+    /// fails that process with the ring's message; the process waiting for it meets the timeout.
+    @Test func aDmaAbortOnAProcesssRingFailsItsCollective() throws {
+        let (runtime, devices) = try isolatedDeviceGroup(4, first: 6, environment: ["VTRN_EXEC_TIMEOUT_MS": "500"])
+        defer { runtime.close() }
+        let endpoints = InProcessTransport.world(processes: 2)
+        let comms = try (0..<2).map { process in
+            try runtime.makeCommunicator(devices[(2 * process)..<(2 * process + 2)].map { .init(device: $0, core: 0) },
+                                         world: CollectiveWorld(transport: endpoints[process], counts: [2, 2]))
+        }
+        let memories = try devices.map { try upload($0, [Float](repeating: 1, count: 4096)) }
+        _ = try devices[2].injectFault(Fault(.dmaAbort(.init(core: .core(0)))))
+        let fences = try (0..<4).map {
+            try comms[$0 / 2].allReduce(rank: $0, source: .init(memories[$0]), destination: .init(memories[$0]), count: 4096, dtype: .fp32)
+        }
+        for rank in 2..<4 {
+            let failure = #expect(throws: VtrnError.self) { try fences[rank].wait() }
+            #expect(failure?.status == .dmaFault)
+            #expect(failure?.message.contains("DMA abort on the CC ring of rank 2 (device \(devices[2].index) core 0)") == true,
+                    "\(failure?.message ?? "")")
+        }
+        for rank in 0..<2 {
+            let failure = #expect(throws: VtrnError.self) { try fences[rank].wait() }
+            #expect(failure?.status == .timeout)
+        }
+    }
 }
