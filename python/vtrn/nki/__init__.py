@@ -30,12 +30,12 @@ process with it), call ``vtrn.nki.use_device(device)``.
 from collections.abc import Callable
 from typing import Any, overload
 
-from . import compiler, isa, language, typing
+from . import collectives, compiler, isa, language, typing
 from ._core import NKIError, NKIUnsupportedError
-from ._kernel import JitKernel, Launch, Report, as_kernel, close, last_report, run, use_device
+from ._kernel import JitKernel, Launch, Report, as_kernel, close, last_report, multi_rank_run, run, use_device
 from ._shim import install_import_shim, uninstall_import_shim
 
-__all__ = ["compiler", "jit", "simulate_kernel", "simulate", "baremetal", "benchmark", "profile", "language", "isa", "typing",
+__all__ = ["collectives", "multi_rank_simulate", "multi_rank_execute", "compiler", "jit", "simulate_kernel", "simulate", "baremetal", "benchmark", "profile", "language", "isa", "typing",
            "NKIError", "NKIUnsupportedError", "Report", "last_report", "simulate_with_report",
            "install_import_shim", "uninstall_import_shim", "use_device", "close"]
 
@@ -60,6 +60,20 @@ def simulate_kernel(kernel: Any, *args: Any, **kwargs: Any) -> Any:
     it returns, as numpy arrays, as NKI's simulate_kernel does. ``last_report()`` has the costs."""
     function, grid = as_kernel(kernel)
     return run(function, grid, args, kwargs)[0]
+
+
+def multi_rank_simulate(kernel: Any, *, world_size: int, per_rank_inputs: Any) -> list[Any]:
+    """NKI's ``nki.multi_rank_simulate``: runs ``kernel`` on ``world_size`` ranks at once, rank r
+    with ``per_rank_inputs[r]`` (an (args, kwargs) pair; a sequence in rank order or a mapping
+    by rank), and returns each rank's outputs in rank order. Rank r is core r % C of device r // C
+    (C: 2 cores per trn1 device, 8 per trn2; the kernel's platform_target, trn2 by default) of a
+    runtime of the launch's own, so nki.collectives in the kernel run on vtrn communicators."""
+    return multi_rank_run(kernel, world_size, per_rank_inputs)
+
+
+def multi_rank_execute(kernel: Any, *, world_size: int, per_rank_inputs: Any) -> list[Any]:
+    """NKI's ``nki.multi_rank_execute`` (on hardware there): on vtrn the same as multi_rank_simulate."""
+    return multi_rank_run(kernel, world_size, per_rank_inputs)
 
 
 def simulate_with_report(kernel: Any, *args: Any, trace_file: str | None = None, **kwargs: Any) -> tuple[Any, Report]:

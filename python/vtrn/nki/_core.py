@@ -943,3 +943,29 @@ def set_current(trace: Trace | None) -> Trace | None:
     previous: Trace | None = getattr(_state, "trace", None)
     _state.trace = trace
     return previous
+
+
+class RankContext:
+    """While a multi-rank launch traces rank ``rank`` of ``world_size``: its communicator for a
+    rank-list (made on first use, shared by the ranks of the list)."""
+
+    def __init__(self, rank: int, world_size: int, communicator: Any) -> None:
+        self.rank = rank
+        self.world_size = world_size
+        self.communicator = communicator   # (rank list tuple) -> vtrn.Communicator
+
+
+def rank_context(api: str) -> RankContext:
+    """The multi-rank launch tracing this thread's kernel; NKIError when the kernel runs alone."""
+    context: RankContext | None = getattr(_state, "rank", None)
+    if context is None:
+        current(api)
+        fail("collectives need the kernel to run on several ranks: launch it with nki.multi_rank_simulate(kernel, "
+             "world_size=N, per_rank_inputs=[...]) (or nki.multi_rank_execute)", api)
+    return context
+
+
+def set_rank_context(context: RankContext | None) -> RankContext | None:
+    previous: RankContext | None = getattr(_state, "rank", None)
+    _state.rank = context
+    return previous

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import vtrn
 
 _ENGINE_NAMES = {"pe": "tensor (PE)", "act": "scalar (ACT)", "dve": "vector (DVE)", "pool": "gpsimd (POOL)",
-                 "dma": "DMA"}
+                 "dma": "DMA", "cc": "CC"}
 
 
 @dataclass
@@ -54,7 +54,8 @@ class Report:
                  f"core{'s' if self.cores != 1 else ''}); host: trace {self.trace_ms:.1f} ms, load "
                  f"{self.load_ms:.1f} ms{' (cached)' if self.cached else ''}, run {self.wall_ns / 1e6:.2f} ms"]
         lines.append(f"  {'engine':<14} {'instructions':>12} {'busy us':>10} {'utilisation':>11}")
-        for engine in _lower.ENGINES:
+        engines = _lower.ENGINES + (("cc",) if self.instructions.get("cc") else ())   # CC: kernels with collectives
+        for engine in engines:
             lines.append(f"  {_ENGINE_NAMES[engine]:<14} {self.instructions.get(engine, 0):>12} "
                          f"{self.busy_ns.get(engine, 0) / 1000:>10.3f} {self.utilisation.get(engine, 0) * 100:>10.1f}%")
         if self.trace_file:
@@ -566,17 +567,19 @@ def _fill(structure: Any, results: Any) -> Any:
 
 def _report(kernel: Any, ctx: Any, compiled: Any, infos: Any, wall: Any, cached: Any, placement: Any) -> Any:
     per_core: dict[int, Any] = {}
-    instructions = dict.fromkeys(_lower.ENGINES, 0)
-    busy = dict.fromkeys(_lower.ENGINES, 0.0)
+    # The CC engine's counts only for kernels with collectives, so other reports keep their keys.
+    engines = _lower.ENGINES + (("cc",) if any(info.instructions["cc"] for info in infos) else ())
+    instructions = dict.fromkeys(engines, 0)
+    busy = dict.fromkeys(engines, 0.0)
     for number, info in enumerate(infos):
         core = placement[number]
         per_core[core] = per_core.get(core, 0) + info.device_ns
-        for engine in _lower.ENGINES:
+        for engine in engines:
             instructions[engine] += info.instructions[engine]
             busy[engine] += info.engine_busy_ns[engine]
     device_ns = max(per_core.values()) if per_core else 0
     cores = len(per_core)
-    utilisation = {engine: (busy[engine] / (device_ns * cores) if device_ns else 0.0) for engine in _lower.ENGINES}
+    utilisation = {engine: (busy[engine] / (device_ns * cores) if device_ns else 0.0) for engine in engines}
     report = Report(kernel=kernel.__name__, target=ctx.target["name"], device_ns=device_ns,
                     instructions=instructions, busy_ns=busy, utilisation=utilisation, instances=len(infos),
                     cores=cores, wall_ns=wall, execution_ns=sum(info.wall_ns for info in infos), trace_ms=0.0 if cached else sum(c.trace_ms for c in compiled),
@@ -615,3 +618,145 @@ def _annotate_trace(path: Any, origins: Any, placement: Any) -> None:
             args["line"] = f"{os.path.basename(op.where[0])}:{op.where[1]}"
     with open(path, "w") as file:
         json.dump(data, file)
+
+
+# -- several ranks (nki.collectives) ------------------------------------------------------------------
+
+CORES_PER_DEVICE = {"trn1": 2, "trn2": 8}
+
+
+def _per_rank(world_size: int, per_rank_inputs: Any) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    api = "nki.multi_rank_simulate"
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+        raise NKIError(f"world_size {world_size!r} is not a positive int", None, api)
+    if isinstance(per_rank_inputs, dict):
+        if sorted(per_rank_inputs) != list(range(world_size)):
+            raise NKIError(f"per_rank_inputs has keys {sorted(per_rank_inputs)}; it needs one for each rank 0-{world_size - 1}",
+                           None, api)
+        pairs = [per_rank_inputs[rank] for rank in range(world_size)]
+    else:
+        pairs = list(per_rank_inputs)
+        if len(pairs) != world_size:
+            raise NKIError(f"per_rank_inputs has {len(pairs)} entries for world_size {world_size}", None, api)
+    result = []
+    for rank, pair in enumerate(pairs):
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and isinstance(pair[1], dict)):
+            raise NKIError(f"per_rank_inputs[{rank}] is not an (args, kwargs) pair", None, api)
+        result.append((tuple(pair[0]), dict(pair[1])))
+    return result
+
+
+def multi_rank_run(kernel: Any, world_size: int, per_rank_inputs: Any) -> list[Any]:
+    """Runs ``kernel`` on ``world_size`` ranks at once, rank r on core r % C of device r // C of a
+    runtime of its own (C: the platform's cores per device), with its own (args, kwargs); returns
+    each rank's outputs. nki.collectives in the kernel become CC-engine instructions on
+    communicators of the ranks of each rank-list. ``last_report()`` covers every rank."""
+    jit, grid = as_kernel(kernel)
+    if grid[0]:
+        raise NKIError("a multi-rank launch runs one instance per rank: launch the kernel without a grid", None,
+                       "nki.multi_rank_simulate")
+    inputs = _per_rank(world_size, per_rank_inputs)
+    target = _topology(jit) or "trn2"
+    # The launch's runtime claims cores of devices 0.. : the shared context's runtime, which holds
+    # device 0's, closes first (and opens again on the next single-rank run), as for a trace.
+    close()
+    per_device = CORES_PER_DEVICE[target]
+    runtime = Runtime(topology=f"{target}:{-(-world_size // per_device)}")
+    contexts: list[_Context] = []
+    communicators: dict[tuple[int, ...], Any] = {}
+    compiled: list[Any] = []
+    try:
+        from ..collectives import Communicator
+        members = [(runtime.device(rank // per_device), rank % per_device) for rank in range(world_size)]
+
+        def communicator(ranks: tuple[int, ...]) -> Any:
+            if ranks not in communicators:
+                communicators[ranks] = Communicator(runtime, [members[rank] for rank in ranks])
+            return communicators[ranks]
+
+        devices: dict[int, _Context] = {}
+        bound: list[tuple[Any, Any, Any]] = []
+        for rank, (args, kwargs) in enumerate(inputs):
+            device, core = members[rank]
+            ctx = devices.get(device.index)
+            if ctx is None:
+                ctx = devices[device.index] = _Context(device=device)
+                contexts.append(ctx)
+            items = _bind_arguments(jit.func, args, kwargs)
+            signature = tuple((key, _signature(value)) for key, _, value in items)
+            if bound and signature != bound[0][2]:
+                raise NKIError(f"rank {rank}'s arguments differ from rank 0's in shape, dtype or a static value: every "
+                               "rank runs the same kernel specialization", None, "nki.multi_rank_simulate")
+            previous = _core.set_rank_context(_core.RankContext(rank, world_size, communicator))
+            try:
+                compiled.append(_compile(ctx, jit, (), (), items, core))
+            finally:
+                _core.set_rank_context(previous)
+            bound.append((ctx, items, signature))
+        return _run_ranks(jit, compiled, bound)
+    finally:
+        for instance in compiled:
+            instance.kernel.close()
+        for comm in communicators.values():
+            comm.close()
+        for ctx in contexts:
+            ctx.close()
+        runtime.close()
+
+
+def _run_ranks(kernel: Any, compiled: list[Any], bound: list[Any]) -> list[Any]:
+    fences: list[Any] = []
+    owned: list[tuple[Any, Any]] = []
+    per_rank: list[dict[str, Any]] = []
+    started = time.perf_counter_ns()
+    try:
+        for instance, (ctx, items, _) in zip(compiled, bound):
+            values = {key: value for key, _, value in items}
+            bindings = {}
+            for name, shape, dtype, kind in instance.parameters:
+                argument = next((key for key, value in instance.inputs.items() if value == name), None)
+                if argument is not None or name in instance.constants:
+                    array = instance.constants[name] if argument is None else \
+                        numpy.ascontiguousarray(values[argument], dtype=numpy_dtype(dtype))
+                    memory = ctx.take(max(1, array.nbytes))
+                    if array.nbytes:
+                        with HostBuffer.register(ctx.runtime, array, writable=False) as staging:
+                            ctx.device.memcpy(memory, staging, array.nbytes)
+                else:
+                    memory = ctx.take(max(1, int(numpy.prod(shape, dtype=numpy.int64)) * numpy_dtype(dtype).itemsize))
+                owned.append((ctx, memory))
+                bindings[name] = memory
+            per_rank.append(bindings)
+            fences.append(instance.kernel.execute(**bindings))
+        infos = []
+        for instance, fence in zip(compiled, fences):
+            try:
+                fence.wait()
+            except _errors.VtrnError as error:
+                raise _located(error, instance.origin) from None
+            infos.append(fence.info)
+        wall = time.perf_counter_ns() - started
+        outputs = []
+        for instance, bindings, (ctx, items, _) in zip(compiled, per_rank, bound):
+            results = {}
+            for name, shape, dtype, kind in instance.parameters:
+                if kind == "output" or name in instance.written_inputs:
+                    results[name] = ctx.device.from_device(bindings[name], numpy_dtype(dtype), shape)
+            values = {key: value for key, _, value in items}
+            for key, name in instance.inputs.items():
+                if name in instance.written_inputs and values[key].flags.writeable:
+                    values[key][...] = results[name].astype(values[key].dtype, copy=False)
+            outputs.append(_fill(instance.outputs, results))
+    finally:
+        for fence in fences:
+            if not fence.closed:
+                try:
+                    fence.wait()
+                except _errors.VtrnError:
+                    pass
+                fence.close()
+        for ctx, memory in owned:
+            memory.free()
+    report = _report(kernel, bound[0][0], compiled, infos, wall, False, list(range(len(compiled))))
+    _last.report = report
+    return outputs

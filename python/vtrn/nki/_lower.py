@@ -25,6 +25,7 @@ from typing import Any
 from .._library import (
     ACTIVATIONS,
     ALU_OPS,
+    COLLECTIVES,
     DTYPES,
     ENGINE_FLAGS,
     MEMORY_SPACES,
@@ -41,7 +42,9 @@ from ..errors import VtrnError, check
 from ._core import PSUM_BANK_BYTES, PSUM_BANKS, NKIError, Trace, contains, itemsize, overlap
 
 ENGINES = ("pe", "act", "dve", "pool", "dma")
-ENGINE_NUMBER = {name: number for number, name in enumerate(ENGINES)}
+# The engines a kernel's instructions go to: the collective (CC) engine too, for nki.collectives.
+SCHEDULED_ENGINES = ENGINES + ("cc",)
+ENGINE_NUMBER = {name: number for number, name in enumerate(SCHEDULED_ENGINES)}
 ALIGNMENT = 64
 
 
@@ -209,9 +212,12 @@ def schedule(trace: Trace) -> Any:
     """For each op, ``(waits, ordinal)``: the (engine, count) semaphore waits to put before it, the
     last of which rides on the instruction, and its ordinal on its engine (its semaphore's value
     once it is done)."""
-    counts = dict.fromkeys(ENGINES, 0)
-    known = {engine: dict.fromkeys(ENGINES, 0) for engine in ENGINES}   # what each engine knows is done
-    clocks: dict[str, list[Any]] = {engine: [None] for engine in ENGINES}                      # known-vector after each instruction
+    counts = dict.fromkeys(SCHEDULED_ENGINES, 0)
+    known = {engine: dict.fromkeys(SCHEDULED_ENGINES, 0) for engine in SCHEDULED_ENGINES}   # what each engine knows is done
+    clocks: dict[str, list[Any]] = {engine: [None] for engine in SCHEDULED_ENGINES}   # known-vector after each instruction
+    # HBM is reached by the DMA engine alone, in order, unless the kernel has collectives: the CC
+    # engine reads and writes HBM too, so its accesses are ordered against the DMA's like SBUF's.
+    track_hbm = any(op.engine == "cc" for op in trace.ops)
     plan = []
     for op in trace.ops:
         engine = op.engine
@@ -219,7 +225,7 @@ def schedule(trace: Trace) -> Any:
         for is_write, views in ((False, op.reads), (True, op.writes)):
             for view in views:
                 buffer = view.buffer
-                if buffer.space == "hbm":
+                if buffer.space == "hbm" and not track_hbm:
                     continue
                 record = buffer.record
                 if record is None:
@@ -257,7 +263,7 @@ def schedule(trace: Trace) -> Any:
         for is_write, views in ((False, op.reads), (True, op.writes)):
             for view in views:
                 buffer = view.buffer
-                if buffer.space == "hbm":
+                if buffer.space == "hbm" and not track_hbm:
                     continue
                 record = buffer.record
                 box = view.byte_box()
@@ -411,6 +417,16 @@ def _emit_one(handle: Any, op: Any, flag: Any, sync: Any) -> None:
         status = lib.vtrn_program_affine_select(handle, dst, (ctypes.c_int32 * len(steps))(*steps), args["offset"],
                                                 args["channel_multiplier"], ALU_OPS[args["cmp"]],
                                                 access(args["on_true"]), float(args["on_false"]), sync)
+    elif kind == "collective":
+        src = args.get("src")
+        status = lib.vtrn_program_collective(handle, args["comm"].handle, COLLECTIVES[args["collective"]],
+                                             dst if dst is not None else AccessStruct(),
+                                             access(src) if src is not None else AccessStruct(),
+                                             ALU_OPS[args.get("op") or "bypass"], args.get("peer", 0), sync)
+    elif kind == "collective_permute":
+        targets = args["targets"]
+        status = lib.vtrn_program_collective_permute(handle, args["comm"].handle, dst, access(args["src"]),
+                                                     (ctypes.c_int32 * max(1, len(targets)))(*targets), sync)
     else:
         raise AssertionError(f"unknown op kind {kind}")
     try:

@@ -32,6 +32,7 @@ def install_import_shim() -> list[str]:
         sys.modules["nki.isa"] = nki.isa
         sys.modules["nki.typing"] = nki.typing
         sys.modules["nki.compiler"] = nki.compiler
+        sys.modules["nki.collectives"] = nki.collectives
         taken.append("nki")
     if not _real("neuronxcc"):
         neuronxcc = types.ModuleType("neuronxcc", "vtrn.nki's stand-in for the Neuron compiler's package")
@@ -44,6 +45,7 @@ def install_import_shim() -> list[str]:
         sys.modules["neuronxcc.nki.isa"] = nki.isa
         sys.modules["neuronxcc.nki.typing"] = nki.typing
         sys.modules["neuronxcc.nki.compiler"] = nki.compiler
+        sys.modules["neuronxcc.nki.collectives"] = nki.collectives
         taken.append("neuronxcc")
     _installed[:] = taken
     return taken
