@@ -497,17 +497,7 @@ def _run(ctx: Any, kernel: Any, grid: Any, args: Any, kwargs: Any) -> Any:
             for name, shape, dtype, kind in instance.parameters:
                 memory = memories.get(name) if kind != "scratch" else None
                 if memory is None:
-                    argument = next((key for key, value in instance.inputs.items() if value == name), None)
-                    if argument is not None or name in instance.constants:
-                        array = instance.constants[name] if argument is None else \
-                            numpy.ascontiguousarray(values[argument], dtype=numpy_dtype(dtype))
-                        memory = ctx.take(max(1, array.nbytes))
-                        if array.nbytes:
-                            with HostBuffer.register(ctx.runtime, array, writable=False) as staging:
-                                ctx.device.memcpy(memory, staging, array.nbytes)
-                    else:
-                        memory = ctx.take(max(1, int(numpy.prod(shape, dtype=numpy.int64)) *
-                                              numpy_dtype(dtype).itemsize))
+                    memory = _parameter_memory(ctx, instance, values, name, shape, dtype)
                     owned.append(memory)
                     if kind != "scratch":
                         memories[name] = memory
@@ -553,6 +543,20 @@ def _run(ctx: Any, kernel: Any, grid: Any, args: Any, kwargs: Any) -> Any:
     outputs = _fill(first.outputs, results)
     report = _report(kernel, ctx, compiled, infos, wall, cached, placement)
     return outputs, report
+
+
+def _parameter_memory(ctx: Any, instance: Any, values: dict[str, Any], name: str, shape: Any, dtype: str) -> Any:
+    """Device memory for a parameter of a compiled instance: an input argument's or a constant's
+    array copied in, else room for an output or scratch buffer."""
+    argument = next((key for key, value in instance.inputs.items() if value == name), None)
+    if argument is None and name not in instance.constants:
+        return ctx.take(max(1, int(numpy.prod(shape, dtype=numpy.int64)) * numpy_dtype(dtype).itemsize))
+    array = instance.constants[name] if argument is None else numpy.ascontiguousarray(values[argument], dtype=numpy_dtype(dtype))
+    memory = ctx.take(max(1, array.nbytes))
+    if array.nbytes:
+        with HostBuffer.register(ctx.runtime, array, writable=False) as staging:
+            ctx.device.memcpy(memory, staging, array.nbytes)
+    return memory
 
 
 def _fill(structure: Any, results: Any) -> Any:
@@ -714,16 +718,7 @@ def _run_ranks(kernel: Any, compiled: list[Any], bound: list[Any]) -> list[Any]:
             values = {key: value for key, _, value in items}
             bindings = {}
             for name, shape, dtype, kind in instance.parameters:
-                argument = next((key for key, value in instance.inputs.items() if value == name), None)
-                if argument is not None or name in instance.constants:
-                    array = instance.constants[name] if argument is None else \
-                        numpy.ascontiguousarray(values[argument], dtype=numpy_dtype(dtype))
-                    memory = ctx.take(max(1, array.nbytes))
-                    if array.nbytes:
-                        with HostBuffer.register(ctx.runtime, array, writable=False) as staging:
-                            ctx.device.memcpy(memory, staging, array.nbytes)
-                else:
-                    memory = ctx.take(max(1, int(numpy.prod(shape, dtype=numpy.int64)) * numpy_dtype(dtype).itemsize))
+                memory = _parameter_memory(ctx, instance, values, name, shape, dtype)
                 owned.append((ctx, memory))
                 bindings[name] = memory
             per_rank.append(bindings)
