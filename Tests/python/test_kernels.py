@@ -614,6 +614,7 @@ def test_kernel_load_on_hidden_missing_and_claimed_cores():
     ("rmsnorm.py", ["129", "64"]),
     ("nki_matmul.py", ["256", "512", "1024"]),
     ("data_parallel.py", []),  # 16 devices of a trn1.32xlarge, all-reduce in the kernel and from the host
+    ("nki_data_parallel.py", ["4", "256"]),  # an NKI kernel with nki.collectives on 4 ranks
 ])
 def test_examples_verify_against_numpy(script, arguments):
     path = os.path.join(REPOSITORY, "Examples", "python", script)
