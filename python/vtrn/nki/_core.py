@@ -966,6 +966,7 @@ def rank_context(api: str) -> RankContext:
 
 
 def set_rank_context(context: RankContext | None) -> RankContext | None:
+    """Makes ``context`` the launch this thread traces for (None: none); returns the previous one."""
     previous: RankContext | None = getattr(_state, "rank", None)
     _state.rank = context
     return previous

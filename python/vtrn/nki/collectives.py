@@ -70,6 +70,7 @@ class ReplicaGroup:
         return ReplicaGroup([lists[k] for k in sorted(lists)])
 
     def rank_list_of(self, rank: int, api: str) -> tuple[int, ...]:
+        """The rank-list ``rank`` is in; NKIError (naming ``api``) when it is in none."""
         for ranks in self.rank_lists:
             if rank in ranks:
                 return ranks
