@@ -32,8 +32,6 @@ public final class CollectiveRing: @unchecked Sendable {
 
     /// The DMA engine (of the core) the ring is on.
     public var engineIndex: Int { hardware.engineIndex }
-    /// Bytes the ring has moved since the device was made.
-    public var bytesCompleted: UInt64 { hardware.bytesCompleted }
 
     /// Before a collective: a ring that a fault, reset or loss stopped in an earlier one starts
     /// again past what it had been given (what a driver does after failing the work in flight).
@@ -98,8 +96,10 @@ public final class CollectiveRing: @unchecked Sendable {
 
     /// Moves `bytes` from `source` to `destination`, or with `reduce` combines them into it
     /// (`source op destination`, rounded to the dtype). Nil when done, else why the ring stopped.
+    /// A copy of a buffer onto itself moves nothing.
     func transfer(to destination: UnsafeMutableRawPointer, from source: UnsafeRawPointer, bytes: Int,
                   reduce: (op: AluOp, dtype: DataType)? = nil) -> DmaQueueHardware.Stop? {
+        if reduce == nil && UnsafeRawPointer(destination) == source { return nil }
         let flags = reduce.map { DmaDescriptor.compute($0.op, $0.dtype) } ?? 0
         var done = 0
         while done < bytes {

@@ -311,7 +311,6 @@ final class LocalDma {
     init(ring: CollectiveRing) { self.ring = ring }
 
     func move(_ destination: UnsafeMutableRawPointer, _ source: UnsafeRawPointer, _ bytes: Int) throws(TransportFailure) {
-        guard UnsafeRawPointer(destination) != source, bytes > 0 else { return }
         if let stop = ring.transfer(to: destination, from: source, bytes: bytes) { try failed(stop) }
     }
 

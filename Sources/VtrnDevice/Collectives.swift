@@ -190,15 +190,15 @@ public struct CollectiveWorld: Sendable {
 /// the operations are matched in order (the k-th collective of every rank together; sends and
 /// receives in order per pair), checked against each other, and carried out together.
 ///
-/// The algorithm is the ring's, step by step. Data are split into `size` chunks (the first
-/// `count % size` one element longer); in the reduce-scatter's step s, rank r sends its running
-/// value of chunk r-1-s to rank r+1, which combines it into its own as it lands; chunk c is thus
-/// folded left in ring order from rank c+1 to rank c, `((x[c+1] + x[c+2]) + ...) + x[c]` (indices
-/// mod size), rounded to the dtype at every step, as a ring that transmits in the dtype computes
-/// it; then the all-gather passes the finished chunks round. The same order run to run, so results
-/// are deterministic. Every transfer is the sending rank's DMA, descriptors on its core's CC ring
-/// (`CollectiveRing`), reductions DMA with compute; the local ranks pass a barrier between steps.
-/// The cost model charges the ring's steps over the modelled links.
+/// The arithmetic is the ring's. Data are split into `size` chunks (the first `count % size` one
+/// element longer); chunk c of a reduction is folded left in ring order from rank c+1 to rank c,
+/// `((x[c+1] + x[c+2]) + ...) + x[c]` (indices mod size), rounded to the dtype at every step, as a
+/// ring that transmits in the dtype computes it: the same order run to run, so results are
+/// deterministic. Every transfer is DMA, descriptors on a core's CC ring (`CollectiveRing`),
+/// reductions DMA with compute. In one process the data take one of two paths with the same
+/// bits (`run`): each rank moves its share directly (the default), or the ranks run the ring's
+/// steps with a barrier between steps (`stepwise`). The cost model charges the ring's steps over
+/// the modelled links.
 public final class CollectiveGroup: @unchecked Sendable, Equatable {
     /// This process's members, global ranks `firstRank ..< firstRank + members.count`.
     public let members: [CollectiveMember]
@@ -351,16 +351,12 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
             // Across processes: the lowest local rank does the whole exchange for this process,
             // the others wait for it (their buffers stay theirs until it is done).
             if rank == round.expected.min() && !alreadyFailed {
-                let member = members[rank - firstRank]
-                let ring = member.device.collectiveRings[member.core]
-                ring.prepare(peers: memberFaults)
+                let ring = preparedRing(rank)
                 let dma = LocalDma(ring: ring)
                 var failure = crossProcess(operation, key: key, arrivals: arrivals, deadline: deadline, dma: dma)
                 if let stop = dma.stop {
                     failure = ringFailure(stop, rank: rank, ring: ring, operation: operation, key: key, step: 0, of: 0, deadline: deadline,
-                                          timeoutNanoseconds: timeoutNanoseconds,
-                                          generation: generations.isEmpty ? member.device.faults.generation : generations[rank - firstRank],
-                                          cancelled: cancelled)
+                                          timeoutNanoseconds: timeoutNanoseconds, generations: generations, cancelled: cancelled)
                 }
                 state.withLock { _ in
                     if let failure { round.failure = failure }
@@ -591,9 +587,7 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
                      deadline: UInt64?, timeoutNanoseconds: UInt64?, generations: [UInt64], cancelled: () -> Bool)
         -> ExecutionOutcome.Failure? {
         let n = size, r = rank, element = operation.dtype.size, count = operation.count
-        let member = members[rank - firstRank]
-        let ring = member.device.collectiveRings[member.core]
-        ring.prepare(peers: memberFaults)
+        let ring = preparedRing(rank)
         func source(_ q: Int) -> UnsafeRawPointer { arrivals[q]!.source! }
         func destination(_ q: Int) -> UnsafeMutableRawPointer { arrivals[q]!.destination! }
         let reduce = operation.kind.reduces ? (op: operation.op, dtype: operation.dtype) : nil
@@ -602,15 +596,11 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
         var steps = 0
         func failed(_ stop: DmaQueueHardware.Stop) -> ExecutionOutcome.Failure {
             ringFailure(stop, rank: rank, ring: ring, operation: operation, key: key, step: step, of: steps,
-                        deadline: deadline, timeoutNanoseconds: timeoutNanoseconds,
-                        generation: generations.isEmpty ? member.device.faults.generation : generations[rank - firstRank],
-                        cancelled: cancelled)
+                        deadline: deadline, timeoutNanoseconds: timeoutNanoseconds, generations: generations, cancelled: cancelled)
         }
-        if !stepwise, let stop = direct(rank: rank, operation: operation, arrivals: arrivals, ring: ring) { return failed(stop) }
-        if !stepwise { return nil }
+        guard stepwise else { return direct(rank: rank, operation: operation, arrivals: arrivals, ring: ring).map(failed) }
         /// Moves (or with `combining`, reduces) `elements` elements on this rank's CC ring.
         func move(_ to: UnsafeMutableRawPointer, _ from: UnsafeRawPointer, _ elements: Int, combining: Bool = false) -> Bool {
-            guard elements > 0, combining || UnsafeRawPointer(to) != from else { return true }
             guard let stop = ring.transfer(to: to, from: from, bytes: elements * element, reduce: combining ? reduce : nil) else {
                 return true
             }
@@ -627,7 +617,7 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
         }
         /// The ring's reduce-scatter of `chunks` over `ringSize` ranks (this one at `position`):
         /// in step s the rank sends its running value of chunk (position - 1 - s) to the next.
-        func ringReduce(position: Int, ringSize: Int, next: Int, chunk: (Int) -> Range<Int>,
+        func ringReduce(position: Int, ringSize: Int, chunk: (Int) -> Range<Int>,
                         from: (Int, Int) -> UnsafeRawPointer, into: (Int, Int) -> UnsafeMutableRawPointer) -> Bool {
             for s in 0..<max(0, ringSize - 1) {
                 let k = ((position - 1 - s) % ringSize + ringSize) % ringSize
@@ -664,9 +654,9 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
                     return low..<max(low, min(mine.upperBound, rowChunk.upperBound))
                 }
                 guard move(destination(r), source(r), count), barrier(),
-                      ringReduce(position: j, ringSize: columns, next: rowNext, chunk: columnChunk,
+                      ringReduce(position: j, ringSize: columns, chunk: columnChunk,
                                  from: { _, _ in UnsafeRawPointer(destination(r)) }, into: { _, _ in destination(rowNext) }),
-                      ringReduce(position: i, ringSize: rows, next: columnNext, chunk: subChunk,
+                      ringReduce(position: i, ringSize: rows, chunk: subChunk,
                                  from: { _, _ in UnsafeRawPointer(destination(r)) }, into: { _, _ in destination(columnNext) }),
                       ringGather(position: i, ringSize: rows, next: columnNext, chunk: subChunk, last: false),
                       ringGather(position: j, ringSize: columns, next: rowNext, chunk: columnChunk, last: true) else { break }
@@ -675,7 +665,7 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
                 let chunk = { (k: Int) in Self.chunk(k, of: count, parts: n) }
                 steps = 1 + 2 * (n - 1)
                 guard move(destination(r), source(r), count), barrier(),
-                      ringReduce(position: r, ringSize: n, next: next, chunk: chunk,
+                      ringReduce(position: r, ringSize: n, chunk: chunk,
                                  from: { _, _ in UnsafeRawPointer(destination(r)) }, into: { _, _ in destination(next) }),
                       ringGather(position: r, ringSize: n, next: next, chunk: chunk, last: true) else { break }
             }
@@ -688,7 +678,7 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
             guard move(destination(r), source(r) + r * each * element, each),
                   scratch.map({ move($0, source(r), count) }) ?? true, barrier() else { break }
             let working = n > 2 ? state.withLock { _ in round.scratch } : [:]
-            _ = ringReduce(position: r, ringSize: n, next: next, chunk: { $0 * each..<($0 + 1) * each },
+            _ = ringReduce(position: r, ringSize: n, chunk: { $0 * each..<($0 + 1) * each },
                            from: { s, k in s == 0 ? source(r) : UnsafeRawPointer(working[r]!) },
                            into: { s, k in s == n - 2 ? destination(next) - k * each * element : working[next]! })
         case .allGather:
@@ -738,6 +728,14 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
         return failure
     }
 
+    /// The CC ring of `rank`'s core, ready for a collective that may read every member's HBM.
+    private func preparedRing(_ rank: Int) -> CollectiveRing {
+        let member = members[rank - firstRank]
+        let ring = member.device.collectiveRings[member.core]
+        ring.prepare(peers: memberFaults)
+        return ring
+    }
+
     /// The default data path in one process: every rank's memory is in reach of every rank's DMA
     /// (as every device's HBM is of a peer's DMA over NeuronLink), so each rank moves its share
     /// of the result directly, with no hand-offs between ranks: for a reduction, rank c folds
@@ -751,8 +749,7 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
         func source(_ r: Int) -> UnsafeRawPointer { arrivals[r]!.source! }
         func destination(_ r: Int) -> UnsafeMutableRawPointer { arrivals[r]!.destination! }
         func move(_ to: UnsafeMutableRawPointer, _ from: UnsafeRawPointer, _ elements: Int) -> DmaQueueHardware.Stop? {
-            guard elements > 0, UnsafeRawPointer(to) != from else { return nil }
-            return ring.transfer(to: to, from: from, bytes: elements * element)
+            ring.transfer(to: to, from: from, bytes: elements * element)
         }
         switch operation.kind {
         case .allReduce where torusColumns != nil:
@@ -879,9 +876,10 @@ public final class CollectiveGroup: @unchecked Sendable, Equatable {
     /// its device, the ring and the step. A hang holds the rank until the execution's deadline,
     /// a reset, a loss or its runtime's end, as a hung DMA on the chip would.
     func ringFailure(_ stop: DmaQueueHardware.Stop, rank: Int, ring: CollectiveRing, operation: CollectiveOperation, key: Key,
-                             step: Int, of steps: Int, deadline: UInt64?, timeoutNanoseconds: UInt64?, generation: UInt64,
+                             step: Int, of steps: Int, deadline: UInt64?, timeoutNanoseconds: UInt64?, generations: [UInt64],
                              cancelled: () -> Bool) -> ExecutionOutcome.Failure {
         let member = members[rank - firstRank]
+        let generation = generations.isEmpty ? member.device.faults.generation : generations[rank - firstRank]
         let device = member.device.index
         let ringName = "the CC ring of \(label(rank)) (DMA engine \(ring.engineIndex) of core \(member.core))"
         let at = "at descriptor \(stop.position - ring.collectiveStart) of \(what(key, operation))"
@@ -1024,12 +1022,17 @@ enum Reduction {
         }
     }
 
+    /// a[i] = a[i] op b[i] (the running value first), or with `reversed` b[i] op a[i]. NaN in
+    /// max and min gives NaN (x + y: the first operand's payload, as the engines give it).
     @inline(__always)
-    static func combine(_ op: AluOp, _ a: UnsafeMutablePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) {
-        switch op {
-        case .max: for i in 0..<n { let x = a[i], y = b[i]; a[i] = x.isNaN || y.isNaN ? x + y : (y > x ? y : x) }
-        case .min: for i in 0..<n { let x = a[i], y = b[i]; a[i] = x.isNaN || y.isNaN ? x + y : (y < x ? y : x) }
-        default: for i in 0..<n { a[i] += b[i] }
+    static func combine(_ op: AluOp, _ a: UnsafeMutablePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int, reversed: Bool = false) {
+        switch (op, reversed) {
+        case (.max, false): for i in 0..<n { let x = a[i], y = b[i]; a[i] = x.isNaN || y.isNaN ? x + y : (y > x ? y : x) }
+        case (.max, true): for i in 0..<n { let x = b[i], y = a[i]; a[i] = x.isNaN || y.isNaN ? x + y : (y > x ? y : x) }
+        case (.min, false): for i in 0..<n { let x = a[i], y = b[i]; a[i] = x.isNaN || y.isNaN ? x + y : (y < x ? y : x) }
+        case (.min, true): for i in 0..<n { let x = b[i], y = a[i]; a[i] = x.isNaN || y.isNaN ? x + y : (y < x ? y : x) }
+        case (_, false): for i in 0..<n { a[i] += b[i] }
+        case (_, true): for i in 0..<n { a[i] = b[i] + a[i] }
         }
     }
 

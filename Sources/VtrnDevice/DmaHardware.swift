@@ -311,16 +311,8 @@ public final class DmaQueueHardware: @unchecked Sendable {
         let accumulating = control & DmaDescriptor.accumulate != 0
         if dtype == .fp32 {
             // In place, no conversions: the common case, at memory speed.
-            let a = destination.assumingMemoryBound(to: Float.self), b = source.assumingMemoryBound(to: Float.self)
-            let count = length / 4
-            switch (op, accumulating) {
-            case (.add, true): for i in 0..<count { a[i] = a[i] + b[i] }
-            case (.add, false): for i in 0..<count { a[i] = b[i] + a[i] }
-            case (.max, true): for i in 0..<count { let x = a[i], y = b[i]; a[i] = x.isNaN || y.isNaN ? x + y : (y > x ? y : x) }
-            case (.max, false): for i in 0..<count { let x = b[i], y = a[i]; a[i] = x.isNaN || y.isNaN ? x + y : (y > x ? y : x) }
-            case (.min, true): for i in 0..<count { let x = a[i], y = b[i]; a[i] = x.isNaN || y.isNaN ? x + y : (y < x ? y : x) }
-            default: for i in 0..<count { let x = b[i], y = a[i]; a[i] = x.isNaN || y.isNaN ? x + y : (y < x ? y : x) }
-            }
+            Reduction.combine(op, destination.assumingMemoryBound(to: Float.self), source.assumingMemoryBound(to: Float.self),
+                              length / 4, reversed: !accumulating)
             return true
         }
         let inputs = accumulating ? [UnsafeRawPointer(destination), source] : [source, UnsafeRawPointer(destination)]
@@ -394,10 +386,10 @@ public final class DmaQueueHardware: @unchecked Sendable {
     private func peerHbmError(reading source: UnsafeRawPointer, length: Int, destination: UnsafeMutableRawPointer?) -> Stop.Reason? {
         for peer in peers where peer.attention.load(ordering: .relaxed) != 0 {
             let armed = peer.armed
-            for start in [UInt(bitPattern: source), destination.map { UInt(bitPattern: $0) }].compactMap({ $0 }) {
-                if let (fault, address) = peer.hbmError(in: armed, reading: start, length: length) {
-                    return .hbmUncorrectable(address: address, length: length, fault: "\(fault.label) in the HBM of device \(peer.deviceIndex)")
-                }
+            let hit = peer.hbmError(in: armed, reading: UInt(bitPattern: source), length: length)
+                ?? destination.flatMap { peer.hbmError(in: armed, reading: UInt(bitPattern: $0), length: length) }
+            if let (fault, address) = hit {
+                return .hbmUncorrectable(address: address, length: length, fault: "\(fault.label) in the HBM of device \(peer.deviceIndex)")
             }
         }
         return nil

@@ -666,7 +666,7 @@ def multi_rank_run(kernel: Any, world_size: int, per_rank_inputs: Any) -> list[A
     close()
     per_device = CORES_PER_DEVICE[target]
     runtime = Runtime(topology=f"{target}:{-(-world_size // per_device)}")
-    contexts: list[_Context] = []
+    contexts: dict[int, _Context] = {}     # by device index
     communicators: dict[tuple[int, ...], Any] = {}
     compiled: list[Any] = []
     try:
@@ -678,14 +678,12 @@ def multi_rank_run(kernel: Any, world_size: int, per_rank_inputs: Any) -> list[A
                 communicators[ranks] = Communicator(runtime, [members[rank] for rank in ranks])
             return communicators[ranks]
 
-        devices: dict[int, _Context] = {}
         bound: list[tuple[Any, Any, Any]] = []
         for rank, (args, kwargs) in enumerate(inputs):
             device, core = members[rank]
-            ctx = devices.get(device.index)
+            ctx = contexts.get(device.index)
             if ctx is None:
-                ctx = devices[device.index] = _Context(device=device)
-                contexts.append(ctx)
+                ctx = contexts[device.index] = _Context(device=device)
             items = _bind_arguments(jit.func, args, kwargs)
             signature = tuple((key, _signature(value)) for key, _, value in items)
             if bound and signature != bound[0][2]:
@@ -703,7 +701,7 @@ def multi_rank_run(kernel: Any, world_size: int, per_rank_inputs: Any) -> list[A
             instance.kernel.close()
         for comm in communicators.values():
             comm.close()
-        for ctx in contexts:
+        for ctx in contexts.values():
             ctx.close()
         runtime.close()
 
